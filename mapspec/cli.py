@@ -1,0 +1,351 @@
+"""The ``mapspec`` command line.
+
+``main()`` is ``sys.exit(run(sys.argv[1:]))``; ``run`` takes ``stdout``/``stderr`` so
+that tests call the CLI in-process.  Exit status: 0 success, 1 a user error reported
+in one clear message (no traceback), 2 bad usage.  ``mapspec diff`` exits 1 when
+the checkpoints differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Optional, Sequence, TextIO
+
+import numpy as np
+import yaml
+
+from . import __version__
+from .errors import MapspecError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would sys.exit(2) from deep inside; we raise instead
+        raise UsageError(f"{self.prog}: {message}\n(see {self.prog} --help)")
+
+
+def _kv(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise UsageError(f"option {text!r} must be KEY=VALUE (e.g. input_shape=[1,3,224,224])")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _options(pairs: Optional[list]) -> dict:
+    return dict(_kv(p) for p in pairs or [])
+
+
+def _shape(shape) -> str:
+    if shape is None:
+        return "?"
+    return "x".join(str(d) for d in shape) if len(shape) else "scalar"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def _table(rows: list[list[str]], out: TextIO, header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(fmt.format(*header).rstrip(), file=out)
+    print(fmt.format(*["-" * w for w in widths]).rstrip(), file=out)
+    for r in rows:
+        print(fmt.format(*r).rstrip(), file=out)
+
+
+# -- commands -------------------------------------------------------------------------
+
+def cmd_validate(args, out: TextIO, err: TextIO) -> int:
+    from .spec.load import check_spec
+
+    status = 0
+    for path in args.specs:
+        spec, errors = check_spec(path)
+        if errors:
+            status = 1
+            for e in errors:
+                for single in e.errors:
+                    print(str(single), file=err)
+            print(f"{path}: {len(errors)} error{'s' if len(errors) > 1 else ''}", file=err)
+        else:
+            n = len(spec.rules)
+            print(f"{spec.path}: OK ({n} rule{'s' if n != 1 else ''}, spec {spec.name!r})", file=out)
+    return status
+
+
+def cmd_inspect(args, out: TextIO, err: TextIO) -> int:
+    from .formats import open_checkpoint
+
+    with open_checkpoint(args.file, format=args.format, **_options(args.option)) as r:
+        infos = r.infos()
+        total_n = sum(i.numel for i in infos.values())
+        total_b = sum(i.nbytes for i in infos.values())
+        if args.json:
+            json.dump({"file": r.path, "format": r.format, "has_data": r.has_data,
+                       "tensors": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "numel": i.numel,
+                                    "nbytes": i.nbytes} for i in infos.values()],
+                       "total": {"tensors": len(infos), "numel": total_n, "nbytes": total_b}}, out, indent=1)
+            print(file=out)
+            return 0
+        rows = [[i.name, _shape(i.shape), i.dtype or "-", f"{i.numel:,}", _size(i.nbytes)] for i in infos.values()]
+        _table(rows, out, ["name", "shape", "dtype", "values", "bytes"])
+        kind = "" if r.has_data else " (a template: names and shapes, no values)"
+        print(f"\n{len(infos)} tensors, {total_n:,} values, {_size(total_b)}; format {r.format}{kind}", file=out)
+    return 0
+
+
+def cmd_specs(args, out: TextIO, err: TextIO) -> int:
+    from .resources import shipped_specs
+    from .spec.load import check_spec
+
+    specs = shipped_specs()
+    if not specs:
+        print("no shipped specs found", file=err)
+        return 1
+    rows = []
+    for name, path in specs.items():
+        spec, errors = check_spec(str(path))
+        desc = spec.description.strip().splitlines()[0] if spec and spec.description else ""
+        rows.append([name, desc if not errors else f"(invalid: {len(errors)} errors)"])
+    _table(rows, out, ["spec", "description"])
+    return 0
+
+
+def _plan_from_args(args):
+    from .engine import plan
+
+    return plan(args.spec, args.source, template=args.template, target_format=args.target_format,
+                output=getattr(args, "output", None), relax=tuple(args.relax or ()),
+                source_format=args.source_format)
+
+
+def _print_plan(p, out: TextIO) -> None:
+    rows = [[s.source if s.source is not None else "(constant)", _shape(s.in_meta.shape), s.transforms_text,
+             s.target, _shape(s.out_meta.shape), s.out_meta.dtype] for s in p.steps]
+    if rows:
+        _table(rows, out, ["source", "shape", "transforms", "target", "shape", "dtype"])
+    sm = p.summary()
+    print(f"\n{sm['outputs']} outputs ({_size(sm['output_bytes'])}) from {sm['source_tensors']} source tensors: "
+          f"{sm['matched']} matched, {sm['referenced']} referenced, {sm['ignored']} ignored, {sm['unused']} unused; "
+          f"{sm['constants']} constants", file=out)
+    for w in p.warnings:
+        print(f"warning: {w}", file=out)
+
+
+def cmd_plan(args, out: TextIO, err: TextIO) -> int:
+    p = _plan_from_args(args)
+    if args.json:
+        json.dump(p.to_json(), out, indent=1)
+        print(file=out)
+    else:
+        _print_plan(p, out)
+        for e in p.errors:
+            for single in e.errors:
+                print(str(single), file=err)
+        print(f"coverage: {p.verdict}", file=out)
+    return 0 if p.ok else 1
+
+
+def cmd_apply(args, out: TextIO, err: TextIO) -> int:
+    from .engine import execute
+
+    p = _plan_from_args(args)
+    p.check()
+    show = args.progress or (not args.quiet and hasattr(err, "isatty") and err.isatty())
+    last = [0.0]
+
+    def progress(done: int, total: int, step) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] > 0.25:
+            last[0] = now
+            print(f"\r[{done}/{total}] {step.target[:60]:<60}", end="" if done < total else "\n", file=err,
+                  flush=True)
+
+    result = execute(p, args.output, force=args.force, progress=progress if show else None,
+                     target_options=_options(args.option))
+    if args.report:
+        from .formats import atomic_output
+
+        with atomic_output(args.report, force=True) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            json.dump(result.report, f, indent=1)
+    if not args.quiet:
+        for w in p.warnings:
+            print(f"warning: {w}", file=err)
+        sm = p.summary()
+        print(f"wrote {result.output}: {result.tensors} tensors, {_size(result.bytes_written)} in "
+              f"{result.seconds:.2f} s ({sm['matched']} matched, {sm['referenced']} referenced, "
+              f"{sm['ignored']} ignored, {sm['constants']} constants)", file=out)
+    return 0
+
+
+def _max_abs_diff(a: np.ndarray, b: np.ndarray, chunk: int = 1 << 20) -> float:
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    worst = 0.0
+    for i in range(0, fa.size, chunk):
+        x = np.asarray(fa[i:i + chunk], dtype=np.float64)
+        y = np.asarray(fb[i:i + chunk], dtype=np.float64)
+        d = np.abs(x - y)
+        nan_mismatch = np.isnan(x) != np.isnan(y)
+        if nan_mismatch.any():
+            return float("inf")
+        d = d[~np.isnan(d)]
+        if d.size:
+            worst = max(worst, float(d.max()))
+    return worst
+
+
+def cmd_diff(args, out: TextIO, err: TextIO) -> int:
+    from .formats import open_checkpoint
+
+    with open_checkpoint(args.a, format=args.format_a) as ra, open_checkpoint(args.b, format=args.format_b) as rb:
+        ia, ib = ra.infos(), rb.infos()
+        only_a = [n for n in ia if n not in ib]
+        only_b = [n for n in ib if n not in ia]
+        rows, differ, worst = [], 0, 0.0
+        report = []
+        for name in [n for n in ia if n in ib]:
+            x, y = ia[name], ib[name]
+            entry = {"name": name, "shape_a": list(x.shape), "shape_b": list(y.shape), "dtype_a": x.dtype,
+                     "dtype_b": y.dtype}
+            if tuple(x.shape) != tuple(y.shape):
+                status, diff = f"shape {_shape(x.shape)} vs {_shape(y.shape)}", None
+            elif not (ra.has_data and rb.has_data):
+                status, diff = "same shape", None
+            else:
+                diff = _max_abs_diff(ra.read(name), rb.read(name))
+                worst = max(worst, diff)
+                status = "equal" if diff == 0 else ("close" if diff <= args.atol else "DIFFERENT")
+                if x.dtype != y.dtype:
+                    status += f" (dtype {x.dtype} vs {y.dtype})"
+            entry.update(status=status, max_abs_diff=diff)
+            report.append(entry)
+            bad = not status.startswith(("equal", "close", "same shape")) or (x.dtype != y.dtype and args.strict_dtype)
+            differ += bad
+            if bad or args.all:
+                rows.append([name, _shape(x.shape), "-" if diff is None else f"{diff:.3g}", status])
+        if args.json:
+            json.dump({"a": ra.path, "b": rb.path, "only_a": only_a, "only_b": only_b, "tensors": report,
+                       "max_abs_diff": worst, "atol": args.atol}, out, indent=1)
+            print(file=out)
+        else:
+            if rows:
+                _table(rows, out, ["name", "shape", "max |a-b|", "status"])
+            for n in only_a:
+                print(f"only in {ra.path}: {n} ({_shape(ia[n].shape)})", file=out)
+            for n in only_b:
+                print(f"only in {rb.path}: {n} ({_shape(ib[n].shape)})", file=out)
+            common = len(ia) - len(only_a)
+            print(f"{common} common tensors, {differ} differ (atol {args.atol:g}), max |a-b| {worst:.3g}; "
+                  f"{len(only_a)} only in A, {len(only_b)} only in B", file=out)
+    return 0 if not differ and not only_a and not only_b else 1
+
+
+# -- parser ---------------------------------------------------------------------------------
+
+RELAX_HELP = "relax a coverage check: unused-source, unmatched-rule, missing-target, unexpected-target, dtype-mismatch"
+
+
+def _add_plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="a spec file, or a shipped spec's name (see `mapspec specs`)")
+    p.add_argument("--source", "-s", required=True, help="the source checkpoint")
+    p.add_argument("--template", "-t", help="a file whose tensor names and shapes the output must match "
+                                            "(overrides the spec's target template)")
+    p.add_argument("--source-format", help="the source's format (default: the spec's, else detected)")
+    p.add_argument("--target-format", help="the output's format (default: the spec's, else from the file name)")
+    p.add_argument("--relax", action="append", choices=["unused-source", "unmatched-rule", "missing-target",
+                                                        "unexpected-target", "dtype-mismatch"], help=RELAX_HELP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mapspec", description="Move pretrained weights between frameworks and checkpoint "
+                                                 "layouts with a declarative YAML spec.")
+    parser.add_argument("--version", action="version", version=f"mapspec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("validate", help="check specs (schema and semantics) without reading any data")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("inspect", help="list a checkpoint's (or template's) tensors")
+    p.add_argument("file")
+    p.add_argument("--format", help="the file's format (default: detected)")
+    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
+                   help="a reader option, e.g. input_shape=[1,3,112,112] for a template")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("plan", help="dry run: what apply would do, from metadata only, with the coverage verdict")
+    _add_plan_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("apply", help="convert: plan, check, and write the output atomically")
+    _add_plan_args(p)
+    p.add_argument("--output", "-O", required=True, help="the file to write")
+    p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
+    p.add_argument("--report", help="write a JSON report of every tensor written")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a writer option")
+    p.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("diff", help="compare two checkpoints tensor by tensor (exit 1 if they differ)")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--atol", type=float, default=0.0, help="largest absolute difference still 'close' (default 0)")
+    p.add_argument("--format-a")
+    p.add_argument("--format-b")
+    p.add_argument("--all", action="store_true", help="list every common tensor, not just the differing ones")
+    p.add_argument("--strict-dtype", action="store_true", help="count a dtype difference as a difference")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("specs", help="list the shipped specs")
+    p.set_defaults(func=cmd_specs)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+# Later modules (verify, fold-bn, example) add their sub-commands here.
+_EXTRA_COMMANDS: list = []
+
+
+def run(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
+        stderr: Optional[TextIO] = None) -> int:
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(list(argv) if argv is not None else None)
+        except SystemExit as e:  # --help / --version
+            return int(e.code or 0)
+        if not getattr(args, "command", None):
+            parser.print_help(out)
+            return 2
+        return args.func(args, out, err)
+    except MapspecError as e:
+        print(f"mapspec: error: {e}", file=err)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mapspec: interrupted; no output was written", file=err)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,608 @@
+"""Planning and applying a spec.
+
+``plan`` works from metadata only (names, shapes, dtypes, layer attributes): it
+matches every source tensor against the rules, binds each transform's arguments,
+infers every output's shape and dtype through the transform chain, checks coverage
+and the template, and collects every problem it finds.  ``apply`` then streams: for
+each output, in output order, it reads the source tensor (a memory-mapped view where
+the format allows), runs the transforms, hands the result to the streaming writer and
+lets it go.  A tensor referenced by several rules (a Caffe BatchNorm factor blob) is
+read once and kept only until its last use.  The output is written to a temporary
+file beside the target and renamed into place only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from . import dtypes
+from .errors import ConversionError, CoverageError, ErrorList, Location, MapspecError, SpecError
+from .formats import Reader, TensorInfo, atomic_output, by_suffix, create_writer, module, open_checkpoint
+from .spec.args import Binder, Ref
+from .spec.expr import ExprError, Template
+from .spec.load import load_spec
+from .spec.model import Call, Rule, Spec
+from .spec.pattern import AmbiguousMatch
+from .transforms import TRANSFORMS, Meta, TransformError
+
+MAX_LISTED = 20
+
+
+@dataclass
+class BoundCall:
+    call: Call
+    args: dict  # bound values; references as Ref, optional missing references as None
+    label: str
+
+    @property
+    def refs(self) -> list[str]:
+        out = []
+        for v in self.args.values():
+            if isinstance(v, Ref):
+                out.append(v.name)
+            elif isinstance(v, list):
+                out += [r.name for r in v if isinstance(r, Ref)]
+        return out
+
+
+@dataclass
+class Step:
+    """One output tensor: where it comes from and what happens to it."""
+
+    target: str
+    rule: Rule
+    source: Optional[str]
+    calls: list
+    in_meta: Meta
+    out_meta: Meta
+    env: dict = field(default_factory=dict)
+    constant: Any = None
+    meta: Optional[dict] = None  # the template's format-specific facts for this target
+
+    @property
+    def refs(self) -> list[str]:
+        return [r for c in self.calls for r in c.refs]
+
+    @property
+    def transforms_text(self) -> str:
+        return " | ".join(c.label for c in self.calls) or "-"
+
+
+@dataclass
+class Plan:
+    spec: Spec
+    source: Reader
+    template: Optional[Reader]
+    steps: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
+    unused: list = field(default_factory=list)
+    ignored: list = field(default_factory=list)
+    referenced: set = field(default_factory=set)
+    unmatched_rules: list = field(default_factory=list)
+    missing_targets: list = field(default_factory=list)
+    unexpected_targets: list = field(default_factory=list)
+    target_format: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def check(self) -> "Plan":
+        """Raise every error found while planning (one error, or an ErrorList)."""
+        if self.errors:
+            if len(self.errors) == 1:
+                raise self.errors[0]
+            raise ErrorList(self.errors)
+        return self
+
+    @property
+    def verdict(self) -> str:
+        if self.errors:
+            return f"FAIL: {len(self.errors)} error{'s' if len(self.errors) > 1 else ''}"
+        return "OK" + (f" ({len(self.warnings)} relaxed)" if self.warnings else "")
+
+    def summary(self) -> dict:
+        return {
+            "outputs": len(self.steps),
+            "source_tensors": len(self.source.infos()),
+            "matched": sum(1 for s in self.steps if s.source is not None),
+            "referenced": len(self.referenced),
+            "ignored": len(self.ignored),
+            "unused": len(self.unused),
+            "constants": sum(1 for s in self.steps if s.source is None),
+            "output_bytes": sum(TensorInfo(s.target, s.out_meta.shape, s.out_meta.dtype).nbytes for s in self.steps),
+        }
+
+    def to_json(self) -> dict:
+        return {
+            "spec": self.spec.path,
+            "source": self.source.path,
+            "template": self.template.path if self.template else None,
+            "verdict": self.verdict,
+            "summary": self.summary(),
+            "steps": [{
+                "target": s.target, "source": s.source, "rule": s.rule.index, "refs": s.refs,
+                "transforms": [c.label for c in s.calls], "in_shape": list(s.in_meta.shape),
+                "shape": list(s.out_meta.shape), "dtype": s.out_meta.dtype,
+            } for s in self.steps],
+            "errors": [str(e) for e in self.errors],
+            "warnings": list(self.warnings),
+        }
+
+
+def _shape_text(shape) -> str:
+    return "x".join(str(d) for d in shape) if len(shape) else "scalar"
+
+
+def _closest(text: str, names: list[str], n: int = 3) -> list[str]:
+    return difflib.get_close_matches(text, names, n=n, cutoff=0.3)
+
+
+def _listing(names: list[str], describe: Callable[[str], str]) -> str:
+    shown = [f"  {describe(n)}" for n in names[:MAX_LISTED]]
+    if len(names) > MAX_LISTED:
+        shown.append(f"  ... and {len(names) - MAX_LISTED} more")
+    return "\n".join(shown)
+
+
+def _each_envs(rule: Rule, env: dict, fail) -> list[dict]:
+    if not rule.each:
+        return [env]
+    axes = []
+    for var, spec_v in rule.each.items():
+        loc = rule.each.loc_of(var) if hasattr(rule.each, "loc_of") else rule.loc
+        if isinstance(spec_v, dict):
+            binder = Binder(env, lambda n: False, lambda n: {}, fail)
+            bounds = [binder.int_value(v, loc, f"each {var} range") for v in spec_v["range"]]
+            values = list(range(*bounds))
+            if not values:
+                raise fail(f"each {var}: range {bounds} is empty", loc)
+        else:
+            values = []
+            for v in spec_v:
+                if isinstance(v, str) and v.startswith("{") and v.endswith("}"):
+                    try:
+                        v = Template(v).value(env)
+                    except ExprError as e:
+                        raise fail(f"each {var}: {e}", loc) from None
+                values.append(v)
+        axes.append([(var, v) for v in values])
+    envs = []
+    for combo in itertools.product(*axes):
+        e = dict(env)
+        e.update(combo)
+        envs.append(e)
+        if len(envs) > 100_000:
+            raise fail("'each' expands to more than 100000 outputs", rule.each_loc or rule.loc)
+    return envs
+
+
+class _Planner:
+    def __init__(self, spec: Spec, source: Reader, template: Optional[Reader], target_format: Optional[str],
+                 relax: set):
+        self.spec = spec
+        self.source = source
+        self.template = template
+        self.relax = set(spec.relax) | set(relax)
+        self.plan = Plan(spec, source, template, target_format=target_format)
+        self.infos = source.infos()
+        self._attr_cache: dict[str, dict] = {}
+
+    def attrs(self, node: str) -> dict:
+        if node not in self._attr_cache:
+            self._attr_cache[node] = self.source.attrs(node) or {}
+        return self._attr_cache[node]
+
+    def error(self, e: MapspecError) -> None:
+        self.plan.errors.append(e)
+
+    def relaxable(self, what: str, error: MapspecError) -> None:
+        if what in self.relax:
+            self.plan.warnings.append(f"[relaxed {what}] {error}")
+        else:
+            self.error(error)
+
+    def run(self) -> Plan:
+        spec, names = self.spec, list(self.infos)
+        from_rules = [r for r in spec.rules if not r.is_constant]
+        matches: dict[int, int] = Counter()
+        taken: list[tuple[str, Rule, dict]] = []
+        unmatched_sources = []
+        for name in names:
+            hit = None
+            for rule in from_rules:
+                try:
+                    caps = rule.source.match(name)
+                except AmbiguousMatch as e:
+                    self.error(SpecError(f"{e}; make the pattern stricter (e.g. <name:word> instead of "
+                                         f"<name:path>, or more literal text between placeholders)",
+                                         rule.source_loc, rule.label))
+                    caps = None
+                    hit = rule
+                    break
+                if caps is None:
+                    continue
+                env = {**spec.vars, **caps}
+                if rule.require and not self._required(rule, env):
+                    continue
+                hit = rule
+                matches[rule.index] += 1
+                taken.append((name, rule, env))
+                break
+            if hit is None:
+                unmatched_sources.append(name)
+
+        for name, rule, env in taken:
+            self._expand(rule, env, name)
+        for rule in spec.rules:
+            if rule.is_constant:
+                self._expand(rule, dict(spec.vars), None)
+
+        for rule in from_rules:
+            if matches[rule.index] == 0 and not rule.optional:
+                near = _closest(rule.source_text, names)
+                hint = f"; closest source names: {', '.join(repr(n) for n in near)}" if near else \
+                    f"; the source has {len(names)} tensors (see `mapspec inspect`)"
+                self.plan.unmatched_rules.append(rule)
+                self.relaxable("unmatched-rule", SpecError(f"matches no source tensor{hint}", rule.source_loc,
+                                                           rule.label))
+
+        referenced = {r for s in self.plan.steps for r in s.refs}
+        self.plan.referenced = referenced
+        for name in unmatched_sources:
+            if name in referenced:
+                continue
+            if any(p.match(name) is not None for p, _ in spec.ignore if not _ambiguous(p, name)):
+                self.plan.ignored.append(name)
+                continue
+            self.plan.unused.append(name)
+        if self.plan.unused:
+            def describe(n):
+                i = self.infos[n]
+                return f"{n} ({_shape_text(i.shape)} {i.dtype})"
+            n = len(self.plan.unused)
+            self.relaxable("unused-source", CoverageError(
+                f"{spec.path}: {n} source tensor{'s are' if n > 1 else ' is'} not matched by any rule, not "
+                f"referenced and not ignored (add rules, or list them under 'ignore:'):\n"
+                + _listing(self.plan.unused, describe)))
+
+        self._duplicates()
+        self._target_dtype()
+        if self.template is not None:
+            self._against_template()
+        self._writable()
+        return self.plan
+
+    def _required(self, rule: Rule, env: dict) -> bool:
+        for tmpl, loc in rule.require:
+            try:
+                if tmpl.render(env) not in self.infos:
+                    return False
+            except ExprError as e:
+                self.error(SpecError(f"require: {e}", loc, rule.label))
+                return False
+        return True
+
+    def _fail(self, rule: Rule, source: Optional[str]):
+        def make(msg: str, loc: Location) -> MapspecError:
+            return ConversionError(msg, tensor=source, rule=rule.label, loc=loc)
+        return make
+
+    def _expand(self, rule: Rule, env: dict, source: Optional[str]) -> None:
+        fail = self._fail(rule, source)
+        try:
+            envs = _each_envs(rule, env, fail)
+        except MapspecError as e:
+            self.error(e)
+            return
+        for e in envs:
+            try:
+                self.plan.steps.append(self._step(rule, e, source, fail))
+            except MapspecError as err:
+                self.error(err)
+
+    def _step(self, rule: Rule, env: dict, source: Optional[str], fail) -> Step:
+        try:
+            target = rule.to.render(env)
+        except ExprError as e:
+            raise fail(f"'to': {e}", Location(rule.to_loc.file, rule.to_loc.line, rule.to_loc.col + e.column))
+        binder = Binder(env, lambda n: n in self.infos, self.attrs, fail)
+        constant = None
+        if source is not None:
+            info = self.infos[source]
+            if info.dtype is None:
+                raise fail("the source does not say this tensor's dtype", rule.source_loc)
+            meta = Meta(tuple(info.shape), info.dtype)
+        else:
+            shape = tuple(binder.int_value(d, rule.loc, "shape") for d in rule.shape) if rule.shape is not None \
+                else ()
+            meta = Meta(shape, rule.dtype)
+            constant = _constant_array(rule, shape, fail)
+        in_meta = meta
+        calls = []
+        for call in rule.calls:
+            args = {}
+            for k, a in call.tdef.args.items():
+                if k in call.args:
+                    args[k] = binder.bind(a, call.args[k], call.arg_locs.get(k, call.loc), f"{call.name} {k}")
+                elif not a.required and a.default is not None:
+                    args[k] = a.default
+            label = _call_label(call, args)
+            metas = {k: self._meta_of(v) for k, v in args.items()}
+            try:
+                meta = call.tdef.infer(meta, **metas)
+            except TransformError as e:
+                raise ConversionError(f"{label}: {e} (input {_shape_text(meta.shape)} {meta.dtype})", tensor=source,
+                                      rule=rule.label, loc=call.loc) from None
+            calls.append(BoundCall(call, args, label))
+        return Step(target, rule, source, calls, in_meta, meta, env=env, constant=constant)
+
+    def _meta_of(self, v):
+        if isinstance(v, Ref):
+            i = self.infos[v.name]
+            return Meta(tuple(i.shape), i.dtype)
+        if isinstance(v, list):
+            return [self._meta_of(x) for x in v]
+        return v
+
+    def _duplicates(self) -> None:
+        seen: dict[str, Step] = {}
+        for s in self.plan.steps:
+            if s.target in seen:
+                first = seen[s.target]
+                a = f"{first.rule.label}" + (f" from {first.source!r}" if first.source else "")
+                b = f"{s.rule.label}" + (f" from {s.source!r}" if s.source else "")
+                self.error(SpecError(f"target {s.target!r} is produced twice: by {a} (line {first.rule.loc.line}) "
+                                     f"and by {b}", s.rule.to_loc, s.rule.label))
+            else:
+                seen[s.target] = s
+
+    def _target_dtype(self) -> None:
+        want = self.spec.target.dtype
+        if not want:
+            return
+        for s in self.plan.steps:
+            if s.out_meta.dtype != want and dtypes.DTYPES[s.out_meta.dtype].kind == "float":
+                s.calls.append(BoundCall(_IMPLICIT_CAST, {"dtype": want}, f"cast({want}) [target dtype]"))
+                s.out_meta = Meta(s.out_meta.shape, want)
+
+    def _against_template(self) -> None:
+        tinfos = self.template.infos()
+        produced = {s.target: s for s in self.plan.steps}
+        for name, info in tinfos.items():
+            s = produced.get(name)
+            if s is None:
+                self.plan.missing_targets.append(name)
+                continue
+            s.meta = dict(info.meta) if info.meta else None
+            if info.shape is not None and tuple(info.shape) != tuple(s.out_meta.shape):
+                hint = ""
+                if TensorInfo(name, tuple(info.shape), None).numel == TensorInfo(name, s.out_meta.shape, None).numel:
+                    hint = f"; same element count: add {{reshape: {list(info.shape)}}} if the layout agrees"
+                elif sorted(info.shape) == sorted(s.out_meta.shape):
+                    hint = "; same dimensions in another order: a transpose may be missing"
+                self.error(ConversionError(
+                    f"produces shape {_shape_text(s.out_meta.shape)} but the template "
+                    f"{self.template.path} expects {_shape_text(info.shape)} for {name!r}{hint}",
+                    tensor=s.source or name, rule=s.rule.label, loc=s.rule.to_loc))
+            if info.dtype is not None and info.dtype != s.out_meta.dtype:
+                self.relaxable("dtype-mismatch", ConversionError(
+                    f"produces {s.out_meta.dtype} but the template expects {info.dtype} for {name!r}; add "
+                    f"{{cast: {info.dtype}}} or set target: {{dtype: {info.dtype}}}",
+                    tensor=s.source or name, rule=s.rule.label, loc=s.rule.to_loc))
+        if self.plan.missing_targets:
+            def describe(n):
+                i = tinfos[n]
+                return f"{n} ({_shape_text(i.shape)}{' ' + i.dtype if i.dtype else ''})"
+            n = len(self.plan.missing_targets)
+            self.relaxable("missing-target", CoverageError(
+                f"{self.spec.path}: {n} tensor{'s' if n > 1 else ''} of the template {self.template.path} "
+                f"{'are' if n > 1 else 'is'} not produced by any rule:\n" + _listing(self.plan.missing_targets,
+                                                                                     describe)))
+        extra = [s for s in self.plan.steps if s.target not in tinfos]
+        self.plan.unexpected_targets = [s.target for s in extra]
+        for s in extra:
+            near = _closest(s.target, list(tinfos))
+            hint = f" (closest template names: {', '.join(repr(n) for n in near)})" if near else ""
+            self.relaxable("unexpected-target", ConversionError(
+                f"target {s.target!r} is not in the template {self.template.path}{hint}",
+                tensor=s.source, rule=s.rule.label, loc=s.rule.to_loc))
+        order = {name: i for i, name in enumerate(tinfos)}
+        self.plan.steps.sort(key=lambda s: order.get(s.target, len(order)))
+
+    def _writable(self) -> None:
+        fmt = self.plan.target_format
+        if not fmt:
+            return
+        try:
+            allowed = getattr(module(fmt), "WRITE_DTYPES", None)
+        except MapspecError:
+            return
+        if not allowed:
+            return
+        for s in self.plan.steps:
+            if s.out_meta.dtype not in allowed:
+                self.error(ConversionError(
+                    f"format {fmt} cannot hold {s.out_meta.dtype} (it holds {', '.join(allowed)}); add "
+                    f"{{cast: {allowed[0]}}} or set target: {{dtype: {allowed[0]}}}",
+                    tensor=s.source or s.target, rule=s.rule.label, loc=s.rule.to_loc))
+
+
+def _ambiguous(pattern, name) -> bool:
+    try:
+        pattern.match(name)
+        return False
+    except AmbiguousMatch:
+        return True
+
+
+def _constant_array(rule: Rule, shape: tuple, fail) -> np.ndarray:
+    dt = dtypes.to_numpy(rule.dtype)
+    try:
+        value = np.array(rule.value, dtype=dt)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise fail(f"'value' cannot be a {rule.dtype} array: {e}", rule.loc) from None
+    if value.shape == tuple(shape):
+        return value
+    if value.ndim == 0:
+        return np.full(shape, value, dtype=dt)
+    raise fail(f"'value' has shape {value.shape} but the rule's shape is {tuple(shape)}", rule.loc)
+
+
+def _call_label(call: Call, args: dict) -> str:
+    parts = []
+    for k, v in args.items():
+        if call.tdef.args[k].default == v and k not in call.args:
+            continue
+        if isinstance(v, Ref):
+            v = v.name
+        elif isinstance(v, list):
+            v = "[" + ",".join(x.name if isinstance(x, Ref) else str(x) for x in v) + "]"
+        parts.append(f"{k}={v}")
+    return f"{call.name}({', '.join(parts)})"
+
+
+_IMPLICIT_CAST = Call(tdef=TRANSFORMS["cast"], args={}, arg_locs={}, loc=Location("<target: dtype>"))
+
+
+# -- public API -----------------------------------------------------------------------
+
+def _as_spec(spec: Union[str, Spec]) -> Spec:
+    return spec if isinstance(spec, Spec) else load_spec(spec)
+
+
+def open_template(spec: Spec, template: Optional[str]) -> Optional[Reader]:
+    path = template or spec.target.template
+    if not path:
+        return None
+    return open_checkpoint(path, **spec.target.template_options)
+
+
+def plan(spec: Union[str, Spec], source: Union[str, Reader], template: Union[str, Reader, None] = None,
+         target_format: Optional[str] = None, output: Optional[str] = None, relax: tuple = (),
+         source_format: Optional[str] = None) -> Plan:
+    """Plan a conversion from metadata only.  Returns a :class:`Plan` (check ``plan.ok`` / ``plan.check()``)."""
+    spec = _as_spec(spec)
+    reader = source if isinstance(source, Reader) else open_checkpoint(
+        source, format=source_format or spec.source.format, **spec.source.options)
+    tmpl = template if isinstance(template, Reader) else open_template(spec, template)
+    fmt = target_format or spec.target.format or (by_suffix(output) if output else None)
+    return _Planner(spec, reader, tmpl, fmt, set(relax)).run()
+
+
+@dataclass
+class Result:
+    plan: Plan
+    output: str
+    tensors: int
+    bytes_written: int
+    seconds: float
+    report: dict
+
+
+def _read_counts(p: Plan) -> Counter:
+    uses: Counter = Counter()
+    for s in p.steps:
+        if s.source is not None:
+            uses[s.source] += 1
+        for r in s.refs:
+            uses[r] += 1
+    return uses
+
+
+def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callable[[int, int, Step], None]] = None,
+            target_options: Optional[dict] = None) -> Result:
+    """Stream the planned conversion into ``output`` (atomically)."""
+    p.check()
+    spec, reader = p.spec, p.source
+    fmt = p.target_format or by_suffix(output)
+    infos = [TensorInfo(s.target, tuple(s.out_meta.shape), s.out_meta.dtype, s.meta) for s in p.steps]
+    options = dict(spec.target.options)
+    options.update(target_options or {})
+    if p.template is not None:
+        options.setdefault("template", p.template.path)
+    uses = _read_counts(p)
+    cache: dict[str, np.ndarray] = {}
+    t0 = time.perf_counter()
+    written = 0
+    entries = []
+
+    def get(name: str) -> np.ndarray:
+        arr = cache.get(name)
+        if arr is None:
+            arr = reader.read(name)
+            if uses[name] > 1:
+                cache[name] = arr
+        return arr
+
+    def release(name: str) -> None:
+        uses[name] -= 1
+        if uses[name] <= 0:
+            cache.pop(name, None)
+
+    with atomic_output(output, force=force) as tmp:
+        writer = create_writer(tmp, infos, format=fmt, **options)
+        try:
+            for i, s in enumerate(p.steps):
+                x = get(s.source) if s.source is not None else s.constant
+                for c in s.calls:
+                    args = {k: _materialize(v, get) for k, v in c.args.items()}
+                    try:
+                        x = c.call.tdef.kernel(x, **args)
+                    except TransformError as e:
+                        raise ConversionError(f"{c.label}: {e}", tensor=s.source or s.target, rule=s.rule.label,
+                                              loc=c.call.loc) from None
+                if tuple(x.shape) != tuple(s.out_meta.shape) or dtypes.name_of(x.dtype) != s.out_meta.dtype:
+                    raise ConversionError(
+                        f"the data gives {_shape_text(x.shape)} {x.dtype} but the plan promised "
+                        f"{_shape_text(s.out_meta.shape)} {s.out_meta.dtype} (the source file's header and its "
+                        f"data disagree)", tensor=s.source or s.target, rule=s.rule.label)
+                writer.write(s.target, x)
+                written += x.nbytes
+                entries.append({"target": s.target, "source": s.source, "refs": s.refs,
+                                "transforms": [c.label for c in s.calls], "shape": list(x.shape),
+                                "dtype": s.out_meta.dtype})
+                del x
+                if s.source is not None:
+                    release(s.source)
+                for r in s.refs:
+                    release(r)
+                if progress is not None:
+                    progress(i + 1, len(p.steps), s)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    seconds = time.perf_counter() - t0
+    report = {
+        "spec": spec.path, "source": reader.path, "output": output, "format": fmt,
+        "template": p.template.path if p.template else None, "tensors": entries,
+        "summary": {**p.summary(), "bytes_written": written, "seconds": round(seconds, 3)},
+        "ignored": p.ignored, "warnings": p.warnings,
+    }
+    return Result(p, output, len(entries), written, seconds, report)
+
+
+def _materialize(v, get):
+    if isinstance(v, Ref):
+        return get(v.name)
+    if isinstance(v, list):
+        return [_materialize(x, get) for x in v]
+    return v
+
+
+def apply(spec: Union[str, Spec], source: Union[str, Reader], output: str, template: Union[str, Reader, None] = None,
+          force: bool = False, target_format: Optional[str] = None, relax: tuple = (),
+          progress: Optional[Callable[[int, int, Step], None]] = None, source_format: Optional[str] = None) -> Result:
+    """Plan, check and stream a conversion into ``output``; raises on any problem, leaving no partial file."""
+    p = plan(spec, source, template=template, target_format=target_format, output=output, relax=relax,
+             source_format=source_format)
+    return execute(p, output, force=force, progress=progress)

@@ -1,0 +1,34 @@
+"""Reference executors: run a legacy framework's graph with torch, no framework needed.
+
+An executor is built from a graph file (a Caffe ``.prototxt``, an MXNet
+``-symbol.json``) and weights (any :class:`~mapspec.formats.base.Reader` or a
+``{name: array}`` mapping whose names follow that format's tensor naming:
+``layer[k]`` for Caffe, ``op_weight`` style names without ``arg:``/``aux:`` for MXNet).
+
+Each operator lives in its own small function (a pure torch kernel), apart from the
+table that maps the framework's op/layer type to it, after the pattern of onnx's
+reference evaluator.  ``run`` returns the requested outputs as numpy arrays and,
+with ``capture=True``, every intermediate activation by its blob/node name, in
+execution order, for layer-by-layer comparison in ``mapspec verify --layers``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+
+class Executor:
+    """Base class: subclasses set ``self.input_shapes`` and implement ``_run``."""
+
+    framework: str = "?"
+
+    def __init__(self):
+        self.input_shapes: dict[str, tuple] = {}
+        self.output_names: list[str] = []
+
+    def run(self, inputs: Mapping[str, np.ndarray], outputs: Optional[Sequence[str]] = None,
+            capture: bool = False) -> dict[str, np.ndarray]:
+        """Run the graph on ``inputs`` (name -> array); return outputs (and intermediates when ``capture``)."""
+        raise NotImplementedError

@@ -1,0 +1,123 @@
+"""The format registry: one module per format, all with the same four functions.
+
+``FORMATS`` is data: format name -> (module, file-name suffixes, what it is).
+Modules are imported on first use, so that ``import mapspec`` never imports torch
+or h5py.  Each module defines ``sniff``, ``open``, ``create`` and ``save``
+(see :mod:`mapspec.formats.base`); a template-only format's ``create`` raises.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import NamedTuple, Optional, Sequence
+
+from ..errors import FormatError, MapspecError
+from .base import Reader, TensorInfo, Writer, atomic_output, read_head
+
+
+class FormatEntry(NamedTuple):
+    module: str
+    suffixes: tuple
+    description: str
+    has_data: bool = True
+
+
+FORMATS: dict[str, FormatEntry] = {
+    "safetensors": FormatEntry("mapspec.formats.safetensors", (".safetensors",), "safetensors file"),
+    "npz": FormatEntry("mapspec.formats.npz", (".npz",), "numpy .npz archive"),
+    "torch": FormatEntry("mapspec.formats.torch", (".pt", ".pth", ".bin", ".ckpt", ".tar"),
+                         "PyTorch state dict (torch.save zip or legacy pickle; read with weights_only=True)"),
+    "caffe": FormatEntry("mapspec.formats.caffe", (".caffemodel",), "Caffe NetParameter (.caffemodel)"),
+    "prototxt": FormatEntry("mapspec.formats.prototxt", (".prototxt",),
+                            "Caffe net definition (text); a template of the blobs a caffemodel must hold", False),
+    "mxnet": FormatEntry("mapspec.formats.mxnet", (".params",), "MXNet NDArray list (.params)"),
+    "mxnet-symbol": FormatEntry("mapspec.formats.mxnet_symbol", ("-symbol.json",),
+                                "MXNet symbol graph; a template of the parameters a .params must hold", False),
+    "keras": FormatEntry("mapspec.formats.keras", (".weights.h5", ".h5", ".hdf5"),
+                         "Keras HDF5 weights (legacy .h5 and Keras 3 .weights.h5)"),
+}
+
+# A format name a spec may use for a source/target, mapped to the format that holds
+# its template when the template file is given by suffix.  (e.g. target format caffe,
+# template net.prototxt).
+ALIASES = {"pytorch": "torch", "pth": "torch", "numpy": "npz", "caffemodel": "caffe", "h5": "keras",
+           "hdf5": "keras"}
+
+
+def module(name: str):
+    """The module implementing format ``name`` (imported on first use)."""
+    entry = FORMATS.get(ALIASES.get(name, name))
+    if entry is None:
+        raise MapspecError(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}")
+    try:
+        return importlib.import_module(entry.module)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("mapspec"):
+            raise MapspecError(f"format {name!r} is not available in this build of mapspec") from None
+        raise MapspecError(f"format {name!r} needs the Python package {e.name!r}; "
+                           f"install it (pip install {e.name})") from None
+
+
+def canonical(name: str) -> str:
+    key = ALIASES.get(name, name)
+    if key not in FORMATS:
+        raise MapspecError(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}")
+    return key
+
+
+def by_suffix(path) -> Optional[str]:
+    lower = str(path).lower()
+    best = None
+    for name, entry in FORMATS.items():
+        for suf in entry.suffixes:
+            if lower.endswith(suf) and (best is None or len(suf) > best[1]):
+                best = (name, len(suf))
+    return best[0] if best else None
+
+
+def detect(path) -> str:
+    """The format of an existing file: by content first, then by suffix."""
+    p = Path(path)
+    if not p.exists():
+        raise FormatError(path, "no such file")
+    if p.is_dir():
+        raise FormatError(path, "is a directory, not a checkpoint file")
+    head = read_head(path)
+    guess = by_suffix(path)
+    order = ([guess] if guess else []) + [n for n in FORMATS if n != guess]
+    for name in order:
+        try:
+            mod = module(name)
+        except MapspecError:
+            continue
+        if mod.sniff(str(path), head):
+            return name
+    if guess:
+        return guess
+    raise FormatError(path, "cannot tell the format of this file (known: "
+                      + ", ".join(f"{n} {'/'.join(e.suffixes)}" for n, e in FORMATS.items())
+                      + "); name it with --format")
+
+
+def open_checkpoint(path, format: Optional[str] = None, **options) -> Reader:
+    """Open a checkpoint or template lazily: names, shapes and dtypes without reading data."""
+    name = canonical(format) if format else detect(path)
+    if not Path(path).exists():
+        raise FormatError(path, "no such file")
+    return module(name).open(str(path), **options)
+
+
+def create_writer(path, infos: Sequence[TensorInfo], format: Optional[str] = None, **options) -> Writer:
+    name = canonical(format) if format else by_suffix(path)
+    if name is None:
+        raise MapspecError(f"{path}: cannot tell the output format from the file name; name it in the spec "
+                           f"(target: {{format: ...}}) or with --target-format")
+    if not FORMATS[name].has_data:
+        raise MapspecError(f"{path}: format {name!r} describes tensors but cannot hold them; "
+                           f"write a data format instead")
+    return module(name).create(str(path), infos, **options)
+
+
+__all__ = ["FORMATS", "TensorInfo", "Reader", "Writer", "atomic_output", "open_checkpoint", "create_writer",
+           "detect", "module", "canonical", "by_suffix"]

@@ -1,0 +1,254 @@
+"""What every checkpoint format provides.
+
+A format is one small module with the same four functions (see
+:mod:`mapspec.formats` for the table that lists them):
+
+``sniff(path, head) -> bool``
+    Does the file look like this format?  ``head`` is its first 64 bytes.
+``open(path, **options) -> Reader``
+    Lazy: reads headers and structure, never tensor data, until asked.
+``create(path, infos, **options) -> Writer``
+    A streaming writer: it is told every tensor's name, shape and dtype up front
+    (``infos``, in output order) and then receives the tensors one at a time.
+``save(path, tensors, **options)``
+    Convenience: write a whole ``{name: array}`` mapping through ``create``.
+
+Readers hand out numpy arrays, memory-mapped views where the format allows.
+Template-only formats (a ``.prototxt``, a ``-symbol.json``) are readers with
+``has_data = False``: names, shapes and attributes, no values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import FormatError, MapspecError
+
+
+class TensorInfo(NamedTuple):
+    """Metadata of one tensor: what ``inspect`` and ``plan`` work from."""
+
+    name: str
+    shape: tuple
+    dtype: Optional[str]  # canonical dtype name; None where the format does not fix it
+    meta: Optional[Mapping[str, Any]] = None  # format-specific facts (MXNet aux state, Caffe layer type, ...)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * (dtypes.itemsize(self.dtype) if self.dtype else 4)
+
+
+class Reader:
+    """A checkpoint opened lazily.  Subclasses fill ``_infos`` and implement ``_read``."""
+
+    format: str = "?"
+    has_data: bool = True
+
+    def __init__(self, path):
+        self.path = str(path)
+        self._infos: dict[str, TensorInfo] = {}
+
+    # -- metadata ---------------------------------------------------------
+    def infos(self) -> dict[str, TensorInfo]:
+        """Every tensor's metadata, in file order."""
+        return self._infos
+
+    def names(self) -> list[str]:
+        return list(self._infos)
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self._infos[name]
+        except KeyError:
+            raise FormatError(self.path, "no such tensor in this file", tensor=name) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._infos
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def attrs(self, node: str) -> dict:
+        """Attributes of a layer/op (e.g. a BatchNorm's ``eps``); ``{}`` if the format has none."""
+        return {}
+
+    def nodes(self) -> list[str]:
+        """Names of the layers/ops that carry attributes (empty if the format has none)."""
+        return []
+
+    # -- data -------------------------------------------------------------
+    def read(self, name: str) -> np.ndarray:
+        """The tensor's values (possibly a read-only memory-mapped view)."""
+        info = self.info(name)
+        if not self.has_data:
+            raise FormatError(self.path, f"this {self.format} file describes tensors but holds no values", tensor=name)
+        return self._read(info)
+
+    def _read(self, info: TensorInfo) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- lifetime ---------------------------------------------------------
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class Writer:
+    """A streaming writer.  ``write`` is called once per tensor, in ``infos`` order."""
+
+    format: str = "?"
+
+    def __init__(self, path, infos: Sequence[TensorInfo], **options):
+        self.path = str(path)
+        self.infos = list(infos)
+        self._expected = {i.name: i for i in self.infos}
+        self._order = [i.name for i in self.infos]
+        self._next = 0
+
+    def _check(self, name: str, array: np.ndarray) -> TensorInfo:
+        """Check that ``name`` is the next tensor promised and that ``array`` fits it."""
+        if self._next >= len(self._order) or self._order[self._next] != name:
+            expected = self._order[self._next] if self._next < len(self._order) else "nothing more"
+            raise MapspecError(f"{self.path}: writer got tensor {name!r} out of order (expected {expected!r})")
+        self._next += 1
+        info = self._expected[name]
+        if tuple(array.shape) != tuple(info.shape):
+            raise MapspecError(f"{self.path}: tensor {name!r}: shape {tuple(array.shape)} differs from the "
+                               f"announced {tuple(info.shape)}")
+        return info
+
+    def write(self, name: str, array: np.ndarray) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish the file.  Raises if fewer tensors were written than announced."""
+        if self._next != len(self._order):
+            missing = self._order[self._next]
+            raise MapspecError(f"{self.path}: writer closed before tensor {missing!r} was written")
+
+    def abort(self) -> None:
+        """Release resources after a failure; the engine removes the temporary file."""
+
+
+def save_with(create, path, tensors: Mapping[str, np.ndarray], **options) -> None:
+    """Write a whole mapping through a format's ``create`` (atomically)."""
+    arrays = {k: np.asarray(v) for k, v in tensors.items()}
+    infos = [TensorInfo(k, tuple(a.shape), dtypes.name_of(a.dtype)) for k, a in arrays.items()]
+    with atomic_output(path, force=True) as tmp:
+        w = create(tmp, infos, **options)
+        try:
+            for k, a in arrays.items():
+                w.write(k, a)
+            w.close()
+        except BaseException:
+            w.abort()
+            raise
+
+
+# -- safe file access ------------------------------------------------------
+
+class MappedFile:
+    """A read-only memory map of a whole file, with bounds-checked numpy views.
+
+    Every view is checked against the real file size first, so that a header
+    claiming a huge tensor raises a :class:`FormatError` instead of allocating.
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+        try:
+            self._fh = open(self.path, "rb")
+        except OSError as e:
+            raise FormatError(self.path, f"cannot open: {e.strerror}") from None
+        self.size = os.fstat(self._fh.fileno()).st_size
+        if self.size:
+            self._mm = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self.buffer = memoryview(self._mm)
+        else:
+            self._mm = None
+            self.buffer = memoryview(b"")
+
+    def check_span(self, offset: int, nbytes: int, what: str) -> None:
+        if offset < 0 or nbytes < 0 or offset + nbytes > self.size:
+            raise FormatError(self.path, f"{what} needs bytes {offset}..{offset + nbytes} but the file has "
+                              f"only {self.size} bytes (truncated or corrupt file)", offset=offset)
+
+    def array(self, offset: int, dtype, shape, what: str) -> np.ndarray:
+        dt = np.dtype(dtype)
+        count = 1
+        for d in shape:
+            count *= int(d)
+        self.check_span(offset, count * dt.itemsize, what)
+        a = np.frombuffer(self.buffer, dtype=dt, count=count, offset=offset)
+        return a.reshape(shape)
+
+    def bytes(self, offset: int, nbytes: int, what: str) -> bytes:
+        self.check_span(offset, nbytes, what)
+        return bytes(self.buffer[offset:offset + nbytes])
+
+    def close(self) -> None:
+        # Views handed out keep the map alive; release ours and let GC do the rest.
+        self.buffer = memoryview(b"")
+        self._mm = None
+        with contextlib.suppress(Exception):
+            self._fh.close()
+
+
+def read_head(path, n: int = 64) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except IsADirectoryError:
+        raise FormatError(path, "is a directory, not a checkpoint file") from None
+    except OSError as e:
+        raise FormatError(path, f"cannot open: {e.strerror}") from None
+
+
+@contextlib.contextmanager
+def atomic_output(path, force: bool = False) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+
+    On any error or interrupt the temporary file is removed and an existing
+    ``path`` is left untouched.  Without ``force`` an existing ``path`` is an error.
+    """
+    target = Path(path)
+    if target.exists() and not force:
+        raise MapspecError(f"{target}: output exists; pass --force to overwrite it")
+    if target.exists() and target.is_dir():
+        raise MapspecError(f"{target}: output is a directory")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise MapspecError(f"{target}: output directory {str(parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the output the usual permissions
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,361 @@
+"""Loading a spec: safe YAML -> JSON Schema -> semantic checks -> :class:`Spec`.
+
+Every check yields errors instead of stopping at the first, so that ``mapspec
+validate`` reports all mistakes at once.  Rules with schema errors are left out of
+the semantic checks (their structure cannot be trusted), every other rule is checked.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Iterator, Optional
+
+from .. import dtypes
+from ..errors import ErrorList, Location, MapspecError, SpecError
+from ..resources import shipped_specs
+from ..transforms import TRANSFORMS
+from . import schema
+from .args import Checker
+from .expr import ExprError, Template
+from .model import Call, Endpoint, Rule, Spec
+from .pattern import Pattern, PatternSyntaxError
+from .yamlsafe import LocDict, load_file
+
+MAX_INCLUDE_DEPTH = 8
+MAX_EACH = 100_000
+
+
+def resolve_spec_path(name_or_path: str) -> str:
+    """A path to an existing file, or the name of a shipped spec (``densenet/caffe-to-torchvision``)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return str(p)
+    shipped = shipped_specs()
+    key = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
+    if key in shipped:
+        return str(shipped[key])
+    if p.exists():
+        raise SpecError("is not a file", Location(str(p)))
+    hint = difflib.get_close_matches(key, list(shipped), n=3)
+    msg = "no such spec file, and no shipped spec of that name"
+    if hint:
+        msg += f" (shipped specs: did you mean {', '.join(hint)}?)"
+    else:
+        msg += "; `mapspec specs` lists the shipped specs"
+    raise SpecError(msg, Location(name_or_path))
+
+
+def _loc(d, key, default: Location) -> Location:
+    return d.loc_of(key) if isinstance(d, LocDict) else default
+
+
+def _endpoint(raw, spec_dir: str, default: Location) -> Endpoint:
+    if not isinstance(raw, dict):
+        return Endpoint(loc=default)
+    template = raw.get("template")
+    if isinstance(template, str):
+        template = os.path.normpath(os.path.join(spec_dir, template))
+    return Endpoint(format=raw.get("format"), template=template, dtype=raw.get("dtype"),
+                    options=dict(raw.get("options") or {}),
+                    template_options=dict(raw.get("template_options") or {}), loc=getattr(raw, "loc", default))
+
+
+def _names_for(rule_raw: dict, pattern: Optional[Pattern], vars_: dict) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for k, v in vars_.items():
+        names[k] = "int" if isinstance(v, int) and not isinstance(v, bool) else (
+            "str" if isinstance(v, str) else "any")
+    each = rule_raw.get("each")
+    if isinstance(each, dict):
+        for k, v in each.items():
+            vals = v if isinstance(v, list) else None
+            if vals and all(isinstance(x, str) for x in vals):
+                names[k] = "str"
+            elif vals and all(isinstance(x, int) for x in vals):
+                names[k] = "int"
+            else:
+                names[k] = "int" if isinstance(v, dict) else "any"
+    if pattern is not None:
+        for k, kind in pattern.captures.items():
+            names[k] = "int" if kind == "int" else "str"
+    return names
+
+
+class _Builder:
+    def __init__(self, path: str, stack: tuple = ()):
+        self.path = path
+        self.stack = stack + (os.path.abspath(path),)
+        self.errors: list[MapspecError] = []
+
+    def build(self, first_index: int = 1) -> Optional[Spec]:
+        try:
+            doc = load_file(self.path)
+        except SpecError as e:
+            self.errors.append(e)
+            return None
+        if not isinstance(doc, LocDict):
+            self.errors.append(SpecError("a spec is a mapping (mapspec: 1, rules: [...], ...), not "
+                                         f"{type(doc).__name__}", Location(self.path, 1, 1)))
+            return None
+        schema_errors = list(schema.check(doc))
+        self.errors += schema_errors
+        skip = schema.failing_rules(schema_errors, doc)
+        spec_dir = os.path.dirname(os.path.abspath(self.path))
+        vars_ = dict(doc.get("vars") or {}) if isinstance(doc.get("vars"), dict) else {}
+        spec = Spec(
+            path=self.path,
+            name=doc.get("name") if isinstance(doc.get("name"), str) else Path(self.path).stem,
+            description=doc.get("description") if isinstance(doc.get("description"), str) else "",
+            source=_endpoint(doc.get("source"), spec_dir, doc.loc),
+            target=_endpoint(doc.get("target"), spec_dir, doc.loc),
+            vars=vars_,
+            rules=[],
+            ignore=[],
+            relax=set(doc.get("relax") or []) if isinstance(doc.get("relax"), list) else set(),
+        )
+        self._check_endpoint(spec.source, doc, "source")
+        self._check_endpoint(spec.target, doc, "target")
+        raw_rules = doc.get("rules") if isinstance(doc.get("rules"), list) else []
+        for i, raw in enumerate(raw_rules):
+            if i in skip or not isinstance(raw, LocDict):
+                continue
+            rule = self._rule(raw, first_index + i, vars_, raw_rules.loc_of(i))
+            if rule is not None:
+                spec.rules.append(rule)
+        ignore = doc.get("ignore") if isinstance(doc.get("ignore"), list) else []
+        for i, text in enumerate(ignore):
+            if not isinstance(text, str):
+                continue
+            loc = ignore.loc_of(i)
+            try:
+                spec.ignore.append((Pattern(text), loc))
+            except PatternSyntaxError as e:
+                self.errors.append(SpecError(f"ignore pattern: {e}", Location(loc.file, loc.line, loc.col + e.column)))
+        includes = doc.get("include") if isinstance(doc.get("include"), list) else []
+        next_index = first_index + len(raw_rules)
+        for i, inc in enumerate(includes):
+            if not isinstance(inc, str):
+                continue
+            self._include(spec, inc, includes.loc_of(i), spec_dir, next_index)
+            next_index = (spec.rules[-1].index + 1) if spec.rules else next_index
+        return spec
+
+    def _check_endpoint(self, ep: Endpoint, doc: LocDict, key: str) -> None:
+        raw = doc.get(key)
+        if ep.template is not None and not os.path.isfile(ep.template):
+            self.errors.append(SpecError(f"{key} template {ep.template!r} does not exist (paths are relative to "
+                                         f"the spec file)", _loc(raw, "template", ep.loc or doc.loc)))
+        if ep.dtype is not None:
+            try:
+                ep.dtype = dtypes.canonical(ep.dtype)
+            except KeyError:
+                self.errors.append(SpecError(f"unknown dtype {ep.dtype!r}", _loc(raw, "dtype", doc.loc)))
+        if ep.format is not None:
+            from ..formats import ALIASES, FORMATS
+
+            name = ALIASES.get(ep.format, ep.format)
+            if name not in FORMATS:
+                hint = difflib.get_close_matches(ep.format, list(FORMATS), n=1)
+                self.errors.append(SpecError(
+                    f"unknown format {ep.format!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
+                                                       f"; known: {', '.join(FORMATS)}"),
+                    _loc(raw, "format", doc.loc)))
+            else:
+                ep.format = name
+
+    def _include(self, spec: Spec, inc: str, loc: Location, spec_dir: str, first_index: int) -> None:
+        path = os.path.normpath(os.path.join(spec_dir, inc))
+        if os.path.abspath(path) in self.stack:
+            self.errors.append(SpecError(f"include {inc!r} includes itself (cycle)", loc))
+            return
+        if len(self.stack) >= MAX_INCLUDE_DEPTH:
+            self.errors.append(SpecError(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", loc))
+            return
+        if not os.path.isfile(path):
+            self.errors.append(SpecError(f"included spec {inc!r} does not exist (paths are relative to the spec "
+                                         f"file)", loc))
+            return
+        sub = _Builder(path, self.stack)
+        other = sub.build(first_index)
+        self.errors += sub.errors
+        if other is None:
+            return
+        for k, v in other.vars.items():
+            spec.vars.setdefault(k, v)
+        spec.rules += other.rules
+        spec.ignore += other.ignore
+        spec.includes.append(path)
+
+    def _rule(self, raw: LocDict, index: int, vars_: dict, loc: Location) -> Optional[Rule]:
+        n_before = len(self.errors)
+        pattern = None
+        source_text = raw.get("from")
+        label_rule = Rule(index=index, loc=loc, to=Template(""), to_text=str(raw.get("to")), to_loc=loc,
+                          source_text=source_text, name=raw.get("name"))
+        label = label_rule.label
+        if isinstance(source_text, str):
+            try:
+                pattern = Pattern(source_text)
+            except PatternSyntaxError as e:
+                l = raw.loc_of("from")
+                self.errors.append(SpecError(f"'from': {e}", Location(l.file, l.line, l.col + e.column), label))
+        names = _names_for(raw, pattern, vars_)
+        check = Checker(names, label)
+        to_text = raw["to"]
+        self.errors += list(check.template(to_text, raw.loc_of("to"), "'to'"))
+        try:
+            to_template = Template(to_text)
+        except ExprError:
+            to_template = None
+        # each: values or ranges, expressions over vars only
+        each = raw.get("each") or {}
+        each_names = {k: t for k, t in names.items() if k not in each}
+        for var, spec_v in each.items():
+            if pattern is not None and var in pattern.captures:
+                self.errors.append(SpecError(f"'each' variable {var!r} has the same name as a capture of 'from'",
+                                             each.key_loc(var), label))
+            if isinstance(spec_v, dict):
+                rng = spec_v.get("range") or []
+                sub = Checker(each_names, label)
+                for i, item in enumerate(rng):
+                    self.errors += list(sub.int_like(item, rng.loc_of(i), f"each {var} range[{i}]"))
+        require = []
+        for i, text in enumerate(raw.get("require") or []):
+            rl = raw["require"].loc_of(i)
+            self.errors += list(check.template(text, rl, f"require[{i}]"))
+            try:
+                require.append((Template(text), rl))
+            except ExprError:
+                pass
+        calls = []
+        for i, item in enumerate(raw.get("apply") or []):
+            call = self._call(item, raw["apply"].loc_of(i), check, label)
+            if call is not None:
+                calls.append(call)
+        value = raw.get("value")
+        dtype = raw.get("dtype")
+        shape = raw.get("shape")
+        if pattern is None:  # a constant rule (transforms, if any, apply to the constant)
+            dtype, shape = self._constant(raw, check, label)
+        if len(self.errors) > n_before or to_template is None:
+            return None
+        return Rule(index=index, loc=loc, to=to_template, to_text=to_text, to_loc=raw.loc_of("to"),
+                    source=pattern, source_text=source_text,
+                    source_loc=raw.loc_of("from") if "from" in raw else None, calls=calls, each=dict(each),
+                    each_loc=raw.loc_of("each") if "each" in raw else None, require=require,
+                    optional=bool(raw.get("optional", False)), value=value, dtype=dtype, shape=shape,
+                    name=raw.get("name"))
+
+    def _constant(self, raw: LocDict, check: Checker, label: str):
+        dtype = raw.get("dtype", "float32")
+        try:
+            dtype = dtypes.canonical(dtype)
+        except KeyError:
+            hint = difflib.get_close_matches(str(dtype), dtypes.known(), n=1)
+            self.errors.append(SpecError(f"unknown dtype {dtype!r}" + (f" (did you mean {hint[0]!r}?)" if hint
+                                                                        else ""), raw.loc_of("dtype"), label))
+            dtype = None
+        shape = raw.get("shape")
+        if shape is None:
+            value = raw.get("value")
+            shape = _value_shape(value)
+            if shape is None:
+                self.errors.append(SpecError("'value' is a ragged nested list; give a scalar or a rectangular list",
+                                             raw.loc_of("value"), label))
+        else:
+            for i, d in enumerate(shape):
+                self.errors += list(check.int_like(d, shape.loc_of(i), f"shape[{i}]"))
+            vshape = _value_shape(raw.get("value"))
+            static = [d for d in shape if isinstance(d, int)]
+            if vshape not in (None, ()) and len(static) == len(shape) and tuple(static) != vshape:
+                self.errors.append(SpecError(f"'value' has shape {vshape} but 'shape' says {tuple(static)}",
+                                             raw.loc_of("value"), label))
+            if any(isinstance(d, int) and d < 0 for d in shape):
+                self.errors.append(SpecError("'shape' dimensions must be non-negative", raw.loc_of("shape"), label))
+        return dtype, shape
+
+    def _call(self, item, loc: Location, check: Checker, label: str) -> Optional[Call]:
+        if not isinstance(item, dict) or len(item) != 1:
+            return None  # the schema reported it
+        (tname, raw_args), = item.items()
+        name_loc = item.key_loc(tname) if isinstance(item, LocDict) else loc
+        tdef = TRANSFORMS.get(tname)
+        if tdef is None:
+            hint = difflib.get_close_matches(str(tname), list(TRANSFORMS), n=1)
+            self.errors.append(SpecError(
+                f"unknown transform {tname!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
+                                                  f"; known transforms: {', '.join(sorted(TRANSFORMS))}"),
+                name_loc, label))
+            return None
+        args_loc = item.loc_of(tname) if isinstance(item, LocDict) else loc
+        if isinstance(raw_args, dict) and not ("ref" in raw_args and tdef.short and
+                                               tdef.args[tdef.short].kind in ("operand", "ref")) \
+                and not ("attr" in raw_args and tdef.short and tdef.args[tdef.short].kind in ("operand", "number")):
+            args = dict(raw_args)
+            arg_locs = {k: (raw_args.loc_of(k) if isinstance(raw_args, LocDict) else args_loc) for k in args}
+            for k in args:
+                if k not in tdef.args:
+                    hint = difflib.get_close_matches(str(k), list(tdef.args), n=1)
+                    self.errors.append(SpecError(
+                        f"transform {tname!r} has no argument {k!r}" + (
+                            f" (did you mean {hint[0]!r}?)" if hint else f"; its arguments: {', '.join(tdef.args)}"),
+                        raw_args.key_loc(k) if isinstance(raw_args, LocDict) else args_loc, label))
+        elif tdef.short is not None:
+            args = {tdef.short: raw_args}
+            arg_locs = {tdef.short: args_loc}
+        else:
+            self.errors.append(SpecError(f"transform {tname!r} takes a mapping of arguments "
+                                         f"({', '.join(tdef.args)})", args_loc, label))
+            return None
+        for k, a in tdef.args.items():
+            if a.required and k not in args:
+                self.errors.append(SpecError(f"transform {tname!r} needs the argument {k!r}", args_loc, label))
+        for k, v in args.items():
+            if k in tdef.args:
+                self.errors += list(check.check(tdef.args[k], v, arg_locs[k], f"{tname} {k}"))
+        return Call(tdef, args, arg_locs, name_loc)
+
+
+def _value_shape(value) -> Optional[tuple]:
+    if not isinstance(value, list):
+        return ()
+    if not value:
+        return (0,)
+    subs = [_value_shape(v) for v in value]
+    if any(s is None for s in subs) or len(set(subs)) != 1:
+        return None
+    return (len(value),) + subs[0]
+
+
+def check_spec(path: str) -> tuple[Optional[Spec], list[MapspecError]]:
+    """Load and check a spec; returns (spec, errors) without raising for spec mistakes."""
+    try:
+        resolved = resolve_spec_path(path)
+    except SpecError as e:
+        return None, [e]
+    b = _Builder(resolved)
+    spec = b.build()
+    # Best first: in file order, so that the first message is the first mistake in the file.
+    errors = sorted(b.errors, key=lambda e: (getattr(e, "file", "") or "", getattr(e, "line", 0),
+                                             getattr(e, "col", 0)))
+    return spec, errors
+
+
+def load_spec(path: str) -> Spec:
+    """Load, schema-check and semantically check a spec (a path or a shipped spec's name).
+
+    Raises :class:`~mapspec.errors.SpecError` (one mistake) or
+    :class:`~mapspec.errors.ErrorList` (several), each located at file:line:col.
+    """
+    spec, errors = check_spec(path)
+    if errors:
+        if len(errors) == 1:
+            raise errors[0]
+        raise ErrorList(errors)
+    return spec
+
+
+def iter_errors(path: str) -> Iterator[MapspecError]:
+    yield from check_spec(path)[1]

@@ -1,0 +1,92 @@
+"""The in-memory form of a validated spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..errors import Location
+from ..transforms import TransformDef
+from .expr import Template
+from .pattern import Pattern
+
+RELAXATIONS = ("unused-source", "unmatched-rule", "missing-target", "unexpected-target", "dtype-mismatch")
+
+
+@dataclass
+class Endpoint:
+    """``source:`` or ``target:``: a format name, an optional template file, options."""
+
+    format: Optional[str] = None
+    template: Optional[str] = None  # resolved relative to the spec file
+    dtype: Optional[str] = None
+    options: dict = field(default_factory=dict)  # for the reader (source) or the writer (target)
+    template_options: dict = field(default_factory=dict)  # for opening the template (e.g. input_shape)
+    loc: Optional[Location] = None
+
+
+@dataclass
+class Call:
+    """One transform in a rule's ``apply`` list, with its raw (unbound) arguments."""
+
+    tdef: TransformDef
+    args: dict  # arg name -> raw YAML value
+    arg_locs: dict  # arg name -> Location
+    loc: Location
+
+    @property
+    def name(self) -> str:
+        return self.tdef.name
+
+
+@dataclass
+class Rule:
+    index: int  # 1-based position in the spec (included specs continue the count)
+    loc: Location
+    to: Template
+    to_text: str
+    to_loc: Location
+    source: Optional[Pattern] = None
+    source_text: Optional[str] = None
+    source_loc: Optional[Location] = None
+    calls: list = field(default_factory=list)
+    each: dict = field(default_factory=dict)  # var -> raw values (list or {range: [...]})
+    each_loc: Optional[Location] = None
+    require: list = field(default_factory=list)  # [(Template, Location)]
+    optional: bool = False
+    value: Any = None
+    dtype: Optional[str] = None
+    shape: Optional[list] = None
+    name: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return f"rule {self.index} ({self.name})"
+        if self.source_text is not None:
+            return f"rule {self.index} (from {self.source_text!r})"
+        return f"rule {self.index} (to {self.to_text!r})"
+
+    @property
+    def is_constant(self) -> bool:
+        return self.source is None
+
+
+@dataclass
+class Spec:
+    path: str
+    name: str
+    description: str
+    source: Endpoint
+    target: Endpoint
+    vars: dict
+    rules: list
+    ignore: list  # [(Pattern, Location)]
+    relax: set
+    includes: list = field(default_factory=list)
+
+    @property
+    def spec_dir(self) -> str:
+        import os
+
+        return os.path.dirname(os.path.abspath(self.path))

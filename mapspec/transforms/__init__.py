@@ -1,0 +1,9 @@
+"""Transforms: one module per operator (a pure numpy kernel + registry glue).
+
+Importing this package registers them all in :data:`TRANSFORMS`.
+"""
+
+from . import arith, cast, concat, fill, fold_bn, groups, reshape, reverse, slice_, split, take, transpose  # noqa: F401
+from .registry import TRANSFORMS, Arg, Meta, TransformDef, TransformError
+
+__all__ = ["TRANSFORMS", "Arg", "Meta", "TransformDef", "TransformError"]

@@ -1,0 +1,133 @@
+"""mul, div, add, sub: by a number, a source layer's attribute, or another tensor.
+
+A tensor operand is broadcast along ``axis`` when given (a per-channel vector of
+length ``shape[axis]``), otherwise by numpy's rules, and the result must keep the
+input's shape.  The result keeps the input's dtype (half-precision inputs are
+computed in float32).  ``div`` refuses a zero divisor unless ``zero`` says what a
+division by zero gives: ``zero: 0`` is Caffe's BatchNorm convention for a zero
+moving-average factor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dtypes
+from .registry import Arg, Meta, TransformError, norm_axis, transform
+
+
+def _operand_shape(x_shape, by_shape, axis) -> tuple:
+    """Shape the operand takes to broadcast against ``x_shape``."""
+    by_numel = 1
+    for d in by_shape:
+        by_numel *= int(d)
+    if axis is not None:
+        ax = norm_axis(axis, len(x_shape))
+        if by_numel not in (1, x_shape[ax]):
+            raise TransformError(f"operand of shape {tuple(by_shape)} ({by_numel} values) cannot broadcast along "
+                                 f"axis {axis} of size {x_shape[ax]} (input shape {tuple(x_shape)})")
+        shape = [1] * len(x_shape)
+        shape[ax] = by_numel
+        return tuple(shape) if by_numel != 1 else ()
+    if by_numel == 1:
+        return ()
+    try:
+        out = np.broadcast_shapes(tuple(x_shape), tuple(by_shape))
+    except ValueError:
+        out = None
+    if out != tuple(x_shape):
+        raise TransformError(f"operand of shape {tuple(by_shape)} does not broadcast to the input shape "
+                             f"{tuple(x_shape)}; give 'axis' to apply a per-channel vector along one axis")
+    return tuple(by_shape)
+
+
+def _compute_dtype(x: np.ndarray) -> np.dtype:
+    kind = dtypes.DTYPES[dtypes.name_of(x.dtype)].kind
+    if kind == "float":
+        return x.dtype if x.dtype.itemsize >= 4 else np.dtype(np.float32)
+    return x.dtype
+
+
+def _prepare(x: np.ndarray, by, axis):
+    if isinstance(by, np.ndarray):
+        b = by.reshape(_operand_shape(x.shape, by.shape, axis))
+    else:
+        b = by
+    ct = _compute_dtype(x)
+    if ct.kind in "iub":
+        bad = (isinstance(b, float) and not float(b).is_integer()) or (
+            isinstance(b, np.ndarray) and b.dtype.kind == "f")
+        if bad:
+            raise TransformError(f"arithmetic on an integer tensor ({x.dtype}) with a non-integer operand; "
+                                 f"cast the tensor to a float dtype first")
+    return np.asarray(x, dtype=ct) if x.dtype != ct else x, (
+        b.astype(ct) if isinstance(b, np.ndarray) else ct.type(b)), ct
+
+
+def _finish(out: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return out if out.dtype == x.dtype else out.astype(x.dtype)
+
+
+def mul(x: np.ndarray, by, axis=None) -> np.ndarray:
+    a, b, _ = _prepare(x, by, axis)
+    return _finish(np.multiply(a, b), x)
+
+
+def add(x: np.ndarray, by, axis=None) -> np.ndarray:
+    a, b, _ = _prepare(x, by, axis)
+    return _finish(np.add(a, b), x)
+
+
+def sub(x: np.ndarray, by, axis=None) -> np.ndarray:
+    a, b, _ = _prepare(x, by, axis)
+    return _finish(np.subtract(a, b), x)
+
+
+def div(x: np.ndarray, by, axis=None, zero=None) -> np.ndarray:
+    a, b, ct = _prepare(x, by, axis)
+    zeros = np.asarray(b) == 0
+    if zeros.any():
+        if zero is None:
+            n = int(zeros.sum())
+            raise TransformError(f"division by zero: the divisor has {n} zero value{'s' if n > 1 else ''}; "
+                                 f"add 'zero: 0' to div to give 0 there (Caffe's convention for a zero "
+                                 f"BatchNorm factor), or fix the source")
+        safe = np.where(zeros, 1, b).astype(ct) if isinstance(b, np.ndarray) else ct.type(1)
+        out = np.divide(a, safe) if ct.kind == "f" else np.floor_divide(a, safe)
+        out = np.where(np.broadcast_to(zeros, out.shape), ct.type(zero), out)
+    else:
+        out = np.divide(a, b) if ct.kind == "f" else np.floor_divide(a, b)
+    return _finish(np.asarray(out, dtype=ct), x)
+
+
+def _infer(meta: Meta, by, axis=None, zero=None) -> Meta:
+    if isinstance(by, Meta):
+        _operand_shape(meta.shape, by.shape, axis)
+    elif axis is not None:
+        norm_axis(axis, len(meta.shape))
+    if dtypes.DTYPES[meta.dtype].kind == "bool":
+        raise TransformError("arithmetic on a bool tensor; cast it first")
+    return meta
+
+
+_ARGS = {
+    "by": Arg("operand", required=True, doc="a number, {attr: ..., of: ...}, or a tensor reference"),
+    "axis": Arg("int", default=None, doc="broadcast a per-channel operand along this axis"),
+}
+
+for _name, _kernel, _doc in (("mul", mul, "Multiply by ``by``."), ("add", add, "Add ``by``."),
+                             ("sub", sub, "Subtract ``by``.")):
+    def _make(doc):
+        def infer(meta: Meta, by, axis=None) -> Meta:
+            return _infer(meta, by, axis)
+        infer.__doc__ = doc
+        return infer
+    transform(_name, kernel=_kernel, args=_ARGS, short="by")(_make(_doc))
+
+
+@transform("div", kernel=div, args={**_ARGS, "zero": Arg("number", default=None,
+                                                        doc="result where the divisor is 0 (else an error)")},
+           short="by")
+def infer_div(meta: Meta, by, axis=None, zero=None) -> Meta:
+    """Divide by ``by``; a zero divisor is an error unless ``zero`` gives the result for it."""
+    return _infer(meta, by, axis)

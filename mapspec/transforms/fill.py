@@ -1,0 +1,25 @@
+"""fill: replace every value with a constant, keeping shape and dtype.
+
+``when`` makes it conditional, typically on a source attribute: MXNet's
+``fix_gamma=True`` means the stored gamma is ignored and 1 is used, so
+``fill: {value: 1, when: {attr: fix_gamma, of: fc1}}`` carries that convention over.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import Arg, Meta, transform
+
+
+def fill(x: np.ndarray, value: float, when: bool = True) -> np.ndarray:
+    if not when:
+        return x
+    return np.full(x.shape, value, dtype=x.dtype)
+
+
+@transform("fill", kernel=fill, args={"value": Arg("number", required=True), "when": Arg("bool", default=True)},
+           short="value")
+def infer(meta: Meta, value: float, when: bool = True) -> Meta:
+    """Every value becomes ``value`` (only if ``when`` is true)."""
+    return meta

@@ -1,0 +1,105 @@
+"""The transform registry: a dict of plain functions, filled by a decorator.
+
+Each transform lives in its own module with two parts:
+
+* a pure numpy *kernel* ``kernel(x, **args) -> np.ndarray`` that knows nothing of
+  specs, and
+* registry glue: ``@transform(name, kernel=..., args=...)`` on an *infer* function
+  ``infer(meta, **args) -> Meta`` that computes the output shape and dtype from
+  metadata alone (this is what ``mapspec plan`` runs) and raises
+  :class:`TransformError` when the input cannot fit.
+
+Arguments are declared with :class:`Arg` kinds; the spec loader checks and binds
+them (expressions evaluated, references resolved to source tensor names, attribute
+references read from the source's layer/op attributes).  Registering a name twice
+raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import numpy as np
+
+
+class Meta(NamedTuple):
+    """Shape and dtype of a tensor flowing through a transform chain."""
+
+    shape: tuple
+    dtype: str
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+
+class TransformError(ValueError):
+    """The input does not fit the transform; the engine adds rule, tensor and location."""
+
+
+# Argument kinds:
+#   int      an integer, or "{expr}"
+#   ints     a list of those
+#   number   a number, or an attribute reference {attr: NAME, of: LAYER[, default: X]}
+#   operand  a number, an attribute reference, or a tensor reference ("layer[1]" / {ref: ..., optional: true})
+#   ref      a tensor reference (optional references may be absent in the source: then None)
+#   refs     a list of tensor references
+#   dtype    a dtype name
+#   bool     true/false, or an attribute reference
+#   choice   one of Arg.choices
+ARG_KINDS = ("int", "ints", "number", "operand", "ref", "refs", "dtype", "bool", "choice")
+
+
+class Arg(NamedTuple):
+    kind: str
+    required: bool = False
+    default: Any = None
+    doc: str = ""
+    choices: tuple = ()
+
+
+class TransformDef(NamedTuple):
+    name: str
+    kernel: Callable[..., np.ndarray]
+    infer: Callable[..., Meta]
+    args: dict
+    short: Optional[str]  # the argument a non-mapping value fills: {reshape: [2, -1]} == {reshape: {shape: [2, -1]}}
+    doc: str
+
+
+TRANSFORMS: dict[str, TransformDef] = {}
+
+
+def transform(name: str, *, kernel: Callable[..., np.ndarray], args: dict, short: Optional[str] = None):
+    """Register ``infer`` (the decorated function) and ``kernel`` under ``name``."""
+    for a in args.values():
+        if a.kind not in ARG_KINDS:
+            raise ValueError(f"transform {name!r}: unknown argument kind {a.kind!r}")
+    if short is not None and short not in args:
+        raise ValueError(f"transform {name!r}: shorthand argument {short!r} is not declared")
+
+    def deco(infer: Callable[..., Meta]) -> Callable[..., Meta]:
+        if name in TRANSFORMS:
+            raise ValueError(f"transform {name!r} is registered twice")
+        TRANSFORMS[name] = TransformDef(name, kernel, infer, dict(args), short, (infer.__doc__ or "").strip())
+        return infer
+
+    return deco
+
+
+# -- helpers shared by transforms ---------------------------------------------
+
+def norm_axis(axis: int, ndim: int, what: str = "axis") -> int:
+    if not -ndim <= axis < ndim:
+        raise TransformError(f"{what} {axis} out of range for a tensor of {ndim} dimension"
+                             f"{'' if ndim == 1 else 's'}")
+    return axis % ndim
+
+
+def float_dtype(name: str) -> bool:
+    from .. import dtypes
+
+    return dtypes.DTYPES[name].kind == "float"

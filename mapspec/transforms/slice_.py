@@ -1,0 +1,40 @@
+"""slice: keep start:stop:step along one axis (bounds are checked, never clamped)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import Arg, Meta, TransformError, norm_axis, transform
+
+
+def _resolve(shape, axis: int, start, stop, step) -> tuple:
+    axis = norm_axis(axis, len(shape))
+    n = shape[axis]
+    if step == 0:
+        raise TransformError("slice step cannot be 0")
+    for what, v in (("start", start), ("stop", stop)):
+        if v is not None and not -n <= v <= n:
+            raise TransformError(f"slice {what} {v} out of bounds for dimension #{axis} of size {n}")
+    return axis, slice(start, stop, step)
+
+
+def slice_(x: np.ndarray, start=None, stop=None, step: int = 1, axis: int = 0) -> np.ndarray:
+    axis, sl = _resolve(x.shape, axis, start, stop, step)
+    index = [slice(None)] * x.ndim
+    index[axis] = sl
+    return x[tuple(index)]
+
+
+@transform("slice", kernel=slice_, args={
+    "start": Arg("int", default=None), "stop": Arg("int", default=None), "step": Arg("int", default=1),
+    "axis": Arg("int", default=0),
+})
+def infer(meta: Meta, start=None, stop=None, step: int = 1, axis: int = 0) -> Meta:
+    """Keep ``start:stop:step`` of ``axis`` (Python slice semantics, bounds checked)."""
+    axis, sl = _resolve(meta.shape, axis, start, stop, step)
+    shape = list(meta.shape)
+    shape[axis] = len(range(*sl.indices(shape[axis])))
+    if shape[axis] == 0:
+        raise TransformError(f"slice {sl.start}:{sl.stop}:{sl.step} of dimension #{axis} (size "
+                             f"{meta.shape[axis]}) is empty")
+    return Meta(tuple(shape), meta.dtype)

@@ -1,0 +1,40 @@
+"""split: cut an axis into equal parts and keep one (a group of a grouped convolution)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import Arg, Meta, TransformError, norm_axis, transform
+
+
+def _bounds(shape, axis: int, parts: int, take: int) -> tuple[int, int, int]:
+    if parts < 1:
+        raise TransformError(f"split into {parts} parts: parts must be at least 1")
+    axis = norm_axis(axis, len(shape))
+    n = shape[axis]
+    if n % parts:
+        raise TransformError(f"cannot split dimension #{axis} of size {n} into {parts} equal parts")
+    if not 0 <= take < parts:
+        raise TransformError(f"take {take} out of range for {parts} parts (0..{parts - 1})")
+    size = n // parts
+    return axis, take * size, (take + 1) * size
+
+
+def split(x: np.ndarray, parts: int, take: int, axis: int = 0) -> np.ndarray:
+    axis, start, stop = _bounds(x.shape, axis, parts, take)
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
+
+
+@transform("split", kernel=split, args={
+    "parts": Arg("int", required=True, doc="number of equal parts"),
+    "take": Arg("int", required=True, doc="which part to keep (0-based)"),
+    "axis": Arg("int", default=0),
+})
+def infer(meta: Meta, parts: int, take: int, axis: int = 0) -> Meta:
+    """Split ``axis`` into ``parts`` equal parts and keep part ``take``."""
+    axis, start, stop = _bounds(meta.shape, axis, parts, take)
+    shape = list(meta.shape)
+    shape[axis] = stop - start
+    return Meta(tuple(shape), meta.dtype)

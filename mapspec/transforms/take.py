@@ -1,0 +1,33 @@
+"""take: pick indices along an axis (BGR -> RGB is take [2, 1, 0] on the input-channel axis)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import Arg, Meta, TransformError, norm_axis, transform
+
+
+def _check(shape, indices, axis: int) -> int:
+    axis = norm_axis(axis, len(shape))
+    n = shape[axis]
+    if not indices:
+        raise TransformError("take needs at least one index")
+    for i in indices:
+        if not -n <= i < n:
+            raise TransformError(f"index {i} out of bounds for dimension #{axis} of size {n}")
+    return axis
+
+
+def take(x: np.ndarray, indices, axis: int = 0) -> np.ndarray:
+    axis = _check(x.shape, indices, axis)
+    return np.take(x, [int(i) for i in indices], axis=axis)
+
+
+@transform("take", kernel=take, args={"indices": Arg("ints", required=True), "axis": Arg("int", default=0)},
+           short="indices")
+def infer(meta: Meta, indices, axis: int = 0) -> Meta:
+    """Select ``indices`` (in that order, repeats allowed) along ``axis``."""
+    axis = _check(meta.shape, indices, axis)
+    shape = list(meta.shape)
+    shape[axis] = len(indices)
+    return Meta(tuple(shape), meta.dtype)
