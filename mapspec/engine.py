@@ -142,8 +142,18 @@ def _shape_text(shape) -> str:
     return "x".join(str(d) for d in shape) if len(shape) else "scalar"
 
 
-def _closest(text: str, names: list[str], n: int = 3) -> list[str]:
-    return difflib.get_close_matches(text, names, n=n, cutoff=0.3)
+def _closest(text: str, names: list[str], n: int = 3, cutoff: float = 0.5) -> list[str]:
+    """The names most similar to ``text`` (ties in name order)."""
+    m = difflib.SequenceMatcher()
+    m.set_seq2(text)
+    scored = []
+    for name in names:
+        m.set_seq1(name)
+        if m.real_quick_ratio() >= cutoff and m.quick_ratio() >= cutoff:
+            r = m.ratio()
+            if r >= cutoff:
+                scored.append((-r, name))
+    return [name for _, name in sorted(scored)[:n]]
 
 
 def _listing(names: list[str], describe: Callable[[str], str]) -> str:
@@ -385,10 +395,10 @@ class _Planner:
             s.meta = dict(info.meta) if info.meta else None
             if info.shape is not None and tuple(info.shape) != tuple(s.out_meta.shape):
                 hint = ""
-                if TensorInfo(name, tuple(info.shape), None).numel == TensorInfo(name, s.out_meta.shape, None).numel:
-                    hint = f"; same element count: add {{reshape: {list(info.shape)}}} if the layout agrees"
-                elif sorted(info.shape) == sorted(s.out_meta.shape):
+                if sorted(info.shape) == sorted(s.out_meta.shape):
                     hint = "; same dimensions in another order: a transpose may be missing"
+                elif TensorInfo(name, tuple(info.shape), None).numel == TensorInfo(name, s.out_meta.shape, None).numel:
+                    hint = f"; same element count: add {{reshape: {list(info.shape)}}} if the layout agrees"
                 self.error(ConversionError(
                     f"produces shape {_shape_text(s.out_meta.shape)} but the template "
                     f"{self.template.path} expects {_shape_text(info.shape)} for {name!r}{hint}",

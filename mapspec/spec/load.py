@@ -309,8 +309,9 @@ class _Builder:
             self.errors.append(SpecError(f"transform {tname!r} takes a mapping of arguments "
                                          f"({', '.join(tdef.args)})", args_loc, label))
             return None
+        unknown = [k for k in args if k not in tdef.args]
         for k, a in tdef.args.items():
-            if a.required and k not in args:
+            if a.required and k not in args and not difflib.get_close_matches(k, [str(u) for u in unknown], n=1):
                 self.errors.append(SpecError(f"transform {tname!r} needs the argument {k!r}", args_loc, label))
         for k, v in args.items():
             if k in tdef.args:

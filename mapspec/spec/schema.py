@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 from functools import lru_cache
-from typing import Iterator
+from typing import Iterator, Optional
 
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
@@ -94,13 +94,17 @@ def _field(path) -> str:
     return repr(keys[-1]) if keys else "the spec"
 
 
-def _translate(err: ValidationError, doc) -> SpecError:
+def _translate(err: ValidationError, doc) -> Optional[SpecError]:
     path = list(err.absolute_path)
     loc, node, parent = _locate(doc, path)
     label = rule_label(doc, path)
     v = err.validator
     if v == "required":
         missing = [r for r in err.validator_value if not (isinstance(node, dict) and r in node)]
+        allowed = list(err.schema.get("properties", {}))
+        extra = [k for k in node if k not in allowed] if isinstance(node, dict) else []
+        if missing and any(difflib.get_close_matches(str(k), [missing[0]], n=1) for k in extra):
+            return None  # a misspelt key: the 'unknown key ... did you mean' error says it better
         what = "a rule" if label else _field(path)
         msg = f"{what} needs the key {missing[0]!r}" if missing else err.message
         if missing and missing[0] == "value" and label:
@@ -141,7 +145,8 @@ def _translate(err: ValidationError, doc) -> SpecError:
         sub = best_match(err.context) if err.context else None
         if sub is not None:
             inner = _translate(sub, doc)
-            return inner
+            if inner is not None:
+                return inner
         msg = err.message
     else:
         msg = err.message
@@ -156,6 +161,8 @@ def check(doc) -> Iterator[SpecError]:
     seen = set()
     for err in _validator().iter_errors(doc):
         spec_err = _translate(err, doc)
+        if spec_err is None:
+            continue
         key = str(spec_err)
         if key not in seen:
             seen.add(key)

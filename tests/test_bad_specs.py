@@ -1,0 +1,153 @@
+"""The catalogue of bad specs (tests/bad_specs/): each file is one mistake, with its exact message.
+
+Each file's header says at which stage the mistake is caught (validate: no data
+read; plan: metadata of a source; apply: the data itself), which tiny source (and
+template) to use, and the exact message expected, with line and column.  The
+expected messages live in EXPECTED below, written by hand.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mapspec import cli
+from mapspec.formats import module
+
+HERE = Path(__file__).parent / "bad_specs"
+
+
+def _basic():
+    return {
+        "conv1[0]": np.arange(4 * 3 * 3 * 3, dtype=np.float32).reshape(4, 3, 3, 3),
+        "conv1[1]": np.arange(4, dtype=np.float32),
+        "bn1[0]": np.arange(4, dtype=np.float32) + 1,
+        "bn1[1]": np.arange(4, dtype=np.float32) + 2,
+        "bn1[2]": np.array([2.0], dtype=np.float32),
+    }
+
+
+SOURCES = {
+    "basic": _basic,
+    "zero-factor": lambda: {**_basic(), "bn1[2]": np.array([0.0], dtype=np.float32)},
+    "basic-template": lambda: {"conv.weight": np.zeros((3, 3, 3, 4), np.float32),
+                               "conv.bias": np.zeros(4, np.float32)},
+}
+
+# file -> (stage, exact message without the "<path>:" prefix)
+EXPECTED = {
+    "unknown_transform.yaml": (
+        "validate", "8:9: rule 1 (from 'conv<i>[0]'): unknown transform 'transpos' (did you mean 'transpose'?)"),
+    "placeholder_not_captured.yaml": (
+        "validate", "6:34: rule 1 (from 'conv<i>[0]'): 'to': {j} is not captured by 'from', an 'each' variable "
+                    "or a var (known names: i)"),
+    "undefined_var.yaml": (
+        "validate", "8:24: rule 1 (from 'conv<i>[0]'): 'to': {blocks} is not captured by 'from', an 'each' "
+                    "variable or a var (did you mean {block_sizes}?)"),
+    "argument_wrong_type.yaml": (
+        "validate", "8:24: rule 1 (from 'conv<i>[0]'): split parts must be an integer or an expression \"{...}\", "
+                    "not 'two'"),
+    "unknown_argument.yaml": (
+        "validate", "8:27: rule 1 (from 'conv<i>[0]'): transform 'split' has no argument 'tkae' (did you mean "
+                    "'take'?)"),
+    "unknown_key.yaml": (
+        "validate", "6:5: rule 1 (from 'conv<i>[0]'): unknown key 'too' (did you mean 'to'?)"),
+    "wrong_version.yaml": (
+        "validate", "3:10: unsupported spec language version 2; this mapspec reads version 1"),
+    "bad_yaml.yaml": (
+        "validate", "7:1: YAML syntax error: while parsing a flow sequence: expected ',' or ']', but got "
+                    "'<stream end>'"),
+    "text_arithmetic.yaml": (
+        "validate", "6:17: rule 1 (from '<layer:word>[0]'): 'to': operator '+' needs integers, but one side is "
+                    "text (a <name:word> or <name:path> capture, or a text var)"),
+    "constant_without_value.yaml": (
+        "validate", "5:5: rule 1 (to 'features.norm0.num_batches_tracked'): a rule without 'from' is a constant "
+                    "and needs 'value' (with 'dtype' and 'shape')"),
+    "unknown_dtype.yaml": (
+        "validate", "7:20: rule 1 (from 'conv<i>[0]'): cast dtype: unknown dtype 'float23' (did you mean "
+                    "'float32'?)"),
+    "rule_matches_nothing.yaml": (
+        "plan", "6:12: rule 1 (from 'cnv<i>[<k>]'): matches no source tensor; closest source names: 'conv1[0]', "
+                "'conv1[1]'"),
+    "two_rules_one_target.yaml": (
+        "plan", "9:10: rule 2 (from 'conv1[1]'): target 'weight' is produced twice: by rule 1 (from 'conv1[0]') "
+                "from 'conv1[0]' (line 6) and by rule 2 (from 'conv1[1]') from 'conv1[1]'"),
+    "template_shape_mismatch.yaml": (
+        "plan", "8:10: rule 1 (from 'conv1[0]'): tensor 'conv1[0]': produces shape 4x3x3x3 but the template "
+                "{template} expects 3x3x3x4 for 'conv.weight'; same dimensions in another order: a transpose may "
+                "be missing"),
+    "reshape_count_mismatch.yaml": (
+        "plan", "8:14: rule 1 (from 'conv1[0]'): tensor 'conv1[0]': reshape(shape=[4,20]): cannot reshape 108 "
+                "elements (shape (4, 3, 3, 3)) into (4, 20) (80 elements) (input 4x3x3x3 float32)"),
+    "reference_missing.yaml": (
+        "plan", "9:15: rule 1 (from 'bn<i>[0]'): tensor 'bn1[0]': div by refers to 'bn1[3]', which is not in "
+                "the source"),
+    "unused_source.yaml": (
+        "plan", "{spec}: 3 source tensors are not matched by any rule, not referenced and not ignored (add rules, "
+                "or list them under 'ignore:'):\n  bn1[0] (4 float32)\n  bn1[1] (4 float32)\n  bn1[2] (1 float32)"),
+    "ambiguous_match.yaml": (
+        "plan", "6:12: rule 1 (from '<a:path><b:path>'): 'conv1[0]' matches in more than one way: a='c', "
+                "b='onv1[0]' or a='co', b='nv1[0]'; make the pattern stricter (e.g. <name:word> instead of "
+                "<name:path>, or more literal text between placeholders)"),
+    "division_by_zero_factor.yaml": (
+        "apply", "9:9: rule 1 (from 'bn1[0]'): tensor 'bn1[0]': div(by=bn1[2]): division by zero: the divisor "
+                 "has 1 zero value; add 'zero: 0' to div to give 0 there (Caffe's convention for a zero "
+                 "BatchNorm factor), or fix the source"),
+}
+
+
+def _header(path: Path) -> dict:
+    out = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"#\s*(\w+):\s*(.*)", line)
+        if not m:
+            break
+        out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def test_every_catalogue_file_has_an_expectation():
+    assert sorted(p.name for p in HERE.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bad_spec(name, tmp_path):
+    path = HERE / name
+    header = _header(path)
+    stage, expected = EXPECTED[name]
+    assert header["stage"] == stage
+    argv = []
+    template = None
+    if "template" in header:
+        template = tmp_path / "template.npz"
+        module("npz").save(template, SOURCES[header["template"]]())
+    if stage == "validate":
+        argv = ["validate", str(path)]
+    else:
+        source = tmp_path / "source.npz"
+        module("npz").save(source, SOURCES[header["source"]]())
+        argv = [stage, str(path), "--source", str(source)]
+        if template:
+            argv += ["--template", str(template)]
+        if stage == "apply":
+            argv += ["--output", str(tmp_path / "out.npz")]
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run(argv, stdout=out, stderr=err)
+    assert code == 1
+    expected = expected.replace("{spec}", str(path)).replace("{template}", str(template))
+    if not expected.startswith(str(path)):
+        expected = f"{path}:{expected}"
+    lines = err.getvalue()
+    assert "Traceback" not in lines
+    if stage == "validate":
+        first = lines.split(f"\n{path}: ")[0]
+        assert first == expected
+    elif stage == "plan":
+        assert lines.startswith(expected), lines
+    else:
+        assert lines == f"mapspec: error: {expected}\n"
+        assert list(tmp_path.iterdir()) == [tmp_path / "source.npz"], "no output, no temporary file left behind"
