@@ -118,10 +118,25 @@ class _Builder:
         self._check_endpoint(spec.source, doc, "source")
         self._check_endpoint(spec.target, doc, "target")
         raw_rules = doc.get("rules") if isinstance(doc.get("rules"), list) else []
+        # Included specs first: their vars are visible here (ours win); their rules come after ours.
+        included = []
+        includes = doc.get("include") if isinstance(doc.get("include"), list) else []
+        next_index = first_index + len(raw_rules)
+        for i, inc in enumerate(includes):
+            if not isinstance(inc, str):
+                continue
+            other = self._include(inc, includes.loc_of(i), spec_dir, next_index)
+            if other is not None:
+                included.append(other)
+                next_index += len(other.rules)
+                for k, v in other.vars.items():
+                    spec.vars.setdefault(k, v)
+                spec.includes.append(other.path)
+                spec.includes += other.includes
         for i, raw in enumerate(raw_rules):
             if i in skip or not isinstance(raw, LocDict):
                 continue
-            rule = self._rule(raw, first_index + i, vars_, raw_rules.loc_of(i))
+            rule = self._rule(raw, first_index + i, spec.vars, raw_rules.loc_of(i))
             if rule is not None:
                 spec.rules.append(rule)
         ignore = doc.get("ignore") if isinstance(doc.get("ignore"), list) else []
@@ -133,13 +148,9 @@ class _Builder:
                 spec.ignore.append((Pattern(text), loc))
             except PatternSyntaxError as e:
                 self.errors.append(SpecError(f"ignore pattern: {e}", Location(loc.file, loc.line, loc.col + e.column)))
-        includes = doc.get("include") if isinstance(doc.get("include"), list) else []
-        next_index = first_index + len(raw_rules)
-        for i, inc in enumerate(includes):
-            if not isinstance(inc, str):
-                continue
-            self._include(spec, inc, includes.loc_of(i), spec_dir, next_index)
-            next_index = (spec.rules[-1].index + 1) if spec.rules else next_index
+        for other in included:
+            spec.rules += other.rules
+            spec.ignore += other.ignore
         return spec
 
     def _check_endpoint(self, ep: Endpoint, doc: LocDict, key: str) -> None:
@@ -165,28 +176,22 @@ class _Builder:
             else:
                 ep.format = name
 
-    def _include(self, spec: Spec, inc: str, loc: Location, spec_dir: str, first_index: int) -> None:
+    def _include(self, inc: str, loc: Location, spec_dir: str, first_index: int) -> Optional[Spec]:
         path = os.path.normpath(os.path.join(spec_dir, inc))
         if os.path.abspath(path) in self.stack:
             self.errors.append(SpecError(f"include {inc!r} includes itself (cycle)", loc))
-            return
+            return None
         if len(self.stack) >= MAX_INCLUDE_DEPTH:
             self.errors.append(SpecError(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", loc))
-            return
+            return None
         if not os.path.isfile(path):
             self.errors.append(SpecError(f"included spec {inc!r} does not exist (paths are relative to the spec "
                                          f"file)", loc))
-            return
+            return None
         sub = _Builder(path, self.stack)
         other = sub.build(first_index)
         self.errors += sub.errors
-        if other is None:
-            return
-        for k, v in other.vars.items():
-            spec.vars.setdefault(k, v)
-        spec.rules += other.rules
-        spec.ignore += other.ignore
-        spec.includes.append(path)
+        return other
 
     def _rule(self, raw: LocDict, index: int, vars_: dict, loc: Location) -> Optional[Rule]:
         n_before = len(self.errors)
