@@ -252,6 +252,8 @@ class _Planner:
 
         for name, rule, env in taken:
             self._expand(rule, env, name)
+            for extra in rule.also:
+                self._expand(extra, env, name)
         for rule in spec.rules:
             if rule.is_constant:
                 self._expand(rule, dict(spec.vars), None)
@@ -326,7 +328,7 @@ class _Planner:
             raise fail(f"'to': {e}", Location(rule.to_loc.file, rule.to_loc.line, rule.to_loc.col + e.column))
         binder = Binder(env, lambda n: n in self.infos, self.attrs, fail)
         constant = None
-        if source is not None:
+        if not rule.constant:
             info = self.infos[source]
             if info.dtype is None:
                 raise fail("the source does not say this tensor's dtype", rule.source_loc)
@@ -353,7 +355,8 @@ class _Planner:
                 raise ConversionError(f"{label}: {e} (input {_shape_text(meta.shape)} {meta.dtype})", tensor=source,
                                       rule=rule.label, loc=call.loc) from None
             calls.append(BoundCall(call, args, label))
-        return Step(target, rule, source, calls, in_meta, meta, env=env, constant=constant)
+        return Step(target, rule, None if rule.constant else source, calls, in_meta, meta, env=env,
+                    constant=constant)
 
     def _meta_of(self, v):
         if isinstance(v, Ref):

@@ -293,3 +293,31 @@ def test_report_and_cli_apply(tmp_path):
     assert o.getvalue().startswith(f"wrote {out}: 5 tensors")
     report = json.loads((tmp_path / "r.json").read_text())
     assert [t["target"] for t in report["tensors"]][:2] == ["layer1.weight", "layer2.weight"]
+
+
+def test_also_gives_more_outputs_from_one_match(tmp_path):
+    spec = write_spec(tmp_path, """\
+mapspec: 1
+rules:
+  - from: "<l:word>_moving_var"
+    to: "{l}.running_var"
+    also:
+      - to: "{l}.num_batches_tracked"
+        value: 0
+        dtype: int64
+        shape: []
+      - to: "{l}.std"
+        apply: [{add: 1.0e-3}]
+""")
+    src = tmp_path / "s.npz"
+    module("npz").save(src, {"bn1_moving_var": np.array([1.0, 3.0], np.float32)})
+    out = tmp_path / "o.npz"
+    mapspec.apply(spec, str(src), str(out))
+    with np.load(out) as d:
+        assert sorted(d) == ["bn1.num_batches_tracked", "bn1.running_var", "bn1.std"]
+        assert d["bn1.num_batches_tracked"].dtype == np.int64 and d["bn1.num_batches_tracked"].shape == ()
+        np.testing.assert_allclose(d["bn1.std"], [1.001, 3.001], rtol=1e-6)
+    p = mapspec.plan(spec, str(src))
+    assert [s.rule.label for s in p.steps] == ["rule 1 (from '<l:word>_moving_var')",
+                                              "rule 1 (from '<l:word>_moving_var') also[1]",
+                                              "rule 1 (from '<l:word>_moving_var') also[2]"]

@@ -193,14 +193,15 @@ class _Builder:
         self.errors += sub.errors
         return other
 
-    def _rule(self, raw: LocDict, index: int, vars_: dict, loc: Location) -> Optional[Rule]:
+    def _rule(self, raw: LocDict, index: int, vars_: dict, loc: Location, parent: Optional[Rule] = None,
+              also_index: int = 0) -> Optional[Rule]:
         n_before = len(self.errors)
-        pattern = None
-        source_text = raw.get("from")
+        pattern = parent.source if parent is not None else None
+        source_text = parent.source_text if parent is not None else raw.get("from")
         label_rule = Rule(index=index, loc=loc, to=Template(""), to_text=str(raw.get("to")), to_loc=loc,
-                          source_text=source_text, name=raw.get("name"))
+                          source_text=source_text, name=raw.get("name"), parent=parent, also_index=also_index)
         label = label_rule.label
-        if isinstance(source_text, str):
+        if isinstance(source_text, str) and parent is None:
             try:
                 pattern = Pattern(source_text)
             except PatternSyntaxError as e:
@@ -242,16 +243,25 @@ class _Builder:
         value = raw.get("value")
         dtype = raw.get("dtype")
         shape = raw.get("shape")
-        if pattern is None:  # a constant rule (transforms, if any, apply to the constant)
+        constant = pattern is None or (parent is not None and "value" in raw)
+        if constant:  # transforms, if any, apply to the constant
             dtype, shape = self._constant(raw, check, label)
         if len(self.errors) > n_before or to_template is None:
             return None
-        return Rule(index=index, loc=loc, to=to_template, to_text=to_text, to_loc=raw.loc_of("to"),
+        rule = Rule(index=index, loc=loc, to=to_template, to_text=to_text, to_loc=raw.loc_of("to"),
                     source=pattern, source_text=source_text,
-                    source_loc=raw.loc_of("from") if "from" in raw else None, calls=calls, each=dict(each),
-                    each_loc=raw.loc_of("each") if "each" in raw else None, require=require,
-                    optional=bool(raw.get("optional", False)), value=value, dtype=dtype, shape=shape,
-                    name=raw.get("name"))
+                    source_loc=parent.source_loc if parent is not None else (
+                        raw.loc_of("from") if "from" in raw else None),
+                    calls=calls, each=each, each_loc=raw.loc_of("each") if "each" in raw else None,
+                    require=require, optional=bool(raw.get("optional", False)), value=value, dtype=dtype,
+                    shape=shape, name=raw.get("name"), constant=constant, parent=parent, also_index=also_index)
+        if parent is None and isinstance(raw.get("also"), list):
+            for k, item in enumerate(raw["also"]):
+                if isinstance(item, LocDict):
+                    sub = self._rule(item, index, vars_, raw["also"].loc_of(k), parent=rule, also_index=k + 1)
+                    if sub is not None:
+                        rule.also.append(sub)
+        return rule
 
     def _constant(self, raw: LocDict, check: Checker, label: str):
         dtype = raw.get("dtype", "float32")

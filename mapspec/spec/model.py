@@ -58,9 +58,15 @@ class Rule:
     dtype: Optional[str] = None
     shape: Optional[list] = None
     name: Optional[str] = None
+    also: list = field(default_factory=list)  # more outputs from the same match (Rule objects)
+    constant: bool = False  # produces 'value' rather than transforming a source tensor
+    parent: Optional["Rule"] = None
+    also_index: int = 0
 
     @property
     def label(self) -> str:
+        if self.parent is not None:
+            return f"{self.parent.label} also[{self.also_index}]"
         if self.name:
             return f"rule {self.index} ({self.name})"
         if self.source_text is not None:
@@ -69,7 +75,8 @@ class Rule:
 
     @property
     def is_constant(self) -> bool:
-        return self.source is None
+        """A top-level constant rule (no 'from')."""
+        return self.source is None and self.parent is None
 
 
 @dataclass
