@@ -251,6 +251,67 @@ def cmd_diff(args, out: TextIO, err: TextIO) -> int:
     return 0 if not differ and not only_a and not only_b else 1
 
 
+def cmd_verify(args, out: TextIO, err: TextIO) -> int:
+    from . import verify as V
+    from .engine import plan
+    from .spec.load import load_spec
+
+    spec = load_spec(args.spec)
+    cfg = V.spec_verify_config(spec)
+    src_cfg, tgt_cfg = dict(cfg["source"]), dict(cfg["target"])
+    src_cfg["_side"], tgt_cfg["_side"] = "source", "target"
+    source_graph = args.source_graph
+    if source_graph is None and src_cfg["run"] == "mxnet" and not src_cfg.get("graph"):
+        from .formats import open_checkpoint
+
+        with open_checkpoint(args.source, format=spec.source.format) as r:
+            finder = getattr(r, "symbol_path", None)
+            source_graph = finder() if finder else None
+    src = V.make_runner(src_cfg, args.source, spec.spec_dir, graph=source_graph)
+    tgt = V.make_runner(tgt_cfg, args.converted, spec.spec_dir, graph=args.target_graph, model=args.target_model)
+    shape = tuple(args.input_shape) if args.input_shape else tuple(cfg.get("input", {}).get("shape") or ())
+    if not shape:
+        shapes = getattr(getattr(src, "ex", None), "input_shapes", {}) or {}
+        shape = tuple(next(iter(shapes.values()))) if shapes else ()
+    if not shape:
+        raise MapspecError("verify needs the input shape: give verify.input.shape in the spec or --input-shape")
+    rng = tuple(cfg.get("input", {}).get("range") or (0.0, 1.0))
+    x = V.load_input(args.input, shape, rng, seed=args.seed)
+    desc = args.input or f"seeded random uniform{list(rng)} (seed {args.seed})"
+    pairs = None
+    if args.layers:
+        if cfg.get("layers"):
+            pairs = [(a, b) for a, b in cfg["layers"]]
+        else:
+            p = plan(spec, args.source, template=None, relax=("missing-target", "unexpected-target"))
+            pairs = V.derive_layers(p, src_cfg["run"], tgt_cfg["run"])
+    tol = cfg.get("tolerance", {})
+    atol = args.atol if args.atol is not None else tol.get("atol", 1e-4)
+    cos = args.cosine if args.cosine is not None else tol.get("cosine", 0.99999)
+    v = V.verify(src, tgt, x, atol=atol, cosine=cos, pairs=pairs, input_desc=desc)
+    if args.json:
+        json.dump(v.to_json(), out, indent=1)
+        print(file=out)
+        return 0 if v.ok else 1
+    o = v.output
+    if v.layers:
+        rows = [[l.source, l.target, "-" if l.cmp is None else f"{l.cmp.max_abs:.3g}",
+                 "-" if l.cmp is None else f"{l.cmp.max_rel:.3g}", "-" if l.cmp is None else f"{l.cmp.cosine:.7f}",
+                 "<-- first divergence" if l is v.first_bad else l.note] for l in v.layers]
+        _table(rows, out, ["source layer", "target layer", "max |a-b|", "rel", "cosine", ""])
+        print(file=out)
+    print(f"input: {desc}, shape {_shape(shape)}", file=out)
+    print(f"output {_shape(o.shape)}: max |a-b| {o.max_abs:.3g}, relative {o.max_rel:.3g}, cosine {o.cosine:.9f}",
+          file=out)
+    if v.first_bad is not None:
+        print(f"first divergence: {v.first_bad.source} -> {v.first_bad.target}", file=out)
+        for c in v.causes:
+            print(f"  likely cause: {c}", file=out)
+    verdict = "PASS" if v.ok else "FAIL"
+    print(f"{verdict} (max |a-b| <= {atol:g} and cosine >= {cos:g})", file=out)
+    return 0 if v.ok else 1
+
+
 # -- parser ---------------------------------------------------------------------------------
 
 RELAX_HELP = "relax a coverage check: unused-source, unmatched-rule, missing-target, unexpected-target, dtype-mismatch"
@@ -310,6 +371,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict-dtype", action="store_true", help="count a dtype difference as a difference")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("verify", help="prove a conversion: run the original and the converted model and compare")
+    p.add_argument("spec", help="the spec used for the conversion (its verify: section says how to run both sides)")
+    p.add_argument("--source", "-s", required=True, help="the original weights")
+    p.add_argument("--converted", "-c", required=True, help="the converted weights (apply's output)")
+    p.add_argument("--source-graph", help="the original graph (.prototxt / -symbol.json) if the spec does not say")
+    p.add_argument("--target-graph", help="the converted model's graph, if the spec does not say")
+    p.add_argument("--target-model", help="a torch/keras model factory module:function (overrides the spec's)")
+    p.add_argument("--input", "-i", help="an image (RGB, resized), a .npy array, or 'random' (default)")
+    p.add_argument("--input-shape", type=lambda t: [int(v) for v in t.replace("x", ",").split(",")],
+                   help="e.g. 1,3,224,224 (default: the spec's verify.input.shape)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    p.add_argument("--layers", action="store_true", help="compare intermediate activations and name the first "
+                                                         "layer that diverges")
+    p.add_argument("--atol", type=float, help="largest allowed max |a-b| of the outputs (default: spec, else 1e-4)")
+    p.add_argument("--cosine", type=float, help="smallest allowed cosine similarity (default: spec, else 0.99999)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("specs", help="list the shipped specs")
     p.set_defaults(func=cmd_specs)

@@ -114,6 +114,7 @@ class _Builder:
             rules=[],
             ignore=[],
             relax=set(doc.get("relax") or []) if isinstance(doc.get("relax"), list) else set(),
+            verify=doc.get("verify") if isinstance(doc.get("verify"), dict) else None,
         )
         self._check_endpoint(spec.source, doc, "source")
         self._check_endpoint(spec.target, doc, "target")

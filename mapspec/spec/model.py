@@ -91,6 +91,7 @@ class Spec:
     ignore: list  # [(Pattern, Location)]
     relax: set
     includes: list = field(default_factory=list)
+    verify: Optional[dict] = None  # the 'verify:' section, for mapspec verify
 
     @property
     def spec_dir(self) -> str:
