@@ -226,6 +226,7 @@ class _Planner:
         matches: dict[int, int] = Counter()
         taken: list[tuple[str, Rule, dict]] = []
         unmatched_sources = []
+        excluded: dict[int, list] = {}
         for name in names:
             hit = None
             for rule in from_rules:
@@ -241,7 +242,8 @@ class _Planner:
                 if caps is None:
                     continue
                 env = {**spec.vars, **caps}
-                if rule.require and not self._required(rule, env):
+                if (rule.require or rule.absent) and not self._conditions(rule, env):
+                    excluded.setdefault(rule.index, []).append(name)
                     continue
                 hit = rule
                 matches[rule.index] += 1
@@ -263,6 +265,11 @@ class _Planner:
                 near = _closest(rule.source_text, names)
                 hint = f"; closest source names: {', '.join(repr(n) for n in near)}" if near else \
                     f"; the source has {len(names)} tensors (see `mapspec inspect`)"
+                if rule.index in excluded:
+                    ex = excluded[rule.index]
+                    hint = (f"; its pattern matches {len(ex)} name{'s' if len(ex) > 1 else ''} (e.g. {ex[0]!r}) but "
+                            f"its require:/absent: conditions exclude {'them' if len(ex) > 1 else 'it'}; add "
+                            f"'optional: true' if that can happen")
                 self.plan.unmatched_rules.append(rule)
                 self.relaxable("unmatched-rule", SpecError(f"matches no source tensor{hint}", rule.source_loc,
                                                            rule.label))
@@ -293,14 +300,16 @@ class _Planner:
         self._writable()
         return self.plan
 
-    def _required(self, rule: Rule, env: dict) -> bool:
-        for tmpl, loc in rule.require:
-            try:
-                if tmpl.render(env) not in self.infos:
+    def _conditions(self, rule: Rule, env: dict) -> bool:
+        """'require': all named source tensors exist; 'absent': none of them does."""
+        for key, conds, want in (("require", rule.require, True), ("absent", rule.absent, False)):
+            for tmpl, loc in conds:
+                try:
+                    if (tmpl.render(env) in self.infos) != want:
+                        return False
+                except ExprError as e:
+                    self.error(SpecError(f"{key}: {e}", loc, rule.label))
                     return False
-            except ExprError as e:
-                self.error(SpecError(f"require: {e}", loc, rule.label))
-                return False
         return True
 
     def _fail(self, rule: Rule, source: Optional[str]):

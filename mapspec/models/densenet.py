@@ -66,7 +66,7 @@ class Transition(nn.Sequential):
 
 class DenseNet(nn.Module):
     def __init__(self, growth_rate: int = 32, block_config=(6, 12, 24, 16), num_init_features: int = 64,
-                 bn_size: int = 4, num_classes: int = 1000):
+                 bn_size: int = 4, num_classes: int = 1000, final_norm: str = "norm5"):
         super().__init__()
         layers = OrderedDict([
             ("conv0", nn.Conv2d(3, num_init_features, kernel_size=7, stride=2, padding=3, bias=False)),
@@ -81,7 +81,7 @@ class DenseNet(nn.Module):
             if i != len(block_config) - 1:
                 layers[f"transition{i + 1}"] = Transition(channels, channels // 2)
                 channels //= 2
-        layers["norm5"] = nn.BatchNorm2d(channels)
+        layers[final_norm] = nn.BatchNorm2d(channels)
         self.features = nn.Sequential(layers)
         self.classifier = nn.Linear(channels, num_classes)
 
@@ -91,13 +91,16 @@ class DenseNet(nn.Module):
         return self.classifier(x)
 
 
-def _factory(name: str):
+def _factory(name: str, final_norm: str = "norm5"):
     def make(num_classes: int = 1000) -> DenseNet:
         growth, blocks, init = CONFIGS[name]
-        return DenseNet(growth, blocks, init, num_classes=num_classes)
+        return DenseNet(growth, blocks, init, num_classes=num_classes, final_norm=final_norm)
 
-    make.__name__ = name
-    make.__doc__ = f"torchvision-compatible {name} (random weights; load a state dict into it)."
+    make.__name__ = name if final_norm == "norm5" else f"efficient_{name}"
+    make.__doc__ = (f"torchvision-compatible {name} (random weights; load a state dict into it)." if
+                    final_norm == "norm5" else
+                    f"{name} with the names of gpleiss' memory-efficient DenseNet (features.norm_final); "
+                    f"checkpointing changes nothing at inference and is left out.")
     return make
 
 
@@ -105,3 +108,8 @@ densenet121 = _factory("densenet121")
 densenet161 = _factory("densenet161")
 densenet169 = _factory("densenet169")
 densenet201 = _factory("densenet201")
+
+efficient_densenet121 = _factory("densenet121", "norm_final")
+efficient_densenet169 = _factory("densenet169", "norm_final")
+efficient_densenet201 = _factory("densenet201", "norm_final")
+efficient_densenet161 = _factory("densenet161", "norm_final")

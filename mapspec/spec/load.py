@@ -228,14 +228,16 @@ class _Builder:
                 sub = Checker(each_names, label)
                 for i, item in enumerate(rng):
                     self.errors += list(sub.int_like(item, rng.loc_of(i), f"each {var} range[{i}]"))
-        require = []
-        for i, text in enumerate(raw.get("require") or []):
-            rl = raw["require"].loc_of(i)
-            self.errors += list(check.template(text, rl, f"require[{i}]"))
-            try:
-                require.append((Template(text), rl))
-            except ExprError:
-                pass
+        conditions = {}
+        for key in ("require", "absent"):
+            conditions[key] = []
+            for i, text in enumerate(raw.get(key) or []):
+                rl = raw[key].loc_of(i)
+                self.errors += list(check.template(text, rl, f"{key}[{i}]"))
+                try:
+                    conditions[key].append((Template(text), rl))
+                except ExprError:
+                    pass
         calls = []
         for i, item in enumerate(raw.get("apply") or []):
             call = self._call(item, raw["apply"].loc_of(i), check, label)
@@ -254,7 +256,7 @@ class _Builder:
                     source_loc=parent.source_loc if parent is not None else (
                         raw.loc_of("from") if "from" in raw else None),
                     calls=calls, each=each, each_loc=raw.loc_of("each") if "each" in raw else None,
-                    require=require, optional=bool(raw.get("optional", False)), value=value, dtype=dtype,
+                    require=conditions["require"], absent=conditions["absent"], optional=bool(raw.get("optional", False)), value=value, dtype=dtype,
                     shape=shape, name=raw.get("name"), constant=constant, parent=parent, also_index=also_index)
         if parent is None and isinstance(raw.get("also"), list):
             for k, item in enumerate(raw["also"]):

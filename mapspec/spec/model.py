@@ -52,7 +52,8 @@ class Rule:
     calls: list = field(default_factory=list)
     each: dict = field(default_factory=dict)  # var -> raw values (list or {range: [...]})
     each_loc: Optional[Location] = None
-    require: list = field(default_factory=list)  # [(Template, Location)]
+    require: list = field(default_factory=list)  # [(Template, Location)]: all must exist in the source
+    absent: list = field(default_factory=list)  # [(Template, Location)]: none may exist in the source
     optional: bool = False
     value: Any = None
     dtype: Optional[str] = None
