@@ -571,7 +571,7 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
             cache.pop(name, None)
 
     with atomic_output(output, force=force) as tmp:
-        writer = create_writer(tmp, infos, format=fmt, **options)
+        writer = create_writer(tmp, infos, format=fmt, final_path=str(output), **options)
         try:
             for i, s in enumerate(p.steps):
                 x = get(s.source) if s.source is not None else s.constant

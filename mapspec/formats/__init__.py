@@ -100,12 +100,31 @@ def detect(path) -> str:
                       + "); name it with --format")
 
 
+# Options the engine itself passes to every writer.
+ENGINE_WRITE_OPTIONS = ("template", "final_path")
+
+
+def check_options(name: str, mod, options: dict, kind: str) -> None:
+    """Unknown options are an error, never silently ignored."""
+    allowed = tuple(getattr(mod, f"{kind.upper()}_OPTIONS", ()))
+    if kind == "write":
+        allowed += ENGINE_WRITE_OPTIONS
+    unknown = [k for k in options if k not in allowed]
+    if unknown:
+        shown = [a for a in allowed if a not in ENGINE_WRITE_OPTIONS]
+        raise MapspecError(f"format {name!r} has no {kind} option {unknown[0]!r}"
+                           + (f" (its {kind} options: {', '.join(shown)})" if shown else
+                              f" (it takes no {kind} options)"))
+
+
 def open_checkpoint(path, format: Optional[str] = None, **options) -> Reader:
     """Open a checkpoint or template lazily: names, shapes and dtypes without reading data."""
     name = canonical(format) if format else detect(path)
     if not Path(path).exists():
         raise FormatError(path, "no such file")
-    return module(name).open(str(path), **options)
+    mod = module(name)
+    check_options(name, mod, options, "read")
+    return mod.open(str(path), **options)
 
 
 def create_writer(path, infos: Sequence[TensorInfo], format: Optional[str] = None, **options) -> Writer:
@@ -116,7 +135,9 @@ def create_writer(path, infos: Sequence[TensorInfo], format: Optional[str] = Non
     if not FORMATS[name].has_data:
         raise MapspecError(f"{path}: format {name!r} describes tensors but cannot hold them; "
                            f"write a data format instead")
-    return module(name).create(str(path), infos, **options)
+    mod = module(name)
+    check_options(name, mod, options, "write")
+    return mod.create(str(path), infos, **options)
 
 
 __all__ = ["FORMATS", "TensorInfo", "Reader", "Writer", "atomic_output", "open_checkpoint", "create_writer",

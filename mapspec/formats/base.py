@@ -10,6 +10,8 @@ A format is one small module with the same four functions (see
 ``create(path, infos, **options) -> Writer``
     A streaming writer: it is told every tensor's name, shape and dtype up front
     (``infos``, in output order) and then receives the tensors one at a time.
+    ``path`` is a temporary file; option ``final_path`` is the name it will get
+    (for formats whose layout depends on the file name).
 ``save(path, tensors, **options)``
     Convenience: write a whole ``{name: array}`` mapping through ``create``.
 
@@ -156,7 +158,7 @@ def save_with(create, path, tensors: Mapping[str, np.ndarray], **options) -> Non
     arrays = {k: np.asarray(v) for k, v in tensors.items()}
     infos = [TensorInfo(k, tuple(a.shape), dtypes.name_of(a.dtype)) for k, a in arrays.items()]
     with atomic_output(path, force=True) as tmp:
-        w = create(tmp, infos, **options)
+        w = create(tmp, infos, final_path=str(path), **options)
         try:
             for k, a in arrays.items():
                 w.write(k, a)

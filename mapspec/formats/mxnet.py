@@ -456,6 +456,11 @@ def _dtype_of(info: TensorInfo) -> str:
     return dtypes.canonical(info.dtype) if info.dtype else "float32"
 
 
+# Options a user may give (spec source/target options, --option); anything else is an error.
+READ_OPTIONS = ("symbol",)
+WRITE_OPTIONS = ("prefixes", "version")
+
+
 def open(path: str, symbol=None, **options) -> ParamsReader:  # noqa: A001 - the format API's name
     return ParamsReader(path, symbol=symbol)
 

@@ -1110,6 +1110,11 @@ def sniff(path: str, head: bytes) -> bool:
     return h[:1] == b"{" and (b'"nodes"' in h or str(path).lower().endswith("-symbol.json"))
 
 
+# Options a user may give (spec source/target options, --option); anything else is an error.
+READ_OPTIONS = ("input_shape", "input_shapes", "inputs")
+WRITE_OPTIONS = ()
+
+
 def open(path: str, input_shape=None, input_shapes=None, inputs=None, **options) -> SymbolReader:  # noqa: A001
     return SymbolReader(path, input_shape=input_shape, input_shapes=input_shapes, inputs=inputs)
 

@@ -170,6 +170,11 @@ class NpzWriter(Writer):
             pass
 
 
+# Options a user may give (spec source/target options, --option); anything else is an error.
+READ_OPTIONS = ()
+WRITE_OPTIONS = ()
+
+
 def open(path: str, **options) -> NpzReader:  # noqa: A001 - the format API's name
     return NpzReader(path)
 

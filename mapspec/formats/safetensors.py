@@ -1,0 +1,341 @@
+"""safetensors files: an 8-byte header length, a JSON header, then raw tensor bytes.
+
+Layout (https://github.com/huggingface/safetensors)::
+
+    u64 little-endian N | N bytes of UTF-8 JSON | data area
+    JSON: {"__metadata__": {str: str}?,
+           "<name>": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...}
+
+Offsets are relative to the start of the data area; values are little-endian and
+C-ordered.
+
+Why our own reader, with the ``safetensors`` library only as a test oracle:
+``safetensors.numpy.load_file`` copies every tensor into memory and cannot
+represent bfloat16/float8 in numpy at all; ``safe_open(framework="np")`` likewise
+copies per tensor.  Reading the header ourselves lets us hand out zero-copy,
+read-only numpy views over one memory map (:class:`~mapspec.formats.base.MappedFile`),
+including bfloat16 and float8 through ``ml_dtypes``, and check every offset and
+length against the real file size before anything is touched.
+
+Why our own writer: ``safetensors.*.save_file`` takes a complete ``{name: tensor}``
+dict, i.e. the whole model in memory at once.  The header depends only on names,
+shapes and dtypes, which the engine announces up front, so we write the header
+first and then stream each tensor's bytes as it arrives (non-contiguous arrays in
+bounded chunks), keeping memory bounded by one tensor.
+
+Acceptance rules (checked in this order, each failure a :class:`FormatError`
+naming the byte offset): header length <= 100 MB (the library's limit) and inside
+the file; header is a UTF-8 JSON object without duplicate keys; every entry has a
+known dtype code, a shape of non-negative integers and ``data_offsets`` of two
+integers ``begin <= end`` inside the data area with ``end - begin == numel *
+itemsize``; no two tensors overlap.  Gaps between tensors are tolerated (the
+library itself writes none).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import struct
+import sys
+from typing import Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import FormatError, MapspecError
+from .base import MappedFile, Reader, TensorInfo, Writer, save_with
+
+NAME = "safetensors"
+MAX_HEADER = 100_000_000  # bytes; the safetensors library refuses larger headers too
+_ALIGN = 8  # the library pads the JSON header with spaces to a multiple of 8 bytes
+_CHUNK = 16 << 20  # bytes per write when a non-contiguous array must be copied
+
+# safetensors dtype code <-> mapspec dtype name.
+CODES: dict[str, str] = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8",
+    "BOOL": "bool",
+}
+NAMES: dict[str, str] = {v: k for k, v in CODES.items()}
+# Codes the format defines that mapspec cannot hold (sub-byte and exotic types).
+UNSUPPORTED = ("C64", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2")
+
+WRITE_DTYPES = None  # every dtype in mapspec.dtypes has a safetensors code
+
+
+def sniff(path: str, head: bytes) -> bool:
+    """An 8-byte length followed by ``{``: the library's own check, plus a sane length."""
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= MAX_HEADER and head[8:9] == b"{"
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Duplicate(k)
+        out[k] = v
+    return out
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+class Header:
+    """The parsed and checked JSON header of a safetensors file."""
+
+    def __init__(self, path: str, size: int, raw_len: bytes, raw_json_reader):
+        self.path = path
+        if size < 8:
+            raise FormatError(path, f"file has {size} bytes; a safetensors file starts with an 8-byte header "
+                              "length", offset=0)
+        (n,) = struct.unpack("<Q", raw_len)
+        if n > MAX_HEADER:
+            raise FormatError(path, f"header length {n} exceeds the limit of {MAX_HEADER} bytes "
+                              "(corrupt file or not safetensors)", offset=0)
+        if 8 + n > size:
+            raise FormatError(path, f"header length {n} runs past the end of the file ({size} bytes; "
+                              "truncated file?)", offset=0)
+        self.header_len = n
+        self.data_start = 8 + n
+        self.data_size = size - self.data_start
+        raw = raw_json_reader(8, n)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise FormatError(path, f"header is not UTF-8 ({e.reason})", offset=8 + e.start) from None
+        if not text.startswith("{"):
+            raise FormatError(path, "header does not start with '{' (not a safetensors file)", offset=8)
+        try:
+            obj = json.loads(text, object_pairs_hook=_no_duplicates)
+        except _Duplicate as e:
+            raise FormatError(path, f"header names {e.args[0]!r} twice", offset=8) from None
+        except json.JSONDecodeError as e:
+            raise FormatError(path, f"header is not valid JSON: {e.msg}", offset=8 + e.pos) from None
+        except RecursionError:
+            raise FormatError(path, "header JSON is nested too deeply", offset=8) from None
+        if not isinstance(obj, dict):
+            raise FormatError(path, "header is not a JSON object", offset=8)
+        meta = obj.pop("__metadata__", None)
+        if meta is not None and not (isinstance(meta, dict)
+                                     and all(isinstance(v, str) for v in meta.values())):
+            raise FormatError(path, "__metadata__ must map strings to strings", offset=8)
+        self.metadata: dict[str, str] = dict(meta or {})
+        entries = [self._entry(name, spec) for name, spec in obj.items()]
+        # File order: by position in the data area (what the writer wrote first comes
+        # first); ties (empty tensors) keep their JSON order.
+        entries.sort(key=lambda e: (e[3], e[4]))
+        prev_end, prev_name = 0, None
+        for name, _, _, begin, end in entries:
+            if begin < prev_end:
+                raise FormatError(path, f"data_offsets [{begin}, {end}] overlap tensor {prev_name!r} "
+                                  f"(which ends at {prev_end})", offset=self.data_start + begin, tensor=name)
+            if end > begin:
+                prev_end, prev_name = end, name
+        self.entries = entries
+
+    def _entry(self, name: str, spec) -> tuple:
+        path = self.path
+        if not isinstance(spec, dict):
+            raise FormatError(path, "header entry is not an object", offset=8, tensor=name)
+        code = spec.get("dtype")
+        if code not in CODES:
+            why = "is not supported by mapspec" if code in UNSUPPORTED else "is unknown"
+            raise FormatError(path, f"dtype code {code!r} {why} (known: {', '.join(CODES)})", offset=8,
+                              tensor=name)
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise FormatError(path, f"shape {shape!r} is not a list of non-negative integers", offset=8,
+                              tensor=name)
+        offs = spec.get("data_offsets")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(_is_int(o) for o in offs)):
+            raise FormatError(path, f"data_offsets {offs!r} is not a pair of integers", offset=8, tensor=name)
+        begin, end = offs
+        if not 0 <= begin <= end:
+            raise FormatError(path, f"data_offsets [{begin}, {end}] are not ordered non-negative integers",
+                              offset=8, tensor=name)
+        if end > self.data_size:
+            raise FormatError(path, f"data_offsets end {end} is past the end of the data area "
+                              f"({self.data_size} bytes; truncated file?)", offset=self.data_start + begin,
+                              tensor=name)
+        dname = CODES[code]
+        numel = 1
+        for d in shape:
+            numel *= d
+        want = numel * dtypes.itemsize(dname)
+        if end - begin != want:
+            raise FormatError(path, f"shape {shape} of {code} needs {want} bytes but data_offsets "
+                              f"[{begin}, {end}] span {end - begin}", offset=self.data_start + begin,
+                              tensor=name)
+        return name, tuple(shape), dname, begin, end
+
+
+class SafetensorsReader(Reader):
+    """Lazy reader: header parsed on open, values are views over one memory map."""
+
+    format = NAME
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self._file = MappedFile(path)
+        try:
+            size = self._file.size
+            head = self._file.bytes(0, 8, "header length") if size >= 8 else b""
+            self.header = Header(path, size, head, lambda off, n: self._file.bytes(off, n, "JSON header"))
+        except BaseException:
+            self._file.close()
+            raise
+        self.metadata = self.header.metadata
+        self._where: dict[str, int] = {}
+        for name, shape, dname, begin, _ in self.header.entries:
+            self._infos[name] = TensorInfo(name, shape, dname)
+            self._where[name] = self.header.data_start + begin
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        dt = dtypes.to_numpy(info.dtype)
+        if info.numel == 0:
+            return np.empty(info.shape, dtype=dt)
+        arr = self._file.array(self._where[info.name], dt, info.shape, f"tensor {info.name!r}")
+        if sys.byteorder == "big" and dt.itemsize > 1:  # the format is little-endian
+            arr = arr.byteswap()
+        return arr
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# -- writing ---------------------------------------------------------------
+
+def _chunks(arr: np.ndarray, limit: int = _CHUNK) -> Iterator[memoryview]:
+    """The bytes of ``arr`` in C order, little-endian, as pieces of at most ~``limit`` bytes.
+
+    A C-contiguous little-endian array is yielded as one zero-copy view; anything
+    else is copied block by block along the leading axes, so the extra memory is
+    bounded by ``limit`` (or one innermost row, if that is larger).
+    """
+    if arr.flags.c_contiguous and _is_little(arr.dtype):
+        yield memoryview(arr.reshape(-1).view(np.uint8))
+    elif arr.ndim == 0 or arr.nbytes <= limit:
+        yield _le_bytes(arr)
+    elif arr.ndim == 1:
+        step = max(1, limit // arr.dtype.itemsize)
+        for i in range(0, arr.shape[0], step):
+            yield _le_bytes(arr[i:i + step])
+    elif arr[0].nbytes > limit:
+        for i in range(arr.shape[0]):
+            yield from _chunks(arr[i], limit)
+    else:
+        step = max(1, limit // arr[0].nbytes)
+        for i in range(0, arr.shape[0], step):
+            yield _le_bytes(arr[i:i + step])
+
+
+def _le_bytes(block: np.ndarray) -> memoryview:
+    """One contiguous little-endian copy (or view, if already so) of ``block`` as bytes."""
+    dt = block.dtype
+    if dt.itemsize > 1 and not _is_little(dt):
+        block = block.byteswap().view(dt.newbyteorder("="))
+    block = np.ascontiguousarray(block)
+    return memoryview(block.reshape(-1).view(np.uint8))
+
+
+def _is_little(dt: np.dtype) -> bool:
+    """Are ``dt``'s bytes stored little-endian (single bytes always are)?"""
+    return dt.itemsize == 1 or dt.byteorder == "<" or (dt.byteorder in ("=", "|") and sys.byteorder == "little")
+
+
+def header_bytes(infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, str]] = None) -> tuple:
+    """(the 8-byte length + padded JSON header, total data size) for tensors in ``infos`` order."""
+    head: dict = {}
+    if metadata:
+        bad = [k for k, v in metadata.items() if not (isinstance(k, str) and isinstance(v, str))]
+        if bad:
+            raise MapspecError(f"safetensors metadata must map strings to strings; bad entries: {bad}")
+        head["__metadata__"] = dict(metadata)
+    offset = 0
+    for info in infos:
+        if info.name == "__metadata__":
+            raise MapspecError("a safetensors file cannot hold a tensor named '__metadata__'; rename it")
+        code = NAMES[_dtype_of(info)]
+        n = info.numel * dtypes.itemsize(_dtype_of(info))
+        head[info.name] = {"dtype": code, "shape": [int(d) for d in info.shape],
+                           "data_offsets": [offset, offset + n]}
+        offset += n
+    text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % _ALIGN)
+    return struct.pack("<Q", len(text)) + text, offset
+
+
+def _dtype_of(info: TensorInfo) -> str:
+    """The announced dtype; a tensor whose dtype the source format did not fix is float32."""
+    return dtypes.canonical(info.dtype) if info.dtype else "float32"
+
+
+class SafetensorsWriter(Writer):
+    """Streaming writer: the header goes out at once, each tensor's bytes as they arrive.
+
+    Options: ``metadata={str: str}`` becomes the ``__metadata__`` entry (omitted if not given).
+    """
+
+    format = NAME
+
+    def __init__(self, path: str, infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, str]] = None,
+                 **options):
+        super().__init__(path, infos)
+        if len(set(self._order)) != len(self._order):
+            raise MapspecError(f"{path}: the same tensor name is announced twice")
+        blob, self._data_size = header_bytes(self.infos, metadata)
+        self._end = len(blob) + self._data_size
+        try:
+            self._fh = builtins.open(path, "wb")
+        except OSError as e:
+            raise MapspecError(f"{path}: cannot create: {e.strerror}") from None
+        self._fh.write(blob)
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        array = np.asarray(array)
+        info = self._check(name, array)
+        want = _dtype_of(info)
+        have = dtypes.name_of(array.dtype)
+        if have != want:
+            raise MapspecError(f"{self.path}: tensor {name!r} arrived as {have} but was announced as {want}; "
+                               f"the header is already written (cast it before writing)")
+        for piece in _chunks(array):
+            self._fh.write(piece)
+
+    def close(self) -> None:
+        super().close()
+        pos = self._fh.tell()
+        self._fh.close()
+        if pos != self._end:  # pragma: no cover - would be a bug in _chunks
+            raise MapspecError(f"{self.path}: wrote {pos} bytes, expected {self._end}")
+
+    def abort(self) -> None:
+        self._fh.close()
+
+
+# Options a user may give (spec source/target options, --option); anything else is an error.
+READ_OPTIONS = ()
+WRITE_OPTIONS = ("metadata",)
+
+
+def open(path: str, **options) -> SafetensorsReader:  # noqa: A001 - the format API's name
+    return SafetensorsReader(path)
+
+
+def create(path: str, infos: Sequence[TensorInfo], **options) -> SafetensorsWriter:
+    return SafetensorsWriter(path, infos, **options)
+
+
+def save(path: str, tensors, **options) -> None:
+    save_with(create, path, tensors, **options)

@@ -1,0 +1,542 @@
+"""PyTorch checkpoints (``torch.save``): the zip format (torch >= 1.6) and legacy pickles.
+
+Reading goes through ``torch.load(path, map_location="cpu", weights_only=True,
+mmap=True)``: torch's restricted unpickler, never the full one, so a checkpoint is
+data and never code.  A pickle that needs anything outside weights_only's
+allow-list is refused with a :class:`FormatError` (we never retry with
+``weights_only=False``).  ``mmap=True`` maps the zip's storages instead of reading
+them, so names/shapes/dtypes cost no tensor I/O; legacy (pre-zip) pickles cannot be
+mapped and are loaded whole by torch.
+
+Naming rules (what ``infos()`` lists):
+
+* A flat ``{name: tensor}`` (``model.state_dict()``) keeps its names.
+* **Wrappers.**  At the top level, if exactly one key out of :data:`WRAPPER_KEYS`
+  (``state_dict``, ``model_state_dict``, ``model_state``, ``model``, ``module``,
+  ``net``, ``network``) holds a mapping with at least one tensor somewhere below,
+  and no other top-level value is a tensor, that mapping becomes the new top level:
+  its names are exposed unprefixed.  The rule repeats (``{"model": {"module": ...}}``).
+  Everything else at the old top level (epoch counters, optimizer state, even
+  optimizer tensors) is *not* exposed and is listed in ``reader.skipped``;
+  ``reader.wrapper`` records the key path taken (``"state_dict"``, ``"model.module"``)
+  and each TensorInfo's ``meta["wrapper"]`` repeats it.  Option ``root=`` overrides:
+  ``root="ema_state_dict"`` (or a list of keys) descends explicitly, ``root=""``
+  disables unwrapping.
+* **Nesting.**  Other nested mappings are flattened with ``.`` joins
+  (``{"enc": {"w": t}}`` -> ``enc.w``); lists/tuples are named by index
+  (``layers.0``); non-string keys go through ``str``.  Two paths giving the same
+  name are a :class:`FormatError`.
+* Non-tensor leaves (ints, floats, strings, ``None``, ``torch.Size``...) and tensors
+  mapspec cannot hold (complex, quantized, sparse) are listed in ``reader.skipped``
+  (``{name: reason}``), never silently dropped without trace.
+* A file holding one bare tensor exposes it as ``tensor``.
+
+Writing streams: the pickle (``data.pkl``) depends only on the announced names,
+shapes and dtypes, so it is produced up front from stand-in objects (a tensor
+stand-in reduces to ``torch._utils._rebuild_tensor_v2`` exactly as a real tensor
+does; storages become the same persistent ids ``torch.save`` emits), written as
+the archive's first record through torch's own zip writer
+``torch._C.PyTorchFileWriter``, followed by one ``data/<i>`` record per tensor as
+it arrives.  Memory stays bounded by the largest tensor (plus one contiguous copy of
+it if it arrives non-contiguous).  The result is what ``torch.save`` of a plain
+dict writes and loads with ``weights_only=True`` and ``mmap=True``.
+
+``PyTorchFileWriter`` is private API: it is feature-checked, and where it is
+missing or behaves unexpectedly the writer falls back to collecting every tensor
+and calling ``torch.save`` at ``close()``.  That fallback holds the whole model in
+memory (one reference per array given to ``write``, plus the torch tensors sharing
+that memory); option ``stream=False`` selects it explicitly.
+"""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import io
+import pickle
+import re
+import struct
+import sys
+import warnings
+import zipfile
+from typing import Any, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import FormatError, MapspecError
+from .base import Reader, TensorInfo, Writer, save_with
+
+NAME = "torch"
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network")
+BARE_TENSOR_NAME = "tensor"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a"  # protocol 2, then the 10-byte magic number torch pickles first
+_PICKLE_PROTOCOL = 2  # what torch.save uses
+
+
+class TorchDType(NamedTuple):
+    """How a mapspec dtype travels through torch."""
+
+    torch_name: str  # attribute of the torch module (torch.bfloat16)
+    storage: Optional[str]  # legacy typed-storage class torch.save pickles, None if it uses UntypedStorage
+    numpy_view: Optional[str]  # numpy dtype to view through when torch has no numpy equivalent
+
+
+DTYPES: dict[str, TorchDType] = {
+    "float64": TorchDType("float64", "DoubleStorage", None),
+    "float32": TorchDType("float32", "FloatStorage", None),
+    "float16": TorchDType("float16", "HalfStorage", None),
+    "bfloat16": TorchDType("bfloat16", "BFloat16Storage", "int16"),
+    "float8_e4m3fn": TorchDType("float8_e4m3fn", None, "uint8"),
+    "float8_e5m2": TorchDType("float8_e5m2", None, "uint8"),
+    "int64": TorchDType("int64", "LongStorage", None),
+    "int32": TorchDType("int32", "IntStorage", None),
+    "int16": TorchDType("int16", "ShortStorage", None),
+    "int8": TorchDType("int8", "CharStorage", None),
+    "uint64": TorchDType("uint64", None, None),
+    "uint32": TorchDType("uint32", None, None),
+    "uint16": TorchDType("uint16", None, None),
+    "uint8": TorchDType("uint8", "ByteStorage", None),
+    "bool": TorchDType("bool", "BoolStorage", None),
+}
+
+WRITE_DTYPES = None  # every mapspec dtype has a torch dtype (torch >= 2.3 for uint16/32/64)
+
+
+def _torch():
+    try:
+        import torch
+    except ModuleNotFoundError:
+        raise MapspecError("the torch format needs PyTorch; install it (pip install torch)") from None
+    return torch
+
+
+def _by_torch_dtype(torch) -> dict:
+    """torch.dtype -> mapspec name, for the dtypes this torch build has."""
+    out = {}
+    for name, d in DTYPES.items():
+        td = getattr(torch, d.torch_name, None)
+        if td is not None:
+            out[td] = name
+    return out
+
+
+def sniff(path: str, head: bytes) -> bool:
+    """A torch zip (first member ``<archive>/data.pkl``) or a legacy torch pickle."""
+    if head.startswith(_LEGACY_MAGIC):
+        return True
+    if head[:4] != b"PK\x03\x04" or len(head) < 30:
+        return False
+    name_len = struct.unpack("<H", head[26:28])[0]
+    first = head[30:30 + name_len]
+    return first == b"data.pkl" or first.endswith(b"/data.pkl") or (
+        30 + name_len > len(head) and b"/" in first)  # name cut off by the 64-byte head
+
+
+# -- reading ---------------------------------------------------------------
+
+# What torch.load can raise on a corrupt or hostile file (found by fuzzing torch
+# 2.13 with truncations and byte flips of both formats; AssertionError comes from
+# torch's legacy loader, UnicodeDecodeError is a ValueError).
+_LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError,
+                AttributeError, OverflowError, AssertionError, struct.error, zipfile.BadZipFile, OSError,
+                MemoryError, RecursionError, NotImplementedError, ImportError)
+
+
+def _load_error(path: str, e: BaseException) -> FormatError:
+    msg = str(e)
+    glob = re.search(r"GLOBAL (\S+)", msg)
+    if isinstance(e, pickle.UnpicklingError) and glob:
+        return FormatError(path, f"the checkpoint's pickle needs {glob.group(1)}, which is outside torch's "
+                           "weights_only allow-list: loading it would run code from the file, and mapspec "
+                           "refuses. If you trust the file, re-save just the tensors in a trusted "
+                           "environment (torch.save(model.state_dict(), ...)) or convert it to safetensors")
+    if isinstance(e, pickle.UnpicklingError) and ("Can only" in msg or "persistent_load" in msg
+                                                  or "Unsupported" in msg):
+        detail = msg.split("\n")[-3] if msg.count("\n") >= 3 else msg
+        return FormatError(path, f"the checkpoint's pickle builds objects outside torch's weights_only "
+                           f"allow-list ({detail.strip()[:200]}); mapspec refuses to load it")
+    if isinstance(e, MemoryError):
+        return FormatError(path, "the checkpoint claims more memory than is available (corrupt file?)")
+    first = msg.strip().splitlines()[0][:300] if msg.strip() else type(e).__name__
+    return FormatError(path, f"not a readable torch checkpoint (truncated or corrupt?): "
+                       f"{type(e).__name__}: {first}")
+
+
+def _is_zip(path: str) -> bool:
+    try:
+        with builtins.open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError as e:
+        raise FormatError(path, f"cannot open: {e.strerror}") from None
+
+
+def load(path: str):
+    """``torch.load`` with weights_only=True (mmap for the zip format); errors as FormatError."""
+    torch = _torch()
+    mmap = _is_zip(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols in corrupt files
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except _LOAD_ERRORS as e:
+        raise _load_error(path, e) from None
+
+
+def _has_tensor(obj, torch, seen: Optional[set] = None) -> bool:
+    """Is there a tensor anywhere below ``obj`` (containers visited once each)?"""
+    seen = set() if seen is None else seen
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, torch.Tensor):
+            return True
+        if isinstance(o, (dict, list, tuple)) and id(o) not in seen:
+            seen.add(id(o))
+            stack.extend(o.values() if isinstance(o, dict) else o)
+    return False
+
+
+def unwrap(obj, torch, root: Union[None, str, Sequence[str]] = None) -> tuple:
+    """(object to flatten, wrapper key path or None, {skipped name: reason}) by the wrapper rule."""
+    skipped: dict[str, str] = {}
+    path: list[str] = []
+    if root is not None:
+        keys = [root] if isinstance(root, str) else list(root)
+        for k in [k for k in keys if k != ""]:
+            if not isinstance(obj, dict) or k not in obj:
+                have = ", ".join(map(str, list(obj)[:20])) if isinstance(obj, dict) else type(obj).__name__
+                raise MapspecError(f"option root: key {k!r} not found under {'.'.join(path) or 'the top level'} "
+                                   f"(keys: {have})")
+            skipped.update({_join(path, str(o)): f"outside root {'.'.join(path + [k])!r}" for o in obj if o != k})
+            obj = obj[k]
+            path.append(str(k))
+        return obj, (".".join(path) or None), skipped
+    while isinstance(obj, dict):
+        if any(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        hits = [k for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], dict) and _has_tensor(obj[k], torch)]
+        if len(hits) != 1:
+            break
+        k = hits[0]
+        skipped.update({_join(path, str(o)): f"outside the wrapper {'.'.join(path + [k])!r}"
+                        for o in obj if o != k})
+        obj = obj[k]
+        path.append(k)
+    return obj, (".".join(path) or None), skipped
+
+
+def _join(prefix: Sequence[str], key: str) -> str:
+    return ".".join([*prefix, key]) if prefix else key
+
+
+def flatten(obj, torch) -> tuple:
+    """([(name, tensor)] in order, {skipped name: reason}) for a nested checkpoint object.
+
+    Iterative (no recursion limit), and each container is expanded once, so a
+    hostile pickle with cycles or exponentially shared sub-lists stays linear.
+    """
+    out: list = []
+    skipped: dict[str, str] = {}
+    if isinstance(obj, torch.Tensor):
+        return [(BARE_TENSOR_NAME, obj)], skipped
+    if not isinstance(obj, (dict, list, tuple)):
+        raise MapspecError(f"holds a {type(obj).__name__}, not a state dict or tensors")
+    seen: set = set()
+    stack: list = [("", obj)]
+    while stack:
+        name, o = stack.pop()
+        if isinstance(o, torch.Tensor):
+            out.append((name, o))
+        elif isinstance(o, (dict, list, tuple)):
+            if id(o) in seen:
+                skipped[name] = "a container seen before under another name (shared or cyclic)"
+                continue
+            seen.add(id(o))
+            items = o.items() if isinstance(o, dict) else enumerate(o)
+            children = [(f"{name}.{k}" if name else str(k), v) for k, v in items]
+            stack.extend(reversed(children))
+        else:
+            skipped[name] = f"not a tensor ({type(o).__name__})"
+    return out, skipped
+
+
+class TorchReader(Reader):
+    """A state dict opened through ``torch.load(weights_only=True, mmap=True)``.
+
+    Attributes: ``wrapper`` (key path unwrapped, or None), ``skipped`` ({name: reason}
+    for everything in the file not exposed as a tensor), ``mmap`` (False for legacy
+    pickles, which torch loads into memory).
+    """
+
+    format = NAME
+
+    def __init__(self, path: str, root: Union[None, str, Sequence[str]] = None):
+        super().__init__(path)
+        torch = _torch()
+        self.mmap = _is_zip(path)
+        obj = load(path)
+        obj, self.wrapper, self.skipped = unwrap(obj, torch, root)
+        try:
+            pairs, skipped = flatten(obj, torch)
+        except MapspecError as e:
+            raise FormatError(path, str(e)) from None
+        self.skipped.update(skipped)
+        names = _by_torch_dtype(torch)
+        self._tensors: dict[str, Any] = {}
+        meta = {"wrapper": self.wrapper} if self.wrapper else None
+        for name, t in pairs:
+            if name in self._tensors:
+                raise FormatError(path, "two entries of the checkpoint flatten to the same name "
+                                  "(a key containing '.' next to a nested mapping?)", tensor=name)
+            why = self._unsupported(t, names, torch)
+            if why:
+                self.skipped[name] = why
+                continue
+            self._tensors[name] = t
+            self._infos[name] = TensorInfo(name, tuple(int(d) for d in t.shape), names[t.dtype], meta)
+
+    @staticmethod
+    def _unsupported(t, names: dict, torch) -> Optional[str]:
+        if t.layout != torch.strided:
+            return f"{t.layout} tensor (only dense tensors are supported)"
+        if t.is_quantized:
+            return "quantized tensor (dequantize it before saving)"
+        if t.dtype not in names:
+            return f"dtype {t.dtype} is not supported by mapspec"
+        if t.device.type != "cpu":
+            return f"tensor on device {t.device.type!r} after map_location='cpu'"
+        return None
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        torch = _torch()
+        t = self._tensors[info.name].detach()
+        t = t.resolve_conj().resolve_neg()
+        spec = DTYPES[info.dtype]
+        try:
+            if spec.numpy_view:
+                arr = t.view(getattr(torch, spec.numpy_view)).numpy().view(dtypes.to_numpy(info.dtype))
+            else:
+                arr = t.numpy()
+        except (RuntimeError, TypeError) as e:
+            raise FormatError(self.path, f"cannot view as numpy: {e}", tensor=info.name) from None
+        arr.flags.writeable = False  # storages may be shared between names; never modify in place
+        return arr
+
+    def tensor(self, name: str):
+        """The torch tensor itself (for callers that work in torch)."""
+        self.info(name)
+        return self._tensors[name]
+
+    def close(self) -> None:
+        self._tensors = {}
+
+
+# -- writing ---------------------------------------------------------------
+
+class _Storage:
+    """Stand-in for a storage: pickled as torch.save's persistent id, never as an object."""
+
+    def __init__(self, pid: tuple):
+        self.pid = pid
+
+
+class _Tensor:
+    """Stand-in for a contiguous tensor: reduces exactly like ``torch.Tensor`` does."""
+
+    def __init__(self, rebuild, args: tuple):
+        self._reduce = (rebuild, args)
+
+    def __reduce_ex__(self, protocol):
+        return self._reduce
+
+
+class _Pickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        return obj.pid if isinstance(obj, _Storage) else None
+
+
+def _strides(shape: Sequence[int]) -> tuple:
+    out, step = [], 1
+    for d in reversed(shape):
+        out.append(step)
+        step *= max(int(d), 1)
+    return tuple(reversed(out))
+
+
+def data_pickle(infos: Sequence[TensorInfo], torch, wrap: Optional[str] = None) -> bytes:
+    """The ``data.pkl`` torch.save would write for ``{name: tensor}`` in ``infos`` order.
+
+    Tensor ``i`` lives in storage ``data/i``.  Dtypes with a legacy typed storage
+    (float32 -> FloatStorage, ...) use ``_rebuild_tensor_v2`` like torch.save;
+    the others (float8, uint16/32/64) use ``_rebuild_tensor_v3`` with an
+    UntypedStorage and an explicit dtype, again as torch.save does.
+    """
+    state: dict = {}
+    for i, info in enumerate(infos):
+        spec = DTYPES[_dtype_of(info)]
+        td = getattr(torch, spec.torch_name, None)
+        if td is None:
+            raise MapspecError(f"this torch ({torch.__version__}) has no dtype {spec.torch_name}; "
+                               f"cast tensor {info.name!r} to another dtype")
+        shape = tuple(int(d) for d in info.shape)
+        hooks = collections.OrderedDict()
+        if spec.storage:
+            pid = ("storage", getattr(torch, spec.storage), str(i), "cpu", info.numel)
+            args = (_Storage(pid), 0, shape, _strides(shape), False, hooks)
+            state[info.name] = _Tensor(torch._utils._rebuild_tensor_v2, args)
+        else:
+            nbytes = info.numel * dtypes.itemsize(_dtype_of(info))
+            pid = ("storage", torch.storage.UntypedStorage, str(i), "cpu", nbytes)
+            args = (_Storage(pid), 0, shape, _strides(shape), False, hooks, td)
+            state[info.name] = _Tensor(torch._utils._rebuild_tensor_v3, args)
+    obj = {wrap: state} if wrap else state
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=_PICKLE_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+def _dtype_of(info: TensorInfo) -> str:
+    """The announced dtype; a tensor whose dtype the source format did not fix is float32."""
+    return dtypes.canonical(info.dtype) if info.dtype else "float32"
+
+
+def _contiguous_native(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous, native-byte-order version of ``array`` (no copy if it already is)."""
+    dt = array.dtype
+    if dt.byteorder not in ("=", "|") and dt.itemsize > 1 and dt != dt.newbyteorder("="):
+        array = array.astype(dt.newbyteorder("="))
+    return np.ascontiguousarray(array).reshape(array.shape)  # ascontiguousarray makes 0-d arrays 1-d
+
+
+def _file_writer(torch, path: str):
+    """``torch._C.PyTorchFileWriter`` for ``path`` (and the Python file it writes through, if any).
+
+    Raises AttributeError/TypeError when this torch has no usable writer.
+    """
+    cls = torch._C.PyTorchFileWriter
+    for needed in ("write_record", "write_end_of_file"):
+        if not hasattr(cls, needed):
+            raise AttributeError(needed)
+    align = getattr(torch.serialization, "_get_storage_alignment", lambda: 64)()
+    try:
+        path.encode("ascii")
+        target, fh = path, None
+    except UnicodeEncodeError:  # the C++ writer opens ASCII paths only; write through Python
+        fh = builtins.open(path, "wb")
+        target = fh
+    for args in ((target, True, align), (target,)):
+        try:
+            return cls(*args), fh, align
+        except TypeError:
+            continue
+    if fh is not None:
+        fh.close()
+    raise TypeError("PyTorchFileWriter signature not understood")
+
+
+class TorchWriter(Writer):
+    """Writes a flat state dict ``{name: tensor}`` (options: ``wrap="state_dict"`` nests it under
+    that key; ``stream=False`` forces the collect-then-``torch.save`` fallback)."""
+
+    format = NAME
+
+    def __init__(self, path: str, infos: Sequence[TensorInfo], wrap: Optional[str] = None, stream: bool = True,
+                 **options):
+        super().__init__(path, infos)
+        if len(set(self._order)) != len(self._order):
+            raise MapspecError(f"{path}: the same tensor name is announced twice")
+        self._torch = torch = _torch()
+        self._wrap = wrap
+        for info in self.infos:  # fail before writing anything
+            td = getattr(torch, DTYPES[_dtype_of(info)].torch_name, None)
+            if td is None:
+                raise MapspecError(f"{path}: this torch ({torch.__version__}) cannot hold "
+                                   f"{_dtype_of(info)}; cast tensor {info.name!r} to another dtype")
+        self._zip = None
+        self._fh = None
+        self._collected: Optional[dict] = None
+        self.streaming = False
+        if stream:
+            try:
+                self._zip, self._fh, align = _file_writer(torch, path)
+                self.streaming = True
+            except (AttributeError, TypeError):  # no usable private writer in this torch: fall back
+                self._zip = None
+            except (RuntimeError, OSError) as e:
+                raise MapspecError(f"{path}: cannot create: {e}") from None
+        if self.streaming:
+            blob = data_pickle(self.infos, torch, wrap)
+            self._record("data.pkl", blob)
+            self._record(".format_version", b"1")
+            self._record(".storage_alignment", str(align).encode())
+            self._record("byteorder", sys.byteorder.encode())
+        else:
+            self._collected = {}
+
+    def _record(self, name: str, data: bytes) -> None:
+        try:
+            self._zip.write_record(name, data, len(data))
+        except RuntimeError as e:
+            raise MapspecError(f"{self.path}: writing record {name!r} failed: {e}") from None
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        array = np.asarray(array)
+        info = self._check(name, array)
+        want, have = _dtype_of(info), dtypes.name_of(array.dtype)
+        if have != want:
+            raise MapspecError(f"{self.path}: tensor {name!r} arrived as {have} but was announced as {want}; "
+                               f"cast it before writing")
+        torch = self._torch
+        arr = _contiguous_native(array)
+        with warnings.catch_warnings():  # read-only (memory-mapped) input: torch only reads it here
+            warnings.simplefilter("ignore", UserWarning)
+            raw = torch.from_numpy(arr.reshape(-1).view(np.uint8))  # shares arr's memory
+        if self.streaming:
+            key = str(self._next - 1)
+            try:
+                self._zip.write_record(f"data/{key}", raw.untyped_storage(), arr.nbytes)
+            except RuntimeError as e:
+                raise MapspecError(f"{self.path}: writing tensor {name!r} failed: {e}") from None
+        else:
+            td = getattr(torch, DTYPES[want].torch_name)
+            self._collected[name] = raw.view(td).reshape(arr.shape)
+
+    def close(self) -> None:
+        super().close()
+        if self.streaming:
+            try:
+                self._zip.write_end_of_file()
+            except RuntimeError as e:
+                raise MapspecError(f"{self.path}: finishing the archive failed: {e}") from None
+            self._zip = None
+            if self._fh is not None:
+                self._fh.close()
+        else:
+            obj = {self._wrap: self._collected} if self._wrap else self._collected
+            self._torch.save(obj, self.path)
+            self._collected = None
+
+    def abort(self) -> None:
+        self._zip = None  # the C++ writer closes its file when released
+        self._collected = None
+        if self._fh is not None:
+            self._fh.close()
+
+
+# Options a user may give (spec source/target options, --option); anything else is an error.
+READ_OPTIONS = ("root",)
+WRITE_OPTIONS = ("wrap", "stream")
+
+
+def open(path: str, **options) -> TorchReader:  # noqa: A001 - the format API's name
+    """Options: ``root`` (key or list of keys to descend; ``""`` disables unwrapping)."""
+    return TorchReader(path, root=options.get("root"))
+
+
+def create(path: str, infos: Sequence[TensorInfo], **options) -> TorchWriter:
+    return TorchWriter(path, infos, **options)
+
+
+def save(path: str, tensors, **options) -> None:
+    save_with(create, path, tensors, **options)
