@@ -205,6 +205,7 @@ class _Planner:
         self.plan = Plan(spec, source, template, target_format=target_format)
         self.infos = source.infos()
         self._attr_cache: dict[str, dict] = {}
+        self._reported: set = set()
 
     def attrs(self, node: str) -> dict:
         if node not in self._attr_cache:
@@ -242,7 +243,7 @@ class _Planner:
                 if caps is None:
                     continue
                 env = {**spec.vars, **caps}
-                if (rule.require or rule.absent) and not self._conditions(rule, env):
+                if (rule.require or rule.absent or rule.when) and not self._conditions(rule, env):
                     excluded.setdefault(rule.index, []).append(name)
                     continue
                 hit = rule
@@ -310,6 +311,34 @@ class _Planner:
                 except ExprError as e:
                     self.error(SpecError(f"{key}: {e}", loc, rule.label))
                     return False
+        for attr, of, expected, loc in rule.when:
+            try:
+                node = of.render(env)
+                attrs = self.attrs(node)
+            except ExprError as e:
+                self.error(SpecError(f"when: {e}", loc, rule.label))
+                return False
+            except MapspecError as e:
+                self.error(SpecError(f"when: {e}", loc, rule.label))
+                return False
+            if not attrs:
+                key = (rule.index, node)
+                if key not in self._reported:
+                    self._reported.add(key)
+                    self.error(SpecError(f"when: the source has no attributes for layer/op {node!r}, so the "
+                                         f"condition on {attr!r} cannot be checked", loc, rule.label))
+                return False
+            if attr not in attrs:
+                return False  # e.g. 'group' of an InnerProduct: the condition does not hold
+            value = attrs[attr]
+            if isinstance(expected, bool) or isinstance(value, bool):
+                same = value is expected or value == expected
+            elif isinstance(expected, (int, float)) and isinstance(value, (int, float)):
+                same = float(value) == float(expected)
+            else:
+                same = str(value) == str(expected)
+            if not same:
+                return False
         return True
 
     def _fail(self, rule: Rule, source: Optional[str]):

@@ -49,8 +49,8 @@ EXPECTED = {
         "validate", "8:24: rule 1 (from 'conv<i>[0]'): 'to': {blocks} is not captured by 'from', an 'each' "
                     "variable or a var (did you mean {block_sizes}?)"),
     "argument_wrong_type.yaml": (
-        "validate", "8:24: rule 1 (from 'conv<i>[0]'): split parts must be an integer or an expression \"{...}\", "
-                    "not 'two'"),
+        "validate", "8:24: rule 1 (from 'conv<i>[0]'): split parts must be an integer, an expression \"{...}\" or "
+                    "{attr: NAME, of: LAYER}, not 'two'"),
     "unknown_argument.yaml": (
         "validate", "8:27: rule 1 (from 'conv<i>[0]'): transform 'split' has no argument 'tkae' (did you mean "
                     "'take'?)"),

@@ -90,7 +90,11 @@ class Checker:
         if isinstance(v, str) and v.startswith("{") and v.endswith("}"):
             yield from self.template(v, loc, what)
             return
-        yield self.err(f"{what} must be an integer or an expression \"{{...}}\", not {v!r}", loc)
+        if _is_attr(v):
+            yield from self.attr(v, loc, what, _is_int, "an integer")
+            return
+        yield self.err(f"{what} must be an integer, an expression \"{{...}}\" or {{attr: NAME, of: LAYER}}, "
+                       f"not {v!r}", loc)
 
     def ref(self, v, loc: Location, what: str) -> Iterator[SpecError]:
         if isinstance(v, str):
@@ -200,6 +204,8 @@ class Binder:
     def int_value(self, v, loc: Location, what: str) -> int:
         if _is_int(v):
             return v
+        if _is_attr(v):
+            return self.attr(v, loc, what, _is_int, "an integer")
         try:
             out = Template(v).value(self.env)
         except ExprError as e:

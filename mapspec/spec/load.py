@@ -238,6 +238,15 @@ class _Builder:
                     conditions[key].append((Template(text), rl))
                 except ExprError:
                     pass
+        when = []
+        for i, cond in enumerate(raw.get("when") or []):
+            cl = raw["when"].loc_of(i)
+            of_loc = cond.loc_of("of") if isinstance(cond, LocDict) else cl
+            self.errors += list(check.template(cond["of"], of_loc, f"when[{i}] of"))
+            try:
+                when.append((cond["attr"], Template(cond["of"]), cond["is"], cl))
+            except ExprError:
+                pass
         calls = []
         for i, item in enumerate(raw.get("apply") or []):
             call = self._call(item, raw["apply"].loc_of(i), check, label)
@@ -256,7 +265,7 @@ class _Builder:
                     source_loc=parent.source_loc if parent is not None else (
                         raw.loc_of("from") if "from" in raw else None),
                     calls=calls, each=each, each_loc=raw.loc_of("each") if "each" in raw else None,
-                    require=conditions["require"], absent=conditions["absent"], optional=bool(raw.get("optional", False)), value=value, dtype=dtype,
+                    require=conditions["require"], absent=conditions["absent"], when=when, optional=bool(raw.get("optional", False)), value=value, dtype=dtype,
                     shape=shape, name=raw.get("name"), constant=constant, parent=parent, also_index=also_index)
         if parent is None and isinstance(raw.get("also"), list):
             for k, item in enumerate(raw["also"]):

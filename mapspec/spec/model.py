@@ -54,6 +54,7 @@ class Rule:
     each_loc: Optional[Location] = None
     require: list = field(default_factory=list)  # [(Template, Location)]: all must exist in the source
     absent: list = field(default_factory=list)  # [(Template, Location)]: none may exist in the source
+    when: list = field(default_factory=list)  # [(attr, Template of the layer, expected value, Location)]
     optional: bool = False
     value: Any = None
     dtype: Optional[str] = None
