@@ -38,7 +38,7 @@ def resolve_spec_path(name_or_path: str) -> str:
         return str(shipped[key])
     if p.exists():
         raise SpecError("is not a file", Location(str(p)))
-    hint = difflib.get_close_matches(key, list(shipped), n=3)
+    hint = difflib.get_close_matches(key, list(shipped), n=3, cutoff=0.75)
     msg = "no such spec file, and no shipped spec of that name"
     if hint:
         msg += f" (shipped specs: did you mean {', '.join(hint)}?)"
