@@ -137,7 +137,8 @@ def _print_plan(p, out: TextIO) -> None:
         _table(rows, out, ["source", "shape", "transforms", "target", "shape", "dtype"])
     sm = p.summary()
     print(f"\n{sm['outputs']} outputs ({_size(sm['output_bytes'])}) from {sm['source_tensors']} source tensors: "
-          f"{sm['matched']} matched, {sm['referenced']} referenced, {sm['ignored']} ignored, {sm['unused']} unused; "
+          f"{sm['matched']} matched, {sm['referenced']} referenced, {sm['ignored']} ignored, {sm['dropped']} dropped, "
+          f"{sm['unused']} unused; "
           f"{sm['constants']} constants", file=out)
     for w in p.warnings:
         print(f"warning: {w}", file=out)

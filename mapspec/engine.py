@@ -85,6 +85,7 @@ class Plan:
     warnings: list = field(default_factory=list)
     unused: list = field(default_factory=list)
     ignored: list = field(default_factory=list)
+    dropped: list = field(default_factory=list)
     referenced: set = field(default_factory=set)
     unmatched_rules: list = field(default_factory=list)
     missing_targets: list = field(default_factory=list)
@@ -114,6 +115,7 @@ class Plan:
             "outputs": len(self.steps),
             "source_tensors": len(self.source.infos()),
             "matched": sum(1 for s in self.steps if s.source is not None),
+            "dropped": len(self.dropped),
             "referenced": len(self.referenced),
             "ignored": len(self.ignored),
             "unused": len(self.unused),
@@ -248,7 +250,10 @@ class _Planner:
                     continue
                 hit = rule
                 matches[rule.index] += 1
-                taken.append((name, rule, env))
+                if rule.drop:
+                    self.plan.dropped.append(name)
+                else:
+                    taken.append((name, rule, env))
                 break
             if hit is None:
                 unmatched_sources.append(name)

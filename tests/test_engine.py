@@ -321,3 +321,22 @@ rules:
     assert [s.rule.label for s in p.steps] == ["rule 1 (from '<l:word>_moving_var')",
                                               "rule 1 (from '<l:word>_moving_var') also[1]",
                                               "rule 1 (from '<l:word>_moving_var') also[2]"]
+
+
+def test_drop_rules_discard_what_they_match(tmp_path):
+    spec = write_spec(tmp_path, """\
+mapspec: 1
+rules:
+  - from: "<l:word>/bn[<k>]"
+    drop: true
+  - from: "<l:path>[<k>]"
+    to: "{l}[{k}]"
+""")
+    src = tmp_path / "s.npz"
+    module("npz").save(src, {"a[0]": np.ones(2, np.float32), "a/bn[0]": np.ones(2, np.float32),
+                             "a/bn[1]": np.ones(2, np.float32)})
+    p = mapspec.plan(spec, str(src))
+    assert p.ok and [s.target for s in p.steps] == ["a[0]"] and p.dropped == ["a/bn[0]", "a/bn[1]"]
+    bad = write_spec(tmp_path, 'mapspec: 1\nrules:\n  - from: "x"\n    drop: true\n    to: "y"\n', "bad.yaml")
+    with pytest.raises(SpecError, match="a drop rule discards what 'from' matches"):
+        mapspec.load_spec(bad)

@@ -199,8 +199,10 @@ class _Builder:
         n_before = len(self.errors)
         pattern = parent.source if parent is not None else None
         source_text = parent.source_text if parent is not None else raw.get("from")
+        drop = raw.get("drop") is True
         label_rule = Rule(index=index, loc=loc, to=Template(""), to_text=str(raw.get("to")), to_loc=loc,
-                          source_text=source_text, name=raw.get("name"), parent=parent, also_index=also_index)
+                          source_text=source_text, name=raw.get("name"), parent=parent, also_index=also_index,
+                          drop=drop)
         label = label_rule.label
         if isinstance(source_text, str) and parent is None:
             try:
@@ -210,7 +212,7 @@ class _Builder:
                 self.errors.append(SpecError(f"'from': {e}", Location(l.file, l.line, l.col + e.column), label))
         names = _names_for(raw, pattern, vars_)
         check = Checker(names, label)
-        to_text = raw["to"]
+        to_text = "" if drop else raw["to"]
         self.errors += list(check.template(to_text, raw.loc_of("to"), "'to'"))
         try:
             to_template = Template(to_text)
@@ -255,7 +257,7 @@ class _Builder:
         value = raw.get("value")
         dtype = raw.get("dtype")
         shape = raw.get("shape")
-        constant = pattern is None or (parent is not None and "value" in raw)
+        constant = (pattern is None and not drop) or (parent is not None and "value" in raw)
         if constant:  # transforms, if any, apply to the constant
             dtype, shape = self._constant(raw, check, label)
         if len(self.errors) > n_before or to_template is None:
@@ -266,7 +268,8 @@ class _Builder:
                         raw.loc_of("from") if "from" in raw else None),
                     calls=calls, each=each, each_loc=raw.loc_of("each") if "each" in raw else None,
                     require=conditions["require"], absent=conditions["absent"], when=when, optional=bool(raw.get("optional", False)), value=value, dtype=dtype,
-                    shape=shape, name=raw.get("name"), constant=constant, parent=parent, also_index=also_index)
+                    shape=shape, name=raw.get("name"), constant=constant, parent=parent, also_index=also_index,
+                    drop=drop)
         if parent is None and isinstance(raw.get("also"), list):
             for k, item in enumerate(raw["also"]):
                 if isinstance(item, LocDict):

@@ -62,6 +62,7 @@ class Rule:
     name: Optional[str] = None
     also: list = field(default_factory=list)  # more outputs from the same match (Rule objects)
     constant: bool = False  # produces 'value' rather than transforming a source tensor
+    drop: bool = False  # discards what 'from' matches
     parent: Optional["Rule"] = None
     also_index: int = 0
 
@@ -72,7 +73,7 @@ class Rule:
         if self.name:
             return f"rule {self.index} ({self.name})"
         if self.source_text is not None:
-            return f"rule {self.index} (from {self.source_text!r})"
+            return f"rule {self.index} ({'drop ' if self.drop else 'from '}{self.source_text!r})"
         return f"rule {self.index} (to {self.to_text!r})"
 
     @property

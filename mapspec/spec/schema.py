@@ -130,6 +130,8 @@ def _translate(err: ValidationError, doc) -> Optional[SpecError]:
         hint = difflib.get_close_matches(str(node), [str(e) for e in err.validator_value], n=1)
         msg = (f"{node!r} is not one of {', '.join(map(str, err.validator_value))}"
                + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    elif v == "not" and label and isinstance(node, dict) and node.get("drop") is True:
+        msg = "a drop rule discards what 'from' matches: it takes no 'to', 'apply', 'also', 'each' or 'value'"
     elif v == "not" and label:
         msg = "a rule with 'from' maps a source tensor; 'value', 'shape' and 'dtype' belong to constant rules " \
               "without 'from' (use a 'cast' transform to change the dtype)"
