@@ -136,6 +136,10 @@ class Runner:
     def run(self, x: np.ndarray, capture: bool = False):
         raise NotImplementedError
 
+    def alternatives(self, layer: str) -> list:
+        """Other activations that may stand for ``layer`` (e.g. after its in-place ReLU)."""
+        return []
+
 
 class ExecutorRunner(Runner):
     def __init__(self, kind: str, executor, input_name: Optional[str], output: Optional[str]):
@@ -154,6 +158,10 @@ class ExecutorRunner(Runner):
                                f"{', '.join(self.ex.output_names)}")
         acts = OrderedDict((k, v) for k, v in res.items()) if capture else OrderedDict()
         return np.asarray(res[key]), acts
+
+    def alternatives(self, layer: str) -> list:
+        followers = getattr(self.ex, "in_place_followers", None)
+        return list(followers(layer)) if followers else []
 
 
 def _load_factory(ref: str, from_spec: bool):
@@ -420,7 +428,25 @@ class Verdict:
         }
 
 
-def compare_layers(pairs, src_acts: dict, tgt_acts: dict, rel_tol: float) -> tuple[list, Optional[LayerResult]]:
+def _candidates(a: np.ndarray, b: np.ndarray) -> list:
+    """Ways to line up a source activation ``a`` with a target activation ``b``: as is, reshaped, or
+    as one channel slice of ``a`` when ``b`` is one group of a split grouped convolution."""
+    if a.shape == b.shape:
+        return [("", a, b)]
+    if a.size == b.size:
+        return [("", a, b.reshape(a.shape))]
+    out = []
+    if a.ndim == b.ndim and a.ndim >= 2 and a.shape[0] == b.shape[0] and a.shape[2:] == b.shape[2:] \
+            and b.shape[1] and a.shape[1] % b.shape[1] == 0:
+        n = a.shape[1] // b.shape[1]
+        for k in range(n):
+            part = a[:, k * b.shape[1]:(k + 1) * b.shape[1]]
+            out.append((f"channel slice {k + 1} of {n}", part, b))
+    return out
+
+
+def compare_layers(pairs, src_acts: dict, tgt_acts: dict, rel_tol: float,
+                   alternatives: Callable[[str], list] = lambda name: []) -> tuple[list, Optional[LayerResult]]:
     results = []
     order = {name: i for i, name in enumerate(src_acts)}
     resolved = []
@@ -435,14 +461,20 @@ def compare_layers(pairs, src_acts: dict, tgt_acts: dict, rel_tol: float) -> tup
     first_bad = None
     prev = 0.0
     for _, src, tgt in resolved:
-        a, b = src_acts[src], tgt_acts[tgt]
-        if a.shape != b.shape and a.size == b.size:
-            b = b.reshape(a.shape)
-        try:
-            cmp = compare(a, b)
-            res = LayerResult(src, tgt, cmp)
-        except MapspecError as e:
-            res = LayerResult(src, tgt, None, str(e))
+        best = None
+        # the layer itself first, then what follows it in place (a fused activation on the target side)
+        for name in [src] + [f for f in alternatives(src) if f in src_acts]:
+            for note, a, b in _candidates(src_acts[name], tgt_acts[tgt]):
+                cmp = compare(a, b)
+                label = ", ".join(x for x in (note, f"after {name}" if name != src else "") if x)
+                if best is None or cmp.max_rel < best.cmp.max_rel:
+                    best = LayerResult(name, tgt, cmp, label)
+                if cmp.max_rel <= rel_tol:
+                    break
+            if best is not None and best.cmp.max_rel <= rel_tol:
+                break
+        res = best or LayerResult(src, tgt, None, f"shapes {src_acts[src].shape} and {tgt_acts[tgt].shape} "
+                                                  f"cannot be compared")
         results.append(res)
         if first_bad is None:
             rel = math.inf if res.cmp is None else res.cmp.max_rel
@@ -462,11 +494,10 @@ def verify(source_runner: Runner, target_runner: Runner, x: np.ndarray, atol: fl
         yt = yt.reshape(ys.shape)  # e.g. a 1x1000x1x1 Caffe classifier vs a 1x1000 Linear
     v = Verdict(compare(ys, yt), atol, cosine, input_desc=input_desc)
     if capture:
-        v.layers, v.first_bad = compare_layers(pairs, src_acts, tgt_acts, layer_rel_tol)
+        v.layers, v.first_bad = compare_layers(pairs, src_acts, tgt_acts, layer_rel_tol, source_runner.alternatives)
         if v.first_bad is not None and v.first_bad.cmp is not None:
-            a, b = src_acts[v.first_bad.source], tgt_acts[v.first_bad.target]
-            if a.shape != b.shape and a.size == b.size:
-                b = b.reshape(a.shape)
+            cands = _candidates(src_acts[v.first_bad.source], tgt_acts[v.first_bad.target])
+            a, b = cands[0][1], cands[0][2]
             v.causes = diagnose(a, b, v.first_bad.source + " " + v.first_bad.target)
         elif v.first_bad is not None:
             v.causes = [v.first_bad.note]
