@@ -1,0 +1,99 @@
+"""Shared helpers of the Caffe layer kernels: the error type, axis rules, blob-shape checks.
+
+Kernels raise :class:`LayerError` for anything a net or its weights can get wrong (a
+parameter combination Caffe refuses, a blob of the wrong shape, an unsupported option);
+:class:`mapspec.executors.caffe.CaffeExecutor` turns it into a :class:`MapspecError`
+that names the layer and its type.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+class LayerError(Exception):
+    """Something a layer's parameters, inputs or blobs get wrong (becomes a MapspecError)."""
+
+
+class Unsupported(LayerError):
+    """A Caffe feature the executor does not implement."""
+
+
+class BlobError(LayerError):
+    """A parameter blob that does not fit the layer; ``index`` is its k in ``layer[k]``."""
+
+    def __init__(self, message: str, index: int):
+        super().__init__(message)
+        self.index = index
+
+
+def canonical_axis(axis: int, ndim: int, what: str = "axis") -> int:
+    """Caffe's ``Blob::CanonicalAxisIndex``: -ndim <= axis < ndim, negatives count from the end."""
+    if not -ndim <= axis < ndim:
+        raise LayerError(f"{what} {axis} out of range for a {ndim}-D input (allowed {-ndim}..{ndim - 1})")
+    return axis + ndim if axis < 0 else axis
+
+
+def count(shape: Sequence[int], start: int = 0, end: int | None = None) -> int:
+    """Caffe's ``Blob::count(start, end)``: the product of ``shape[start:end]``."""
+    n = 1
+    for d in shape[start:end]:
+        n *= int(d)
+    return n
+
+
+INT_MAX = 2**31 - 1  # Caffe's Blob::Reshape refuses blobs with more elements ("blob size exceeds INT_MAX")
+
+
+def check_count(shape: Sequence[int], what: str) -> None:
+    """Refuse, before allocating, a tensor Caffe itself could not hold (hostile or mistaken parameters)."""
+    n = count(shape)
+    if n > INT_MAX:
+        raise LayerError(f"{what} of shape {tuple(int(d) for d in shape)} would have {n} elements, more than "
+                         f"Caffe's limit of {INT_MAX} per blob (check the layer's pad, stride and kernel)")
+
+
+def fit_blob(blob: torch.Tensor, expected: Sequence[int], what: str) -> torch.Tensor:
+    """``blob`` viewed with shape ``expected``, under Caffe's rule for loading weights.
+
+    Caffe (``Blob::ShapeEquals``) accepts a stored blob whose shape equals the layer's, or a
+    legacy 4-D blob (num, channels, height, width) equal to the layer's shape left-padded with
+    ones (e.g. an InnerProduct weight stored as 1x1xNxK).  Anything else makes Caffe refuse
+    the file, so it is an error here too.
+    """
+    expected = tuple(int(d) for d in expected)
+    have = tuple(blob.shape)
+    if have == expected:
+        return blob
+    if len(have) == 4 and len(expected) <= 4 and have == (1,) * (4 - len(expected)) + expected:
+        return blob.reshape(expected)
+    raise BlobError(f"{what} has shape {have} but this layer needs {expected} (Caffe would refuse to load it)",
+                    _index(what))
+
+
+def _index(what: str) -> int:
+    """The blob index from a description "blob K (...)"; -1 if there is none."""
+    head = what.split(" ", 2)
+    return int(head[1]) if len(head) > 1 and head[0] == "blob" and head[1].isdigit() else -1
+
+
+def need_blobs(blobs: Sequence, n: int, what: str) -> None:
+    """Exactly ``n`` parameter blobs (Caffe: "Incorrect number of weight blobs")."""
+    if len(blobs) != n:
+        raise LayerError(f"has {len(blobs)} parameter blob(s) but needs {n} ({what})")
+
+
+def need_bottoms(bottoms: Sequence, low: int, high: int | None = None) -> None:
+    """Between ``low`` and ``high`` (default: exactly ``low``) input blobs."""
+    high = low if high is None else high
+    n = len(bottoms)
+    if n < low or (high >= 0 and n > high):
+        want = str(low) if low == high else (f"at least {low}" if high < 0 else f"{low} to {high}")
+        raise LayerError(f"has {n} bottom blob(s) but takes {want}")
+
+
+def broadcast_view(param: torch.Tensor, ndim: int, axis: int) -> torch.Tensor:
+    """``param`` (shape = some axes of the input starting at ``axis``) reshaped to broadcast."""
+    return param.reshape((1,) * axis + tuple(param.shape) + (1,) * (ndim - axis - param.dim()))

@@ -1,0 +1,589 @@
+"""Caffe ``.caffemodel`` files (a binary ``NetParameter``), read and written without Caffe.
+
+Reading walks the protobuf wire format directly over a memory map
+(:class:`~mapspec.formats.base.MappedFile`): each layer's blobs are *skipped* (their
+offsets recorded), so opening a several-hundred-MB model costs milliseconds and no
+copy, and there is no 64 MB protobuf limit.  Blob values are numpy views over the map:
+``float32`` from the packed ``data`` field, ``float64`` from ``double_data``; unpacked
+repeated values (legal protobuf, rare) are gathered on read.  The small non-blob part
+of each layer (name, type, bottoms, tops, parameters) is parsed with the schema subset
+of :mod:`mapspec.formats.caffe_pb`.  Both the current ``layer`` list (NetParameter field
+100) and the legacy V1 ``layers`` (field 2, enum types) are read; V1 layers are
+presented in the new form.
+
+Tensors are named ``layer[k]`` (blob k of the layer named ``layer``) in file order, with
+meta ``{"layer": name, "type": type, "blob": k}``.  A blob's shape is its ``BlobShape``,
+or the legacy ``num/channels/height/width`` when any of those is present (kept 4-D, as
+Caffe does), following ``Blob::FromProto``.
+
+Writing (``create(path, infos, template=None)``) streams a ``NetParameter``: every
+layer's length is computed from the announced shapes, so the length prefix, each blob's
+shape and its packed data header are written first and the raw values as they arrive;
+nothing larger than one tensor is ever held.  ``float32`` goes to ``data``, ``float64``
+to ``double_data`` (:data:`WRITE_DTYPES`); anything else is refused with a hint to cast.
+
+* With ``template`` (a ``.prototxt`` path, a prototxt/caffemodel reader, or a
+  ``NetParameter``), every layer of the template is written in the template's order,
+  with its type, bottoms, tops and parameters, including layers without blobs; the
+  blobs are filled from the stream.  The tensors must arrive in template order (layers
+  in the order of the template, blobs ``[0]``, ``[1]``, ... within a layer): the engine
+  sorts its output by the template, so this holds for ``mapspec convert``.
+* Without a template, one layer per tensor-name prefix is written, with its name and
+  blobs only: its ``type`` is left empty (Caffe matches weights to a net definition by
+  layer name, so such a file loads into a net with ``CopyTrainedLayersFrom``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import FormatError, MapspecError
+from . import caffe_layers as cl
+from . import caffe_pb
+from .base import MappedFile, Reader, TensorInfo, Writer, save_with
+
+NAME = "caffe"
+WRITE_DTYPES = ("float32", "float64")
+MAX_LAYER_HEADER = 64 << 20  # the non-blob part of one layer (names, parameters): kilobytes in practice
+MAX_BLOB_DIMS = 32
+_BLOB_NAME = re.compile(r"^(?P<layer>.*)\[(?P<k>\d+)\]$")
+
+# wire types
+VARINT, I64, LEN, SGROUP, EGROUP, I32 = 0, 1, 2, 3, 4, 5
+_WIRE_NAMES = {VARINT: "varint", I64: "64-bit", LEN: "length-delimited", SGROUP: "start-group",
+               EGROUP: "end-group", I32: "32-bit"}
+
+# field numbers
+NET_NAME, NET_LAYERS_V1, NET_LAYER = 1, 2, 100
+LAYER_BLOBS, V1_BLOBS, V1_V0_LAYER, V1_TYPE = 7, 6, 1, 5
+BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH = 1, 2, 3, 4
+BLOB_DATA, BLOB_DIFF, BLOB_SHAPE, BLOB_DOUBLE_DATA, BLOB_DOUBLE_DIFF = 5, 6, 7, 8, 9
+SHAPE_DIM = 1
+
+# value fields of a blob: field -> (numpy dtype, canonical name, wire type of one unpacked element)
+_VALUE_FIELDS = {BLOB_DATA: (np.dtype("<f4"), "float32", I32), BLOB_DOUBLE_DATA: (np.dtype("<f8"), "float64", I64)}
+_FIXED_SIZE = {I32: 4, I64: 8}
+_V1_TYPE_CODES = frozenset(v.number for v in
+                           caffe_pb.V1LayerParameter.DESCRIPTOR.fields_by_name["type"].enum_type.values)
+
+
+# -- wire format ---------------------------------------------------------------------------------
+
+class _Wire:
+    """Bounds-checked protobuf wire decoding over a :class:`MappedFile`."""
+
+    def __init__(self, mf: MappedFile):
+        self.mf = mf
+        self.buf = mf.buffer
+        self.path = mf.path
+
+    def error(self, offset: int, message: str):
+        return FormatError(self.path, message, offset=offset)
+
+    def varint(self, pos: int, end: int, what: str) -> tuple:
+        """(value, next position) of the varint at ``pos``; at most 10 bytes, never past ``end``."""
+        buf = self.buf
+        result = shift = 0
+        start = pos
+        while True:
+            if pos >= end:
+                raise self.error(start, f"truncated varint in {what} (the data ends at byte {end})")
+            b = buf[pos]
+            pos += 1
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result, pos
+            shift += 7
+            if shift >= 70:
+                raise self.error(start, f"varint longer than 10 bytes in {what} (corrupt file)")
+
+    def fields(self, start: int, end: int, what: str):
+        """Yield ``(field, wire type, value, tag offset, end offset)`` for each field in [start, end).
+
+        ``value`` is the integer for varints, the (offset of the) payload start for fixed and
+        length-delimited fields; ``end offset`` is where the field ends.
+        """
+        pos = start
+        while pos < end:
+            tag_at = pos
+            key, pos = self.varint(pos, end, what)
+            field, wire = key >> 3, key & 7
+            if field == 0:
+                raise self.error(tag_at, f"field number 0 in {what} (corrupt file)")
+            if wire == VARINT:
+                value, pos = self.varint(pos, end, what)
+                yield field, wire, value, tag_at, pos
+            elif wire in (I64, I32):
+                size = _FIXED_SIZE[wire]
+                if pos + size > end:
+                    raise self.error(tag_at, f"field {field} of {what} needs {size} bytes but only {end - pos} "
+                                     f"remain (truncated file)")
+                yield field, wire, pos, tag_at, pos + size
+                pos += size
+            elif wire == LEN:
+                length, body = self.varint(pos, end, what)
+                if length > end - body:
+                    raise self.error(tag_at, f"field {field} of {what} claims {length} bytes but only "
+                                     f"{end - body} remain (truncated or corrupt file)")
+                yield field, wire, body, tag_at, body + length
+                pos = body + length
+            else:
+                raise self.error(tag_at, f"field {field} of {what} has wire type {wire} "
+                                 f"({_WIRE_NAMES.get(wire, 'invalid')}), which Caffe files never use "
+                                 f"(corrupt file?)")
+
+    def expect(self, field: int, wire: int, want: int, tag_at: int, what: str) -> None:
+        if wire != want:
+            raise self.error(tag_at, f"field {field} of {what} has wire type {wire} ({_WIRE_NAMES.get(wire, '?')}),"
+                             f" expected {_WIRE_NAMES[want]} (corrupt file, or not a caffemodel)")
+
+
+def _signed64(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+class _Blob:
+    """Where one blob's values live: a list of segments and the resulting shape and dtype."""
+
+    __slots__ = ("shape", "dtype", "segments", "offset")
+
+    def __init__(self, shape, dtype, segments, offset):
+        self.shape = shape
+        self.dtype = dtype  # numpy dtype
+        self.segments = segments  # [(offset, count, stride)] stride 0: packed; else one tag byte per value
+        self.offset = offset
+
+
+class CaffeReader(Reader):
+    """A ``.caffemodel`` opened lazily: structure from the wire walk, values as mmap views."""
+
+    format = NAME
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self._file = MappedFile(path)
+        try:
+            self._wire = _Wire(self._file)
+            self._blobs: dict[str, _Blob] = {}
+            self._layers: list = []  # LayerParameter messages (blob-free, new form)
+            self._header = bytearray()
+            self._index: Optional[dict] = None
+            self._parse()
+        except BaseException:
+            self._file.close()
+            raise
+
+    # -- the walk ---------------------------------------------------------------------------
+    def _parse(self) -> None:
+        w = self._wire
+        if self._file.size == 0:
+            raise FormatError(self.path, "is empty: not a caffemodel")
+        kinds = set()
+        seen: dict[str, int] = {}
+        for field, wire, value, tag_at, end in w.fields(0, self._file.size, "the NetParameter"):
+            if field in (NET_LAYER, NET_LAYERS_V1):
+                w.expect(field, wire, LEN, tag_at, "the NetParameter")
+                kinds.add(field)
+                if len(kinds) > 1:
+                    raise FormatError(self.path, "the file has both 'layer' (new) and 'layers' (legacy V1) lists; "
+                                      "Caffe refuses such files", offset=tag_at)
+                self._layer(value, end, v1=field == NET_LAYERS_V1, index=len(self._layers), seen=seen)
+            else:
+                self._header += self._file.bytes(tag_at, end - tag_at, "NetParameter field")
+                if len(self._header) > MAX_LAYER_HEADER:
+                    raise FormatError(self.path, "the net's non-layer fields exceed 64 MB: not a caffemodel",
+                                      offset=tag_at)
+        try:
+            self._net_header = caffe_pb.NetParameter.FromString(bytes(self._header))
+        except Exception as e:  # protobuf's DecodeError (and friends) on hostile bytes
+            raise FormatError(self.path, f"the net's name/input fields do not decode: {e}") from None
+
+    def _layer(self, start: int, end: int, v1: bool, index: int, seen: dict) -> None:
+        w = self._wire
+        what = f"layer {index} (at byte {start})"
+        blob_field = V1_BLOBS if v1 else LAYER_BLOBS
+        blobs: list[_Blob] = []
+        rest = bytearray()
+        for field, wire, value, tag_at, fend in w.fields(start, end, what):
+            if field == blob_field:
+                w.expect(field, wire, LEN, tag_at, what)
+                blobs.append(self._blob(value, fend, f"blob {len(blobs)} of {what}"))
+            elif v1 and field == V1_TYPE and wire == VARINT and value not in _V1_TYPE_CODES:
+                raise FormatError(self.path, f"{what}: unknown V1 layer type code {value}", offset=tag_at)
+            elif v1 and field == V1_V0_LAYER:
+                raise FormatError(self.path, f"{what} is in Caffe's V0 format (before 2014); upgrade it with "
+                                  f"Caffe's upgrade_net_proto_binary first", offset=tag_at)
+            else:
+                if len(rest) + (fend - tag_at) > MAX_LAYER_HEADER:
+                    raise FormatError(self.path, f"{what}: its non-blob fields exceed 64 MB (corrupt file?)",
+                                      offset=tag_at)
+                rest += self._file.bytes(tag_at, fend - tag_at, what)
+        cls = caffe_pb.V1LayerParameter if v1 else caffe_pb.LayerParameter
+        try:
+            msg = cls.FromString(bytes(rest))
+        except Exception as e:  # protobuf's DecodeError on hostile bytes
+            raise FormatError(self.path, f"{what}: its name/type/parameters do not decode ({e})",
+                              offset=start) from None
+        layer = caffe_pb.upgrade_v1_layer(msg, self.path, index) if v1 else msg
+        texts = [layer.name, layer.type, *layer.bottom, *layer.top]
+        if not all(isinstance(t, str) for t in texts):
+            raise FormatError(self.path, f"{what}: its name, type or blob names are not UTF-8 text", offset=start)
+        self._layers.append(layer)
+        if not blobs:
+            return
+        name = layer.name
+        if name in seen:
+            raise FormatError(self.path, f"{what}: a second layer named {name!r} with blobs (the first is layer "
+                              f"{seen[name]}); tensor names layer[k] would be ambiguous", offset=start)
+        seen[name] = index
+        for k, b in enumerate(blobs):
+            tname = f"{name}[{k}]"
+            self._blobs[tname] = b
+            self._infos[tname] = TensorInfo(tname, b.shape, "float64" if b.dtype.itemsize == 8 else "float32",
+                                            {"layer": name, "type": layer.type, "blob": k})
+
+    def _blob(self, start: int, end: int, what: str) -> _Blob:
+        w = self._wire
+        dims: Optional[list] = None
+        legacy: dict[int, int] = {}
+        values: dict[int, list] = {BLOB_DATA: [], BLOB_DOUBLE_DATA: []}
+        for field, wire, value, tag_at, fend in w.fields(start, end, what):
+            if field == BLOB_SHAPE:
+                w.expect(field, wire, LEN, tag_at, what)
+                dims = self._dims(value, fend, what) if dims is None else dims + self._dims(value, fend, what)
+            elif field in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH):
+                w.expect(field, wire, VARINT, tag_at, what)
+                v = _signed64(value)
+                if not -(1 << 31) <= v < 1 << 31:
+                    raise FormatError(self.path, f"{what}: legacy dim {v} does not fit int32", offset=tag_at)
+                legacy[field] = v
+            elif field in _VALUE_FIELDS:
+                dt, _, elem_wire = _VALUE_FIELDS[field]
+                segs = values[field]
+                if wire == LEN:
+                    nbytes = fend - value
+                    if nbytes % dt.itemsize:
+                        raise FormatError(self.path, f"{what}: packed {'double_data' if dt.itemsize == 8 else 'data'}"
+                                          f" has {nbytes} bytes, not a multiple of {dt.itemsize}", offset=tag_at)
+                    segs.append((value, nbytes // dt.itemsize, 0))
+                elif wire == elem_wire:
+                    step = 1 + dt.itemsize  # one-byte tag + value
+                    if segs and segs[-1][2] == step and segs[-1][0] + segs[-1][1] * step == value:
+                        s0, n, _ = segs[-1]
+                        segs[-1] = (s0, n + 1, step)
+                    else:
+                        segs.append((value, 1, step))
+                else:
+                    w.expect(field, wire, LEN, tag_at, what)
+            # diff, double_diff and unknown fields are skipped (their lengths were checked by the walk)
+        if legacy:
+            shape = tuple(legacy.get(f, 0) for f in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH))
+        else:
+            shape = tuple(dims or ())
+        if any(d < 0 for d in shape):
+            raise FormatError(self.path, f"{what}: negative dimension in shape {shape}", offset=start)
+        if len(shape) > MAX_BLOB_DIMS:
+            raise FormatError(self.path, f"{what}: {len(shape)} dimensions (at most {MAX_BLOB_DIMS})", offset=start)
+        count = 1
+        for d in shape:
+            count *= d
+        field = BLOB_DOUBLE_DATA if values[BLOB_DOUBLE_DATA] else BLOB_DATA  # Caffe prefers double_data
+        segs = values[field]
+        have = sum(n for _, n, _ in segs)
+        if have != count:
+            kind = "double_data" if field == BLOB_DOUBLE_DATA else "data"
+            raise FormatError(self.path, f"{what}: shape {shape} needs {count} values but its {kind} holds {have}",
+                              offset=start)
+        return _Blob(shape, _VALUE_FIELDS[field][0], segs, start)
+
+    def _dims(self, start: int, end: int, what: str) -> list:
+        w = self._wire
+        dims: list = []
+        for field, wire, value, tag_at, fend in w.fields(start, end, f"the shape of {what}"):
+            if field != SHAPE_DIM:
+                continue
+            if wire == VARINT:
+                dims.append(_signed64(value))
+            elif wire == LEN:
+                pos = value
+                while pos < fend:
+                    v, pos = w.varint(pos, fend, f"the shape of {what}")
+                    dims.append(_signed64(v))
+                    if len(dims) > MAX_BLOB_DIMS:
+                        break
+            else:
+                w.expect(field, wire, VARINT, tag_at, f"the shape of {what}")
+            if len(dims) > MAX_BLOB_DIMS:
+                raise FormatError(self.path, f"{what}: shape has more than {MAX_BLOB_DIMS} dims (corrupt file?)",
+                                  offset=start)
+        return dims
+
+    # -- public -------------------------------------------------------------------------------
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        b = self._blobs[info.name]
+        what = f"blob {info.name!r}"
+        if len(b.segments) == 1 and b.segments[0][2] == 0:
+            off, n, _ = b.segments[0]
+            return self._file.array(off, b.dtype, b.shape, what)
+        parts = []
+        for off, n, step in b.segments:
+            if step == 0:
+                parts.append(self._file.array(off, b.dtype, (n,), what))
+            else:  # unpacked: a run of (value, next one-byte tag) records
+                raw = self._file.array(off, np.uint8, (n * step - 1,), what)
+                rows = np.empty((n, step), np.uint8)
+                rows.reshape(-1)[:n * step - 1] = raw
+                parts.append(np.ascontiguousarray(rows[:, :b.dtype.itemsize]).view(b.dtype).reshape(n))
+        flat = np.concatenate(parts) if parts else np.empty((0,), b.dtype)
+        return flat.reshape(b.shape)
+
+    def layers(self) -> list:
+        """The layers (blob-free ``LayerParameter`` messages, V1 upgraded) in file order."""
+        return list(self._layers)
+
+    def net(self):
+        """The file's ``NetParameter`` without blob data: net name/inputs and every layer's structure."""
+        net = caffe_pb.NetParameter()
+        net.CopyFrom(self._net_header)
+        for layer in self._layers:
+            net.layer.add().CopyFrom(layer)
+        return net
+
+    def nodes(self) -> list[str]:
+        return [layer.name for layer in self._layers]
+
+    def attrs(self, node: str) -> dict:
+        if self._index is None:
+            self._index = {}
+            for layer in self._layers:
+                self._index.setdefault(layer.name, layer)
+        layer = self._index.get(node)
+        return cl.layer_attrs(layer) if layer is not None else {}
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+def _varint(v: int) -> bytes:
+    if v < 0:
+        v += 1 << 64
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _tag(field: int, wire: int) -> bytes:
+    return _varint(field << 3 | wire)
+
+
+def _len_field(field: int, payload_len: int) -> bytes:
+    """Tag and length prefix of a length-delimited field."""
+    return _tag(field, LEN) + _varint(payload_len)
+
+
+# dtype name -> (value field, little-endian numpy dtype)
+_WRITE_FIELDS = {"float32": (BLOB_DATA, np.dtype("<f4")), "float64": (BLOB_DOUBLE_DATA, np.dtype("<f8"))}
+
+
+class _BlobPlan:
+    """The bytes before a blob's raw values, and its total message length."""
+
+    def __init__(self, info: TensorInfo):
+        field, dt = _WRITE_FIELDS[info.dtype]
+        dims = b"".join(_varint(int(d)) for d in info.shape)
+        shape_msg = (_len_field(SHAPE_DIM, len(dims)) + dims) if dims else b""
+        self.nbytes = info.numel * dt.itemsize
+        self.dtype = dt
+        self.prefix = _len_field(BLOB_SHAPE, len(shape_msg)) + shape_msg + _len_field(field, self.nbytes)
+        self.body_len = len(self.prefix) + self.nbytes
+        self.framed_len = len(_len_field(LAYER_BLOBS, self.body_len)) + self.body_len
+
+
+class CaffeWriter(Writer):
+    format = NAME
+
+    def __init__(self, path: str, infos: Sequence[TensorInfo], template=None, **options):
+        super().__init__(path, infos)
+        groups = self._group(self.infos)
+        if template is not None:
+            from .prototxt import load_net
+
+            net = load_net(template)
+            plan = self._against_template(net, groups)
+        else:
+            net = caffe_pb.NetParameter()
+            plan = []
+            for name, members in groups:
+                layer = caffe_pb.LayerParameter()
+                layer.name = name
+                plan.append((layer, members))
+        header = caffe_pb.NetParameter()
+        header.CopyFrom(net)
+        header.ClearField("layer")
+        header.ClearField("layers")
+        self._plan = []  # [(layer bytes without blobs, [_BlobPlan], [TensorInfo])]
+        for layer, members in plan:
+            layer = _blob_free(layer)
+            blobs = [_BlobPlan(i) for i in members]
+            self._plan.append((layer.SerializeToString(), blobs, members))
+        self._step = 0  # next plan entry to emit
+        self._blob = 0  # next blob within the current layer
+        try:
+            self._fh = builtins.open(path, "wb")
+        except OSError as e:
+            raise FormatError(path, f"cannot write: {e.strerror}") from None
+        self._fh.write(header.SerializeToString())
+
+    # -- planning ------------------------------------------------------------------------------
+    def _group(self, infos: Sequence[TensorInfo]) -> list:
+        """[(layer name, [infos of blobs 0..n-1])] in stream order, checked."""
+        groups: list = []
+        done: set = set()
+        for info in infos:
+            m = _BLOB_NAME.match(info.name)
+            if not m:
+                raise FormatError(self.path, "Caffe blobs are named layer[k] (e.g. 'conv1[0]' for the weight of "
+                                  "layer conv1); rename this target", tensor=info.name)
+            layer, k = m.group("layer"), int(m.group("k"))
+            if info.dtype not in _WRITE_FIELDS:
+                raise FormatError(self.path, f"a caffemodel holds {' or '.join(WRITE_DTYPES)}, not {info.dtype}; "
+                                  f"add {{cast: float32}} to this tensor's rule", tensor=info.name)
+            if groups and groups[-1][0] == layer:
+                expected = len(groups[-1][1])
+                if k != expected:
+                    raise FormatError(self.path, f"blobs of layer {layer!r} must come in order [0], [1], ...: "
+                                      f"got [{k}] where [{expected}] belongs", tensor=info.name)
+                groups[-1][1].append(info)
+                continue
+            if layer in done:
+                raise FormatError(self.path, f"the blobs of layer {layer!r} are not together in the output order "
+                                  f"(another layer's blobs come between them)", tensor=info.name)
+            if k != 0:
+                raise FormatError(self.path, f"layer {layer!r} starts with blob [{k}]; Caffe blobs are numbered "
+                                  f"from [0] without gaps", tensor=info.name)
+            done.add(layer)
+            groups.append((layer, [info]))
+        return groups
+
+    def _against_template(self, net, groups: list) -> list:
+        """Every template layer in template order, with the stream's blobs for it (or none)."""
+        index: dict[str, int] = {}
+        for i, layer in enumerate(net.layer):
+            index.setdefault(layer.name, i)
+        members_of = {}
+        last = -1
+        for name, members in groups:
+            i = index.get(name)
+            if i is None:
+                raise FormatError(self.path, f"layer {name!r} is not in the template (its layers: "
+                                  f"{', '.join(l.name for l in net.layer[:8])}{', ...' if len(net.layer) > 8 else ''})",
+                                  tensor=members[0].name)
+            if i < last:
+                raise FormatError(self.path, f"tensors must arrive in the template's layer order: layer {name!r} "
+                                  f"comes after {net.layer[last].name!r} in the stream but before it in the template",
+                                  tensor=members[0].name)
+            last = i
+            members_of[i] = members
+        return [(layer, members_of.get(i, [])) for i, layer in enumerate(net.layer)]
+
+    # -- streaming -------------------------------------------------------------------------------
+    def _emit_layer_head(self, entry) -> None:
+        layer_bytes, blobs, _ = entry
+        length = len(layer_bytes) + sum(b.framed_len for b in blobs)
+        self._fh.write(_len_field(NET_LAYER, length))
+        self._fh.write(layer_bytes)
+
+    def _advance_to(self, name: str) -> None:
+        """Write blob-less layers until the entry whose first blob is ``name``, then its head."""
+        while self._step < len(self._plan):
+            entry = self._plan[self._step]
+            if entry[2] and entry[2][0].name == name:
+                self._emit_layer_head(entry)
+                return
+            if entry[2]:  # pragma: no cover - _check guarantees the stream order
+                raise MapspecError(f"{self.path}: internal error: blob {name!r} out of plan order")
+            self._emit_layer_head(entry)
+            self._step += 1
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        self._check(name, array)
+        if self._blob == 0:
+            self._advance_to(name)
+        layer_bytes, blobs, members = self._plan[self._step]
+        plan = blobs[self._blob]
+        data = np.ascontiguousarray(array, dtype=plan.dtype)
+        self._fh.write(_len_field(LAYER_BLOBS, plan.body_len))
+        self._fh.write(plan.prefix)
+        self._fh.write(memoryview(data.reshape(-1)).cast("B"))
+        self._blob += 1
+        if self._blob == len(blobs):
+            self._blob = 0
+            self._step += 1
+
+    def close(self) -> None:
+        super().close()
+        while self._step < len(self._plan):
+            self._emit_layer_head(self._plan[self._step])
+            self._step += 1
+        self._fh.close()
+
+    def abort(self) -> None:
+        try:
+            self._fh.close()
+        except Exception:  # the file is being discarded anyway
+            pass
+
+
+def _blob_free(layer):
+    if len(layer.blobs) == 0:
+        return layer
+    copy = caffe_pb.LayerParameter()
+    copy.CopyFrom(layer)
+    copy.ClearField("blobs")
+    return copy
+
+
+# -- the format API -----------------------------------------------------------------------------
+
+READ_OPTIONS = ()
+WRITE_OPTIONS = ()
+
+# First bytes of a NetParameter as Caffe writes it: field 1 (name) or field 100 (layer).
+_STRONG_HEADS = (b"\x0a", b"\xa2\x06")
+
+
+_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+
+def sniff(path: str, head: bytes) -> bool:
+    if not head or all(b in _TEXT_BYTES for b in head):  # text (a prototxt) is never a caffemodel
+        return False
+    if str(path).lower().endswith(".caffemodel"):
+        return head[:1] in (b"\x0a", b"\x12", b"\x1a", b"\x22", b"\x42", b"\xa2")
+    return head.startswith(_STRONG_HEADS) and b"\x00" not in head[:2]
+
+
+def open(path: str, **options) -> CaffeReader:  # noqa: A001 - the format API's name
+    return CaffeReader(path)
+
+
+def create(path: str, infos: Sequence[TensorInfo], template=None, **options) -> CaffeWriter:
+    return CaffeWriter(path, infos, template=template, **options)
+
+
+def save(path: str, tensors, **options) -> None:
+    save_with(create, path, tensors, **options)
