@@ -313,6 +313,33 @@ def cmd_verify(args, out: TextIO, err: TextIO) -> int:
     return 0 if v.ok else 1
 
 
+def cmd_fold_bn(args, out: TextIO, err: TextIO) -> int:
+    from .foldbn import fold_bn
+
+    prefix = args.output
+    for suffix in (".caffemodel", ".prototxt"):
+        if prefix.endswith(suffix):
+            prefix = prefix[: -len(suffix)]
+    r = fold_bn(args.prototxt, args.caffemodel, prefix, force=args.force, emit_spec=args.emit_spec,
+                verify=args.verify, seed=args.seed)
+    for c in r.chains:
+        parts = [c.conv, c.bn] + ([c.scale] if c.scale else [])
+        print(f"folded {' -> '.join(parts)}", file=out)
+    for n in r.notes:
+        print(f"note: {n}", file=out)
+    print(f"wrote {r.prototxt} and {r.caffemodel}: {len(r.chains)} chains folded"
+          + (f"; spec in {args.emit_spec}" if args.emit_spec else ""), file=out)
+    if r.verify is not None:
+        ok = True
+        for name, c in r.verify.items():
+            good = c.ok(args.atol, 0.99999)
+            ok &= good
+            print(f"verify {name}: max |a-b| {c.max_abs:.3g}, cosine {c.cosine:.9f} "
+                  f"({'PASS' if good else 'FAIL'})", file=out)
+        return 0 if ok else 1
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------
 
 RELAX_HELP = "relax a coverage check: unused-source, unmatched-rule, missing-target, unexpected-target, dtype-mismatch"
@@ -390,6 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cosine", type=float, help="smallest allowed cosine similarity (default: spec, else 0.99999)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("fold-bn", help="fold Convolution -> BatchNorm -> Scale chains of a Caffe net for deployment")
+    p.add_argument("prototxt")
+    p.add_argument("caffemodel")
+    p.add_argument("--output", "-o", required=True, help="output prefix: writes PREFIX.prototxt and PREFIX.caffemodel")
+    p.add_argument("--force", "-f", action="store_true")
+    p.add_argument("--emit-spec", help="also write the generated spec (one explicit rule per chain) here")
+    p.add_argument("--verify", action="store_true", help="run both nets on a seeded random input and compare")
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_fold_bn)
 
     p = sub.add_parser("specs", help="list the shipped specs")
     p.set_defaults(func=cmd_specs)

@@ -458,6 +458,14 @@ def compare_layers(pairs, src_acts: dict, tgt_acts: dict, rel_tol: float,
         src = max(present, key=lambda n: order[n])
         resolved.append((order[src], src, tgt))
     resolved.sort()
+    # one source layer split into several target layers (MXNet BatchNorm -> Caffe BatchNorm + Scale):
+    # the last of them in the target's execution order is the one that computes what the source computes
+    tgt_order = {name: i for i, name in enumerate(tgt_acts)}
+    last_target: dict = {}
+    for _, src, tgt in resolved:
+        if src not in last_target or tgt_order[tgt] > tgt_order[last_target[src]]:
+            last_target[src] = tgt
+    resolved = [r for r in resolved if last_target[r[1]] == r[2]]
     first_bad = None
     prev = 0.0
     for _, src, tgt in resolved:
