@@ -127,7 +127,7 @@ def _plan_from_args(args):
 
     return plan(args.spec, args.source, template=args.template, target_format=args.target_format,
                 output=getattr(args, "output", None), relax=tuple(args.relax or ()),
-                source_format=args.source_format)
+                source_format=args.source_format, vars=_options(args.var))
 
 
 def _print_plan(p, out: TextIO) -> None:
@@ -284,7 +284,8 @@ def cmd_verify(args, out: TextIO, err: TextIO) -> int:
         if cfg.get("layers"):
             pairs = [(a, b) for a, b in cfg["layers"]]
         else:
-            p = plan(spec, args.source, template=None, relax=("missing-target", "unexpected-target"))
+            p = plan(spec, args.source, template=None, relax=("missing-target", "unexpected-target"),
+                     vars=_options(args.var))
             pairs = V.derive_layers(p, src_cfg["run"], tgt_cfg["run"])
     tol = cfg.get("tolerance", {})
     atol = args.atol if args.atol is not None else tol.get("atol", 1e-4)
@@ -354,6 +355,8 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-format", help="the output's format (default: the spec's, else from the file name)")
     p.add_argument("--relax", action="append", choices=["unused-source", "unmatched-rule", "missing-target",
                                                         "unexpected-target", "dtype-mismatch"], help=RELAX_HELP)
+    p.add_argument("--var", action="append", metavar="NAME=VALUE",
+                   help="override one of the spec's vars (VALUE is YAML: 6, [1, 2], {2: 6, 3: 12})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -411,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", type=lambda t: [int(v) for v in t.replace("x", ",").split(",")],
                    help="e.g. 1,3,224,224 (default: the spec's verify.input.shape)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    p.add_argument("--var", action="append", metavar="NAME=VALUE", help="override a spec var (as for apply)")
     p.add_argument("--layers", action="store_true", help="compare intermediate activations and name the first "
                                                          "layer that diverges")
     p.add_argument("--atol", type=float, help="largest allowed max |a-b| of the outputs (default: spec, else 1e-4)")

@@ -13,6 +13,7 @@ file beside the target and renamed into place only when everything succeeded.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import time
@@ -542,11 +543,22 @@ def open_template(spec: Spec, template: Optional[str]) -> Optional[Reader]:
     return open_checkpoint(path, **spec.target.template_options)
 
 
+def with_vars(spec: Spec, overrides: Optional[dict]) -> Spec:
+    """The spec with some ``vars`` replaced (``--var``); naming a var the spec lacks is an error."""
+    if not overrides:
+        return spec
+    unknown = [k for k in overrides if k not in spec.vars]
+    if unknown:
+        known = ", ".join(sorted(spec.vars)) or "none"
+        raise MapspecError(f"{spec.path}: the spec has no var {unknown[0]!r} to override (its vars: {known})")
+    return dataclasses.replace(spec, vars={**spec.vars, **overrides})
+
+
 def plan(spec: Union[str, Spec], source: Union[str, Reader], template: Union[str, Reader, None] = None,
          target_format: Optional[str] = None, output: Optional[str] = None, relax: tuple = (),
-         source_format: Optional[str] = None) -> Plan:
+         source_format: Optional[str] = None, vars: Optional[dict] = None) -> Plan:
     """Plan a conversion from metadata only.  Returns a :class:`Plan` (check ``plan.ok`` / ``plan.check()``)."""
-    spec = _as_spec(spec)
+    spec = with_vars(_as_spec(spec), vars)
     reader = source if isinstance(source, Reader) else open_checkpoint(
         source, format=source_format or spec.source.format, **spec.source.options)
     tmpl = template if isinstance(template, Reader) else open_template(spec, template)
@@ -657,8 +669,9 @@ def _materialize(v, get):
 
 def apply(spec: Union[str, Spec], source: Union[str, Reader], output: str, template: Union[str, Reader, None] = None,
           force: bool = False, target_format: Optional[str] = None, relax: tuple = (),
-          progress: Optional[Callable[[int, int, Step], None]] = None, source_format: Optional[str] = None) -> Result:
+          progress: Optional[Callable[[int, int, Step], None]] = None, source_format: Optional[str] = None,
+          vars: Optional[dict] = None) -> Result:
     """Plan, check and stream a conversion into ``output``; raises on any problem, leaving no partial file."""
     p = plan(spec, source, template=template, target_format=target_format, output=output, relax=relax,
-             source_format=source_format)
+             source_format=source_format, vars=vars)
     return execute(p, output, force=force, progress=progress)
