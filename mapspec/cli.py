@@ -345,6 +345,12 @@ def cmd_fold_bn(args, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def cmd_example(args, out: TextIO, err: TextIO) -> int:
+    from .example import run_example
+
+    return run_example(args.name, args.directory, out, err, force=args.force)
+
+
 # -- parser ---------------------------------------------------------------------------------
 
 RELAX_HELP = "relax a coverage check: unused-source, unmatched-rule, missing-target, unexpected-target, dtype-mismatch"
@@ -438,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_fold_bn)
+
+    p = sub.add_parser("example", help="make a model, convert it with a shipped spec and verify the result")
+    p.add_argument("name", nargs="?", default="densenet", help="densenet (a Caffe DenseNet-121 -> torchvision)")
+    p.add_argument("directory", nargs="?", default="example", help="where to write the files (default: example/)")
+    p.add_argument("--force", "-f", action="store_true")
+    p.set_defaults(func=cmd_example)
 
     p = sub.add_parser("specs", help="list the shipped specs")
     p.set_defaults(func=cmd_specs)

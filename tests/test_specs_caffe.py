@@ -164,6 +164,16 @@ def test_caffenet_to_keras_parity(caffenet, spec, factory, monkeypatch):
                           "--input-shape", "1,3,99,99", "--input", "random", "--layers")
     assert code == 0 and passes(text), text + err
     assert "first divergence" not in text
+    # raw 0..255 pixels, where LRN does real work: logits are large, so the tolerance scales with them
+    pixels = np.random.default_rng(9).uniform(0, 255, (1, 3, 99, 99)).astype(np.float32)
+    np.save(d / "pixels.npy", pixels)
+    code, text, err = run("verify", spec, "-s", d / "tiny.caffemodel", "-c", out, "--source-graph",
+                          d / "tiny.prototxt", "--target-model", f"mapspec.models.caffenet:{factory}",
+                          "--input-shape", "1,3,99,99", "--input", d / "pixels.npy", "--atol", "1e-2", "--json")
+    import json
+
+    doc = json.loads(text)
+    assert code == 0 and doc["ok"] and doc["output"]["max_rel"] < 1e-5, text + err
 
 
 def test_caffenet_flatten_order_mistake_is_diagnosed(caffenet, tmp_path, monkeypatch):
