@@ -31,26 +31,10 @@ def passes(text: str) -> bool:
     return "\nPASS (" in "\n" + text
 
 
-def seeded_caffemodel(prototxt: str, path: str, seed: int = 0) -> dict:
-    """Seeded weights for every blob of a prototxt: He-scaled filters, realistic BatchNorm statistics (x factor)."""
-    rng = np.random.default_rng(seed)
-    weights = {}
-    factors = {}
-    for name, info in open_checkpoint(prototxt).infos().items():
-        layer, kind, blob = info.meta["layer"], info.meta["type"], info.meta["blob"]
-        shape = info.shape
-        if kind == "BatchNorm":
-            f = factors.setdefault(layer, np.float32(rng.uniform(900, 1000)))
-            v = [rng.standard_normal(shape) * 0.1 * f, rng.uniform(0.5, 1.5, shape) * f, np.full(shape, f)][blob]
-        elif kind == "Scale":
-            v = rng.uniform(0.8, 1.2, shape) if blob == 0 else rng.standard_normal(shape) * 0.1
-        elif len(shape) > 1:
-            v = rng.standard_normal(shape) * np.sqrt(2.0 / int(np.prod(shape[1:])))
-        else:
-            v = rng.standard_normal(shape) * 0.1
-        weights[name] = np.asarray(v, dtype=np.float32)
-    module("caffe").save(path, weights, template=prototxt)
-    return weights
+def seeded_caffemodel(prototxt: str, path: str, seed: int = 0) -> None:
+    from mapspec.models.seeded import write_caffemodel
+
+    write_caffemodel(prototxt, path, seed=seed)
 
 
 # -- DenseNet ---------------------------------------------------------------------------------

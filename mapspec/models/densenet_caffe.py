@@ -39,24 +39,19 @@ def _conv(name, bottom, n, k, stride=1, pad=0, bias=False):
     return _layer(name, "Convolution", [bottom], name, body + "\n}")
 
 
-def caffe_prototxt(depth: int = 121, num_classes: int = 1000, size: int = 224) -> str:
+def _net(name: str, depth: int, num_classes: int, size: int, block) -> str:
+    """Stem, dense blocks (``block(b, n, bottom, channels) -> (layers, top)``), transitions, classifier."""
     growth, blocks, init = CONFIGS[f"densenet{depth}"]
-    out = [f'name: "DENSENET_{depth}"', 'input: "data"'] + [f"input_dim: {d}" for d in (1, 3, size, size)]
+    out = [f'name: "{name}"', 'input: "data"'] + [f"input_dim: {d}" for d in (1, 3, size, size)]
     out.append(_conv("conv1", "data", init, 7, stride=2, pad=3))
     out += _bn_scale_relu("conv1", "relu1", "conv1")
     out.append(_layer("pool1", "Pooling", ["conv1/bn"], "pool1",
                       "pooling_param {\n  pool: MAX\n  kernel_size: 3\n  stride: 2\n  pad: 1\n  ceil_mode: false\n}"))
     x, c = "pool1", init
     for b, n in enumerate(blocks, start=2):
-        for layer in range(1, n + 1):
-            p = f"conv{b}_{layer}"
-            out += _bn_scale_relu(f"{p}/x1", f"relu{b}_{layer}/x1", x)
-            out.append(_conv(f"{p}/x1", f"{p}/x1/bn", 4 * growth, 1))
-            out += _bn_scale_relu(f"{p}/x2", f"relu{b}_{layer}/x2", f"{p}/x1")
-            out.append(_conv(f"{p}/x2", f"{p}/x2/bn", growth, 3, pad=1))
-            cat = f"concat_{b}_{layer}"
-            out.append(_layer(cat, "Concat", [x, f"{p}/x2"], cat))
-            x, c = cat, c + growth
+        layers, x = block(b, n, x, c, growth)
+        out += layers
+        c += n * growth
         out += _bn_scale_relu(f"conv{b}_blk", f"relu{b}_blk", x)
         if b < 5:
             c //= 2
@@ -68,33 +63,35 @@ def caffe_prototxt(depth: int = 121, num_classes: int = 1000, size: int = 224) -
                       "pooling_param {\n  pool: AVE\n  global_pooling: true\n}"))
     out.append(_conv("fc6", "pool5", num_classes, 1, bias=True))
     return "\n".join(out) + "\n"
+
+
+def _standard_block(b: int, n: int, x: str, c: int, growth: int):
+    out = []
+    for layer in range(1, n + 1):
+        p = f"conv{b}_{layer}"
+        out += _bn_scale_relu(f"{p}/x1", f"relu{b}_{layer}/x1", x)
+        out.append(_conv(f"{p}/x1", f"{p}/x1/bn", 4 * growth, 1))
+        out += _bn_scale_relu(f"{p}/x2", f"relu{b}_{layer}/x2", f"{p}/x1")
+        out.append(_conv(f"{p}/x2", f"{p}/x2/bn", growth, 3, pad=1))
+        cat = f"concat_{b}_{layer}"
+        out.append(_layer(cat, "Concat", [x, f"{p}/x2"], cat))
+        x = cat
+    return out, x
+
+
+def _efficient_block(b: int, n: int, x: str, c: int, growth: int):
+    top = f"concat_{b}_{n}"
+    return [_layer(f"denseblock{b - 1}", "DenseBlock", [x], top,
+                   f"denseblock_param {{\n  numTransition: {n}\n  initChannel: {c}\n  growthRate: {growth}\n"
+                   f"  use_dropout: false\n  use_BC: true\n  BC_ultra_space_efficient: true\n}}")], top
+
+
+def caffe_prototxt(depth: int = 121, num_classes: int = 1000, size: int = 224) -> str:
+    return _net(f"DENSENET_{depth}", depth, num_classes, size, _standard_block)
 
 
 def efficient_prototxt(depth: int = 121, num_classes: int = 1000, size: int = 224) -> str:
     """The same DenseNet with each dense block as one "efficient" ``DenseBlock`` layer (Tongcheng's
     memory-efficient Caffe, seed 000): ``denseblock1`` .. ``denseblock4`` replace the convB_L layers;
     the stem, transitions and classifier keep their names."""
-    growth, blocks, init = CONFIGS[f"densenet{depth}"]
-    out = [f'name: "DENSENET_{depth}_EFFICIENT"', 'input: "data"'] + [f"input_dim: {d}" for d in (1, 3, size, size)]
-    out.append(_conv("conv1", "data", init, 7, stride=2, pad=3))
-    out += _bn_scale_relu("conv1", "relu1", "conv1")
-    out.append(_layer("pool1", "Pooling", ["conv1/bn"], "pool1",
-                      "pooling_param {\n  pool: MAX\n  kernel_size: 3\n  stride: 2\n  pad: 1\n  ceil_mode: false\n}"))
-    x, c = "pool1", init
-    for b, n in enumerate(blocks, start=2):
-        top = f"concat_{b}_{n}"
-        out.append(_layer(f"denseblock{b - 1}", "DenseBlock", [x], top,
-                          f"denseblock_param {{\n  numTransition: {n}\n  initChannel: {c}\n  growthRate: {growth}\n"
-                          f"  use_dropout: false\n  use_BC: true\n  BC_ultra_space_efficient: true\n}}"))
-        x, c = top, c + n * growth
-        out += _bn_scale_relu(f"conv{b}_blk", f"relu{b}_blk", x)
-        if b < 5:
-            c //= 2
-            out.append(_conv(f"conv{b}_blk", f"conv{b}_blk/bn", c, 1))
-            out.append(_layer(f"pool{b}", "Pooling", [f"conv{b}_blk"], f"pool{b}",
-                              "pooling_param {\n  pool: AVE\n  kernel_size: 2\n  stride: 2\n}"))
-            x = f"pool{b}"
-    out.append(_layer("pool5", "Pooling", ["conv5_blk/bn"], "pool5",
-                      "pooling_param {\n  pool: AVE\n  global_pooling: true\n}"))
-    out.append(_conv("fc6", "pool5", num_classes, 1, bias=True))
-    return "\n".join(out) + "\n"
+    return _net(f"DENSENET_{depth}_EFFICIENT", depth, num_classes, size, _efficient_block)

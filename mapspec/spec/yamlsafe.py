@@ -100,6 +100,14 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
+def _children(node: yaml.Node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [c for pair in node.value for c in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
 def _expanded_size(root: yaml.Node, filename: str) -> int:
     """Number of nodes with every alias expanded; refuses recursion and oversize documents."""
     memo: dict[int, int] = {}
@@ -111,13 +119,7 @@ def _expanded_size(root: yaml.Node, filename: str) -> int:
         key = id(node)
         if done:
             on_stack.discard(key)
-            if isinstance(node, yaml.MappingNode):
-                children = [c for pair in node.value for c in pair]
-            elif isinstance(node, yaml.SequenceNode):
-                children = node.value
-            else:
-                children = []
-            total = 1 + sum(memo[id(c)] for c in children)
+            total = 1 + sum(memo[id(c)] for c in _children(node))
             if total > MAX_NODES:
                 raise SpecError(f"the YAML document expands to more than {MAX_NODES} nodes "
                                 f"(anchors and aliases multiply it); refusing to load it",
@@ -130,13 +132,7 @@ def _expanded_size(root: yaml.Node, filename: str) -> int:
             raise SpecError("recursive YAML alias (a node that contains itself)", _mark(filename, node))
         on_stack.add(key)
         stack.append((node, True))
-        if isinstance(node, yaml.MappingNode):
-            children = [c for pair in node.value for c in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            children = node.value
-        else:
-            children = []
-        for c in children:
+        for c in _children(node):
             if id(c) in on_stack:
                 raise SpecError("recursive YAML alias (a node that contains itself)", _mark(filename, c))
             if id(c) not in memo:
