@@ -122,6 +122,13 @@ def cmd_specs(args, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _close(p) -> None:
+    """Release the plan's readers (memory maps, open files)."""
+    p.source.close()
+    if p.template is not None:
+        p.template.close()
+
+
 def _plan_from_args(args):
     from .engine import plan
 
@@ -146,6 +153,13 @@ def _print_plan(p, out: TextIO) -> None:
 
 def cmd_plan(args, out: TextIO, err: TextIO) -> int:
     p = _plan_from_args(args)
+    try:
+        return _report_plan(p, args, out, err)
+    finally:
+        _close(p)
+
+
+def _report_plan(p, args, out: TextIO, err: TextIO) -> int:
     if args.json:
         json.dump(p.to_json(), out, indent=1)
         print(file=out)
@@ -159,9 +173,16 @@ def cmd_plan(args, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_apply(args, out: TextIO, err: TextIO) -> int:
+    p = _plan_from_args(args)
+    try:
+        return _apply_plan(p, args, out, err)
+    finally:
+        _close(p)
+
+
+def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
     from .engine import execute
 
-    p = _plan_from_args(args)
     p.check()
     show = args.progress or (not args.quiet and hasattr(err, "isatty") and err.isatty())
     last = [0.0]
@@ -186,7 +207,7 @@ def cmd_apply(args, out: TextIO, err: TextIO) -> int:
         sm = p.summary()
         print(f"wrote {result.output}: {result.tensors} tensors, {_size(result.bytes_written)} in "
               f"{result.seconds:.2f} s ({sm['matched']} matched, {sm['referenced']} referenced, "
-              f"{sm['ignored']} ignored, {sm['constants']} constants)", file=out)
+              f"{sm['ignored']} ignored, {sm['dropped']} dropped, {sm['constants']} constants)", file=out)
     return 0
 
 
