@@ -5,29 +5,41 @@ Reading walks the protobuf wire format directly over a memory map
 offsets recorded), so opening a several-hundred-MB model costs milliseconds and no
 copy, and there is no 64 MB protobuf limit.  Blob values are numpy views over the map:
 ``float32`` from the packed ``data`` field, ``float64`` from ``double_data``; unpacked
-repeated values (legal protobuf, rare) are gathered on read.  The small non-blob part
-of each layer (name, type, bottoms, tops, parameters) is parsed with the schema subset
-of :mod:`mapspec.formats.caffe_pb`.  Both the current ``layer`` list (NetParameter field
+repeated values (legal protobuf, rare) are gathered on read.  Each layer's name and
+type are read off the wire during the walk; the rest of its small non-blob part
+(bottoms, tops, parameters) is decoded with the schema subset of
+:mod:`mapspec.formats.caffe_pb` when ``attrs``/``layers``/``net`` first need it.
+:data:`MAX_LAYERS` and :data:`MAX_TENSORS` bound the bookkeeping a crafted file can
+cause.  Both the current ``layer`` list (NetParameter field
 100) and the legacy V1 ``layers`` (field 2, enum types) are read; V1 layers are
 presented in the new form.
 
 Tensors are named ``layer[k]`` (blob k of the layer named ``layer``) in file order, with
 meta ``{"layer": name, "type": type, "blob": k}``.  A blob's shape is its ``BlobShape``,
 or the legacy ``num/channels/height/width`` when any of those is present (kept 4-D, as
-Caffe does), following ``Blob::FromProto``.
+Caffe does), following ``Blob::FromProto``.  ``attrs(layer)`` gives the layer's type,
+bottoms, tops and parameters with Caffe's defaults; fields the schema does not know (a
+fork's additions) are kept by protobuf and listed by number under ``unknown_fields``.
+In a binary file ``PoolingParameter`` field 13 is read as BVLC's ``round_mode``: forks
+that put a boolean ``ceil_mode`` at 13 (BVLC PR 3057, OpenCV's caffe.proto) cannot be
+told apart on the wire, and layer parameters stored in a caffemodel are informational
+anyway (Caffe takes the structure from the prototxt and only the blobs from here).
 
 Writing (``create(path, infos, template=None)``) streams a ``NetParameter``: every
 layer's length is computed from the announced shapes, so the length prefix, each blob's
 shape and its packed data header are written first and the raw values as they arrive;
 nothing larger than one tensor is ever held.  ``float32`` goes to ``data``, ``float64``
-to ``double_data`` (:data:`WRITE_DTYPES`); anything else is refused with a hint to cast.
+to ``double_data`` (:data:`WRITE_DTYPES`); anything else is refused with a hint to cast,
+and an array must arrive in the dtype announced for it (its header is already planned).
 
 * With ``template`` (a ``.prototxt`` path, a prototxt/caffemodel reader, or a
   ``NetParameter``), every layer of the template is written in the template's order,
   with its type, bottoms, tops and parameters, including layers without blobs; the
   blobs are filled from the stream.  The tensors must arrive in template order (layers
   in the order of the template, blobs ``[0]``, ``[1]``, ... within a layer): the engine
-  sorts its output by the template, so this holds for ``mapspec convert``.
+  sorts its output by the template, so this holds for ``mapspec convert``.  A name shared
+  by layers of different phases gets the blobs in its TEST-phase layer (the one the
+  prototxt template lists).
 * Without a template, one layer per tensor-name prefix is written, with its name and
   blobs only: its ``type`` is left empty (Caffe matches weights to a net definition by
   layer name, so such a file loads into a net with ``CopyTrainedLayersFrom``).
@@ -37,7 +49,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -45,11 +57,17 @@ from ..errors import FormatError, MapspecError
 from . import caffe_layers as cl
 from . import caffe_pb
 from .base import MappedFile, Reader, TensorInfo, Writer, save_with
+from .chunks import c_order_chunks
 
 NAME = "caffe"
 WRITE_DTYPES = ("float32", "float64")
 MAX_LAYER_HEADER = 64 << 20  # the non-blob part of one layer (names, parameters): kilobytes in practice
 MAX_BLOB_DIMS = 32
+_CHUNK = 16 << 20  # bytes per piece when a blob arrives as a view that needs copying
+# Bounds on what a file may ask the reader to keep (a few hundred bytes each): real nets have
+# thousands of layers and blobs; a crafted file could list millions of tiny ones.
+MAX_LAYERS = 100_000
+MAX_TENSORS = 100_000
 _BLOB_NAME = re.compile(r"^(?P<layer>.*)\[(?P<k>\d+)\]$")
 
 # wire types
@@ -59,7 +77,8 @@ _WIRE_NAMES = {VARINT: "varint", I64: "64-bit", LEN: "length-delimited", SGROUP:
 
 # field numbers
 NET_NAME, NET_LAYERS_V1, NET_LAYER = 1, 2, 100
-LAYER_BLOBS, V1_BLOBS, V1_V0_LAYER, V1_TYPE = 7, 6, 1, 5
+LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = 1, 2, 7
+V1_V0_LAYER, V1_NAME, V1_TYPE, V1_BLOBS = 1, 4, 5, 6
 BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH = 1, 2, 3, 4
 BLOB_DATA, BLOB_DIFF, BLOB_SHAPE, BLOB_DOUBLE_DATA, BLOB_DOUBLE_DIFF = 5, 6, 7, 8, 9
 SHAPE_DIM = 1
@@ -67,8 +86,9 @@ SHAPE_DIM = 1
 # value fields of a blob: field -> (numpy dtype, canonical name, wire type of one unpacked element)
 _VALUE_FIELDS = {BLOB_DATA: (np.dtype("<f4"), "float32", I32), BLOB_DOUBLE_DATA: (np.dtype("<f8"), "float64", I64)}
 _FIXED_SIZE = {I32: 4, I64: 8}
-_V1_TYPE_CODES = frozenset(v.number for v in
-                           caffe_pb.V1LayerParameter.DESCRIPTOR.fields_by_name["type"].enum_type.values)
+# V1 LayerType code -> the new type string (as Caffe's upgrade names it)
+_V1_TYPE_NAMES = {v.number: caffe_pb.V1_TYPE_NAMES[v.name]
+                  for v in caffe_pb.V1LayerParameter.DESCRIPTOR.fields_by_name["type"].enum_type.values}
 
 
 # -- wire format ---------------------------------------------------------------------------------
@@ -160,8 +180,25 @@ class _Blob:
         self.offset = offset
 
 
+class _Layer(NamedTuple):
+    """Where one layer lives in the file, and the two fields every tensor needs (name, type)."""
+
+    start: int  # payload span of the layer message
+    end: int
+    v1: bool  # a legacy V1LayerParameter (NetParameter field 2)
+    name: str
+    type: str
+
+
 class CaffeReader(Reader):
-    """A ``.caffemodel`` opened lazily: structure from the wire walk, values as mmap views."""
+    """A ``.caffemodel`` opened lazily: structure from the wire walk, values as mmap views.
+
+    Opening walks the file once, reading each layer's name and type straight off the wire
+    and each blob's shape, dtype and value offsets; the rest of a layer (bottoms, tops,
+    parameters) is decoded with protobuf only when :meth:`attrs`, :meth:`layers` or
+    :meth:`net` ask for it.  Memory therefore stays a few hundred bytes per layer and
+    blob, and :data:`MAX_LAYERS`/:data:`MAX_TENSORS` bound it for hostile files.
+    """
 
     format = NAME
 
@@ -171,7 +208,8 @@ class CaffeReader(Reader):
         try:
             self._wire = _Wire(self._file)
             self._blobs: dict[str, _Blob] = {}
-            self._layers: list = []  # LayerParameter messages (blob-free, new form)
+            self._spans: list[_Layer] = []
+            self._decoded: dict[int, tuple] = {}  # layer index -> (LayerParameter, [UnknownField])
             self._header = bytearray()
             self._index: Optional[dict] = None
             self._parse()
@@ -186,6 +224,7 @@ class CaffeReader(Reader):
             raise FormatError(self.path, "is empty: not a caffemodel")
         kinds = set()
         seen: dict[str, int] = {}
+        types: dict[str, str] = {}  # one string object per distinct layer type
         for field, wire, value, tag_at, end in w.fields(0, self._file.size, "the NetParameter"):
             if field in (NET_LAYER, NET_LAYERS_V1):
                 w.expect(field, wire, LEN, tag_at, "the NetParameter")
@@ -193,7 +232,10 @@ class CaffeReader(Reader):
                 if len(kinds) > 1:
                     raise FormatError(self.path, "the file has both 'layer' (new) and 'layers' (legacy V1) lists; "
                                       "Caffe refuses such files", offset=tag_at)
-                self._layer(value, end, v1=field == NET_LAYERS_V1, index=len(self._layers), seen=seen)
+                if len(self._spans) >= MAX_LAYERS:
+                    raise FormatError(self.path, f"more than {MAX_LAYERS} layers, far more than any real net "
+                                      f"(corrupt or hostile file?)", offset=tag_at)
+                self._layer(value, end, field == NET_LAYERS_V1, len(self._spans), seen, types)
             else:
                 self._header += self._file.bytes(tag_at, end - tag_at, "NetParameter field")
                 if len(self._header) > MAX_LAYER_HEADER:
@@ -204,40 +246,44 @@ class CaffeReader(Reader):
         except Exception as e:  # protobuf's DecodeError (and friends) on hostile bytes
             raise FormatError(self.path, f"the net's name/input fields do not decode: {e}") from None
 
-    def _layer(self, start: int, end: int, v1: bool, index: int, seen: dict) -> None:
+    def _text(self, start: int, end: int, what: str) -> str:
+        try:
+            return str(self._file.buffer[start:end], "utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(self.path, f"{what} is not UTF-8 text", offset=start) from None
+
+    def _layer(self, start: int, end: int, v1: bool, index: int, seen: dict, types: dict) -> None:
+        """Walk one layer: its name and type, and its blobs (skipped over, offsets recorded)."""
         w = self._wire
         what = f"layer {index} (at byte {start})"
-        blob_field = V1_BLOBS if v1 else LAYER_BLOBS
+        blob_field, name_field = (V1_BLOBS, V1_NAME) if v1 else (LAYER_BLOBS, LAYER_NAME)
         blobs: list[_Blob] = []
-        rest = bytearray()
+        name, type_ = "", ""
         for field, wire, value, tag_at, fend in w.fields(start, end, what):
             if field == blob_field:
                 w.expect(field, wire, LEN, tag_at, what)
+                if len(self._blobs) + len(blobs) >= MAX_TENSORS:
+                    raise FormatError(self.path, f"more than {MAX_TENSORS} blobs, far more than any real net "
+                                      f"(corrupt or hostile file?)", offset=tag_at)
                 blobs.append(self._blob(value, fend, f"blob {len(blobs)} of {what}"))
-            elif v1 and field == V1_TYPE and wire == VARINT and value not in _V1_TYPE_CODES:
-                raise FormatError(self.path, f"{what}: unknown V1 layer type code {value}", offset=tag_at)
+            elif field == name_field:
+                w.expect(field, wire, LEN, tag_at, what)
+                name = self._text(value, fend, f"the name of {what}")
+            elif v1 and field == V1_TYPE:
+                w.expect(field, wire, VARINT, tag_at, what)
+                if value not in _V1_TYPE_NAMES:
+                    raise FormatError(self.path, f"{what}: unknown V1 layer type code {value}", offset=tag_at)
+                type_ = _V1_TYPE_NAMES[value]
+            elif not v1 and field == LAYER_TYPE:
+                w.expect(field, wire, LEN, tag_at, what)
+                type_ = self._text(value, fend, f"the type of {what}")
             elif v1 and field == V1_V0_LAYER:
                 raise FormatError(self.path, f"{what} is in Caffe's V0 format (before 2014); upgrade it with "
                                   f"Caffe's upgrade_net_proto_binary first", offset=tag_at)
-            else:
-                if len(rest) + (fend - tag_at) > MAX_LAYER_HEADER:
-                    raise FormatError(self.path, f"{what}: its non-blob fields exceed 64 MB (corrupt file?)",
-                                      offset=tag_at)
-                rest += self._file.bytes(tag_at, fend - tag_at, what)
-        cls = caffe_pb.V1LayerParameter if v1 else caffe_pb.LayerParameter
-        try:
-            msg = cls.FromString(bytes(rest))
-        except Exception as e:  # protobuf's DecodeError on hostile bytes
-            raise FormatError(self.path, f"{what}: its name/type/parameters do not decode ({e})",
-                              offset=start) from None
-        layer = caffe_pb.upgrade_v1_layer(msg, self.path, index) if v1 else msg
-        texts = [layer.name, layer.type, *layer.bottom, *layer.top]
-        if not all(isinstance(t, str) for t in texts):
-            raise FormatError(self.path, f"{what}: its name, type or blob names are not UTF-8 text", offset=start)
-        self._layers.append(layer)
+        type_ = types.setdefault(type_, type_)
+        self._spans.append(_Layer(start, end, v1, name, type_))
         if not blobs:
             return
-        name = layer.name
         if name in seen:
             raise FormatError(self.path, f"{what}: a second layer named {name!r} with blobs (the first is layer "
                               f"{seen[name]}); tensor names layer[k] would be ambiguous", offset=start)
@@ -246,7 +292,43 @@ class CaffeReader(Reader):
             tname = f"{name}[{k}]"
             self._blobs[tname] = b
             self._infos[tname] = TensorInfo(tname, b.shape, "float64" if b.dtype.itemsize == 8 else "float32",
-                                            {"layer": name, "type": layer.type, "blob": k})
+                                            {"layer": name, "type": type_, "blob": k})
+
+    def _decode(self, index: int) -> tuple:
+        """(blob-free ``LayerParameter`` in the new form, its unknown fields) of layer ``index``, cached."""
+        got = self._decoded.get(index)
+        if got is not None:
+            return got
+        span = self._spans[index]
+        what = f"layer {index} (at byte {span.start})"
+        blob_field = V1_BLOBS if span.v1 else LAYER_BLOBS
+        rest = bytearray()
+        for field, wire, value, tag_at, fend in self._wire.fields(span.start, span.end, what):
+            if field == blob_field:
+                continue
+            if len(rest) + (fend - tag_at) > MAX_LAYER_HEADER:
+                raise FormatError(self.path, f"{what}: its non-blob fields exceed 64 MB (corrupt file?)",
+                                  offset=tag_at)
+            rest += self._file.bytes(tag_at, fend - tag_at, what)
+        cls = caffe_pb.V1LayerParameter if span.v1 else caffe_pb.LayerParameter
+        try:
+            msg = cls.FromString(bytes(rest))
+        except Exception as e:  # protobuf's DecodeError on hostile bytes
+            raise FormatError(self.path, f"{what}: its name/type/parameters do not decode ({e})",
+                              offset=span.start) from None
+        unknown = caffe_pb.unknown_field_paths(msg)  # before the V1 upgrade, which keeps known fields only
+        try:
+            layer = caffe_pb.upgrade_v1_layer(msg, self.path, index) if span.v1 else msg
+        except FormatError as e:
+            raise FormatError(self.path, e.bare, offset=span.start) from None
+        texts = [layer.name, layer.type, *layer.bottom, *layer.top]
+        if not all(isinstance(t, str) for t in texts):
+            raise FormatError(self.path, f"{what}: its name, type or blob names are not UTF-8 text",
+                              offset=span.start)
+        got = (layer, [caffe_pb.UnknownField(f"layer[{index}].{u}", 0, index, u.rsplit(".", 1)[-1])
+                       for u in unknown])
+        self._decoded[index] = got
+        return got
 
     def _blob(self, start: int, end: int, what: str) -> _Blob:
         w = self._wire
@@ -326,6 +408,8 @@ class CaffeReader(Reader):
 
     # -- public -------------------------------------------------------------------------------
     def _read(self, info: TensorInfo) -> np.ndarray:
+        if self._file.buffer.nbytes != self._file.size:
+            raise MapspecError(f"{self.path}: the reader is closed; open the file again to read {info.name!r}")
         b = self._blobs[info.name]
         what = f"blob {info.name!r}"
         if len(b.segments) == 1 and b.segments[0][2] == 0:
@@ -343,28 +427,47 @@ class CaffeReader(Reader):
         flat = np.concatenate(parts) if parts else np.empty((0,), b.dtype)
         return flat.reshape(b.shape)
 
+    def release(self, name: str) -> None:
+        """Drop the blob's mapped pages from this process's memory (see :meth:`Reader.release`)."""
+        b = self._blobs.get(name)
+        if b is not None and b.segments:
+            start = b.segments[0][0]
+            end = max(off + n * (step or b.dtype.itemsize) for off, n, step in b.segments)
+            self._file.drop(start, end - start)
+
     def layers(self) -> list:
         """The layers (blob-free ``LayerParameter`` messages, V1 upgraded) in file order."""
-        return list(self._layers)
+        return [self._decode(i)[0] for i in range(len(self._spans))]
 
     def net(self):
         """The file's ``NetParameter`` without blob data: net name/inputs and every layer's structure."""
         net = caffe_pb.NetParameter()
         net.CopyFrom(self._net_header)
-        for layer in self._layers:
+        for layer in self.layers():
             net.layer.add().CopyFrom(layer)
         return net
 
     def nodes(self) -> list[str]:
-        return [layer.name for layer in self._layers]
+        return [span.name for span in self._spans]
 
     def attrs(self, node: str) -> dict:
+        """The layer's ``type``, ``bottom``, ``top`` and parameters with Caffe's defaults
+        (:func:`~mapspec.formats.caffe_layers.layer_attrs`); fields unknown to mapspec's schema
+        are listed by number under ``unknown_fields`` (e.g. ``["pooling_param.#20"]``)."""
         if self._index is None:
             self._index = {}
-            for layer in self._layers:
-                self._index.setdefault(layer.name, layer)
-        layer = self._index.get(node)
-        return cl.layer_attrs(layer) if layer is not None else {}
+            for i, span in enumerate(self._spans):
+                self._index.setdefault(span.name, i)
+        i = self._index.get(node)
+        if i is None:
+            return {}
+        layer, unknown = self._decode(i)
+        return cl.layer_attrs(layer, [u.path.split(".", 1)[1] for u in unknown])
+
+    def unknown_fields(self) -> list:
+        """Fields of the layers that mapspec's schema does not know (``UnknownField``, line 0: a binary
+        file has no lines; names are field numbers such as ``#198``)."""
+        return [u for i in range(len(self._spans)) for u in self._decode(i)[1]]
 
     def close(self) -> None:
         self._file.close()
@@ -482,6 +585,9 @@ class CaffeWriter(Writer):
     def _against_template(self, net, groups: list) -> list:
         """Every template layer in template order, with the stream's blobs for it (or none)."""
         index: dict[str, int] = {}
+        for i, layer in enumerate(net.layer):  # a name shared by phases: the TEST layer takes the blobs,
+            if cl.in_phase(layer):  # as in the prototxt template (its tensors come from the TEST net)
+                index.setdefault(layer.name, i)
         for i, layer in enumerate(net.layer):
             index.setdefault(layer.name, i)
         members_of = {}
@@ -520,15 +626,21 @@ class CaffeWriter(Writer):
             self._step += 1
 
     def write(self, name: str, array: np.ndarray) -> None:
-        self._check(name, array)
+        array = np.asarray(array)
+        info = self._check(name, array)
+        if array.dtype.kind != "f" or array.dtype.itemsize != np.dtype(info.dtype).itemsize:
+            raise MapspecError(f"{self.path}: tensor {name!r} arrived as {array.dtype} but was announced as "
+                               f"{info.dtype}; "
+                               f"the blob's header is planned for {info.dtype} (cast it before writing)")
         if self._blob == 0:
             self._advance_to(name)
         layer_bytes, blobs, members = self._plan[self._step]
         plan = blobs[self._blob]
-        data = np.ascontiguousarray(array, dtype=plan.dtype)
         self._fh.write(_len_field(LAYER_BLOBS, plan.body_len))
         self._fh.write(plan.prefix)
-        self._fh.write(memoryview(data.reshape(-1)).cast("B"))
+        # C order, little-endian: zero-copy pieces of a contiguous array, bounded copies of a view
+        for piece in c_order_chunks(array, _CHUNK, byteorder="<"):
+            self._fh.write(piece)
         self._blob += 1
         if self._blob == len(blobs):
             self._blob = 0
@@ -564,6 +676,10 @@ WRITE_OPTIONS = ()
 
 # First bytes of a NetParameter as Caffe writes it: field 1 (name) or field 100 (layer).
 _STRONG_HEADS = (b"\x0a", b"\xa2\x06")
+# Any first tag protobuf may write for a NetParameter (fields in number order: name 1, layers 2,
+# input 3, input_dim 4 (varint, or packed), force_backward 5, state 6, debug_info 7,
+# input_shape 8, layer 100): enough for a file named .caffemodel.
+_FIRST_TAGS = frozenset(bytes([t]) for t in (0x0A, 0x12, 0x1A, 0x20, 0x22, 0x28, 0x32, 0x38, 0x42, 0xA2))
 
 
 _TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
@@ -573,7 +689,7 @@ def sniff(path: str, head: bytes) -> bool:
     if not head or all(b in _TEXT_BYTES for b in head):  # text (a prototxt) is never a caffemodel
         return False
     if str(path).lower().endswith(".caffemodel"):
-        return head[:1] in (b"\x0a", b"\x12", b"\x1a", b"\x22", b"\x42", b"\xa2")
+        return head[:1] in _FIRST_TAGS
     return head.startswith(_STRONG_HEADS) and b"\x00" not in head[:2]
 
 

@@ -15,11 +15,13 @@ filled in (what a spec's ``attr(...)`` and the executors read).
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 Shape = tuple
+MAX_DENSEBLOCK_TRANSITIONS = 10_000  # one blob list entry per transition and group: bound it (hostile prototxts)
 
 
 class ShapeError(Exception):
@@ -139,10 +141,14 @@ def conv_geometry(p, spatial: Optional[int] = None) -> dict:
     if p.HasField("stride_h") or p.HasField("stride_w"):
         if not (p.HasField("stride_h") and p.HasField("stride_w")):
             raise ShapeError("stride_h and stride_w must be given together")
+        if len(p.stride):
+            raise ShapeError("give either stride or stride_h/stride_w, not both")
         stride = pair(p.stride_h, p.stride_w, "stride")
     else:
         stride = listed(p.stride, 1, "stride")
     if p.HasField("pad_h") or p.HasField("pad_w"):
+        if len(p.pad):
+            raise ShapeError("give either pad or pad_h/pad_w, not both")
         pad = pair(p.pad_h, p.pad_w, "pad")
     else:
         pad = listed(p.pad, 0, "pad")
@@ -157,45 +163,71 @@ def conv_geometry(p, spatial: Optional[int] = None) -> dict:
 
 
 def pooling_geometry(p, hw: Optional[Sequence[int]] = None) -> dict:
-    """kernel/stride/pad ``[h, w]``, rounding and method of a PoolingParameter (pooling_layer.cpp)."""
+    """kernel/stride/pad ``[h, w]``, rounding and method of a PoolingParameter.
+
+    The checks of ``PoolingLayer::LayerSetUp`` (pooling_layer.cpp): kernel_size OR both
+    kernel_h/kernel_w (none with global_pooling), pad OR both pad_h/pad_w, stride OR both
+    stride_h/stride_w, padding only for MAX/AVE and smaller than the kernel.
+    """
+    has = p.HasField
     if p.global_pooling:
-        if p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w"):
+        if has("kernel_size") or has("kernel_h") or has("kernel_w"):
             raise ShapeError("global_pooling takes no kernel size")
         kernel = [int(hw[0]), int(hw[1])] if hw is not None else None
-    elif p.HasField("kernel_size"):
-        if p.HasField("kernel_h") or p.HasField("kernel_w"):
+    elif has("kernel_size"):
+        if has("kernel_h") or has("kernel_w"):
             raise ShapeError("give either kernel_size or kernel_h/kernel_w, not both")
         kernel = [int(p.kernel_size)] * 2
-    elif p.HasField("kernel_h") and p.HasField("kernel_w"):
+    elif has("kernel_h") and has("kernel_w"):
         kernel = [int(p.kernel_h), int(p.kernel_w)]
     else:
         raise ShapeError("pooling_param needs kernel_size, kernel_h and kernel_w, or global_pooling")
-    pad = [int(p.pad_h), int(p.pad_w)] if p.HasField("pad_h") else [int(p.pad)] * 2
-    stride = [int(p.stride_h), int(p.stride_w)] if p.HasField("stride_h") else [int(p.stride)] * 2
+    for name in ("pad", "stride"):
+        pair = (has(f"{name}_h"), has(f"{name}_w"))
+        if any(pair) and (has(name) or not all(pair)):
+            raise ShapeError(f"give either {name} or both {name}_h and {name}_w")
+    pad = [int(p.pad_h), int(p.pad_w)] if has("pad_h") else [int(p.pad)] * 2
+    stride = [int(p.stride_h), int(p.stride_w)] if has("stride_h") else [int(p.stride)] * 2
     if p.global_pooling and (any(pad) or any(s != 1 for s in stride)):
         raise ShapeError("with global_pooling only pad 0 and stride 1 are allowed")
     if any(s <= 0 for s in stride):
         raise ShapeError(f"stride {stride} must be positive")
+    if any(pad) and p.pool not in (0, 1):
+        raise ShapeError("padding is implemented only for MAX and AVE pooling")
     if kernel is not None:
         if any(k <= 0 for k in kernel):
             raise ShapeError(f"kernel {kernel} must be positive")
         if any(pd >= k for pd, k in zip(pad, kernel)):
             raise ShapeError(f"pad {pad} must be smaller than the kernel {kernel}")
+    return {"kernel": kernel, "stride": stride, "pad": pad, **pooling_rounding(p)}
+
+
+def pooling_rounding(p) -> dict:
+    """``ceil`` (bool), ``round_mode`` and ``pool`` of a PoolingParameter.
+
+    A fork's ``ceil_mode`` (when set) decides the rounding, else BVLC's ``round_mode``.
+    """
     if p.HasField("ceil_mode"):
         ceil = bool(p.ceil_mode)
     else:
         ceil = p.round_mode == 0  # CEIL
-    method = p.DESCRIPTOR.fields_by_name["pool"].enum_type.values_by_number[p.pool].name
-    return {"kernel": kernel, "stride": stride, "pad": pad, "ceil": ceil,
-            "round_mode": "CEIL" if ceil else "FLOOR", "pool": method}
+    method = p.DESCRIPTOR.fields_by_name["pool"].enum_type.values_by_number.get(p.pool)
+    return {"ceil": ceil, "round_mode": "CEIL" if ceil else "FLOOR",
+            "pool": method.name if method is not None else int(p.pool)}
 
 
-def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil: bool) -> int:
-    """Caffe's pooled output size: ceil (or floor) rounding, then the clip so that the last window
-    starts inside the image or its left/top padding."""
-    span = size + 2 * pad - kernel
-    out = (-(-span // stride) if ceil else span // stride) + 1
-    if pad and (out - 1) * stride >= size + pad:
+def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil: bool, padded: Optional[bool] = None) -> int:
+    """Caffe's pooled output size along one axis (``PoolingLayer::Reshape``).
+
+    ``ceil`` (or floor) of ``float(size + 2*pad - kernel) / stride``, in float32 as Caffe
+    computes it, plus 1; then, if the layer has padding, one less when the last window
+    would start at or beyond ``size + pad`` (in the right/bottom padding).  Caffe applies
+    that clip to *both* axes when either has padding (``if (pad_h_ || pad_w_)``):
+    ``padded`` says whether the layer has any (default: this axis's ``pad``).
+    """
+    q = float(np.float32(size + 2 * pad - kernel) / np.float32(stride))
+    out = int(math.ceil(q) if ceil else math.floor(q)) + 1
+    if (bool(pad) if padded is None else padded) and (out - 1) * stride >= size + pad:
         out -= 1
     if out <= 0:
         raise ShapeError(f"pooling a size-{size} input with kernel {kernel}, stride {stride}, pad {pad} "
@@ -222,8 +254,7 @@ def layer_attrs(layer, unknown: Sequence[str] = ()) -> dict:
         attrs.update(message_dict(getattr(layer, spec.param)))
     if layer.type == "BatchNorm" and not layer.batch_norm_param.HasField("use_global_stats"):
         attrs["use_global_stats"] = True  # unset means "phase == TEST" in batch_norm_layer.cpp
-    extra = _ATTR_EXTRAS.get(layer.type)
-    if extra is not None:
+    for extra in _ATTR_EXTRAS.get(layer.type, ()):
         try:
             attrs.update(extra(layer))
         except ShapeError:
@@ -233,11 +264,12 @@ def layer_attrs(layer, unknown: Sequence[str] = ()) -> dict:
     return attrs
 
 
-_ATTR_EXTRAS["Convolution"] = lambda l: conv_geometry(l.convolution_param)
-_ATTR_EXTRAS["Deconvolution"] = lambda l: conv_geometry(l.convolution_param)
-_ATTR_EXTRAS["Pooling"] = lambda l: pooling_geometry(l.pooling_param)
+# type -> functions adding derived attributes (each may fail alone on an inconsistent layer)
+_ATTR_EXTRAS["Convolution"] = [lambda l: conv_geometry(l.convolution_param)]
+_ATTR_EXTRAS["Deconvolution"] = [lambda l: conv_geometry(l.convolution_param)]
+_ATTR_EXTRAS["Pooling"] = [lambda l: pooling_rounding(l.pooling_param), lambda l: pooling_geometry(l.pooling_param)]
 # Caffe reads an empty coeff list as 1 for every input
-_ATTR_EXTRAS["Eltwise"] = lambda l: {"coeff": [_float(c) for c in l.eltwise_param.coeff] or [1.0] * len(l.bottom)}
+_ATTR_EXTRAS["Eltwise"] = [lambda l: {"coeff": [_float(c) for c in l.eltwise_param.coeff] or [1.0] * len(l.bottom)}]
 
 
 # -- shape rules ---------------------------------------------------------------------------------
@@ -344,7 +376,9 @@ def _pooling(layer, bottoms):
     if len(x) != 4:
         raise ShapeError(f"Pooling needs a 4-D input (N, C, H, W), got {x}")
     g = pooling_geometry(layer.pooling_param, x[2:])
-    out = [pooled_size(int(x[2 + i]), g["kernel"][i], g["stride"][i], g["pad"][i], g["ceil"]) for i in range(2)]
+    padded = any(g["pad"])
+    out = [pooled_size(int(x[2 + i]), g["kernel"][i], g["stride"][i], g["pad"][i], g["ceil"], padded)
+           for i in range(2)]
     shape = (x[0], x[1], out[0], out[1])
     return [shape] * max(1, len(layer.top)), []
 
@@ -372,8 +406,8 @@ def _eltwise(layer, bottoms):
     p = layer.eltwise_param
     if len(p.coeff) and len(p.coeff) != len(bottoms):
         raise ShapeError(f"eltwise_param has {len(p.coeff)} coeff for {len(bottoms)} inputs")
-    if len(p.coeff) and p.operation != 1:
-        raise ShapeError("eltwise_param.coeff is only for operation SUM")
+    if len(p.coeff) and p.operation == 0:  # Caffe refuses coefficients for PROD only (MAX ignores them)
+        raise ShapeError("eltwise_param.coeff is not allowed with operation PROD (only SUM uses it)")
     return [bottoms[0]], []
 
 
@@ -476,8 +510,11 @@ def _softmax(layer, bottoms):
 
 
 def _input(layer, bottoms):
+    """input_layer.cpp: one shape per top, one for every top, or none (None: set at run time)."""
     shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
     n = len(layer.top)
+    if not shapes:
+        return [None] * n, []
     if len(shapes) == 1:
         shapes = shapes * n
     if len(shapes) != n:
@@ -515,6 +552,9 @@ def denseblock_param_shapes(p) -> list:
     t, c0, g = int(p.numTransition), int(p.initChannel), int(p.growthRate)
     if t <= 0 or c0 <= 0 or g <= 0:
         raise ShapeError("denseblock_param needs positive numTransition, initChannel and growthRate")
+    if t > MAX_DENSEBLOCK_TRANSITIONS:
+        raise ShapeError(f"denseblock_param.numTransition {t} is far beyond any real DenseNet "
+                         f"(at most {MAX_DENSEBLOCK_TRANSITIONS} here)")
     groups = 10 if p.use_BC else 5
     shapes: list = [None] * (groups * t + 1)
     for i in range(t):

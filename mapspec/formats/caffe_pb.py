@@ -5,7 +5,9 @@ The schema below is a transcription of the public facts of BVLC/caffe's
 defaults) for the messages mapspec needs: ``NetParameter`` (new ``layer`` list and the
 legacy V1 ``layers``), ``LayerParameter``, ``V1LayerParameter`` with its ``LayerType``
 enum, ``BlobProto``/``BlobShape`` and the ``*_param`` messages of the layers mapspec
-reads, shapes and runs.  Two fork extensions are included:
+reads, shapes and runs, plus the parameters of BVLC's data, loss and other layers (so
+that ``prototxt.dump(prototxt.load_net(text))`` keeps a train/val net whole).  Two fork
+extensions are included:
 
 * Tongcheng/caffe's efficient-DenseNet ``DenseBlockParameter`` (``denseblock_param``,
   LayerParameter field 147).  BVLC later gave 147 to ``swish_param``; mapspec does not
@@ -14,7 +16,10 @@ reads, shapes and runs.  Two fork extensions are included:
   BVLC's ``round_mode`` (which took field 13).  Such forks put ``ceil_mode`` at 13 too,
   with the opposite meaning of ``round_mode``'s enum value, so it cannot share the number
   here: it lives at 1013, which only matters for text prototxts (where the field name
-  decides).  In a binary caffemodel, field 13 is read as ``round_mode``.
+  decides).  In a binary caffemodel, field 13 is read as ``round_mode``; a caffemodel
+  written by mapspec keeps a template's ``ceil_mode`` at 1013, a field any Caffe skips.
+  (Field 13 is ``ceil_mode`` in BVLC PR 3057, commit aed992e, and in OpenCV's
+  ``opencv-caffe.proto``; ``round_mode`` = 13 is BVLC master, PR 6282.)
 
 Messages are built into a private descriptor pool, so a user's own ``caffe_pb2`` (in the
 default pool) never clashes with these classes.  Text prototxts are parsed with
@@ -135,8 +140,141 @@ message LayerParameter {
   optional SliceParameter slice_param = 126;
   optional TanHParameter tanh_param = 127;
   optional ThresholdParameter threshold_param = 128;
+  // Data, loss and other layers mapspec neither shapes nor runs: in the schema so that a
+  // train/val prototxt keeps them through load_net -> dump.
+  optional ContrastiveLossParameter contrastive_loss_param = 105;
+  optional DataParameter data_param = 107;
+  optional DummyDataParameter dummy_data_param = 109;
+  optional HDF5DataParameter hdf5_data_param = 112;
+  optional HDF5OutputParameter hdf5_output_param = 113;
+  optional HingeLossParameter hinge_loss_param = 114;
+  optional ImageDataParameter image_data_param = 115;
+  optional InfogainLossParameter infogain_loss_param = 116;
+  optional MemoryDataParameter memory_data_param = 119;
+  optional MVNParameter mvn_param = 120;
+  optional WindowDataParameter window_data_param = 129;
+  optional PythonParameter python_param = 130;
+  optional SPPParameter spp_param = 132;
+  optional ReductionParameter reduction_param = 136;
+  optional TileParameter tile_param = 138;
+  optional ParameterParameter parameter_param = 145;
+  optional RecurrentParameter recurrent_param = 146;
   // Tongcheng/caffe (efficient DenseNet); BVLC uses 147 for swish_param.
   optional DenseBlockParameter denseblock_param = 147;
+}
+message ContrastiveLossParameter {
+  optional float margin = 1 [default = 1.0];
+  optional bool legacy_version = 2 [default = false];
+}
+message DataParameter {
+  enum DB { LEVELDB = 0; LMDB = 1; }
+  optional string source = 1;
+  optional uint32 batch_size = 4;
+  optional uint32 rand_skip = 7 [default = 0];
+  optional DB backend = 8 [default = LEVELDB];
+  optional float scale = 2 [default = 1];
+  optional string mean_file = 3;
+  optional uint32 crop_size = 5 [default = 0];
+  optional bool mirror = 6 [default = false];
+  optional bool force_encoded_color = 9 [default = false];
+  optional uint32 prefetch = 10 [default = 4];
+}
+message DummyDataParameter {
+  repeated FillerParameter data_filler = 1;
+  repeated BlobShape shape = 6;
+  repeated uint32 num = 2;
+  repeated uint32 channels = 3;
+  repeated uint32 height = 4;
+  repeated uint32 width = 5;
+}
+message HDF5DataParameter {
+  optional string source = 1;
+  optional uint32 batch_size = 2;
+  optional bool shuffle = 3 [default = false];
+}
+message HDF5OutputParameter {
+  optional string file_name = 1;
+}
+message HingeLossParameter {
+  enum Norm { L1 = 1; L2 = 2; }
+  optional Norm norm = 1 [default = L1];
+}
+message ImageDataParameter {
+  optional string source = 1;
+  optional uint32 batch_size = 4 [default = 1];
+  optional uint32 rand_skip = 7 [default = 0];
+  optional bool shuffle = 8 [default = false];
+  optional uint32 new_height = 9 [default = 0];
+  optional uint32 new_width = 10 [default = 0];
+  optional bool is_color = 11 [default = true];
+  optional float scale = 2 [default = 1];
+  optional string mean_file = 3;
+  optional uint32 crop_size = 5 [default = 0];
+  optional bool mirror = 6 [default = false];
+  optional string root_folder = 12;
+}
+message InfogainLossParameter {
+  optional string source = 1;
+  optional int32 axis = 2 [default = 1];
+}
+message MemoryDataParameter {
+  optional uint32 batch_size = 1;
+  optional uint32 channels = 2;
+  optional uint32 height = 3;
+  optional uint32 width = 4;
+}
+message MVNParameter {
+  optional bool normalize_variance = 1 [default = true];
+  optional bool across_channels = 2 [default = false];
+  optional float eps = 3 [default = 1e-9];
+}
+message WindowDataParameter {
+  optional string source = 1;
+  optional float scale = 2 [default = 1];
+  optional string mean_file = 3;
+  optional uint32 batch_size = 4;
+  optional uint32 crop_size = 5 [default = 0];
+  optional bool mirror = 6 [default = false];
+  optional float fg_threshold = 7 [default = 0.5];
+  optional float bg_threshold = 8 [default = 0.5];
+  optional float fg_fraction = 9 [default = 0.25];
+  optional uint32 context_pad = 10 [default = 0];
+  optional string crop_mode = 11 [default = warp];
+  optional bool cache_images = 12 [default = false];
+  optional string root_folder = 13;
+}
+message PythonParameter {
+  optional string module = 1;
+  optional string layer = 2;
+  optional string param_str = 3;
+  optional bool share_in_parallel = 4 [default = false];
+}
+message SPPParameter {
+  enum PoolMethod { MAX = 0; AVE = 1; STOCHASTIC = 2; }
+  optional uint32 pyramid_height = 1;
+  optional PoolMethod pool = 2 [default = MAX];
+  enum Engine { DEFAULT = 0; CAFFE = 1; CUDNN = 2; }
+  optional Engine engine = 6 [default = DEFAULT];
+}
+message ReductionParameter {
+  enum ReductionOp { SUM = 1; ASUM = 2; SUMSQ = 3; MEAN = 4; }
+  optional ReductionOp operation = 1 [default = SUM];
+  optional int32 axis = 2 [default = 0];
+  optional float coeff = 3 [default = 1.0];
+}
+message TileParameter {
+  optional int32 axis = 1 [default = 1];
+  optional int32 tiles = 2;
+}
+message ParameterParameter {
+  optional BlobShape shape = 1;
+}
+message RecurrentParameter {
+  optional uint32 num_output = 1 [default = 0];
+  optional FillerParameter weight_filler = 2;
+  optional FillerParameter bias_filler = 3;
+  optional bool debug_info = 4 [default = false];
+  optional bool expose_hidden = 5 [default = false];
 }
 message TransformationParameter {
   optional float scale = 1 [default = 1];
@@ -367,6 +505,8 @@ message V1LayerParameter {
   optional LayerType type = 5;
   repeated BlobProto blobs = 6;
   repeated string param = 1001;
+  enum DimCheckMode { STRICT = 0; PERMISSIVE = 1; }
+  repeated DimCheckMode blob_share_mode = 1002;
   repeated float blobs_lr = 7;
   repeated float weight_decay = 8;
   repeated float loss_weight = 35;
@@ -389,6 +529,17 @@ message V1LayerParameter {
   optional ThresholdParameter threshold_param = 25;
   optional TransformationParameter transform_param = 36;
   optional LossParameter loss_param = 42;
+  optional ContrastiveLossParameter contrastive_loss_param = 40;
+  optional DataParameter data_param = 11;
+  optional DummyDataParameter dummy_data_param = 26;
+  optional HDF5DataParameter hdf5_data_param = 13;
+  optional HDF5OutputParameter hdf5_output_param = 14;
+  optional HingeLossParameter hinge_loss_param = 29;
+  optional ImageDataParameter image_data_param = 15;
+  optional InfogainLossParameter infogain_loss_param = 16;
+  optional MemoryDataParameter memory_data_param = 22;
+  optional MVNParameter mvn_param = 34;
+  optional WindowDataParameter window_data_param = 20;
 }
 """
 
@@ -411,7 +562,10 @@ V1_TYPE_NAMES = {
 V1_COPIED_PARAMS = ("accuracy_param", "argmax_param", "concat_param", "convolution_param", "dropout_param",
                     "eltwise_param", "exp_param", "inner_product_param", "lrn_param", "pooling_param",
                     "power_param", "relu_param", "sigmoid_param", "softmax_param", "slice_param", "tanh_param",
-                    "threshold_param", "transform_param", "loss_param")
+                    "threshold_param", "transform_param", "loss_param", "contrastive_loss_param", "data_param",
+                    "dummy_data_param", "hdf5_data_param", "hdf5_output_param", "hinge_loss_param",
+                    "image_data_param", "infogain_loss_param", "memory_data_param", "mvn_param",
+                    "window_data_param")
 
 
 # -- a tiny reader of the schema text above -------------------------------------------------
@@ -635,6 +789,9 @@ def upgrade_v1_layer(v1, path: str = "<net>", index: int = 0):
     weights, per-blob learning rates (``blobs_lr``/``weight_decay`` -> ``param``) and the
     layer parameters.
     """
+    texts = [v1.name, *v1.bottom, *v1.top, *v1.param]
+    if not all(isinstance(t, str) for t in texts):  # protobuf hands out bytes for invalid UTF-8 in proto2
+        raise FormatError(path, f"legacy layer {index}: its name, blob or parameter names are not UTF-8 text")
     layer = LayerParameter()
     layer.name = v1.name
     type_name = v1.DESCRIPTOR.fields_by_name["type"].enum_type.values_by_number.get(v1.type)
@@ -661,6 +818,10 @@ def upgrade_v1_layer(v1, path: str = "<net>", index: int = 0):
         while len(layer.param) <= i:
             layer.param.add()
         layer.param[i].decay_mult = wd
+    for i, mode in enumerate(v1.blob_share_mode):
+        while len(layer.param) <= i:
+            layer.param.add()
+        layer.param[i].share_mode = mode  # same numbers in both DimCheckMode enums
     layer.loss_weight.extend(v1.loss_weight)
     for name in V1_COPIED_PARAMS:
         if v1.HasField(name):
@@ -683,3 +844,36 @@ def upgrade_net(net, path: str = "<net>"):
     for layer in new:
         net.layer.add().CopyFrom(layer)
     return net
+
+
+# -- unknown fields of binary messages -------------------------------------------------------
+
+def _unknown_numbers(msg) -> list:
+    """Field numbers of ``msg``'s own unknown fields (protobuf keeps them when decoding)."""
+    try:
+        from google.protobuf import unknown_fields
+    except ImportError:  # protobuf < 4.22
+        fields = msg.UnknownFields() if hasattr(msg, "UnknownFields") else ()
+    else:
+        fields = unknown_fields.UnknownFieldSet(msg)
+    return sorted({f.field_number for f in fields})
+
+
+def unknown_field_paths(msg, prefix: str = "") -> list:
+    """Paths of the fields in a decoded binary message that this schema does not know.
+
+    A binary file carries numbers, not names, so an unknown field is shown as ``#N``
+    (``"#198"`` for an unknown layer parameter, ``"pooling_param.#20"`` for an unknown
+    field inside a known one): what a fork added.  Blobs are not searched (their data
+    is never parsed here).
+    """
+    out = [f"{prefix}#{n}" for n in _unknown_numbers(msg)]
+    for field, value in msg.ListFields():
+        if field.message_type is None or field.name == "blobs":
+            continue
+        if _repeated(field):
+            for i, item in enumerate(value):
+                out.extend(unknown_field_paths(item, f"{prefix}{field.name}[{i}]."))
+        else:
+            out.extend(unknown_field_paths(value, f"{prefix}{field.name}."))
+    return out

@@ -34,6 +34,7 @@ MAX_NDIM = 32
 DTYPE = "float32"
 
 Shape = tuple
+_FILE_SUFFIXES = (".prototxt", ".pbtxt", ".txt", ".caffemodel")  # a one-line source named so is a path
 
 
 class NetShapes(NamedTuple):
@@ -82,9 +83,11 @@ def _load(source, path_hint: str = "<text>") -> tuple:
     if not isinstance(source, str):
         raise MapspecError(f"a Caffe net must be a path, prototxt text or a NetParameter, not "
                            f"{type(source).__name__}")
-    is_file = "\n" not in source and len(source) < 4096 and os.path.isfile(source)
-    if not is_file and not any(c in source for c in '\n{:"'):
-        raise FormatError(source, "no such file")
+    one_line = "\n" not in source and len(source) < 4096
+    is_file = one_line and os.path.isfile(source)
+    named_like_file = one_line and "{" not in source and source.lower().rstrip().endswith(_FILE_SUFFIXES)
+    if not is_file and (named_like_file or not any(c in source for c in '\n{:"')):
+        raise FormatError(source, "no such file" if not os.path.isdir(source) else "is a directory, not a prototxt")
     if is_file:
         if source.lower().endswith(".caffemodel"):
             from . import caffe
@@ -218,6 +221,10 @@ def infer(net, input_shapes: Optional[Mapping[str, Sequence[int]]] = None, phase
             raise FormatError(path, f"{where}: {e}") from None
         if layer.type == "Input":
             outs = [overrides.get(t, s) for t, s in zip(layer.top, outs)]
+            unset = [t for t, s in zip(layer.top, outs) if s is None]
+            if unset:
+                raise FormatError(path, f"{where}: input {unset[0]!r} has no shape in input_param: give "
+                                  f"input_shape=[N, C, H, W] (or input_shapes={{{unset[0]!r}: [...]}})")
             inputs.update(zip(layer.top, outs))
         if len(outs) != len(layer.top) and layer.type != "Silence":
             raise FormatError(path, f"{where}: has {len(layer.top)} top(s) but produces {len(outs)}")
