@@ -611,10 +611,14 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
                 cache[name] = arr
         return arr
 
+    drop_pages = getattr(reader, "release", None)
+
     def release(name: str) -> None:
         uses[name] -= 1
         if uses[name] <= 0:
             cache.pop(name, None)
+            if drop_pages is not None:
+                drop_pages(name)  # memory-mapped readers let the tensor's pages go (RSS stays ~one tensor)
 
     with atomic_output(output, force=force) as tmp:
         writer = create_writer(tmp, infos, format=fmt, final_path=str(output), **options)

@@ -104,6 +104,15 @@ class Reader:
     def _read(self, info: TensorInfo) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def release(self, name: str) -> None:
+        """A hint that the caller is done with tensor ``name`` (the engine calls it after the last use).
+
+        Readers over a memory map drop the tensor's pages from this process's resident
+        memory (they stay in the OS page cache); arrays already handed out stay valid and
+        fault the data back in if touched again.  Without it, every page of the source
+        read so far would count in the process's RSS until the end.  Default: nothing.
+        """
+
     # -- lifetime ---------------------------------------------------------
     def close(self) -> None:
         pass
@@ -202,8 +211,27 @@ class MappedFile:
         for d in shape:
             count *= int(d)
         self.check_span(offset, count * dt.itemsize, what)
+        check_shape(self.path, shape, dt.itemsize, what, offset)  # an empty shape can still be impossible
         a = np.frombuffer(self.buffer, dtype=dt, count=count, offset=offset)
         return a.reshape(shape)
+
+    def drop(self, offset: int, nbytes: int) -> None:
+        """Drop the pages covering bytes ``offset..offset+nbytes`` from this process's memory.
+
+        ``madvise(MADV_DONTNEED)`` on a read-only shared file mapping only unmaps the pages
+        from this process: the file's data stays in the page cache and any view over these
+        bytes reads the same values again on its next access (a minor fault), so it is safe
+        even while views are alive.  Rounded out to whole pages; a no-op where madvise is
+        missing.
+        """
+        mm = self._mm
+        if mm is None or nbytes <= 0 or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = max(0, offset) // mmap.PAGESIZE * mmap.PAGESIZE
+        end = min(self.size, offset + nbytes)
+        if end > start:
+            with contextlib.suppress(OSError, ValueError):
+                mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def bytes(self, offset: int, nbytes: int, what: str) -> bytes:
         self.check_span(offset, nbytes, what)
@@ -215,6 +243,36 @@ class MappedFile:
         self._mm = None
         with contextlib.suppress(Exception):
             self._fh.close()
+
+
+NUMPY_MAX_NDIM = 64
+_INTP_MAX = 2 ** 63 - 1
+
+
+def check_shape(path, shape, itemsize: int, what: str, offset: Optional[int] = None) -> int:
+    """The byte size of ``shape``; a :class:`FormatError` if numpy could not even describe it.
+
+    A header may claim dimensions whose product overflows (numpy refuses to make such an
+    array even when another dimension is 0, so an "empty" tensor can still be absurd), or
+    more dimensions than numpy supports.  Call this on every shape read from a file before
+    it reaches numpy.
+    """
+    dims = tuple(shape)
+    if len(dims) > NUMPY_MAX_NDIM:
+        raise FormatError(path, f"{what} has {len(dims)} dimensions; at most {NUMPY_MAX_NDIM} are possible",
+                          offset=offset)
+    size = itemsize
+    nonzero = itemsize
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
+            raise FormatError(path, f"{what} has shape {dims}; dimensions must be non-negative integers",
+                              offset=offset)
+        size *= int(d)
+        nonzero *= max(int(d), 1)
+        if nonzero > _INTP_MAX:
+            raise FormatError(path, f"{what} has shape {dims}, which no array can have (its size overflows "
+                              f"64 bits); corrupt file", offset=offset)
+    return size
 
 
 def read_head(path, n: int = 64) -> bytes:
@@ -242,7 +300,10 @@ def atomic_output(path, force: bool = False) -> Iterator[str]:
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise MapspecError(f"{target}: output directory {str(parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise MapspecError(f"{target}: cannot create a file in {str(parent)!r}: {e.strerror or e}") from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -250,6 +311,14 @@ def atomic_output(path, force: bool = False) -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as e:
+        # Disk full, quota, I/O error while writing (or reading a source mid-way): the user's
+        # problem, reported in one line like every other, never a traceback.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        where = e.filename if isinstance(e.filename, str) and e.filename != tmp else str(target)
+        raise MapspecError(f"{where}: {e.strerror or e}; {target} was not written"
+                           + (" (the existing file is unchanged)" if target.exists() else "")) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

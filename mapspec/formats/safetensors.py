@@ -44,7 +44,8 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import MappedFile, Reader, TensorInfo, Writer, save_with
+from .base import MappedFile, Reader, TensorInfo, Writer, check_shape, save_with
+from .chunks import c_order_chunks
 
 NAME = "safetensors"
 MAX_HEADER = 100_000_000  # bytes; the safetensors library refuses larger headers too
@@ -149,7 +150,7 @@ class Header:
         if not isinstance(spec, dict):
             raise FormatError(path, "header entry is not an object", offset=8, tensor=name)
         code = spec.get("dtype")
-        if code not in CODES:
+        if not isinstance(code, str) or code not in CODES:
             why = "is not supported by mapspec" if code in UNSUPPORTED else "is unknown"
             raise FormatError(path, f"dtype code {code!r} {why} (known: {', '.join(CODES)})", offset=8,
                               tensor=name)
@@ -169,10 +170,7 @@ class Header:
                               f"({self.data_size} bytes; truncated file?)", offset=self.data_start + begin,
                               tensor=name)
         dname = CODES[code]
-        numel = 1
-        for d in shape:
-            numel *= d
-        want = numel * dtypes.itemsize(dname)
+        want = check_shape(path, shape, dtypes.itemsize(dname), f"tensor {name!r}", offset=8)
         if end - begin != want:
             raise FormatError(path, f"shape {shape} of {code} needs {want} bytes but data_offsets "
                               f"[{begin}, {end}] span {end - begin}", offset=self.data_start + begin,
@@ -210,48 +208,22 @@ class SafetensorsReader(Reader):
             arr = arr.byteswap()
         return arr
 
+    def release(self, name: str) -> None:
+        """Drop the tensor's mapped pages from this process's memory (see :meth:`Reader.release`)."""
+        info = self._infos.get(name)
+        if info is not None:
+            self._file.drop(self._where[name], info.nbytes)
+
     def close(self) -> None:
         self._file.close()
 
 
 # -- writing ---------------------------------------------------------------
 
-def _chunks(arr: np.ndarray, limit: int = _CHUNK) -> Iterator[memoryview]:
-    """The bytes of ``arr`` in C order, little-endian, as pieces of at most ~``limit`` bytes.
-
-    A C-contiguous little-endian array is yielded as one zero-copy view; anything
-    else is copied block by block along the leading axes, so the extra memory is
-    bounded by ``limit`` (or one innermost row, if that is larger).
-    """
-    if arr.flags.c_contiguous and _is_little(arr.dtype):
-        yield memoryview(arr.reshape(-1).view(np.uint8))
-    elif arr.ndim == 0 or arr.nbytes <= limit:
-        yield _le_bytes(arr)
-    elif arr.ndim == 1:
-        step = max(1, limit // arr.dtype.itemsize)
-        for i in range(0, arr.shape[0], step):
-            yield _le_bytes(arr[i:i + step])
-    elif arr[0].nbytes > limit:
-        for i in range(arr.shape[0]):
-            yield from _chunks(arr[i], limit)
-    else:
-        step = max(1, limit // arr[0].nbytes)
-        for i in range(0, arr.shape[0], step):
-            yield _le_bytes(arr[i:i + step])
-
-
-def _le_bytes(block: np.ndarray) -> memoryview:
-    """One contiguous little-endian copy (or view, if already so) of ``block`` as bytes."""
-    dt = block.dtype
-    if dt.itemsize > 1 and not _is_little(dt):
-        block = block.byteswap().view(dt.newbyteorder("="))
-    block = np.ascontiguousarray(block)
-    return memoryview(block.reshape(-1).view(np.uint8))
-
-
-def _is_little(dt: np.dtype) -> bool:
-    """Are ``dt``'s bytes stored little-endian (single bytes always are)?"""
-    return dt.itemsize == 1 or dt.byteorder == "<" or (dt.byteorder in ("=", "|") and sys.byteorder == "little")
+def _chunks(arr: np.ndarray, limit: Optional[int] = None) -> Iterator[memoryview]:
+    """The bytes of ``arr`` in C order, little-endian, as pieces of at most ~``limit`` bytes
+    (default :data:`_CHUNK`, read at call time); see :func:`~mapspec.formats.chunks.c_order_chunks`."""
+    return c_order_chunks(arr, _CHUNK if limit is None else limit, byteorder="<")
 
 
 def header_bytes(infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, str]] = None) -> tuple:

@@ -31,21 +31,26 @@ Naming rules (what ``infos()`` lists):
   (``{name: reason}``), never silently dropped without trace.
 * A file holding one bare tensor exposes it as ``tensor``.
 
-Writing streams: the pickle (``data.pkl``) depends only on the announced names,
-shapes and dtypes, so it is produced up front from stand-in objects (a tensor
-stand-in reduces to ``torch._utils._rebuild_tensor_v2`` exactly as a real tensor
-does; storages become the same persistent ids ``torch.save`` emits), written as
-the archive's first record through torch's own zip writer
-``torch._C.PyTorchFileWriter``, followed by one ``data/<i>`` record per tensor as
-it arrives.  Memory stays bounded by the largest tensor (plus one contiguous copy of
-it if it arrives non-contiguous).  The result is what ``torch.save`` of a plain
-dict writes and loads with ``weights_only=True`` and ``mmap=True``.
+Writing streams and does not import torch.  The pickle (``data.pkl``) depends only on
+the announced names, shapes and dtypes, so it is produced up front from stand-in
+objects (a tensor stand-in reduces to ``torch._utils._rebuild_tensor_v2`` exactly as a
+real tensor does, storages become the same persistent ids ``torch.save`` emits, torch
+globals are written by name), byte for byte what ``torch.save`` pickles.  The zip
+container is written by :class:`ZipStore` in the layout of torch's own
+``PyTorchStreamWriter``: stored records, 64-byte aligned data (so ``mmap=True``
+loading works), CRC-32 in a data descriptor after each record's data, ZIP64 where
+sizes or offsets need it.  ``data.pkl`` goes first, then one ``data/<i>`` record per
+tensor as it arrives, copied piece by piece into a 16 MiB buffer when it arrives as a
+view that needs copying (transposed, other byte order) and not copied at all when
+contiguous.  Nothing larger than that buffer is ever held; torch itself is not needed
+to write (importing it alone costs more than a second and ~200 MB).  The result is
+what ``torch.save`` of a plain dict writes and loads with ``weights_only=True`` and
+``mmap=True``.
 
-``PyTorchFileWriter`` is private API: it is feature-checked, and where it is
-missing or behaves unexpectedly the writer falls back to collecting every tensor
-and calling ``torch.save`` at ``close()``.  That fallback holds the whole model in
-memory (one reference per array given to ``write``, plus the torch tensors sharing
-that memory); option ``stream=False`` selects it explicitly.
+Option ``stream=False`` instead collects every tensor and calls ``torch.save`` at
+``close()``: that holds the whole model in memory (one reference per array given to
+``write``, plus the torch tensors sharing that memory) and is kept only as a
+cross-check.
 """
 
 from __future__ import annotations
@@ -53,12 +58,15 @@ from __future__ import annotations
 import builtins
 import collections
 import io
+import os
 import pickle
 import re
+import secrets
 import struct
 import sys
 import warnings
 import zipfile
+import zlib
 from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
@@ -66,12 +74,14 @@ import numpy as np
 from .. import dtypes
 from ..errors import FormatError, MapspecError
 from .base import Reader, TensorInfo, Writer, save_with
+from .chunks import c_order_chunks
 
 NAME = "torch"
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network")
 BARE_TENSOR_NAME = "tensor"
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a"  # protocol 2, then the 10-byte magic number torch pickles first
 _PICKLE_PROTOCOL = 2  # what torch.save uses
+_CHUNK = 16 << 20  # bytes per piece when a tensor arrives as a view that needs copying (transposed, byte order)
 
 
 class TorchDType(NamedTuple):
@@ -212,7 +222,9 @@ def unwrap(obj, torch, root: Union[None, str, Sequence[str]] = None) -> tuple:
             obj = obj[k]
             path.append(str(k))
         return obj, (".".join(path) or None), skipped
-    while isinstance(obj, dict):
+    descended: set = set()
+    while isinstance(obj, dict) and id(obj) not in descended:  # a dict holding itself is not descended twice
+        descended.add(id(obj))
         if any(isinstance(v, torch.Tensor) for v in obj.values()):
             break
         hits = [k for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], dict) and _has_tensor(obj[k], torch)]
@@ -334,6 +346,30 @@ class TorchReader(Reader):
 
 # -- writing ---------------------------------------------------------------
 
+class _Global:
+    """Stand-in for a module attribute torch.save pickles by name (``torch._utils._rebuild_tensor_v2``,
+    ``torch.FloatStorage``, ``torch.bfloat16``): written as a GLOBAL opcode without importing torch."""
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: str, name: str):
+        self.module, self.name = module, name
+
+    def __call__(self, *args):  # pickle insists that a reduce function be callable
+        raise TypeError(f"{self.module}.{self.name} is a pickling stand-in")
+
+
+_GLOBALS: dict = {}
+
+
+def _global(module: str, name: str) -> _Global:
+    """One stand-in per global, so that repeated uses are memoized as torch's pickle memoizes them."""
+    key = (module, name)
+    if key not in _GLOBALS:
+        _GLOBALS[key] = _Global(module, name)
+    return _GLOBALS[key]
+
+
 class _Storage:
     """Stand-in for a storage: pickled as torch.save's persistent id, never as an object."""
 
@@ -351,9 +387,24 @@ class _Tensor:
         return self._reduce
 
 
-class _Pickler(pickle.Pickler):
+class _Pickler(pickle._Pickler):
+    """Python's own pure-Python pickler, taught to write :class:`_Global` stand-ins as GLOBAL opcodes.
+
+    (The C pickler cannot be taught that: it imports a global's module to check it.  The
+    pickle is small, kilobytes per thousand tensors, so the Python implementation costs
+    nothing noticeable.)
+    """
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
     def persistent_id(self, obj):
         return obj.pid if isinstance(obj, _Storage) else None
+
+    def _save_global_standin(self, obj: _Global) -> None:
+        self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode("ascii"))
+        self.memoize(obj)
+
+    dispatch[_Global] = _save_global_standin
 
 
 def _strides(shape: Sequence[int]) -> tuple:
@@ -364,32 +415,29 @@ def _strides(shape: Sequence[int]) -> tuple:
     return tuple(reversed(out))
 
 
-def data_pickle(infos: Sequence[TensorInfo], torch, wrap: Optional[str] = None) -> bytes:
-    """The ``data.pkl`` torch.save would write for ``{name: tensor}`` in ``infos`` order.
+def data_pickle(infos: Sequence[TensorInfo], wrap: Optional[str] = None) -> bytes:
+    """The ``data.pkl`` torch.save would write for ``{name: tensor}`` in ``infos`` order, without torch.
 
     Tensor ``i`` lives in storage ``data/i``.  Dtypes with a legacy typed storage
     (float32 -> FloatStorage, ...) use ``_rebuild_tensor_v2`` like torch.save;
     the others (float8, uint16/32/64) use ``_rebuild_tensor_v3`` with an
-    UntypedStorage and an explicit dtype, again as torch.save does.
+    UntypedStorage and an explicit dtype, again as torch.save does.  The bytes equal
+    torch.save's (checked by the tests against torch itself).
     """
     state: dict = {}
     for i, info in enumerate(infos):
         spec = DTYPES[_dtype_of(info)]
-        td = getattr(torch, spec.torch_name, None)
-        if td is None:
-            raise MapspecError(f"this torch ({torch.__version__}) has no dtype {spec.torch_name}; "
-                               f"cast tensor {info.name!r} to another dtype")
         shape = tuple(int(d) for d in info.shape)
         hooks = collections.OrderedDict()
         if spec.storage:
-            pid = ("storage", getattr(torch, spec.storage), str(i), "cpu", info.numel)
+            pid = ("storage", _global("torch", spec.storage), str(i), "cpu", info.numel)
             args = (_Storage(pid), 0, shape, _strides(shape), False, hooks)
-            state[info.name] = _Tensor(torch._utils._rebuild_tensor_v2, args)
+            state[info.name] = _Tensor(_global("torch._utils", "_rebuild_tensor_v2"), args)
         else:
             nbytes = info.numel * dtypes.itemsize(_dtype_of(info))
-            pid = ("storage", torch.storage.UntypedStorage, str(i), "cpu", nbytes)
-            args = (_Storage(pid), 0, shape, _strides(shape), False, hooks, td)
-            state[info.name] = _Tensor(torch._utils._rebuild_tensor_v3, args)
+            pid = ("storage", _global("torch.storage", "UntypedStorage"), str(i), "cpu", nbytes)
+            args = (_Storage(pid), 0, shape, _strides(shape), False, hooks, _global("torch", spec.torch_name))
+            state[info.name] = _Tensor(_global("torch._utils", "_rebuild_tensor_v3"), args)
     obj = {wrap: state} if wrap else state
     buf = io.BytesIO()
     _Pickler(buf, protocol=_PICKLE_PROTOCOL).dump(obj)
@@ -409,76 +457,157 @@ def _contiguous_native(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array).reshape(array.shape)  # ascontiguousarray makes 0-d arrays 1-d
 
 
-def _file_writer(torch, path: str):
-    """``torch._C.PyTorchFileWriter`` for ``path`` (and the Python file it writes through, if any).
+# The zip container torch.save writes (torch's ``PyTorchStreamWriter``): stored records,
+# each record's data 64-byte aligned by padding the local header's extra field (id "FB"),
+# CRC-32 and sizes in a data descriptor after the data (flag bit 3), UTF-8 names (bit 11),
+# ZIP64 fields where a size or offset needs them, and always a ZIP64 end record.
+_ALIGN = 64
+_FLAGS = 0x0808
+_DOS_DATE = 0x0021  # 1980-01-01, the earliest DOS date (no clock time in the file)
+_U32 = 0xFFFFFFFF  # "see the ZIP64 extra field"
+_ZIP64_AT = _U32  # sizes and offsets from here on need ZIP64 fields (tests lower it to exercise them)
+_LOCAL = struct.Struct("<IHHHHHIIIHH")
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
+_DESCRIPTOR, _DESCRIPTOR64 = struct.Struct("<IIII"), struct.Struct("<IIQQ")
+_END64, _LOCATOR64, _END = struct.Struct("<IQHHIIQQQQ"), struct.Struct("<IIQI"), struct.Struct("<IHHHHIIH")
 
-    Raises AttributeError/TypeError when this torch has no usable writer.
+
+class _Entry(NamedTuple):
+    name: bytes
+    offset: int
+    crc: int
+    size: int
+    version: int
+
+
+class ZipStore:
+    """A stored (uncompressed) zip archive written front to back in torch.save's layout.
+
+    ``add(name, pieces, size)`` streams one record from an iterable of byte buffers, hashing
+    each piece as it goes (nothing is held but the piece); ``finish()`` writes the central
+    directory.  Records live under ``<prefix>/`` as torch expects.
     """
-    cls = torch._C.PyTorchFileWriter
-    for needed in ("write_record", "write_end_of_file"):
-        if not hasattr(cls, needed):
-            raise AttributeError(needed)
-    align = getattr(torch.serialization, "_get_storage_alignment", lambda: 64)()
+
+    def __init__(self, fh, prefix: str):
+        self._fh = fh
+        self._prefix = prefix
+        self._pos = 0
+        self._entries: list[_Entry] = []
+
+    def add(self, name: str, pieces, size: int) -> None:
+        raw = f"{self._prefix}/{name}".encode("utf-8")
+        big = size >= _ZIP64_AT
+        version = 45 if big else 20
+        extra = struct.pack("<HHQQ", 1, 16, 0, 0) if big else b""  # sizes follow in the descriptor
+        pad = -(self._pos + _LOCAL.size + len(raw) + len(extra) + 4) % _ALIGN
+        extra += struct.pack("<HH", 0x4246, pad) + b"Z" * pad
+        sizes = _U32 if big else 0
+        head = _LOCAL.pack(0x04034B50, version, _FLAGS, 0, 0, _DOS_DATE, 0, sizes, sizes, len(raw), len(extra))
+        offset = self._pos
+        self._write(head + raw + extra)
+        crc = done = 0
+        for piece in pieces:
+            crc = zlib.crc32(piece, crc)
+            self._write(piece)
+            done += len(piece)
+        if done != size:
+            raise MapspecError(f"{self._fh.name}: record {name!r} has {done} bytes, {size} were announced "
+                               f"(internal error)")
+        desc = _DESCRIPTOR64 if big else _DESCRIPTOR
+        self._write(desc.pack(0x08074B50, crc, size, size))
+        self._entries.append(_Entry(raw, offset, crc, size, version))
+
+    def _write(self, data) -> None:
+        self._fh.write(data)
+        self._pos += len(data)
+
+    def finish(self) -> None:
+        start = self._pos
+        for e in self._entries:
+            # ZIP64 extra: uncompressed size, compressed size, offset; each only if its own field overflows
+            size, offset = _field32(e.size), _field32(e.offset)
+            z64 = [e.size, e.size][:2 if size == _U32 else 0] + ([e.offset] if offset == _U32 else [])
+            extra = struct.pack(f"<HH{len(z64)}Q", 1, 8 * len(z64), *z64) if z64 else b""
+            version = 45 if z64 else e.version
+            self._write(_CENTRAL.pack(0x02014B50, version, version, _FLAGS, 0, 0, _DOS_DATE, e.crc, size, size,
+                                      len(e.name), len(extra), 0, 0, 0, 0, offset) + e.name + extra)
+        n, cd_size, end64 = len(self._entries), self._pos - start, self._pos
+        self._write(_END64.pack(0x06064B50, _END64.size - 12, 45, 45, 0, 0, n, n, cd_size, start))
+        self._write(_LOCATOR64.pack(0x07064B50, 0, end64, 1))
+        count = n if n < min(_ZIP64_AT, 0xFFFF) else 0xFFFF
+        self._write(_END.pack(0x06054B50, 0, 0, count, count, _field32(cd_size), _field32(start), 0))
+
+
+def _field32(v: int) -> int:
+    """A 32-bit zip field: the value, or 0xFFFFFFFF when it needs the ZIP64 record."""
+    return v if v < _ZIP64_AT else _U32
+
+
+def _archive_name(path: str) -> str:
+    """The records' folder: the file's name without suffix, as torch.save uses ("archive" if unusable)."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return stem if stem and stem.isascii() and stem.isprintable() else "archive"
+
+
+def _file_writer(path: str, final_path: Optional[str] = None) -> tuple:
+    """(the :class:`ZipStore` writing ``path``, its open file)."""
     try:
-        path.encode("ascii")
-        target, fh = path, None
-    except UnicodeEncodeError:  # the C++ writer opens ASCII paths only; write through Python
         fh = builtins.open(path, "wb")
-        target = fh
-    for args in ((target, True, align), (target,)):
-        try:
-            return cls(*args), fh, align
-        except TypeError:
-            continue
-    if fh is not None:
-        fh.close()
-    raise TypeError("PyTorchFileWriter signature not understood")
+    except OSError as e:
+        raise MapspecError(f"{path}: cannot create: {e.strerror}") from None
+    return ZipStore(fh, _archive_name(final_path or path)), fh
 
 
 class TorchWriter(Writer):
     """Writes a flat state dict ``{name: tensor}`` (options: ``wrap="state_dict"`` nests it under
-    that key; ``stream=False`` forces the collect-then-``torch.save`` fallback)."""
+    that key; ``stream=False`` collects everything and calls ``torch.save`` at ``close()``).
+
+    The streaming path does not import torch: the pickle comes from :func:`data_pickle` and
+    the zip container from :class:`ZipStore`, and each tensor's bytes go to the file piece by
+    piece (:func:`~mapspec.formats.chunks.c_order_chunks`), so memory stays bounded by a
+    16 MiB buffer for views that need copying (transposed, other byte order) and nothing
+    at all for contiguous ones.  The result loads with ``torch.load(weights_only=True)``,
+    with or without ``mmap``.  Loading uint16/32/64 or float8 tensors needs a torch that has
+    those dtypes (2.3 / 2.1).
+    """
 
     format = NAME
 
     def __init__(self, path: str, infos: Sequence[TensorInfo], wrap: Optional[str] = None, stream: bool = True,
-                 **options):
+                 final_path: Optional[str] = None, **options):
         super().__init__(path, infos)
         if len(set(self._order)) != len(self._order):
             raise MapspecError(f"{path}: the same tensor name is announced twice")
-        self._torch = torch = _torch()
         self._wrap = wrap
-        for info in self.infos:  # fail before writing anything
-            td = getattr(torch, DTYPES[_dtype_of(info)].torch_name, None)
-            if td is None:
-                raise MapspecError(f"{path}: this torch ({torch.__version__}) cannot hold "
-                                   f"{_dtype_of(info)}; cast tensor {info.name!r} to another dtype")
         self._zip = None
         self._fh = None
+        self._torch = None
         self._collected: Optional[dict] = None
         self.streaming = False
         if stream:
             try:
-                self._zip, self._fh, align = _file_writer(torch, path)
+                self._zip, self._fh = _file_writer(path, final_path)
                 self.streaming = True
-            except (AttributeError, TypeError):  # no usable private writer in this torch: fall back
+            except (AttributeError, TypeError):  # a record writer that cannot stream: fall back to torch.save
                 self._zip = None
-            except (RuntimeError, OSError) as e:
-                raise MapspecError(f"{path}: cannot create: {e}") from None
         if self.streaming:
-            blob = data_pickle(self.infos, torch, wrap)
-            self._record("data.pkl", blob)
-            self._record(".format_version", b"1")
-            self._record(".storage_alignment", str(align).encode())
-            self._record("byteorder", sys.byteorder.encode())
+            try:
+                blob = data_pickle(self.infos, wrap)
+                self._zip.add("data.pkl", [blob], len(blob))
+                for name, value in ((".format_version", b"1"), (".storage_alignment", str(_ALIGN).encode()),
+                                    ("byteorder", sys.byteorder.encode())):
+                    self._zip.add(name, [value], len(value))
+            except BaseException:
+                self.abort()
+                raise
         else:
+            self._torch = torch = _torch()
+            for info in self.infos:  # fail before collecting anything
+                td = getattr(torch, DTYPES[_dtype_of(info)].torch_name, None)
+                if td is None:
+                    raise MapspecError(f"{path}: this torch ({torch.__version__}) cannot hold "
+                                       f"{_dtype_of(info)}; cast tensor {info.name!r} to another dtype")
             self._collected = {}
-
-    def _record(self, name: str, data: bytes) -> None:
-        try:
-            self._zip.write_record(name, data, len(data))
-        except RuntimeError as e:
-            raise MapspecError(f"{self.path}: writing record {name!r} failed: {e}") from None
 
     def write(self, name: str, array: np.ndarray) -> None:
         array = np.asarray(array)
@@ -487,38 +616,41 @@ class TorchWriter(Writer):
         if have != want:
             raise MapspecError(f"{self.path}: tensor {name!r} arrived as {have} but was announced as {want}; "
                                f"cast it before writing")
+        if self.streaming:
+            try:
+                self._zip.add(f"data/{self._next - 1}", c_order_chunks(array, _CHUNK, byteorder="="),
+                              info.numel * dtypes.itemsize(want))
+            except OSError as e:
+                raise MapspecError(f"{self.path}: writing tensor {name!r} failed: {e.strerror or e}") from None
+            return
         torch = self._torch
         arr = _contiguous_native(array)
         with warnings.catch_warnings():  # read-only (memory-mapped) input: torch only reads it here
             warnings.simplefilter("ignore", UserWarning)
             raw = torch.from_numpy(arr.reshape(-1).view(np.uint8))  # shares arr's memory
-        if self.streaming:
-            key = str(self._next - 1)
-            try:
-                self._zip.write_record(f"data/{key}", raw.untyped_storage(), arr.nbytes)
-            except RuntimeError as e:
-                raise MapspecError(f"{self.path}: writing tensor {name!r} failed: {e}") from None
-        else:
-            td = getattr(torch, DTYPES[want].torch_name)
-            self._collected[name] = raw.view(td).reshape(arr.shape)
+        td = getattr(torch, DTYPES[want].torch_name)
+        self._collected[name] = raw.view(td).reshape(arr.shape)
 
     def close(self) -> None:
         super().close()
         if self.streaming:
             try:
-                self._zip.write_end_of_file()
-            except RuntimeError as e:
-                raise MapspecError(f"{self.path}: finishing the archive failed: {e}") from None
-            self._zip = None
-            if self._fh is not None:
+                self._zip.add("version", [b"3\n"], 2)
+                sid = f"{secrets.randbelow(10 ** 40):040d}".encode()  # as torch.save: 40 random digits
+                self._zip.add(".data/serialization_id", [sid], len(sid))
+                self._zip.finish()
                 self._fh.close()
+            except OSError as e:
+                raise MapspecError(f"{self.path}: finishing the archive failed: {e.strerror or e}") from None
+            finally:
+                self._zip = None
         else:
             obj = {self._wrap: self._collected} if self._wrap else self._collected
             self._torch.save(obj, self.path)
             self._collected = None
 
     def abort(self) -> None:
-        self._zip = None  # the C++ writer closes its file when released
+        self._zip = None
         self._collected = None
         if self._fh is not None:
             self._fh.close()

@@ -1,0 +1,229 @@
+"""Seeded benchmark inputs, written without mapspec's writers (so the inputs do not depend on the code measured).
+
+``vgg16_caffemodel(path, scale=1.0, seed=0)``
+    A Caffe ``NetParameter`` with VGG16's layers (conv1_1 ... conv5_3, fc6, fc7, fc8, with the
+    ReLU/Pooling/Dropout/Softmax layers between them) and blobs in the legacy 4-D
+    ``num/channels/height/width`` form, as in the published VGG_ILSVRC_16_layers.caffemodel:
+    conv weights ``(O, I, 3, 3)``, biases ``(1, 1, 1, O)``, fc weights ``(1, 1, O, I)``.
+    At ``scale=1`` that is 138,357,544 float32 values (553 MB), largest blob fc6
+    ``4096 x 25088`` (411 MB).  ``scale`` multiplies the byte count (approximately) by scaling
+    every width by ``sqrt(scale)``; fc8 keeps 1000 outputs.
+``safetensors_checkpoint(path, count=64, rows=4096, cols=4096, seed=0)``
+    ``count`` float32 tensors of ``rows x cols`` named ``layers.<i>.<kind>.weight`` with kinds
+    ``attn.q``, ``attn.o``, ``mlp.up``, ``mlp.down`` (a quarter each): 64 x 64 MiB = 4 GiB at the
+    defaults.
+
+Values are seeded (``numpy.random.default_rng(seed)``), generated and written in blocks of
+at most 16 MiB so that generating a 4 GiB file needs little memory.
+
+    python benchmarks/gen.py vgg16 out.caffemodel [--scale 0.125]
+    python benchmarks/gen.py safetensors out.safetensors [--count 64 --rows 4096 --cols 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import struct
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+_BLOCK = 4 << 20  # values per generated block (16 MiB of float32)
+
+# VGG16 configuration "D": channels per conv block, three convs in blocks 3-5.
+VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+VGG16_FC = (4096, 4096, 1000)
+
+
+class BlobSpec(NamedTuple):
+    layer: str
+    index: int
+    dims: tuple  # legacy (num, channels, height, width)
+
+    @property
+    def count(self) -> int:
+        return math.prod(self.dims)
+
+
+class LayerSpec(NamedTuple):
+    name: str
+    type: str
+    bottom: str
+    top: str
+    params: dict  # field name -> dict of a *_param message
+    blobs: tuple  # BlobSpec
+
+
+def _width(c: int, scale: float) -> int:
+    return max(1, round(c * math.sqrt(scale)))
+
+
+def vgg16_layers(scale: float = 1.0) -> list[LayerSpec]:
+    """VGG16's deploy layers with blob shapes for ``scale`` (1.0: the real network)."""
+    layers: list[LayerSpec] = []
+    prev, c_in, top = "data", 3, "data"
+    for b, block in enumerate(VGG16_BLOCKS, start=1):
+        for i, c in enumerate(block, start=1):
+            c_out = _width(c, scale)
+            name = f"conv{b}_{i}"
+            layers.append(LayerSpec(name, "Convolution", prev, name,
+                                    {"convolution_param": {"num_output": c_out, "pad": [1], "kernel_size": [3]}},
+                                    (BlobSpec(name, 0, (c_out, c_in, 3, 3)), BlobSpec(name, 1, (1, 1, 1, c_out)))))
+            layers.append(LayerSpec(f"relu{b}_{i}", "ReLU", name, name, {}, ()))
+            prev, c_in = name, c_out
+        pool = f"pool{b}"
+        layers.append(LayerSpec(pool, "Pooling", prev, pool,
+                                {"pooling_param": {"pool": 0, "kernel_size": 2, "stride": 2}}, ()))
+        prev = pool
+    n_in = c_in * 7 * 7
+    for k, n in enumerate(VGG16_FC, start=6):
+        n_out = n if k == 8 else _width(n, scale)
+        name = f"fc{k}"
+        layers.append(LayerSpec(name, "InnerProduct", prev, name, {"inner_product_param": {"num_output": n_out}},
+                                (BlobSpec(name, 0, (1, 1, n_out, n_in)), BlobSpec(name, 1, (1, 1, 1, n_out)))))
+        prev, n_in = name, n_out
+        if k < 8:
+            layers.append(LayerSpec(f"relu{k}", "ReLU", name, name, {}, ()))
+            layers.append(LayerSpec(f"drop{k}", "Dropout", name, name, {"dropout_param": {"dropout_ratio": 0.5}},
+                                    ()))
+    layers.append(LayerSpec("prob", "Softmax", prev, "prob", {}, ()))
+    return layers
+
+
+# -- protobuf wire format (just what a caffemodel needs) ----------------------------------------
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _key(field: int, wire: int) -> bytes:
+    return _varint(field << 3 | wire)
+
+
+def _len_field(field: int, payload: int) -> bytes:
+    return _key(field, 2) + _varint(payload)
+
+
+def _string(field: int, text: str) -> bytes:
+    raw = text.encode()
+    return _len_field(field, len(raw)) + raw
+
+
+def _layer_params(layer: LayerSpec) -> bytes:
+    """The non-blob part of a LayerParameter, through the runtime caffe.proto classes."""
+    from mapspec.formats import caffe_pb
+
+    msg = caffe_pb.LayerParameter()
+    msg.name, msg.type = layer.name, layer.type
+    msg.bottom.append(layer.bottom)
+    msg.top.append(layer.top)
+    for field, values in layer.params.items():
+        sub = getattr(msg, field)
+        for k, v in values.items():
+            if isinstance(v, list):
+                getattr(sub, k).extend(v)
+            else:
+                setattr(sub, k, v)
+    return msg.SerializeToString()
+
+
+def _blob_head(blob: BlobSpec) -> bytes:
+    """BlobProto fields before the packed data: legacy num/channels/height/width, then data's tag+length."""
+    dims = b"".join(_key(f, 0) + _varint(d) for f, d in zip((1, 2, 3, 4), blob.dims))
+    return dims + _len_field(5, blob.count * 4)
+
+
+def _values(rng: np.random.Generator, count: int, std: float) -> Iterator[np.ndarray]:
+    done = 0
+    while done < count:
+        n = min(_BLOCK, count - done)
+        yield (rng.standard_normal(n, dtype=np.float32) * np.float32(std)).astype("<f4", copy=False)
+        done += n
+
+
+def vgg16_caffemodel(path: str, scale: float = 1.0, seed: int = 0) -> dict:
+    """Write the VGG16-shaped caffemodel; returns its facts (values, bytes, largest blob)."""
+    rng = np.random.default_rng(seed)
+    layers = vgg16_layers(scale)
+    largest = max((b for l in layers for b in l.blobs), key=lambda b: b.count)
+    values = 0
+    with open(path, "wb") as f:
+        f.write(_string(1, "VGG_ILSVRC_16_layers"))
+        for layer in layers:
+            head = _layer_params(layer)
+            blob_bodies = [(_blob_head(b), b) for b in layer.blobs]
+            framed = sum(len(_len_field(7, len(h) + b.count * 4)) + len(h) + b.count * 4 for h, b in blob_bodies)
+            f.write(_len_field(100, len(head) + framed))
+            f.write(head)
+            for h, b in blob_bodies:
+                f.write(_len_field(7, len(h) + b.count * 4))
+                f.write(h)
+                fan_in = math.prod(b.dims[1:]) if b.index == 0 else 1
+                for block in _values(rng, b.count, 1.0 / math.sqrt(fan_in)):
+                    f.write(memoryview(block))
+                values += b.count
+        size = f.tell()
+    return {"path": str(path), "bytes": size, "values": values, "largest": f"{largest.layer}[{largest.index}]",
+            "largest_shape": list(largest.dims), "largest_bytes": largest.count * 4}
+
+
+SAFETENSORS_KINDS = ("attn.q", "attn.o", "mlp.up", "mlp.down")
+
+
+def safetensors_checkpoint(path: str, count: int = 64, rows: int = 4096, cols: int = 4096, seed: int = 0) -> dict:
+    """Write ``count`` float32 ``rows x cols`` tensors (names cycling through SAFETENSORS_KINDS)."""
+    rng = np.random.default_rng(seed)
+    per = rows * cols * 4
+    names = [f"layers.{i // len(SAFETENSORS_KINDS)}.{SAFETENSORS_KINDS[i % len(SAFETENSORS_KINDS)]}.weight"
+             for i in range(count)]
+    header = {"__metadata__": {"format": "pt"}}
+    for i, n in enumerate(names):
+        header[n] = {"dtype": "F32", "shape": [rows, cols], "data_offsets": [i * per, (i + 1) * per]}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for _ in names:
+            done = 0
+            while done < rows * cols:
+                n = min(_BLOCK, rows * cols - done)
+                f.write(memoryview(rng.random(n, dtype=np.float32).astype("<f4", copy=False)))
+                done += n
+        size = f.tell()
+    return {"path": str(path), "bytes": size, "tensors": count, "largest_bytes": per,
+            "largest_shape": [rows, cols]}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="kind", required=True)
+    p = sub.add_parser("vgg16")
+    p.add_argument("path")
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("safetensors")
+    p.add_argument("path")
+    p.add_argument("--count", type=int, default=64)
+    p.add_argument("--rows", type=int, default=4096)
+    p.add_argument("--cols", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    if a.kind == "vgg16":
+        print(json.dumps(vgg16_caffemodel(a.path, a.scale, a.seed)))
+    else:
+        print(json.dumps(safetensors_checkpoint(a.path, a.count, a.rows, a.cols, a.seed)))
+
+
+if __name__ == "__main__":
+    main()

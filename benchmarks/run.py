@@ -1,0 +1,517 @@
+"""mapspec's speed and memory benchmarks: whole processes, side by side, median of several runs.
+
+    python benchmarks/run.py                      # full sizes (~15 min, ~10 GB of scratch disk)
+    python benchmarks/run.py --quick              # tiny sizes, one run each (what the tests run)
+    python benchmarks/run.py --runs 7 --out results.json --only vgg16,plan
+
+Cases (see benchmarks/README.md for the targets and the latest numbers):
+
+``vgg16-caffe-to-torch``
+    A 553 MB caffemodel with VGG16's blobs -> torchvision state dict through
+    ``benchmarks/specs/vgg16-caffe-to-torch.yaml``, next to ``baseline_caffe_to_torch.py``
+    (protobuf ParseFromString, ``np.array(blob.data)``, ``torch.save`` of the whole dict),
+    ``cp`` of the file and ``python -c "import torch"``.
+``safetensors-rename-4g``
+    A 4 GiB safetensors file (64 x 4096 x 4096 float32) -> safetensors through
+    ``benchmarks/specs/safetensors-rename.yaml`` (renames, a quarter transposed, a quarter cast
+    to bfloat16), next to ``cp`` of the file.
+``plan-inspect``
+    ``mapspec plan`` and ``mapspec inspect`` of the 553 MB caffemodel (metadata only).
+``scaling``
+    The VGG16 conversion at 1/8, 1/4, 1/2 and 1x the bytes (every width scaled by the square root).
+
+Every measured command is a fresh process: wall time from just before its start to its exit,
+peak RSS as GNU time's ``%M`` ("Maximum resident set size" of ``/usr/bin/time -v``).  Before each
+run, all outputs of the case are removed, the inputs are read once (so that every contender starts
+from a warm page cache: this VM pages out cold page cache) and ``sync`` flushes dirty pages;
+commands are interleaved run by run so that drift hits them all alike.  Outputs of mapspec are
+checked against the baseline / an independent numpy computation after the runs.
+Results: a Markdown table on stdout and JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import gen  # noqa: E402  (benchmarks/gen.py)
+
+PY = sys.executable
+MB = 1 << 20
+CASES = ("vgg16", "safetensors", "plan", "scaling")
+GENERATED = ("vgg16*.caffemodel", "vgg16*.json", "vgg16*.pth", "rename-*.safetensors", "rename-*.json",
+             "scaling.pth")  # what the cases write into the work directory
+
+
+class Command(NamedTuple):
+    label: str
+    argv: list
+    output: Optional[Path] = None  # removed before each run
+    inputs: tuple = ()  # read before each run (warm page cache)
+
+
+class Measured(NamedTuple):
+    label: str
+    wall: list  # seconds, one per run
+    rss: list  # peak RSS in bytes, one per run
+
+    @property
+    def wall_median(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def rss_median(self) -> float:
+        return statistics.median(self.rss)
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "wall_s": [round(w, 4) for w in self.wall], "peak_rss_bytes": self.rss,
+                "wall_median_s": round(self.wall_median, 4), "peak_rss_median_mb": round(self.rss_median / MB, 1)}
+
+
+# -- measuring ------------------------------------------------------------------------------------
+
+def _warm(paths) -> None:
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            buf = bytearray(8 * MB)
+            while f.readinto(buf):
+                pass
+
+
+def _remove(path: Optional[Path]) -> None:
+    if path is not None and path.exists():
+        path.unlink()
+
+
+TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None  # GNU time (Debian package "time")
+
+
+def run_once(cmd: Command, clear: tuple = ()) -> tuple:
+    """(wall seconds, peak RSS bytes) of one fresh process running ``cmd``.
+
+    Peak RSS comes from GNU time (``%M``, kilobytes), which starts the command from its own small
+    process: a child forked straight from this Python would report at least this Python's RSS
+    (Linux carries the forked image's high-water mark across exec).  Without GNU time it falls
+    back to ``wait4`` and says so (``rss_method``), which overstates small processes.
+    """
+    for path in (cmd.output, *clear):
+        _remove(path)
+    _warm(cmd.inputs)
+    os.sync()
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    argv = [str(a) for a in cmd.argv]
+    if TIME:
+        argv = [TIME, "-f", "%M", "-o", str(_TIME_OUT), "--", *argv]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd.label}: exit {proc.returncode}: {' '.join(argv)}\n{err}")
+    if TIME:
+        kb = int(_TIME_OUT.read_text().split()[-1])
+    else:
+        kb = usage.ru_maxrss  # Linux: kilobytes
+    return wall, kb * 1024
+
+
+_TIME_OUT = Path(os.environ.get("TMPDIR", "/tmp")) / f"mapspec-bench-{os.getpid()}.time"
+RSS_METHOD = ("GNU time %M (maximum resident set size)" if TIME
+              else "wait4 ru_maxrss (includes the runner's RSS at fork)")
+
+
+def measure(commands: list, runs: int, log) -> dict:
+    """Run every command ``runs`` times, interleaved; {label: Measured}."""
+    walls = {c.label: [] for c in commands}
+    rsss = {c.label: [] for c in commands}
+    outputs = tuple(c.output for c in commands if c.output is not None)
+    for i in range(runs):
+        for c in commands:
+            w, r = run_once(c, clear=outputs)  # every run starts without the other commands' outputs
+            walls[c.label].append(w)
+            rsss[c.label].append(r)
+            log(f"  run {i + 1}/{runs} {c.label}: {w:.3f} s, {r / MB:.0f} MB")
+    for c in commands:
+        _remove(c.output)
+    return {c.label: Measured(c.label, walls[c.label], rsss[c.label]) for c in commands}
+
+
+def mapspec_cmd(*args) -> list:
+    return [PY, "-m", "mapspec", *map(str, args)]
+
+
+# -- checks of the outputs --------------------------------------------------------------------------
+
+_CHECK_TORCH = """
+import sys, torch
+a = torch.load(sys.argv[1], weights_only=True, mmap=True)
+b = torch.load(sys.argv[2], weights_only=True, mmap=True)
+assert list(a) == list(b), (list(a)[:3], list(b)[:3])
+bad = [k for k in a if a[k].dtype != b[k].dtype or not torch.equal(a[k], b[k])]
+assert not bad, bad[:5]
+print(len(a))
+"""
+
+
+def check_torch_equal(ours: Path, baseline: Path) -> str:
+    out = subprocess.run([PY, "-c", _CHECK_TORCH, str(ours), str(baseline)], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"mapspec's output differs from the baseline's:\n{out.stderr}")
+    return f"identical to the baseline ({out.stdout.strip()} tensors, torch.equal)"
+
+
+def check_safetensors(src: Path, out: Path) -> str:
+    """Every output tensor against numpy applied to the source (transpose, cast via ml_dtypes)."""
+    import ml_dtypes
+    import numpy as np
+
+    from mapspec.formats import open_checkpoint
+
+    kinds = {"attn.q": ("self_attn.q_proj.weight", None), "attn.o": ("self_attn.o_proj.weight_t", "T"),
+             "mlp.up": ("mlp.up_proj.weight", "bf16"), "mlp.down": ("mlp.down_proj.weight", None)}
+    with open_checkpoint(src) as r, open_checkpoint(out) as w:
+        names = list(r.infos())
+        if len(w.infos()) != len(names):
+            raise RuntimeError(f"{out}: {len(w.infos())} tensors, expected {len(names)}")
+        for name in names:
+            _, i, a, b, _ = name.split(".")
+            target, op = kinds[f"{a}.{b}"]
+            x = np.asarray(r.read(name))
+            want = x.T if op == "T" else x.astype(ml_dtypes.bfloat16) if op == "bf16" else x
+            got = w.read(f"model.layers.{i}.{target}")
+            if got.dtype != want.dtype or got.shape != want.shape or not np.array_equal(
+                    got.view(np.uint8 if got.dtype.itemsize == 1 else f"u{got.dtype.itemsize}"),
+                    np.ascontiguousarray(want).view(f"u{want.dtype.itemsize}")):
+                raise RuntimeError(f"{out}: {name} -> {target} differs from numpy's result")
+            r.release(name)
+            w.release(f"model.layers.{i}.{target}")
+    return f"all {len(names)} tensors equal numpy's transpose/cast of the source"
+
+
+# -- the cases ----------------------------------------------------------------------------------
+
+class Sizes(NamedTuple):
+    vgg_scale: float
+    st_count: int
+    st_rows: int
+    scaling: tuple
+
+
+FULL = Sizes(1.0, 64, 4096, (0.125, 0.25, 0.5, 1.0))
+QUICK = Sizes(1 / 256, 8, 128, (1 / 2048, 1 / 1024, 1 / 512, 1 / 256))
+
+
+def _vgg16_input(work: Path, scale: float, log) -> tuple:
+    name = "vgg16.caffemodel" if scale == 1 else f"vgg16-x{scale:g}.caffemodel"
+    path = work / name
+    facts_path = path.with_suffix(".json")
+    if path.exists() and facts_path.exists():
+        facts = json.loads(facts_path.read_text())
+        if facts.get("bytes") == path.stat().st_size and facts.get("scale") == scale:
+            return path, facts
+    t = time.perf_counter()
+    facts = gen.vgg16_caffemodel(str(path), scale=scale, seed=0)
+    facts["scale"] = scale
+    facts_path.write_text(json.dumps(facts))
+    log(f"generated {path} ({facts['bytes'] / MB:.0f} MB) in {time.perf_counter() - t:.1f} s")
+    return path, facts
+
+
+def _st_input(work: Path, sizes: Sizes, log) -> tuple:
+    path = work / f"rename-{sizes.st_count}x{sizes.st_rows}.safetensors"
+    facts_path = path.with_suffix(".json")
+    if path.exists() and facts_path.exists():
+        facts = json.loads(facts_path.read_text())
+        if facts.get("bytes") == path.stat().st_size:
+            return path, facts
+    t = time.perf_counter()
+    facts = gen.safetensors_checkpoint(str(path), count=sizes.st_count, rows=sizes.st_rows, cols=sizes.st_rows,
+                                       seed=0)
+    facts_path.write_text(json.dumps(facts))
+    log(f"generated {path} ({facts['bytes'] / MB:.0f} MB) in {time.perf_counter() - t:.1f} s")
+    return path, facts
+
+
+def case_vgg16(work: Path, sizes: Sizes, runs: int, log) -> dict:
+    src, facts = _vgg16_input(work, sizes.vgg_scale, log)
+    ours, base = work / "vgg16-mapspec.pth", work / "vgg16-baseline.pth"
+    spec = HERE / "specs" / "vgg16-caffe-to-torch.yaml"
+    cmds = [Command("mapspec apply", mapspec_cmd("apply", spec, "-s", src, "-O", ours, "-q"), ours, (src,)),
+            Command("baseline (protobuf + torch.save)", [PY, HERE / "baseline_caffe_to_torch.py", src, base], base,
+                    (src,)),
+            Command("cp", ["cp", src, work / "vgg16-copy.caffemodel"], work / "vgg16-copy.caffemodel", (src,)),
+            Command('python -c "import torch"', [PY, "-c", "import torch"]),
+            Command("python -c pass", [PY, "-c", "pass"])]
+    m = measure(cmds, runs, log)
+    run_once(cmds[0])
+    run_once(cmds[1])
+    check = check_torch_equal(ours, base)
+    _remove(ours)
+    _remove(base)
+    me, bl = m["mapspec apply"], m["baseline (protobuf + torch.save)"]
+    rss_limit = facts["largest_bytes"] + 350 * MB
+    targets = {
+        "wall <= 0.5 x baseline": _target(me.wall_median, 0.5 * bl.wall_median, "s"),
+        "peak RSS <= largest tensor + 350 MB": _target(me.rss_median, rss_limit, "B"),
+    }
+    return {"input": facts, "results": m, "targets": targets, "check": check,
+            "ratio_wall_vs_baseline": round(me.wall_median / bl.wall_median, 3),
+            "paired_ratio_wall_vs_baseline": _paired(me.wall, bl.wall),
+            "ratio_rss_vs_baseline": round(me.rss_median / bl.rss_median, 3)}
+
+
+def case_safetensors(work: Path, sizes: Sizes, runs: int, log) -> dict:
+    src, facts = _st_input(work, sizes, log)
+    out = work / "rename-out.safetensors"
+    spec = HERE / "specs" / "safetensors-rename.yaml"
+    cmds = [Command("mapspec apply", mapspec_cmd("apply", spec, "-s", src, "-O", out, "-q"), out, (src,)),
+            Command("cp", ["cp", src, work / "rename-copy.safetensors"], work / "rename-copy.safetensors", (src,)),
+            Command("python -c pass", [PY, "-c", "pass"])]
+    m = measure(cmds, runs, log)
+    run_once(cmds[0])
+    check = check_safetensors(src, out)
+    _remove(out)
+    floor = m["cp"].wall_median + m["python -c pass"].wall_median
+    targets = {
+        "wall <= 1.5 x (cp + interpreter start)": _target(m["mapspec apply"].wall_median, 1.5 * floor, "s"),
+        "peak RSS <= 2 x largest tensor + 300 MB": _target(m["mapspec apply"].rss_median,
+                                                          2 * facts["largest_bytes"] + 300 * MB, "B"),
+    }
+    floors = [c + p for c, p in zip(m["cp"].wall, m["python -c pass"].wall)]
+    return {"input": facts, "results": m, "targets": targets, "check": check,
+            "ratio_wall_vs_cp": round(m["mapspec apply"].wall_median / m["cp"].wall_median, 3),
+            "paired_ratio_wall_vs_cp_plus_start": _paired(m["mapspec apply"].wall, floors)}
+
+
+def case_plan(work: Path, sizes: Sizes, runs: int, log) -> dict:
+    src, facts = _vgg16_input(work, sizes.vgg_scale, log)
+    spec = HERE / "specs" / "vgg16-caffe-to-torch.yaml"
+    cmds = [Command("mapspec plan", mapspec_cmd("plan", spec, "-s", src), None, (src,)),
+            Command("mapspec inspect", mapspec_cmd("inspect", src), None, (src,)),
+            Command("python -c pass", [PY, "-c", "pass"]),
+            Command("python -c 'import mapspec.cli'", [PY, "-c", "import mapspec.cli"])]
+    m = measure(cmds, runs, log)
+    start = m["python -c pass"].wall_median
+    targets = {f"{k} < interpreter start + 0.5 s": _target(m[k].wall_median, start + 0.5, "s")
+               for k in ("mapspec plan", "mapspec inspect")}
+    return {"input": facts, "results": m, "targets": targets}
+
+
+def case_scaling(work: Path, sizes: Sizes, runs: int, log) -> dict:
+    spec = HERE / "specs" / "vgg16-caffe-to-torch.yaml"
+    rows = []
+    base = None
+    for scale in sizes.scaling:
+        src, facts = _vgg16_input(work, scale, log)
+        out = work / "scaling.pth"
+        cmds = [Command(f"mapspec apply x{scale:g}", mapspec_cmd("apply", spec, "-s", src, "-O", out, "-q"), out,
+                        (src,))]
+        if base is None:
+            cmds.append(Command("python -c 'import mapspec.cli'", [PY, "-c", "import mapspec.cli"]))
+        m = measure(cmds, runs, log)
+        if base is None:
+            base = m["python -c 'import mapspec.cli'"]
+        me = m[f"mapspec apply x{scale:g}"]
+        rows.append({"scale": scale, "bytes": facts["bytes"], "largest_bytes": facts["largest_bytes"],
+                     "wall_median_s": round(me.wall_median, 4), "peak_rss_median_mb": round(me.rss_median / MB, 1),
+                     "rss_above_import_mb": round((me.rss_median - base.rss_median) / MB, 1),
+                     "rss_above_import_per_largest": round((me.rss_median - base.rss_median) / facts["largest_bytes"],
+                                                           3),
+                     "seconds_per_gb": round(me.wall_median / (facts["bytes"] / 1e9), 3),
+                     "runs": me.to_json()})
+        if scale != sizes.scaling[-1]:
+            for p in (src, src.with_suffix(".json")):
+                _remove(p)
+    return {"rows": rows, "import_mapspec": base.to_json(), "fit": _fit(rows)}
+
+
+def _fit(rows: list) -> dict:
+    """Least-squares lines wall = a + b * GB and RSS = c + d * largest tensor; and their worst residuals."""
+    def line(xs, ys):
+        n = len(xs)
+        mx, my = sum(xs) / n, sum(ys) / n
+        sxx = sum((x - mx) ** 2 for x in xs)
+        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
+        a = my - b * mx
+        worst = max(abs(y - (a + b * x)) / max(abs(y), 1e-9) for x, y in zip(xs, ys))
+        return round(a, 4), round(b, 4), round(worst, 3)
+
+    gb = [r["bytes"] / 1e9 for r in rows]
+    a, b, w = line(gb, [r["wall_median_s"] for r in rows])
+    c, d, v = line([r["largest_bytes"] / MB for r in rows], [r["peak_rss_median_mb"] for r in rows])
+    return {"wall_s": {"intercept": a, "per_gb": b, "worst_relative_residual": w},
+            "peak_rss_mb": {"intercept": c, "per_mb_of_largest_tensor": d, "worst_relative_residual": v}}
+
+
+def _paired(a: list, b: list) -> dict:
+    """Run-by-run ratios a[i] / b[i] (each pair measured back to back, so drift cancels) and their median."""
+    ratios = [x / y for x, y in zip(a, b)]
+    return {"median": round(statistics.median(ratios), 3), "each": [round(r, 3) for r in ratios]}
+
+
+def _target(value: float, limit: float, unit: str) -> dict:
+    return {"value": round(value, 4) if unit == "s" else int(value), "limit": round(limit, 4) if unit == "s"
+            else int(limit), "unit": unit, "met": bool(value <= limit)}
+
+
+# -- reporting ------------------------------------------------------------------------------------
+
+def machine() -> dict:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    versions = {}
+    for mod in ("numpy", "torch", "google.protobuf", "ml_dtypes"):
+        out = subprocess.run([PY, "-c", f"import {mod} as m; print(m.__version__)"], capture_output=True, text=True)
+        versions[mod] = out.stdout.strip() or "missing"
+    fs = subprocess.run(["df", "-T", str(ROOT)], capture_output=True, text=True).stdout.splitlines()[-1:]
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
+            "kernel": platform.release(), "python": platform.python_version(), **versions,
+            "filesystem": fs[0].split()[1] if fs else "?"}
+
+
+def _fmt_rss(b: float) -> str:
+    return f"{b / MB:,.0f} MB"
+
+
+def table(report: dict) -> str:
+    lines = ["| case | command | wall (median) | peak RSS (median) | runs |", "|---|---|---|---|---|"]
+    for case, res in report["cases"].items():
+        if case == "scaling":
+            continue
+        for m in res["results"].values():
+            lines.append(f"| {case} | {m['label']} | {m['wall_median_s']:.3f} s | {m['peak_rss_median_mb']:,.0f} MB "
+                         f"| {len(m['wall_s'])} |")
+    out = ["\n".join(lines)]
+    if "scaling" in report["cases"]:
+        rows = ["| scale | file | largest tensor | wall (median) | s/GB | peak RSS (median) | RSS above `import "
+                "mapspec.cli` / largest tensor |", "|---|---|---|---|---|---|---|"]
+        for r in report["cases"]["scaling"]["rows"]:
+            rows.append(f"| {r['scale']:g} | {r['bytes'] / MB:,.0f} MB | {r['largest_bytes'] / MB:,.0f} MB | "
+                        f"{r['wall_median_s']:.3f} s | {r['seconds_per_gb']:.2f} | {r['peak_rss_median_mb']:,.0f} MB | "
+                        f"{r['rss_above_import_per_largest']:.2f} |")
+        out.append("\n".join(rows))
+    targets = ["| case | target | value | limit | met |", "|---|---|---|---|---|"]
+    for case, res in report["cases"].items():
+        for name, t in res.get("targets", {}).items():
+            fmt = (lambda v: f"{v:.3f} s") if t["unit"] == "s" else (lambda v: _fmt_rss(v))
+            targets.append(f"| {case} | {name} | {fmt(t['value'])} | {fmt(t['limit'])} | "
+                           f"{'yes' if t['met'] else '**no**'} |")
+    out.append("\n".join(targets))
+    notes = []
+    for case, res in report["cases"].items():
+        bits = [f"{k.replace('_', ' ')}: {v['median']:.2f} (runs: {', '.join(f'{x:.2f}' for x in v['each'])})"
+                for k, v in res.items() if k.startswith("paired_")]
+        if "check" in res:
+            bits.append(f"output {res['check']}")
+        if "fit" in res:
+            f = res["fit"]
+            bits.append(f"wall ~ {f['wall_s']['intercept']:.2f} s + {f['wall_s']['per_gb']:.2f} s/GB, peak RSS ~ "
+                        f"{f['peak_rss_mb']['intercept']:.0f} MB + {f['peak_rss_mb']['per_mb_of_largest_tensor']:.2f} "
+                        f"x largest tensor (worst residuals {f['wall_s']['worst_relative_residual']:.0%}, "
+                        f"{f['peak_rss_mb']['worst_relative_residual']:.0%})")
+        if "load_average_1min" in res:
+            bits.append(f"load average {res['load_average_1min'][0]:.2f} -> {res['load_average_1min'][1]:.2f}")
+        notes.append(f"- {case}: " + "; ".join(bits))
+    out.append("\n".join(notes))
+    return "\n\n".join(out)
+
+
+def _jsonable(obj):
+    if isinstance(obj, Measured):
+        return obj.to_json()
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="mapspec speed and memory benchmarks (see benchmarks/README.md)")
+    ap.add_argument("--quick", action="store_true", help="tiny inputs, 1 run each (checks that everything runs)")
+    ap.add_argument("--runs", type=int, help="runs per command (default 5; 1 with --quick)")
+    ap.add_argument("--only", help=f"comma-separated cases: {','.join(CASES)}")
+    ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--workdir", default=str(HERE / "out"), help="where inputs and outputs go (default benchmarks/out)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated inputs (default: remove the big ones)")
+    ap.add_argument("--quiet", action="store_true", help="no per-run log on stderr")
+    a = ap.parse_args(argv)
+    runs = a.runs or (1 if a.quick else 5)
+    only = a.only.split(",") if a.only else list(CASES)
+    unknown = [c for c in only if c not in CASES]
+    if unknown:
+        ap.error(f"unknown case {unknown[0]!r} (cases: {', '.join(CASES)})")
+    if shutil.which("cp") is None:
+        ap.error("needs cp")
+    sizes = QUICK if a.quick else FULL
+    work = Path(a.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        if not a.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    fns = {"vgg16": ("vgg16-caffe-to-torch", case_vgg16), "safetensors": ("safetensors-rename-4g", case_safetensors),
+           "plan": ("plan-inspect", case_plan), "scaling": ("scaling", case_scaling)}
+    report = {"machine": machine(), "runs": runs, "quick": a.quick, "date": time.strftime("%Y-%m-%d %H:%M"),
+              "rss_method": RSS_METHOD, "cases": {}}
+    t0 = time.perf_counter()
+    try:
+        for key in only:
+            name, fn = fns[key]
+            log(f"== {name}")
+            load = os.getloadavg()[0]
+            report["cases"][name] = _jsonable(fn(work, sizes, runs, log))
+            report["cases"][name]["load_average_1min"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+    finally:
+        _remove(_TIME_OUT)
+        if not a.keep:
+            for pattern in GENERATED:
+                for p in work.glob(pattern):
+                    p.unlink()
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    mc = report["machine"]
+    print(f"machine: {mc['cpu']}, {mc['cores']} cores, {mc['memory_gib']} GiB, Linux {mc['kernel']}, "
+          f"{mc['filesystem']}; Python {mc['python']}, numpy {mc['numpy']}, torch {mc['torch']}, "
+          f"protobuf {mc['google.protobuf']}; median of {runs} run{'s' if runs > 1 else ''}; peak RSS by {RSS_METHOD}"
+          + ("\n(quick sizes: the targets are meant for the full sizes)" if a.quick else "") + "\n")
+    print(table(report))
+    if a.out:
+        Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
