@@ -56,7 +56,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import MappedFile, Reader, TensorInfo, Writer, save_with
+from .base import MappedFile, Reader, TensorInfo, Writer, check_shape, save_with
 
 NAME = "mxnet"
 LIST_MAGIC = 0x112
@@ -241,6 +241,7 @@ class ParamsReader(Reader):
         for d in shape:
             nbytes *= d
         self._file.check_span(cur.pos, nbytes, f"data of array #{i} (shape {shape}, {dtype})")
+        check_shape(self.path, shape, dtypes.itemsize(dtype), f"array #{i}", offset=at)  # (0, 2**62): empty, impossible
         data_at = cur.pos
         cur.pos += nbytes
         return ArrayHeader(at, version, shape, dtype, data_at, nbytes)

@@ -11,17 +11,24 @@ from __future__ import annotations
 import ast
 import struct
 import zipfile
+import zlib
 from typing import Sequence
 
 import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError
-from .base import MappedFile, Reader, TensorInfo, Writer, save_with
+from .base import MappedFile, Reader, TensorInfo, Writer, check_shape, save_with
 
 NAME = "npz"
+# What the zipfile module raises on damaged archives: structure errors, unsupported
+# features (NotImplementedError: zip version, compression method), encrypted members
+# (RuntimeError), deflate errors (zlib.error), empty member names (IndexError), ...
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error,
+               NotImplementedError, RuntimeError, IndexError, KeyError, OverflowError, zlib.error)
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # zip local file header, 30 bytes
 _NPY_MAGIC = b"\x93NUMPY"
+_MAX_DEFLATE_RATIO = 1040  # deflate expands at most ~1032:1; a larger claim is a lie
 
 
 def sniff(path: str, head: bytes) -> bool:
@@ -57,12 +64,15 @@ def _parse_npy_header(raw: bytes, path: str, where: int, member: str):
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
         raise FormatError(path, f"member {member!r}: .npy header lacks descr/fortran_order/shape", offset=where)
     shape = header["shape"]
-    if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, tuple) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                               for d in shape):
         raise FormatError(path, f"member {member!r}: bad shape {shape!r} in .npy header", offset=where)
     try:
         dt = np.dtype(header["descr"]) if isinstance(header["descr"], str) else None
-    except TypeError:
-        dt = None
+    except (TypeError, ValueError, SyntaxError, KeyError, RecursionError, MemoryError):
+        # numpy parses comma strings ("f4,i8") with its own literal parser; anything it cannot read is bad
+        raise FormatError(path, f"member {member!r}: dtype {header['descr']!r} is not a numpy type",
+                          offset=where) from None
     if dt is None or dt.hasobject:
         raise FormatError(path, f"member {member!r}: dtype {header['descr']!r} is not a plain numeric type "
                           f"(pickled object arrays are refused)", offset=where)
@@ -70,6 +80,7 @@ def _parse_npy_header(raw: bytes, path: str, where: int, member: str):
         name = dtypes.name_of(dt)
     except KeyError:
         raise FormatError(path, f"member {member!r}: unsupported dtype {dt.str!r}", offset=where) from None
+    check_shape(path, shape, dt.itemsize, f"member {member!r}", offset=where)
     return dt, shape, bool(header["fortran_order"]), start + hlen, name
 
 
@@ -82,14 +93,32 @@ class NpzReader(Reader):
         try:
             self._zip = zipfile.ZipFile(path)
             members = self._zip.infolist()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as e:
+        except _ZIP_ERRORS as e:
             self._file.close()
             raise FormatError(path, f"not a readable zip archive: {e}") from None
+        try:
+            self._scan(members)
+        except BaseException:
+            self.close()
+            raise
+
+    def _scan(self, members) -> None:
+        path = self.path
         self._where: dict[str, tuple] = {}
         for zi in members:
+            if not zi.filename:
+                raise FormatError(path, "a zip member has an empty name", offset=zi.header_offset)
             if zi.is_dir():
                 continue
             key = zi.filename[:-4] if zi.filename.endswith(".npy") else zi.filename
+            if key in self._where:
+                raise FormatError(path, f"two zip members hold tensor {key!r} ({self._where[key][0].filename!r} "
+                                  f"and {zi.filename!r})", offset=zi.header_offset, tensor=key)
+            if zi.compress_type == zipfile.ZIP_DEFLATED and \
+                    zi.file_size > _MAX_DEFLATE_RATIO * zi.compress_size + 1024:
+                raise FormatError(path, f"member {zi.filename!r} claims {zi.file_size} bytes from "
+                                  f"{zi.compress_size} compressed bytes, more than deflate can expand (corrupt "
+                                  f"file or zip bomb)", offset=zi.header_offset)
             if zi.compress_type == zipfile.ZIP_STORED:
                 data_start = self._data_offset(zi)
                 head = self._file.bytes(data_start, min(zi.file_size, 4096), f"member {zi.filename!r}")
@@ -97,7 +126,7 @@ class NpzReader(Reader):
                 try:
                     with self._zip.open(zi) as f:
                         head = f.read(4096)
-                except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+                except _ZIP_ERRORS as e:
                     raise FormatError(path, f"member {zi.filename!r}: {e}", offset=zi.header_offset) from None
                 data_start = None
             dt, shape, fortran, hlen, dname = _parse_npy_header(head, path, zi.header_offset, zi.filename)
@@ -127,8 +156,8 @@ class NpzReader(Reader):
             try:
                 with self._zip.open(zi) as f:
                     f.seek(hlen)
-                    raw = f.read()
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+                    raw = f.read(info.numel * dt.itemsize + 1)  # never more than the header promised
+            except _ZIP_ERRORS as e:
                 raise FormatError(self.path, f"{e}", tensor=info.name) from None
             if len(raw) != info.numel * dt.itemsize:
                 raise FormatError(self.path, "member data is truncated", tensor=info.name)

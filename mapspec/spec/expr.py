@@ -22,6 +22,10 @@ _TOKEN = re.compile(r"\s*(?:(?P<int>[0-9]+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P
                     r"|(?P<op>//|[-+*%()\[\]]))")
 
 MAX_INT = 1 << 62
+# Bounds that keep parsing, type checking and evaluation (all recursive over the tree) far
+# from Python's recursion limit; a spec's expressions are a few tokens long.
+MAX_TOKENS = 256
+MAX_NESTING = 32
 
 
 class ExprError(ValueError):
@@ -78,8 +82,17 @@ class _Parser:
                 raise ExprError(f"unexpected character {text[pos:].lstrip()[:1]!r}", pos)
             kind = m.lastgroup
             self.tokens.append((kind, m.group(kind), m.start(kind)))
+            if len(self.tokens) > MAX_TOKENS:
+                raise ExprError(f"expression is too long (more than {MAX_TOKENS} tokens)", m.start(kind))
             pos = m.end()
         self.i = 0
+        self.depth = 0
+
+    def _enter(self, col: int) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ExprError(f"expression is nested too deeply (more than {MAX_NESTING} levels of (), [] or -)",
+                            col)
 
     def peek(self):
         return self.tokens[self.i] if self.i < len(self.tokens) else ("end", "", len(self.text))
@@ -119,16 +132,21 @@ class _Parser:
 
     def unary(self) -> Node:
         if self.peek() [1] == "-" and self.peek()[0] == "op":
-            self.take()
-            return Neg(self.unary())
+            _, _, col = self.take()
+            self._enter(col)
+            node = Neg(self.unary())
+            self.depth -= 1
+            return node
         return self.postfix()
 
     def postfix(self) -> Node:
         node = self.atom()
         while self.peek()[1] == "[" and self.peek()[0] == "op":
             _, _, col = self.take()
+            self._enter(col)
             idx = self.expr()
             self.expect("]")
+            self.depth -= 1
             node = Index(node, idx, col)
         return node
 
@@ -141,8 +159,10 @@ class _Parser:
         if kind == "str":
             return Str(text[1:-1])
         if text == "(":
+            self._enter(col)
             node = self.expr()
             self.expect(")")
+            self.depth -= 1
             return node
         raise ExprError(f"expected a number, a name or '(', found {text or 'end of expression'!r}", col)
 

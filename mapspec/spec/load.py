@@ -54,12 +54,30 @@ def _loc(d, key, default: Location) -> Location:
 def _endpoint(raw, spec_dir: str, default: Location) -> Endpoint:
     if not isinstance(raw, dict):
         return Endpoint(loc=default)
-    template = raw.get("template")
-    if isinstance(template, str):
+    # Values of the wrong type were reported by the schema; they are left out here.
+    def text(key: str) -> Optional[str]:
+        v = raw.get(key)
+        return v if isinstance(v, str) else None
+
+    def mapping(key: str) -> dict:
+        v = raw.get(key)
+        return dict(v) if isinstance(v, dict) else {}
+
+    template = text("template")
+    if template is not None:
         template = os.path.normpath(os.path.join(spec_dir, template))
-    return Endpoint(format=raw.get("format"), template=template, dtype=raw.get("dtype"),
-                    options=dict(raw.get("options") or {}),
-                    template_options=dict(raw.get("template_options") or {}), loc=getattr(raw, "loc", default))
+    return Endpoint(format=text("format"), template=template, dtype=text("dtype"), options=mapping("options"),
+                    template_options=mapping("template_options"), loc=getattr(raw, "loc", default))
+
+
+def _non_text_names(mapping, what: str, default: Location, rule: Optional[str] = None) -> list[SpecError]:
+    """Errors for keys that are not text (YAML reads ``2:`` as an integer; the schema's name pattern
+    only applies to strings)."""
+    if not isinstance(mapping, dict):
+        return []
+    return [SpecError(f"{what} name {k!r} is not a name (letters, digits and _, not starting with a digit)",
+                      mapping.key_loc(k) if isinstance(mapping, LocDict) else default, rule)
+            for k in mapping if not isinstance(k, str)]
 
 
 def _names_for(rule_raw: dict, pattern: Optional[Pattern], vars_: dict) -> dict[str, str]:
@@ -70,6 +88,8 @@ def _names_for(rule_raw: dict, pattern: Optional[Pattern], vars_: dict) -> dict[
     each = rule_raw.get("each")
     if isinstance(each, dict):
         for k, v in each.items():
+            if not isinstance(k, str):
+                continue
             vals = v if isinstance(v, list) else None
             if vals and all(isinstance(x, str) for x in vals):
                 names[k] = "str"
@@ -103,7 +123,9 @@ class _Builder:
         self.errors += schema_errors
         skip = schema.failing_rules(schema_errors, doc)
         spec_dir = os.path.dirname(os.path.abspath(self.path))
-        vars_ = dict(doc.get("vars") or {}) if isinstance(doc.get("vars"), dict) else {}
+        raw_vars = doc.get("vars") if isinstance(doc.get("vars"), dict) else {}
+        self.errors += _non_text_names(raw_vars, "var", doc.loc)
+        vars_ = {k: v for k, v in raw_vars.items() if isinstance(k, str)}
         spec = Spec(
             path=self.path,
             name=doc.get("name") if isinstance(doc.get("name"), str) else Path(self.path).stem,
@@ -113,7 +135,7 @@ class _Builder:
             vars=vars_,
             rules=[],
             ignore=[],
-            relax=set(doc.get("relax") or []) if isinstance(doc.get("relax"), list) else set(),
+            relax={r for r in doc.get("relax") if isinstance(r, str)} if isinstance(doc.get("relax"), list) else set(),
             verify=doc.get("verify") if isinstance(doc.get("verify"), dict) else None,
         )
         self._check_endpoint(spec.source, doc, "source")
@@ -220,6 +242,10 @@ class _Builder:
             to_template = None
         # each: values or ranges, expressions over vars only
         each = raw.get("each") or {}
+        bad_names = _non_text_names(each, "'each' variable", loc, label)
+        if bad_names or not isinstance(each, dict):  # the rule is reported, not built
+            self.errors += bad_names
+            each = {}
         each_names = {k: t for k, t in names.items() if k not in each}
         for var, spec_v in each.items():
             if pattern is not None and var in pattern.captures:

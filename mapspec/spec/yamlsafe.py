@@ -8,6 +8,8 @@
 * Anchors/aliases are allowed but bounded: the document's size with every alias
   expanded may not exceed ``MAX_NODES`` (the "billion laughs" attack expands to
   billions), and recursive aliases are refused.
+* Nesting is bounded (``MAX_DEPTH`` levels, aliases expanded), so that nothing that
+  walks the document recursively afterwards can exhaust the Python stack.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from ..errors import Location, SpecError
 
 MAX_NODES = 200_000
 MAX_BYTES = 16 * 1024 * 1024
+# A spec is a few levels deep; everything downstream (schema validation, checks) walks the
+# document recursively, so a deeper one is refused here, with aliases expanded.
+MAX_DEPTH = 64
 
 
 class LocDict(dict):
@@ -111,6 +116,7 @@ def _children(node: yaml.Node) -> list:
 def _expanded_size(root: yaml.Node, filename: str) -> int:
     """Number of nodes with every alias expanded; refuses recursion and oversize documents."""
     memo: dict[int, int] = {}
+    height: dict[int, int] = {}
     on_stack: set[int] = set()
     # Iterative post-order walk: deep nesting cannot exhaust the Python stack.
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
@@ -119,11 +125,16 @@ def _expanded_size(root: yaml.Node, filename: str) -> int:
         key = id(node)
         if done:
             on_stack.discard(key)
-            total = 1 + sum(memo[id(c)] for c in _children(node))
+            kids = _children(node)
+            total = 1 + sum(memo[id(c)] for c in kids)
             if total > MAX_NODES:
                 raise SpecError(f"the YAML document expands to more than {MAX_NODES} nodes "
                                 f"(anchors and aliases multiply it); refusing to load it",
                                 _mark(filename, node))
+            height[key] = 1 + max((height[id(c)] for c in kids), default=0)
+            if height[key] > MAX_DEPTH:
+                raise SpecError(f"the YAML document is nested more than {MAX_DEPTH} levels deep; a spec needs "
+                                f"a handful", _mark(filename, node))
             memo[key] = total
             continue
         if key in memo:
@@ -144,7 +155,15 @@ def load_text(text: str, filename: str = "<spec>") -> Any:
     """Parse one YAML document safely into LocDict/LocList/scalars."""
     if len(text) > MAX_BYTES:
         raise SpecError(f"spec is {len(text)} bytes; the limit is {MAX_BYTES}", Location(filename))
-    loader = _Loader(text)
+    try:
+        # The reader checks for non-printable characters on construction already.
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        code = e.character if isinstance(e.character, int) else ord(e.character[:1] or "\0")
+        raise SpecError(f"YAML syntax error: control character {code:#04x} is not allowed in YAML text "
+                        f"(a binary file, or a stray byte)", Location(filename, line, col)) from None
     loader.filename = filename
     try:
         node = loader.get_single_node()
