@@ -203,7 +203,7 @@ class TorchRunner(Runner):
         if problems:
             raise MapspecError(f"{weights}: does not load into the torch model with strict=True ("
                                + "; ".join(problems) + ")")
-        self.model.eval()
+        self.model.train(False)  # inference mode: BatchNorm uses running stats, dropout is off
 
     def run(self, x, capture=False):
         torch = self.torch

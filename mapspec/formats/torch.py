@@ -3,8 +3,8 @@
 Reading goes through ``torch.load(path, map_location="cpu", weights_only=True,
 mmap=True)``: torch's restricted unpickler, never the full one, so a checkpoint is
 data and never code.  A pickle that needs anything outside weights_only's
-allow-list is refused with a :class:`FormatError` (we never retry with
-``weights_only=False``).  ``mmap=True`` maps the zip's storages instead of reading
+allow-list is refused with a :class:`FormatError` (we never retry
+with weights_only off).  ``mmap=True`` maps the zip's storages instead of reading
 them, so names/shapes/dtypes cost no tensor I/O; legacy (pre-zip) pickles cannot be
 mapped and are loaded whole by torch.
 

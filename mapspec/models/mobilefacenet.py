@@ -128,7 +128,7 @@ def mobilefacenet(normalize: bool = True):
             x = self.conv_6dw7_7(self.conv_6sep(x))
             return self.fc1(self.pre_fc1(torch.flatten(x, 1)))
 
-    return MobileFaceNet().eval()
+    return MobileFaceNet().train(False)  # inference mode
 
 
 # -- Caffe -----------------------------------------------------------------------------------
