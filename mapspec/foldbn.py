@@ -144,6 +144,19 @@ def fold_net(net, chains: list[Chain]):
     return out
 
 
+MAX_UNKNOWN_NOTES = 10
+
+
+def _unknown_notes(prototxt: str, unknown: list) -> list[str]:
+    """Notes for the prototxt fields mapspec's schema skipped: the folded prototxt will not have them."""
+    notes = [f"{prototxt}:{u.line}: {u.path} is not a Caffe field mapspec knows (a fork's extension?); "
+             f"it is left out of the folded prototxt, add it back by hand if your Caffe needs it"
+             for u in unknown[:MAX_UNKNOWN_NOTES]]
+    if len(unknown) > MAX_UNKNOWN_NOTES:
+        notes.append(f"{prototxt}: {len(unknown) - MAX_UNKNOWN_NOTES} more unknown fields left out as well")
+    return notes
+
+
 @dataclass
 class FoldResult:
     prototxt: str
@@ -158,11 +171,12 @@ def fold_bn(prototxt: str, caffemodel: str, out_prefix: str, force: bool = False
             verify: bool = False, seed: int = 0) -> FoldResult:
     from . import engine
     from .formats import open_checkpoint
-    from .formats.prototxt import dump, load_net
+    from .formats.prototxt import dump, load_net_with_unknown
     from .spec.load import load_spec
 
-    net = load_net(prototxt)
+    net, unknown = load_net_with_unknown(prototxt)
     chains, notes = find_chains(net)
+    notes += _unknown_notes(prototxt, unknown)
     if not chains:
         raise MapspecError(f"{prototxt}: no Convolution -> BatchNorm chain to fold"
                            + (f" ({'; '.join(notes)})" if notes else ""))

@@ -110,6 +110,14 @@ def load_net(source, path: str = "<text>"):
     return _load(source, path)[0]
 
 
+def load_net_with_unknown(source, path: str = "<text>") -> tuple:
+    """(``NetParameter``, [:class:`~mapspec.formats.caffe_pb.UnknownField`]) like :func:`load_net`, with the
+    fields of a prototxt that mapspec's Caffe schema does not know (they were skipped: a caller that
+    writes the net back out must tell the user they are gone)."""
+    net, unknown, _ = _load(source, path)
+    return net, unknown
+
+
 def dump(net) -> str:
     """Prototxt text of a ``NetParameter`` (blobs left out), e.g. to write a BN-folded net."""
     from google.protobuf import text_format
