@@ -215,7 +215,8 @@ def _check_layout(a: dict, n: int) -> None:
         raise _ShapeError(f"layout {layout!r} is not supported (only channels-first {want})")
 
 
-def _infer_conv(a: dict, s: list):
+def _data_and_kernel(a: dict, s: list) -> tuple:
+    """(data shape, kernel, number of spatial axes) of a (De)Convolution, checked against each other."""
     data = _need(s[0])
     k = tuple(a["kernel"])
     n = len(k)
@@ -224,6 +225,11 @@ def _infer_conv(a: dict, s: list):
     _check_layout(a, n)
     if len(data) != n + 2:
         raise _ShapeError(f"data shape {data} should have {n + 2} dimensions for kernel {k}")
+    return data, k, n
+
+
+def _infer_conv(a: dict, s: list):
+    data, k, n = _data_and_kernel(a, s)
     stride, dilate, pad = _spatial(a, "stride", n, 1), _spatial(a, "dilate", n, 1), _spatial(a, "pad", n, 0)
     nf, g, c = a["num_filter"], a["num_group"], data[1]
     if g < 1 or nf < 1 or min(k) < 1 or min(stride) < 1 or min(dilate) < 1 or min(pad) < 0:
@@ -263,14 +269,7 @@ def deconv_pad_adj(a: dict, data: tuple) -> tuple:
 
 
 def _infer_deconv(a: dict, s: list):
-    data = _need(s[0])
-    k = tuple(a["kernel"])
-    n = len(k)
-    if n not in (1, 2, 3):
-        raise _ShapeError(f"kernel {k} must have 1, 2 or 3 entries")
-    _check_layout(a, n)
-    if len(data) != n + 2:
-        raise _ShapeError(f"data shape {data} should have {n + 2} dimensions for kernel {k}")
+    data, k, n = _data_and_kernel(a, s)
     stride, dilate = _spatial(a, "stride", n, 1), _spatial(a, "dilate", n, 1)
     pad, adj = deconv_pad_adj(a, data)
     nf, g, c = a["num_filter"], a["num_group"], data[1]
