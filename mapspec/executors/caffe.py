@@ -98,19 +98,6 @@ def _blob_count(layer) -> Optional[int]:
     return 0
 
 
-def _state_meets_rule(rule, level: int, stages: set) -> bool:
-    """Caffe's ``Net::StateMeetsRule`` for phase TEST."""
-    if rule.HasField("phase") and rule.phase != PHASE_TEST:
-        return False
-    if rule.HasField("min_level") and level < rule.min_level:
-        return False
-    if rule.HasField("max_level") and level > rule.max_level:
-        return False
-    if any(s not in stages for s in rule.stage):
-        return False
-    return not any(s in stages for s in rule.not_stage)
-
-
 def _load_net(net):
     """(NetParameter with the new ``layer`` list, a name for messages) from a path, text or message."""
     from ..formats import caffe_pb
@@ -198,17 +185,15 @@ class CaffeExecutor(Executor):
     # -- set-up --------------------------------------------------------------
     def _filtered_layers(self) -> list:
         """The layers of the TEST-phase net (Caffe's ``Net::FilterNet``)."""
+        from ..formats import caffe_layers
+
         level, stages = int(self.net.state.level), set(self.net.state.stage)
         kept = []
         for layer in self.net.layer:
             if len(layer.include) and len(layer.exclude):
                 raise MapspecError(f"{self.path}: layer {layer.name!r} specifies both include and exclude rules; "
                                    f"Caffe accepts one or the other")
-            if len(layer.include):
-                keep = any(_state_meets_rule(r, level, stages) for r in layer.include)
-            else:
-                keep = not any(_state_meets_rule(r, level, stages) for r in layer.exclude)
-            if keep:
+            if caffe_layers.in_phase(layer, PHASE_TEST, level, stages):
                 kept.append(layer)
         return kept
 

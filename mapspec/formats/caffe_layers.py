@@ -634,11 +634,12 @@ def _rule_matches(rule, phase: int, level: int = 0, stages: Sequence[str] = ()) 
     return True
 
 
-def in_phase(layer, phase: int = 1) -> bool:
-    """Does the layer exist in a net of this phase (Caffe's FilterNet; TEST = 1 by default)?"""
+def in_phase(layer, phase: int = 1, level: int = 0, stages: Sequence[str] = ()) -> bool:
+    """Does the layer exist in a net of this phase, level and stages (Caffe's FilterNet; TEST = 1 by
+    default)?"""
     if len(layer.include):
-        return any(_rule_matches(r, phase) for r in layer.include)
-    return not any(_rule_matches(r, phase) for r in layer.exclude)
+        return any(_rule_matches(r, phase, level, stages) for r in layer.include)
+    return not any(_rule_matches(r, phase, level, stages) for r in layer.exclude)
 
 
 def total(shapes: Sequence[Shape]) -> int:
