@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mapspec
+from mapspec.errors import MapspecError
 from mapspec.formats import TensorInfo, module
 from mapspec.formats import torch as tf
 from mapspec.formats.chunks import c_order_chunks
@@ -308,3 +309,15 @@ def test_caffe_writer_streams_views_in_little_endian_pieces(tmp_path, monkeypatc
     assert tuple(layer.blobs[0].shape.dim) == w.shape
     np.testing.assert_array_equal(np.array(layer.blobs[0].data, np.float32), np.ascontiguousarray(w).reshape(-1))
     np.testing.assert_array_equal(np.array(layer.blobs[1].double_data), b)
+
+
+@pytest.mark.parametrize("fmt,suffix", [("safetensors", ".safetensors"), ("torch", ".pt"), ("mxnet", ".params"),
+                                        ("keras", ".h5")])
+def test_writers_refuse_a_dtype_mapspec_has_no_name_for(tmp_path, fmt, suffix):
+    """One dtype check for every writer (Writer._check_dtype): a complex array is a clean error, not a KeyError."""
+    w = module(fmt).create(str(tmp_path / f"m{suffix}"), [TensorInfo("d/a", (2,), "float32")])
+    try:
+        with pytest.raises(MapspecError, match=r"tensor 'd/a' arrived as complex64 but was announced as float32"):
+            w.write("d/a", np.arange(2, dtype=np.complex64))
+    finally:
+        w.abort()

@@ -149,6 +149,18 @@ class Writer:
                                f"announced {tuple(info.shape)}")
         return info
 
+    def _check_dtype(self, name: str, info: TensorInfo, array: np.ndarray,
+                     why: str = "cast it before writing") -> str:
+        """The announced dtype of ``info``; a MapspecError if ``array`` arrived in another one."""
+        want = announced_dtype(info)
+        try:
+            have = dtypes.name_of(array.dtype)
+        except KeyError:  # a dtype mapspec has no name for (complex, object, ...)
+            have = str(array.dtype)
+        if have != want:
+            raise MapspecError(f"{self.path}: tensor {name!r} arrived as {have} but was announced as {want}; {why}")
+        return want
+
     def write(self, name: str, array: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -160,6 +172,11 @@ class Writer:
 
     def abort(self) -> None:
         """Release resources after a failure; the engine removes the temporary file."""
+
+
+def announced_dtype(info: TensorInfo) -> str:
+    """The announced dtype of a tensor; one whose dtype the source format did not fix is float32."""
+    return dtypes.canonical(info.dtype) if info.dtype else "float32"
 
 
 def save_with(create, path, tensors: Mapping[str, np.ndarray], **options) -> None:

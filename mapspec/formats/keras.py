@@ -66,7 +66,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import MappedFile, Reader, TensorInfo, Writer, save_with
+from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, save_with
 
 NAME = "keras"
 LEGACY, KERAS3 = "legacy", "keras3"
@@ -763,7 +763,7 @@ class KerasWriter(Writer):
             raise MapspecError(f"{path}: unknown Keras layout {layout!r} (use 'legacy' or 'keras3')")
         self.layout = layout
         for i in self.infos:
-            dn = _dtype_of(i)
+            dn = announced_dtype(i)
             if dn not in WRITE_DTYPES or (layout == LEGACY and dn == "bfloat16"):
                 raise MapspecError(f"{path}: tensor {i.name!r} is {dn}, which the Keras {layout} layout cannot "
                                    "hold in a form Keras reads; cast it to float32"
@@ -800,10 +800,7 @@ class KerasWriter(Writer):
     def write(self, name: str, array: np.ndarray) -> None:
         array = np.asarray(array)
         info = self._check(name, array)
-        want, have = _dtype_of(info), dtypes.name_of(array.dtype)
-        if have != want:
-            raise MapspecError(f"{self.path}: tensor {name!r} arrived as {have} but was announced as {want}; "
-                               "cast it before writing")
+        want = self._check_dtype(name, info, array)
         dpath = self.plan.datasets[name]
         parent, _, leaf = dpath.rpartition("/")
         grp = self._f.require_group(parent) if parent else self._f
@@ -822,10 +819,6 @@ class KerasWriter(Writer):
             self._f.close()
         except Exception:  # the file is being discarded anyway
             pass
-
-
-def _dtype_of(info: TensorInfo) -> str:
-    return dtypes.canonical(info.dtype) if info.dtype else "float32"
 
 
 # Options a user may give (spec source/target options, --option); anything else is an error.

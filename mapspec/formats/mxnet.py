@@ -56,7 +56,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import MappedFile, Reader, TensorInfo, Writer, check_shape, save_with
+from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, save_with
 
 NAME = "mxnet"
 LIST_MAGIC = 0x112
@@ -408,7 +408,7 @@ class ParamsWriter(Writer):
                                    f"{full!r}")
             seen[full] = info.name
             names.append(full)
-            dt = _dtype_of(info)
+            dt = announced_dtype(info)
             if dt not in WRITE_DTYPES:
                 why = "cannot load" if dt in FLAG_OF else "has no type for"
                 raise FormatError(path, f"MXNet 1.x {why} {dt}; cast this tensor to one of "
@@ -427,14 +427,7 @@ class ParamsWriter(Writer):
     def write(self, name: str, array: np.ndarray) -> None:
         array = np.asarray(array)
         info = self._check(name, array)
-        want = _dtype_of(info)
-        try:
-            have = dtypes.name_of(array.dtype)
-        except KeyError:
-            have = str(array.dtype)
-        if have != want:
-            raise MapspecError(f"{self.path}: tensor {name!r} arrived as {have} but was announced as {want} "
-                               f"(cast it before writing)")
+        want = self._check_dtype(name, info, array)
         self._fh.write(array_header(array.shape, want, self.version))
         for piece in _chunks(array):
             self._fh.write(piece)
@@ -450,11 +443,6 @@ class ParamsWriter(Writer):
 
     def abort(self) -> None:
         self._fh.close()
-
-
-def _dtype_of(info: TensorInfo) -> str:
-    """The announced dtype; a tensor whose dtype the source did not fix is float32."""
-    return dtypes.canonical(info.dtype) if info.dtype else "float32"
 
 
 # Options a user may give (spec source/target options, --option); anything else is an error.

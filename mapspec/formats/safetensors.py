@@ -44,7 +44,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import MappedFile, Reader, TensorInfo, Writer, check_shape, save_with
+from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, save_with
 from .chunks import c_order_chunks
 
 NAME = "safetensors"
@@ -238,19 +238,14 @@ def header_bytes(infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, st
     for info in infos:
         if info.name == "__metadata__":
             raise MapspecError("a safetensors file cannot hold a tensor named '__metadata__'; rename it")
-        code = NAMES[_dtype_of(info)]
-        n = info.numel * dtypes.itemsize(_dtype_of(info))
+        code = NAMES[announced_dtype(info)]
+        n = info.numel * dtypes.itemsize(announced_dtype(info))
         head[info.name] = {"dtype": code, "shape": [int(d) for d in info.shape],
                            "data_offsets": [offset, offset + n]}
         offset += n
     text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % _ALIGN)
     return struct.pack("<Q", len(text)) + text, offset
-
-
-def _dtype_of(info: TensorInfo) -> str:
-    """The announced dtype; a tensor whose dtype the source format did not fix is float32."""
-    return dtypes.canonical(info.dtype) if info.dtype else "float32"
 
 
 class SafetensorsWriter(Writer):
@@ -277,11 +272,7 @@ class SafetensorsWriter(Writer):
     def write(self, name: str, array: np.ndarray) -> None:
         array = np.asarray(array)
         info = self._check(name, array)
-        want = _dtype_of(info)
-        have = dtypes.name_of(array.dtype)
-        if have != want:
-            raise MapspecError(f"{self.path}: tensor {name!r} arrived as {have} but was announced as {want}; "
-                               f"the header is already written (cast it before writing)")
+        self._check_dtype(name, info, array, why="the header is already written (cast it before writing)")
         for piece in _chunks(array):
             self._fh.write(piece)
 

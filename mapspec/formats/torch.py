@@ -73,7 +73,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import Reader, TensorInfo, Writer, save_with
+from .base import Reader, TensorInfo, Writer, announced_dtype, save_with
 from .chunks import c_order_chunks
 
 NAME = "torch"
@@ -426,7 +426,7 @@ def data_pickle(infos: Sequence[TensorInfo], wrap: Optional[str] = None) -> byte
     """
     state: dict = {}
     for i, info in enumerate(infos):
-        spec = DTYPES[_dtype_of(info)]
+        spec = DTYPES[announced_dtype(info)]
         shape = tuple(int(d) for d in info.shape)
         hooks = collections.OrderedDict()
         if spec.storage:
@@ -434,7 +434,7 @@ def data_pickle(infos: Sequence[TensorInfo], wrap: Optional[str] = None) -> byte
             args = (_Storage(pid), 0, shape, _strides(shape), False, hooks)
             state[info.name] = _Tensor(_global("torch._utils", "_rebuild_tensor_v2"), args)
         else:
-            nbytes = info.numel * dtypes.itemsize(_dtype_of(info))
+            nbytes = info.numel * dtypes.itemsize(announced_dtype(info))
             pid = ("storage", _global("torch.storage", "UntypedStorage"), str(i), "cpu", nbytes)
             args = (_Storage(pid), 0, shape, _strides(shape), False, hooks, _global("torch", spec.torch_name))
             state[info.name] = _Tensor(_global("torch._utils", "_rebuild_tensor_v3"), args)
@@ -442,11 +442,6 @@ def data_pickle(infos: Sequence[TensorInfo], wrap: Optional[str] = None) -> byte
     buf = io.BytesIO()
     _Pickler(buf, protocol=_PICKLE_PROTOCOL).dump(obj)
     return buf.getvalue()
-
-
-def _dtype_of(info: TensorInfo) -> str:
-    """The announced dtype; a tensor whose dtype the source format did not fix is float32."""
-    return dtypes.canonical(info.dtype) if info.dtype else "float32"
 
 
 def _contiguous_native(array: np.ndarray) -> np.ndarray:
@@ -603,19 +598,16 @@ class TorchWriter(Writer):
         else:
             self._torch = torch = _torch()
             for info in self.infos:  # fail before collecting anything
-                td = getattr(torch, DTYPES[_dtype_of(info)].torch_name, None)
+                td = getattr(torch, DTYPES[announced_dtype(info)].torch_name, None)
                 if td is None:
                     raise MapspecError(f"{path}: this torch ({torch.__version__}) cannot hold "
-                                       f"{_dtype_of(info)}; cast tensor {info.name!r} to another dtype")
+                                       f"{announced_dtype(info)}; cast tensor {info.name!r} to another dtype")
             self._collected = {}
 
     def write(self, name: str, array: np.ndarray) -> None:
         array = np.asarray(array)
         info = self._check(name, array)
-        want, have = _dtype_of(info), dtypes.name_of(array.dtype)
-        if have != want:
-            raise MapspecError(f"{self.path}: tensor {name!r} arrived as {have} but was announced as {want}; "
-                               f"cast it before writing")
+        want = self._check_dtype(name, info, array)
         if self.streaming:
             try:
                 self._zip.add(f"data/{self._next - 1}", c_order_chunks(array, _CHUNK, byteorder="="),
