@@ -76,7 +76,7 @@ _BOMB_RATIO = 1000  # declared bytes / stored bytes above which a compressed dat
 _ATTR_LIMIT = 64512  # HDF5 object header limit Keras chunks attributes by
 
 # Snake-cased Keras 3 class -> {number of stored variables: their names in order}.
-# Verified against keras 3.15 by tests/test_format_keras.py (layer.weights order).
+# Verified against keras 3.15 by tests/formats/test_keras.py (layer.weights order).
 _KERNEL_BIAS = {1: ("kernel",), 2: ("kernel", "bias")}
 KERAS3_VARIABLES: dict[str, dict[int, tuple]] = {
     **{c: _KERNEL_BIAS for c in (

@@ -238,7 +238,7 @@ def spec(d: Path) -> list:
     p = d / "tiny.yaml"
     p.write_text(_TINY_SPEC)
     out = [p]
-    for src in sorted((ROOT / "specs").rglob("*.yaml")) + sorted((ROOT / "tests" / "bad_specs").glob("*.yaml")):
+    for src in sorted((ROOT / "specs").rglob("*.yaml")) + sorted((ROOT / "tests" / "spec" / "bad_specs").glob("*.yaml")):
         out.append(_copy(src, d / f"{src.parent.name}__{src.name}"))
     return [p for p in out if p is not None]
 

@@ -19,7 +19,7 @@ from mapspec.formats import TensorInfo, detect, open_checkpoint
 from mapspec.formats import mxnet as mxp
 from mapspec.formats import mxnet_symbol as ms
 
-DATA = Path(__file__).parent / "data" / "mxnet"
+DATA = Path(__file__).resolve().parents[1] / "data" / "mxnet"
 MFN = "mobilefacenet-mxnet/model_mobilefacenet"
 
 

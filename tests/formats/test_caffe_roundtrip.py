@@ -17,7 +17,7 @@ from mapspec.formats import caffe, caffe_pb
 from mapspec.formats import prototxt as pt
 from mapspec.formats.base import TensorInfo
 
-DATA = Path(__file__).parent / "data" / "caffe"
+DATA = Path(__file__).resolve().parents[1] / "data" / "caffe"
 
 
 def decode(path) -> "caffe_pb.NetParameter":

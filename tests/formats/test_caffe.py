@@ -15,7 +15,7 @@ from mapspec.formats import caffe, caffe_pb, detect, open_checkpoint
 from mapspec.formats import prototxt as pt
 from mapspec.formats.base import TensorInfo
 
-DATA = Path(__file__).parent / "data" / "caffe"
+DATA = Path(__file__).resolve().parents[1] / "data" / "caffe"
 MFN = "mobilefacenet-caffe-thirdparty/mxnet2caffe_mobilefacenet"
 
 

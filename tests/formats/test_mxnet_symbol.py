@@ -15,7 +15,7 @@ from mapspec.errors import FormatError, MapspecError
 from mapspec.formats import open_checkpoint
 from mapspec.formats import mxnet_symbol as ms
 
-DATA = Path(__file__).parent / "data" / "mxnet"
+DATA = Path(__file__).resolve().parents[1] / "data" / "mxnet"
 MFN_SYMBOL = "mobilefacenet-mxnet/model_mobilefacenet-symbol.json"
 
 

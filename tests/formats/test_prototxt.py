@@ -12,7 +12,7 @@ from mapspec.errors import FormatError, MapspecError
 from mapspec.formats import caffe_pb, open_checkpoint
 from mapspec.formats import prototxt as pt
 
-DATA = Path(__file__).parent / "data" / "caffe"
+DATA = Path(__file__).resolve().parents[1] / "data" / "caffe"
 
 
 def numel(shape):
