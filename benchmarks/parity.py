@@ -59,17 +59,17 @@ def main(argv=None) -> int:
         (d / "dn.prototxt").write_text(densenet_prototxt(121))
         (d / "eff.prototxt").write_text(efficient_prototxt(121))
         write_caffemodel(str(d / "dn.prototxt"), str(d / "dn.caffemodel"), seed=1)
-        _run(["apply", "densenet/caffe-to-torchvision", "-s", d / "dn.caffemodel", "-O", d / "dn.pth", "-q"])
+        _run(["apply", "densenet/caffe-to-torchvision", "-s", d / "dn.caffemodel", "-o", d / "dn.pth", "-q"])
         rows.append(("densenet/caffe-to-torchvision", "DenseNet-121, seeded", "logits 1x1000",
                      _verify(["densenet/caffe-to-torchvision", "-s", d / "dn.caffemodel", "-c", d / "dn.pth",
                               "--source-graph", d / "dn.prototxt"])))
         _run(["apply", "densenet/caffe-to-efficient-caffe", "-s", d / "dn.caffemodel", "-t", d / "eff.prototxt",
-              "-O", d / "eff.caffemodel", "-q"])
+              "-o", d / "eff.caffemodel", "-q"])
         rows.append(("densenet/caffe-to-efficient-caffe", "DenseNet-121, seeded", "logits 1x1000",
                      _verify(["densenet/caffe-to-efficient-caffe", "-s", d / "dn.caffemodel", "-c",
                               d / "eff.caffemodel", "--source-graph", d / "dn.prototxt", "--target-graph",
                               d / "eff.prototxt"])))
-        _run(["apply", "densenet/torchvision-to-efficient-pytorch", "-s", d / "dn.pth", "-O", d / "effpt.pth", "-q"])
+        _run(["apply", "densenet/torchvision-to-efficient-pytorch", "-s", d / "dn.pth", "-o", d / "effpt.pth", "-q"])
         rows.append(("densenet/torchvision-to-efficient-pytorch", "DenseNet-121 (from the row above)",
                      "logits 1x1000", _verify(["densenet/torchvision-to-efficient-pytorch", "-s", d / "dn.pth",
                                                "-c", d / "effpt.pth"])))
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         for spec, factory in (("caffenet/caffe-to-keras", "keras_caffenet_split_tiny"),
                               ("caffenet/caffe-to-keras-grouped", "keras_caffenet_grouped_tiny")):
             out = d / f"{factory}.h5"
-            _run(["apply", spec, "-s", d / "cn.caffemodel", "-O", out, "-q"])
+            _run(["apply", spec, "-s", d / "cn.caffemodel", "-o", out, "-q"])
             rows.append((spec, "CaffeNet (tiny), seeded", "logits 1x10",
                          _verify([spec, "-s", d / "cn.caffemodel", "-c", out, "--source-graph", d / "cn.prototxt",
                                   "--target-model", f"mapspec.models.caffenet:{factory}", "--input-shape",
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         if params.exists():
             for spec, ext in (("mobilefacenet/mxnet-to-caffe", "caffemodel"), ("mobilefacenet/mxnet-to-torch", "pth")):
                 out = d / f"mfn.{ext}"
-                _run(["apply", spec, "-s", params, "-O", out, "-q"])
+                _run(["apply", spec, "-s", params, "-o", out, "-q"])
                 for inp, what in ((image, "face image"), ("random", "seeded random")):
                     rows.append((spec, f"MobileFaceNet (real weights), {what}", "embedding 1x128",
                                  _verify([spec, "-s", params, "-c", out, "--input", inp])))

@@ -253,7 +253,7 @@ def case_vgg16(work: Path, sizes: Sizes, runs: int, log) -> dict:
     src, facts = _vgg16_input(work, sizes.vgg_scale, log)
     ours, base = work / "vgg16-mapspec.pth", work / "vgg16-baseline.pth"
     spec = HERE / "specs" / "vgg16-caffe-to-torch.yaml"
-    cmds = [Command("mapspec apply", mapspec_cmd("apply", spec, "-s", src, "-O", ours, "-q"), ours, (src,)),
+    cmds = [Command("mapspec apply", mapspec_cmd("apply", spec, "-s", src, "-o", ours, "-q"), ours, (src,)),
             Command("baseline (protobuf + torch.save)", [PY, HERE / "baseline_caffe_to_torch.py", src, base], base,
                     (src,)),
             Command("cp", ["cp", src, work / "vgg16-copy.caffemodel"], work / "vgg16-copy.caffemodel", (src,)),
@@ -281,7 +281,7 @@ def case_safetensors(work: Path, sizes: Sizes, runs: int, log) -> dict:
     src, facts = _st_input(work, sizes, log)
     out = work / "rename-out.safetensors"
     spec = HERE / "specs" / "safetensors-rename.yaml"
-    cmds = [Command("mapspec apply", mapspec_cmd("apply", spec, "-s", src, "-O", out, "-q"), out, (src,)),
+    cmds = [Command("mapspec apply", mapspec_cmd("apply", spec, "-s", src, "-o", out, "-q"), out, (src,)),
             Command("cp", ["cp", src, work / "rename-copy.safetensors"], work / "rename-copy.safetensors", (src,)),
             Command("python -c pass", [PY, "-c", "pass"])]
     m = measure(cmds, runs, log)
@@ -321,7 +321,7 @@ def case_scaling(work: Path, sizes: Sizes, runs: int, log) -> dict:
     for scale in sizes.scaling:
         src, facts = _vgg16_input(work, scale, log)
         out = work / "scaling.pth"
-        cmds = [Command(f"mapspec apply x{scale:g}", mapspec_cmd("apply", spec, "-s", src, "-O", out, "-q"), out,
+        cmds = [Command(f"mapspec apply x{scale:g}", mapspec_cmd("apply", spec, "-s", src, "-o", out, "-q"), out,
                         (src,))]
         if base is None:
             cmds.append(Command("python -c 'import mapspec.cli'", [PY, "-c", "import mapspec.cli"]))

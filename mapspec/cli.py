@@ -9,16 +9,17 @@ the checkpoints differ.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from typing import Optional, Sequence, TextIO
 
 import numpy as np
-import yaml
 
 from . import __version__
 from .errors import MapspecError, UsageError
+from .options import parse_pairs, parse_shape
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,19 +27,33 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}\n(see {self.prog} --help)")
 
 
-def _kv(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise UsageError(f"option {text!r} must be KEY=VALUE (e.g. input_shape=[1,3,224,224])")
-    key, raw = text.split("=", 1)
+class _Deprecated(argparse.Action):
+    """An old spelling that still works: stores like ``new`` and leaves a note for stderr."""
+
+    def __init__(self, option_strings, dest, new: str = "", append: bool = False, **kw):
+        super().__init__(option_strings, dest, **kw)
+        self.new, self.append = new, append
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.append:
+            values = (getattr(namespace, self.dest, None) or []) + [values]
+        setattr(namespace, self.dest, values)
+        notes = getattr(namespace, "deprecations", None) or []
+        notes.append(f"mapspec: note: {parser.prog} {option_string} is deprecated; use {self.new}")
+        namespace.deprecations = notes
+
+
+def _check_flag_options(flag: str, fmt: Optional[str], options: dict, kind: str) -> None:
+    """Options given on the command line that the format does not take: an error naming the flag."""
+    from .formats import canonical, check_options, module
+
+    if not options or not fmt:
+        return
+    name = canonical(fmt)
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
-
-
-def _options(pairs: Optional[list]) -> dict:
-    return dict(_kv(p) for p in pairs or [])
+        check_options(name, module(name), options, kind)
+    except MapspecError as e:
+        raise UsageError(f"{flag}: {e}") from None
 
 
 def _shape(shape) -> str:
@@ -87,7 +102,12 @@ def cmd_validate(args, out: TextIO, err: TextIO) -> int:
 def cmd_inspect(args, out: TextIO, err: TextIO) -> int:
     from .formats import open_checkpoint
 
-    with open_checkpoint(args.file, format=args.format, **_options(args.option)) as r:
+    from .formats import detect
+
+    options = parse_pairs(args.option, "--option")
+    if options:
+        _check_flag_options("--option", args.format or detect(args.file), options, "read")
+    with open_checkpoint(args.file, format=args.format, **options) as r:
         infos = r.infos()
         total_n = sum(i.numel for i in infos.values())
         total_b = sum(i.nbytes for i in infos.values())
@@ -129,12 +149,33 @@ def _close(p) -> None:
         p.template.close()
 
 
+def _spec_from_args(args):
+    """The spec with the command line's --source-option / --template-option added to its own options."""
+    from .formats import detect
+    from .spec.load import load_spec
+
+    spec = load_spec(args.spec)
+    src = parse_pairs(args.source_option, "--source-option")
+    tmpl = parse_pairs(args.template_option, "--template-option")
+    _check_flag_options("--source-option", args.source_format or spec.source.format or (detect(args.source) if src
+                                                                                         else None), src, "read")
+    template = args.template or spec.target.template
+    _check_flag_options("--template-option", detect(template) if tmpl and template else None, tmpl, "read")
+    if tmpl and not template:
+        raise UsageError("--template-option: there is no template (give --template, or target.template in the spec)")
+    if src or tmpl:
+        spec = dataclasses.replace(
+            spec, source=dataclasses.replace(spec.source, options={**spec.source.options, **src}),
+            target=dataclasses.replace(spec.target, template_options={**spec.target.template_options, **tmpl}))
+    return spec
+
+
 def _plan_from_args(args):
     from .engine import plan
 
-    return plan(args.spec, args.source, template=args.template, target_format=args.target_format,
+    return plan(_spec_from_args(args), args.source, template=args.template, target_format=args.target_format,
                 output=getattr(args, "output", None), relax=tuple(args.relax or ()),
-                source_format=args.source_format, vars=_options(args.var))
+                source_format=args.source_format, vars=parse_pairs(args.var, "--var"))
 
 
 def _print_plan(p, out: TextIO) -> None:
@@ -182,6 +223,7 @@ def cmd_apply(args, out: TextIO, err: TextIO) -> int:
 
 def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
     from .engine import execute
+    from .formats import by_suffix
 
     p.check()
     show = args.progress or (not args.quiet and hasattr(err, "isatty") and err.isatty())
@@ -194,8 +236,10 @@ def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
             print(f"\r[{done}/{total}] {step.target[:60]:<60}", end="" if done < total else "\n", file=err,
                   flush=True)
 
+    target_options = parse_pairs(args.target_option, "--target-option")
+    _check_flag_options("--target-option", p.target_format or by_suffix(args.output), target_options, "write")
     result = execute(p, args.output, force=args.force, progress=progress if show else None,
-                     target_options=_options(args.option))
+                     target_options=target_options)
     if args.report:
         from .formats import atomic_output
 
@@ -291,7 +335,7 @@ def cmd_verify(args, out: TextIO, err: TextIO) -> int:
             source_graph = finder() if finder else None
     src = V.make_runner(src_cfg, args.source, spec.spec_dir, graph=source_graph)
     tgt = V.make_runner(tgt_cfg, args.converted, spec.spec_dir, graph=args.target_graph, model=args.target_model)
-    shape = tuple(args.input_shape) if args.input_shape else tuple(cfg.get("input", {}).get("shape") or ())
+    shape = tuple(parse_shape(args.input_shape)) if args.input_shape else tuple(cfg.get("input", {}).get("shape") or ())
     if not shape:
         shapes = getattr(getattr(src, "ex", None), "input_shapes", {}) or {}
         shape = tuple(next(iter(shapes.values()))) if shapes else ()
@@ -306,7 +350,7 @@ def cmd_verify(args, out: TextIO, err: TextIO) -> int:
             pairs = [(a, b) for a, b in cfg["layers"]]
         else:
             p = plan(spec, args.source, template=None, relax=("missing-target", "unexpected-target"),
-                     vars=_options(args.var))
+                     vars=parse_pairs(args.var, "--var"))
             pairs = V.derive_layers(p, src_cfg["run"], tgt_cfg["run"])
     tol = cfg.get("tolerance", {})
     atol = args.atol if args.atol is not None else tol.get("atol", 1e-4)
@@ -375,6 +419,23 @@ def cmd_example(args, out: TextIO, err: TextIO) -> int:
 # -- parser ---------------------------------------------------------------------------------
 
 RELAX_HELP = "relax a coverage check: unused-source, unmatched-rule, missing-target, unexpected-target, dtype-mismatch"
+PAIR = "KEY=VALUE"
+VALUE_HELP = "VALUE is typed: 6, 1e-5, true, 1,3,224,224 or [1,3,224,224] or (1, 3, 224, 224), {data: [1,3,8,8]}"
+
+
+# The one option vocabulary: a flag means the same in every command that has it (README, "Commands").
+def _add_output(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--output", "-o", help=help)
+    p.add_argument("-O", dest="output", action=_Deprecated, new="-o/--output", help=argparse.SUPPRESS)
+
+
+def _add_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", "-f", action="store_true", help="overwrite existing output")
+
+
+def _add_vars(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--var", action="append", metavar="NAME=VALUE",
+                   help="override one of the spec's vars (VALUE as for the options: 6, [1, 2], {2: 6, 3: 12})")
 
 
 def _add_plan_args(p: argparse.ArgumentParser) -> None:
@@ -384,10 +445,14 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
                                             "(overrides the spec's target template)")
     p.add_argument("--source-format", help="the source's format (default: the spec's, else detected)")
     p.add_argument("--target-format", help="the output's format (default: the spec's, else from the file name)")
+    p.add_argument("--source-option", action="append", metavar=PAIR,
+                   help="a reader option of the source's format, added to the spec's source.options; " + VALUE_HELP)
+    p.add_argument("--template-option", action="append", metavar=PAIR,
+                   help="a reader option of the template's format (e.g. input_shape=1,3,224,224), added to the "
+                        "spec's target.template_options")
     p.add_argument("--relax", action="append", choices=["unused-source", "unmatched-rule", "missing-target",
                                                         "unexpected-target", "dtype-mismatch"], help=RELAX_HELP)
-    p.add_argument("--var", action="append", metavar="NAME=VALUE",
-                   help="override one of the spec's vars (VALUE is YAML: 6, [1, 2], {2: 6, 3: 12})")
+    _add_vars(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -403,8 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="list a checkpoint's (or template's) tensors")
     p.add_argument("file")
     p.add_argument("--format", help="the file's format (default: detected)")
-    p.add_argument("--option", "-o", action="append", metavar="KEY=VALUE",
-                   help="a reader option, e.g. input_shape=[1,3,112,112] for a template")
+    p.add_argument("--option", action="append", metavar=PAIR,
+                   help="a reader option of the file's format, e.g. input_shape=1,3,112,112 for a template; "
+                        + VALUE_HELP)
+    p.add_argument("-o", dest="option", action=_Deprecated, new="--option", append=True, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
@@ -415,13 +482,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("apply", help="convert: plan, check, and write the output atomically")
     _add_plan_args(p)
-    p.add_argument("--output", "-O", required=True, help="the file to write")
-    p.add_argument("--force", "-f", action="store_true", help="overwrite an existing output")
+    _add_output(p, "the file to write (required)")
+    _add_force(p)
+    p.add_argument("--target-option", action="append", metavar=PAIR,
+                   help="a writer option of the output's format, added to the spec's target.options")
+    p.add_argument("--option", dest="target_option", action=_Deprecated, new="--target-option", append=True,
+                   help=argparse.SUPPRESS)
     p.add_argument("--report", help="write a JSON report of every tensor written")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="a writer option")
     p.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
     p.add_argument("--quiet", "-q", action="store_true")
-    p.set_defaults(func=cmd_apply)
+    p.set_defaults(func=cmd_apply, output_required=True)
 
     p = sub.add_parser("diff", help="compare two checkpoints tensor by tensor (exit 1 if they differ)")
     p.add_argument("a")
@@ -442,10 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-graph", help="the converted model's graph, if the spec does not say")
     p.add_argument("--target-model", help="a torch/keras model factory module:function (overrides the spec's)")
     p.add_argument("--input", "-i", help="an image (RGB, resized), a .npy array, or 'random' (default)")
-    p.add_argument("--input-shape", type=lambda t: [int(v) for v in t.replace("x", ",").split(",")],
-                   help="e.g. 1,3,224,224 (default: the spec's verify.input.shape)")
+    p.add_argument("--input-shape", type=lambda t: t,
+                   help="e.g. 1,3,224,224 or 1x3x224x224 (default: the spec's verify.input.shape)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
-    p.add_argument("--var", action="append", metavar="NAME=VALUE", help="override a spec var (as for apply)")
+    _add_vars(p)
     p.add_argument("--layers", action="store_true", help="compare intermediate activations and name the first "
                                                          "layer that diverges")
     p.add_argument("--atol", type=float, help="largest allowed max |a-b| of the outputs (default: spec, else 1e-4)")
@@ -456,20 +526,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fold-bn", help="fold Convolution -> BatchNorm -> Scale chains of a Caffe net for deployment")
     p.add_argument("prototxt")
     p.add_argument("caffemodel")
-    p.add_argument("--output", "-o", required=True, help="output prefix: writes PREFIX.prototxt and PREFIX.caffemodel")
-    p.add_argument("--force", "-f", action="store_true")
+    _add_output(p, "output prefix (required): writes PREFIX.prototxt and PREFIX.caffemodel")
+    _add_force(p)
     p.add_argument("--emit-spec", help="also write the generated spec (one explicit rule per chain) here")
     p.add_argument("--verify", action="store_true",
                    help="run both nets on a seeded random input and compare: outputs within --atol (or 1e-5 "
                         "relative), every shared layer within 1e-4 relative, cosine >= 0.99999")
     p.add_argument("--atol", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_fold_bn)
+    p.set_defaults(func=cmd_fold_bn, output_required=True)
 
     p = sub.add_parser("example", help="make a model, convert it with a shipped spec and verify the result")
     p.add_argument("name", nargs="?", default="densenet", help="densenet (a Caffe DenseNet-121 -> torchvision)")
     p.add_argument("directory", nargs="?", default="example", help="where to write the files (default: example/)")
-    p.add_argument("--force", "-f", action="store_true")
+    _add_force(p)
     p.set_defaults(func=cmd_example)
 
     p = sub.add_parser("specs", help="list the shipped specs")
@@ -497,6 +567,11 @@ def run(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
         if not getattr(args, "command", None):
             parser.print_help(out)
             return 2
+        for note in getattr(args, "deprecations", None) or ():
+            print(note, file=err)
+        if getattr(args, "output_required", False) and not args.output:
+            raise UsageError(f"mapspec {args.command}: the following arguments are required: -o/--output\n"
+                             f"(see mapspec {args.command} --help)")
         return args.func(args, out, err)
     except MapspecError as e:
         print(f"mapspec: error: {e}", file=err)

@@ -48,7 +48,10 @@ def test_inspect_missing_file_is_a_clean_error(tmp_path):
 def test_usage_errors_exit_2():
     code, _, err = run("apply", "x.yaml")
     assert code == 2
-    assert "the following arguments are required: --source/-s, --output/-O" in err
+    assert "the following arguments are required: --source/-s" in err
+    code, _, err = run("apply", "x.yaml", "-s", "a.npz")
+    assert code == 2
+    assert "the following arguments are required: -o/--output" in err
     code, _, err = run("frobnicate")
     assert code == 2 and "invalid choice: 'frobnicate'" in err
 
@@ -79,8 +82,8 @@ def test_plan_and_diff(tmp_path, ckpt):
     assert "w       2x3    transpose(axes=[1,0])  weight  3x2    float32" in out
     assert out.rstrip().endswith("coverage: OK")
     o1, o2 = tmp_path / "o1.npz", tmp_path / "o2.npz"
-    assert run("apply", str(spec), "-s", str(ckpt), "-O", str(o1), "-q")[0] == 0
-    assert run("apply", str(spec), "-s", str(ckpt), "-O", str(o2), "-q")[0] == 0
+    assert run("apply", str(spec), "-s", str(ckpt), "-o", str(o1), "-q")[0] == 0
+    assert run("apply", str(spec), "-s", str(ckpt), "-o", str(o2), "-q")[0] == 0
     code, out, _ = run("diff", str(o1), str(o2))
     assert code == 0 and "2 common tensors, 0 differ" in out
     code, out, _ = run("diff", str(ckpt), str(o1))

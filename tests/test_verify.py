@@ -71,7 +71,7 @@ def mfn_torch(tmp_path_factory):
     pytest.importorskip("torch")
     params = fixture_file(MFN)
     out = tmp_path_factory.mktemp("mfn") / "mobilefacenet.pth"
-    code, _, err = run("apply", "mobilefacenet/mxnet-to-torch", "-s", params, "-O", out, "-q")
+    code, _, err = run("apply", "mobilefacenet/mxnet-to-torch", "-s", params, "-o", out, "-q")
     assert code == 0, err
     return params, out
 
@@ -95,7 +95,7 @@ def test_broken_eps_is_diagnosed_at_the_first_batchnorm(mfn_torch, tmp_path):
     spec = tmp_path / "broken.yaml"
     spec.write_text(broken)
     out = tmp_path / "b.pth"
-    assert run("apply", spec, "-s", params, "-O", out, "-q")[0] == 0
+    assert run("apply", spec, "-s", params, "-o", out, "-q")[0] == 0
     code, text, _ = run("verify", spec, "-s", params, "-c", out, "--layers")
     assert code == 1 and "FAIL" in text
     assert "first divergence: conv_1_batchnorm -> conv_1.bn" in text

@@ -1109,7 +1109,7 @@ def sniff(path: str, head: bytes) -> bool:
     return h[:1] == b"{" and (b'"nodes"' in h or str(path).lower().endswith("-symbol.json"))
 
 
-# Options a user may give (spec source/target options, --option); anything else is an error.
+# Options a user may give (spec source/target options; --source-option, --template-option, --target-option, inspect --option); anything else is an error.
 READ_OPTIONS = ("input_shape", "input_shapes", "inputs")
 WRITE_OPTIONS = ()
 

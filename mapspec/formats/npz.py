@@ -199,7 +199,7 @@ class NpzWriter(Writer):
             pass
 
 
-# Options a user may give (spec source/target options, --option); anything else is an error.
+# Options a user may give (spec source/target options; --source-option, --template-option, --target-option, inspect --option); anything else is an error.
 READ_OPTIONS = ()
 WRITE_OPTIONS = ()
 

@@ -57,7 +57,7 @@ def test_densenet_caffe_to_torchvision_parity(densenet121):
 
     d, blobs = densenet121
     out = d / "densenet121.pth"
-    code, _, err = run("apply", "densenet/caffe-to-torchvision", "-s", d / "DenseNet_121.caffemodel", "-O", out, "-q")
+    code, _, err = run("apply", "densenet/caffe-to-torchvision", "-s", d / "DenseNet_121.caffemodel", "-o", out, "-q")
     assert code == 0, err
     sd = torch.load(out, weights_only=True)
     tv121().load_state_dict(sd, strict=True)
@@ -77,7 +77,7 @@ def test_densenet_fixture_prototxts_convert_and_load(depth, tmp_path):
     model = tmp_path / "d.caffemodel"
     seeded_caffemodel(str(proto), str(model), seed=depth)
     out = tmp_path / "d.pth"
-    code, _, err = run("apply", "densenet/caffe-to-torchvision", "-s", model, "-O", out, "-q")
+    code, _, err = run("apply", "densenet/caffe-to-torchvision", "-s", model, "-o", out, "-q")
     assert code == 0, err
     getattr(tvd, f"densenet{depth}")().load_state_dict(torch.load(out, weights_only=True), strict=True)
 
@@ -90,7 +90,7 @@ def test_densenet_caffe_to_efficient_caffe_parity(densenet121):
     eff.write_text(efficient_prototxt(121))
     out = d / "eff.caffemodel"
     code, _, err = run("apply", "densenet/caffe-to-efficient-caffe", "-s", d / "DenseNet_121.caffemodel", "-t", eff,
-                       "-O", out, "-q")
+                       "-o", out, "-q")
     assert code == 0, err
     code, text, err = run("verify", "densenet/caffe-to-efficient-caffe", "-s", d / "DenseNet_121.caffemodel",
                           "-c", out, "--source-graph", d / "DenseNet_121.prototxt", "--target-graph", eff)
@@ -116,7 +116,7 @@ def test_efficient_caffe_without_the_flip_is_caught(densenet121, tmp_path):
     spec = tmp_path / "broken.yaml"
     spec.write_text(broken)
     out = tmp_path / "eff.caffemodel"
-    assert run("apply", spec, "-s", d / "DenseNet_121.caffemodel", "-t", eff, "-O", out, "-q")[0] == 0
+    assert run("apply", spec, "-s", d / "DenseNet_121.caffemodel", "-t", eff, "-o", out, "-q")[0] == 0
     code, text, _ = run("verify", spec, "-s", d / "DenseNet_121.caffemodel", "-c", out,
                         "--source-graph", d / "DenseNet_121.prototxt", "--target-graph", eff)
     assert code == 1 and "FAIL" in text
@@ -141,7 +141,7 @@ def test_caffenet_to_keras_parity(caffenet, spec, factory, monkeypatch):
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     d = caffenet
     out = d / f"{factory}.h5"
-    code, _, err = run("apply", spec, "-s", d / "tiny.caffemodel", "-O", out, "-q", "--force")
+    code, _, err = run("apply", spec, "-s", d / "tiny.caffemodel", "-o", out, "-q", "--force")
     assert code == 0, err
     code, text, err = run("verify", spec, "-s", d / "tiny.caffemodel", "-c", out, "--source-graph",
                           d / "tiny.prototxt", "--target-model", f"mapspec.models.caffenet:{factory}",
@@ -171,7 +171,7 @@ def test_caffenet_flatten_order_mistake_is_diagnosed(caffenet, tmp_path, monkeyp
     broken = tmp_path / "broken.yaml"
     broken.write_text(text[:start] + text[end:])
     out = tmp_path / "b.h5"
-    assert run("apply", broken, "-s", caffenet / "tiny.caffemodel", "-O", out, "-q")[0] == 0
+    assert run("apply", broken, "-s", caffenet / "tiny.caffemodel", "-o", out, "-q")[0] == 0
     code, text, _ = run("verify", broken, "-s", caffenet / "tiny.caffemodel", "-c", out, "--source-graph",
                         caffenet / "tiny.prototxt", "--target-model",
                         "mapspec.models.caffenet:keras_caffenet_grouped_tiny", "--input-shape", "1,3,99,99",
@@ -188,7 +188,7 @@ MFN = "mobilefacenet-mxnet/model_mobilefacenet-0200.params"
 def test_mobilefacenet_mxnet_to_caffe_parity(tmp_path):
     params = fixture_file(MFN)
     out = tmp_path / "mobilefacenet.caffemodel"
-    code, _, err = run("apply", "mobilefacenet/mxnet-to-caffe", "-s", params, "-O", out, "-q")
+    code, _, err = run("apply", "mobilefacenet/mxnet-to-caffe", "-s", params, "-o", out, "-q")
     assert code == 0, err
     image = fixture_file("images/Aaron_Eckhart_0001.jpg")
     for extra in (["--input", image], ["--input", "random"]):
@@ -220,7 +220,7 @@ def test_third_party_prototxt_filled_with_params_matches_mxnet(tmp_path):
     params = fixture_file(MFN)
     proto = fixture_file("mobilefacenet-caffe-thirdparty/mxnet2caffe_mobilefacenet.prototxt")
     out = tmp_path / "m.caffemodel"
-    assert run("apply", "mobilefacenet/mxnet-to-caffe", "-s", params, "-t", proto, "-O", out, "-q")[0] == 0
+    assert run("apply", "mobilefacenet/mxnet-to-caffe", "-s", params, "-t", proto, "-o", out, "-q")[0] == 0
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, 112, 112)).astype(np.float32)
     ref = MXNetExecutor(str(params).replace("-0200.params", "-symbol.json"), open_checkpoint(str(params))).run(
         {"data": x})["fc1"]
@@ -245,7 +245,7 @@ def test_fold_bn_command_and_shipped_spec_agree(name, tmp_path):
     assert not any(i.meta["type"] in ("BatchNorm", "Scale") for i in folded.infos().values())
     # the pattern spec shipped for LAYER/bn + LAYER/scale naming gives the same weights
     out = tmp_path / "spec.caffemodel"
-    code, _, err = run("apply", "caffe/fold-bn", "-s", model, "-t", tmp_path / "folded.prototxt", "-O", out, "-q")
+    code, _, err = run("apply", "caffe/fold-bn", "-s", model, "-t", tmp_path / "folded.prototxt", "-o", out, "-q")
     assert code == 0, err
     code, text, _ = run("diff", tmp_path / "folded.caffemodel", out)
     assert code == 0, text

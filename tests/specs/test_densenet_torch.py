@@ -50,7 +50,7 @@ def test_converts_and_loads_strictly(checkpoints, which):
 
     d, sd = checkpoints
     out = d / f"eff_{which}.pth"
-    code, _, err = run("apply", SPEC, "-s", d / f"{which}.pth", "-O", out, "--force", "-q")
+    code, _, err = run("apply", SPEC, "-s", d / f"{which}.pth", "-o", out, "--force", "-q")
     assert code == 0, err
     got = torch.load(out, weights_only=True)
     model = efficient_densenet121()
