@@ -18,7 +18,7 @@ from typing import Optional, Sequence, TextIO
 import numpy as np
 
 from . import __version__
-from .errors import MapspecError, UsageError
+from .errors import OPTIONAL_PACKAGES, MapspecError, MissingDependency, UsageError
 from .options import parse_pairs, parse_shape
 
 
@@ -411,9 +411,10 @@ def cmd_fold_bn(args, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_example(args, out: TextIO, err: TextIO) -> int:
-    from .example import run_example
+    from .example import example_args, run_example
 
-    return run_example(args.name, args.directory, out, err, force=args.force)
+    name, directory = example_args(args.name, args.directory)
+    return run_example(name, directory, out, err, force=args.force)
 
 
 # -- parser ---------------------------------------------------------------------------------
@@ -537,8 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fold_bn, output_required=True)
 
     p = sub.add_parser("example", help="make a model, convert it with a shipped spec and verify the result")
-    p.add_argument("name", nargs="?", default="densenet", help="densenet (a Caffe DenseNet-121 -> torchvision)")
-    p.add_argument("directory", nargs="?", default="example", help="where to write the files (default: example/)")
+    p.add_argument("name", nargs="?", help="densenet (a Caffe DenseNet-121 -> torchvision; the default)")
+    p.add_argument("directory", nargs="?", help="where to write the files (default: example/); "
+                                                "`mapspec example DIR` works too")
     _add_force(p)
     p.set_defaults(func=cmd_example)
 
@@ -559,6 +561,7 @@ def run(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     parser = build_parser()
+    args = None
     try:
         try:
             args = parser.parse_args(list(argv) if argv is not None else None)
@@ -573,6 +576,12 @@ def run(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
             raise UsageError(f"mapspec {args.command}: the following arguments are required: -o/--output\n"
                              f"(see mapspec {args.command} --help)")
         return args.func(args, out, err)
+    except ModuleNotFoundError as e:  # an optional package (torch, keras, pillow) this command needs
+        if (e.name or "").split(".")[0] not in OPTIONAL_PACKAGES:
+            raise
+        what = f"mapspec {args.command}" if args is not None else "mapspec"
+        print(f"mapspec: error: {MissingDependency(e.name, what)}", file=err)
+        return 1
     except MapspecError as e:
         print(f"mapspec: error: {e}", file=err)
         return e.exit_code

@@ -115,6 +115,27 @@ class ConversionError(MapspecError):
         super().__init__("".join(parts) + message)
 
 
+# Optional packages: import name -> (what it is, the pip requirement that installs it).
+OPTIONAL_PACKAGES = {
+    "torch": ("PyTorch", "torch"),
+    "torchvision": ("torchvision", "torchvision"),
+    "keras": ("Keras 3", "keras"),
+    "PIL": ("Pillow", "pillow"),
+    "h5py": ("h5py", "h5py"),
+}
+
+
+class MissingDependency(MapspecError):
+    """Something the user asked for needs a package that is not installed: one line with the install command."""
+
+    def __init__(self, package: str, what: str):
+        top = package.split(".")[0]
+        label, requirement = OPTIONAL_PACKAGES.get(top, (top, top))
+        super().__init__(f"{what} needs {label}, which is not installed here; install it with: "
+                         f"pip install {requirement}")
+        self.package = top
+
+
 class CoverageError(MapspecError):
     """Source tensors, rules or template targets that the conversion did not account for."""
 

@@ -10,22 +10,40 @@ would type, and run exactly so.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
-from typing import TextIO
+from typing import Optional, TextIO
 
 EXAMPLES = ("densenet",)
+DEFAULT_DIRECTORY = "example"
+
+
+def example_args(name: Optional[str], directory: Optional[str]) -> tuple[str, str]:
+    """``mapspec example [NAME] [DIR]``: a single argument that is not an example's name is the folder."""
+    if name is not None and directory is None and name not in EXAMPLES:
+        return EXAMPLES[0], name
+    return name or EXAMPLES[0], directory or DEFAULT_DIRECTORY
 
 
 def run_example(name: str, directory: str, out: TextIO, err: TextIO, force: bool = False) -> int:
     from . import cli
-    from .errors import MapspecError
-    from .models.densenet_caffe import caffe_prototxt
-    from .models.seeded import write_caffemodel
+    from .errors import MapspecError, MissingDependency
+    from .formats import atomic_output
 
     if name not in EXAMPLES:
         raise MapspecError(f"unknown example {name!r} (examples: {', '.join(EXAMPLES)})")
-    os.makedirs(directory, exist_ok=True)
+    if importlib.util.find_spec("torch") is None:
+        raise MissingDependency("torch", "mapspec example (it runs the converted DenseNet)")
+    from .models.densenet_caffe import caffe_prototxt
+    from .models.seeded import write_caffemodel
+
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise MapspecError(f"{directory}: exists and is not a directory")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise MapspecError(f"{directory}: cannot make the example's directory: {e.strerror or e}") from None
     proto = os.path.join(directory, "DenseNet_121.prototxt")
     model = os.path.join(directory, "DenseNet_121.caffemodel")
     pth = os.path.join(directory, "densenet121.pth")
@@ -33,7 +51,7 @@ def run_example(name: str, directory: str, out: TextIO, err: TextIO, force: bool
         if os.path.exists(p) and not force:
             raise MapspecError(f"{p}: exists; pass --force to make the example again")
     print(f"# 1. a Caffe DenseNet-121 made here: {proto} and {model} (seeded weights)", file=out)
-    with open(proto, "w", encoding="utf-8") as f:
+    with atomic_output(proto, force=True) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(caffe_prototxt(121))
     write_caffemodel(proto, model, seed=2026)
     steps = [

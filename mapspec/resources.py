@@ -1,22 +1,33 @@
 """Where the shipped specs and the JSON Schema live.
 
-In a source checkout (and an editable install) they are the repository's ``specs/``
-and ``schemas/`` folders; a regular install puts them under
-``<prefix>/share/mapspec/`` (``data-files`` in ``pyproject.toml``).
-``$MAPSPEC_SPECS`` overrides the specs folder.
+The repository's ``specs/`` and ``schemas/`` folders are the source of truth.  A wheel or
+sdist carries them as the data subpackages ``mapspec._specs`` and ``mapspec._schemas``
+(mapped in by the build: ``setup.py``); a source checkout or an editable install reads the
+folders themselves.  ``$MAPSPEC_SPECS`` overrides the specs folder.
 """
 
 from __future__ import annotations
 
 import os
-import sys
+from importlib import resources
 from pathlib import Path
 
+from .errors import MapspecError
+
 _PKG = Path(__file__).resolve().parent
+_DATA = {"specs": "_specs", "schemas": "_schemas"}  # the data subpackages' folders inside mapspec/
+
+
+def _installed(sub: str):
+    """The data subpackage's folder in an installed wheel, else None."""
+    root = resources.files("mapspec") / _DATA[sub]
+    path = Path(str(root))
+    return path if path.is_dir() else None
 
 
 def _candidates(sub: str) -> list[Path]:
-    return [_PKG.parent / sub, Path(sys.prefix) / "share" / "mapspec" / sub]
+    found = _installed(sub)
+    return ([found] if found else []) + [_PKG.parent / sub]
 
 
 def specs_dir() -> Path:
@@ -26,7 +37,7 @@ def specs_dir() -> Path:
     for c in _candidates("specs"):
         if c.is_dir():
             return c
-    return _candidates("specs")[0]
+    return _candidates("specs")[-1]
 
 
 def schema_path() -> Path:
@@ -34,7 +45,8 @@ def schema_path() -> Path:
         p = c / "mapspec-1.schema.json"
         if p.is_file():
             return p
-    raise FileNotFoundError("mapspec-1.schema.json not found; the installation is incomplete")
+    raise MapspecError("mapspec-1.schema.json is missing from this installation of mapspec "
+                       "(reinstall it: pip install --force-reinstall mapspec)")
 
 
 def shipped_specs() -> dict[str, Path]:

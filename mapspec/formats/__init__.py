@@ -12,7 +12,7 @@ import importlib
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
-from ..errors import FormatError, MapspecError
+from ..errors import FormatError, MapspecError, MissingDependency
 from .base import Reader, TensorInfo, Writer, atomic_output, read_head
 
 
@@ -55,8 +55,7 @@ def module(name: str):
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("mapspec"):
             raise MapspecError(f"format {name!r} is not available in this build of mapspec") from None
-        raise MapspecError(f"format {name!r} needs the Python package {e.name!r}; "
-                           f"install it (pip install {e.name})") from None
+        raise MissingDependency(e.name or "", f"format {name!r}") from None
 
 
 def canonical(name: str) -> str:
