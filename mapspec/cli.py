@@ -142,6 +142,43 @@ def cmd_specs(args, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def cmd_formats(args, out: TextIO, err: TextIO) -> int:
+    from .catalog import format_rows
+
+    rows = format_rows()
+    if args.json:
+        json.dump(rows, out, indent=1)
+        print(file=out)
+        return 0
+    _table([[r["format"], " ".join(r["suffixes"]), r["read"], r["write"], ", ".join(r["read_options"]) or "-",
+             ", ".join(r["write_options"]) or "-"] for r in rows], out,
+           ["format", "suffixes", "read", "write", "reader/template options", "writer options"])
+    print("\nAny readable file can be a target template (-t); a template is opened with the reader options "
+          "(--template-option).", file=out)
+    for r in rows:
+        if r["unavailable"]:
+            print(f"note: {r['unavailable']}", file=out)
+    return 0
+
+
+def cmd_transforms(args, out: TextIO, err: TextIO) -> int:
+    from .catalog import transform_detail, transform_rows, transforms_markdown
+
+    if args.name:
+        print("\n".join(transform_detail(args.name)), file=out)
+    elif args.json:
+        json.dump(transform_rows(), out, indent=1)
+        print(file=out)
+    elif args.markdown:
+        out.write(transforms_markdown())
+    else:
+        _table([[r["transform"], r["signature"], r["doc"]] for r in transform_rows()], out,
+               ["transform", "arguments", "what it does"])
+        print("\n(ARG): a non-mapping value fills it ({reshape: [2, -1]}); "
+              "`mapspec transforms NAME` describes each argument.", file=out)
+    return 0
+
+
 def _close(p) -> None:
     """Release the plan's readers (memory maps, open files)."""
     p.source.close()
@@ -223,7 +260,7 @@ def cmd_apply(args, out: TextIO, err: TextIO) -> int:
 
 def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
     from .engine import execute
-    from .formats import by_suffix
+    from .formats import output_format
 
     p.check()
     show = args.progress or (not args.quiet and hasattr(err, "isatty") and err.isatty())
@@ -237,7 +274,7 @@ def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
                   flush=True)
 
     target_options = parse_pairs(args.target_option, "--target-option")
-    _check_flag_options("--target-option", p.target_format or by_suffix(args.output), target_options, "write")
+    _check_flag_options("--target-option", output_format(args.output, p.target_format), target_options, "write")
     result = execute(p, args.output, force=args.force, progress=progress if show else None,
                      target_options=target_options)
     if args.report:
@@ -546,6 +583,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("specs", help="list the shipped specs")
     p.set_defaults(func=cmd_specs)
+
+    p = sub.add_parser("formats", help="list the formats: suffixes, read/write, reader and writer options")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_formats)
+
+    p = sub.add_parser("transforms", help="list the transforms with their arguments (or describe one)")
+    p.add_argument("name", nargs="?", help="describe this transform's arguments")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="README's transform table")
+    p.set_defaults(func=cmd_transforms)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)

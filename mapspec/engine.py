@@ -25,7 +25,7 @@ import numpy as np
 
 from . import dtypes
 from .errors import ConversionError, CoverageError, ErrorList, Location, MapspecError, SpecError
-from .formats import Reader, TensorInfo, atomic_output, by_suffix, create_writer, module, open_checkpoint
+from .formats import Reader, TensorInfo, atomic_output, create_writer, module, open_checkpoint, output_format
 from .spec.args import Binder, Ref
 from .spec.expr import ExprError, Template
 from .spec.load import load_spec
@@ -562,7 +562,8 @@ def plan(spec: Union[str, Spec], source: Union[str, Reader], template: Union[str
     reader = source if isinstance(source, Reader) else open_checkpoint(
         source, format=source_format or spec.source.format, **spec.source.options)
     tmpl = template if isinstance(template, Reader) else open_template(spec, template)
-    fmt = target_format or spec.target.format or (by_suffix(output) if output else None)
+    fmt = target_format or spec.target.format
+    fmt = output_format(output, fmt) if output else fmt
     return _Planner(spec, reader, tmpl, fmt, set(relax)).run()
 
 
@@ -591,7 +592,7 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     """Stream the planned conversion into ``output`` (atomically)."""
     p.check()
     spec, reader = p.spec, p.source
-    fmt = p.target_format or by_suffix(output)
+    fmt = output_format(output, p.target_format)
     infos = [TensorInfo(s.target, tuple(s.out_meta.shape), s.out_meta.dtype, s.meta) for s in p.steps]
     options = dict(spec.target.options)
     options.update(target_options or {})

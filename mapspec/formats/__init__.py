@@ -75,6 +75,40 @@ def by_suffix(path) -> Optional[str]:
     return best[0] if best else None
 
 
+SHARDED_INDEX_SUFFIX = ".index.json"
+
+
+def output_format(path, spec_format: Optional[str] = None) -> str:
+    """The format to write ``path`` in: the one rule for every output.
+
+    The output's suffix must agree with the format the spec (or ``--target-format``) names: a
+    suffix naming another format is an error naming both, never a file whose name lies about its
+    contents.  Where the spec leaves the format open, the suffix decides.  Sharded outputs (a
+    ``*.index.json`` or a directory) are not written yet and are refused.
+    """
+    text = str(path)
+    if text.lower().endswith(SHARDED_INDEX_SUFFIX):
+        raise MapspecError(f"{path}: a {SHARDED_INDEX_SUFFIX} output names a sharded checkpoint, which mapspec "
+                           f"cannot write yet; write a single file (e.g. .safetensors)")
+    if text.endswith(("/", "\\")) or Path(text).is_dir():
+        raise MapspecError(f"{path}: is a directory; mapspec writes a single checkpoint file (a sharded output "
+                           f"directory is not supported yet): name the file to write")
+    suffix_format = by_suffix(text)
+    if spec_format:
+        wanted = canonical(spec_format)
+        if suffix_format is not None and suffix_format != wanted:
+            raise MapspecError(
+                f"{path}: the suffix names format {suffix_format!r} but the target format is {wanted!r}; "
+                f"name the output {' or '.join('*' + s for s in FORMATS[wanted].suffixes)}, "
+                f"or change the target format (target.format in the spec, or --target-format)")
+        return wanted
+    if suffix_format is None:
+        raise MapspecError(f"{path}: cannot tell the output format from the file name; use a known suffix ("
+                           + ", ".join(f"{s} {n}" for n, e in FORMATS.items() if e.has_data for s in e.suffixes)
+                           + ") or name the format (target.format in the spec, or --target-format)")
+    return suffix_format
+
+
 def detect(path) -> str:
     """The format of an existing file: by content first, then by suffix."""
     p = Path(path)
@@ -140,4 +174,4 @@ def create_writer(path, infos: Sequence[TensorInfo], format: Optional[str] = Non
 
 
 __all__ = ["FORMATS", "TensorInfo", "Reader", "Writer", "atomic_output", "open_checkpoint", "create_writer",
-           "detect", "module", "canonical", "by_suffix"]
+           "detect", "module", "canonical", "by_suffix", "output_format"]
