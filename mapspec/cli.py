@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from typing import Optional, Sequence, TextIO
 
 import numpy as np
@@ -261,22 +260,14 @@ def cmd_apply(args, out: TextIO, err: TextIO) -> int:
 def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
     from .engine import execute
     from .formats import output_format
+    from .progress import plan_progress
 
     p.check()
-    show = args.progress or (not args.quiet and hasattr(err, "isatty") and err.isatty())
-    last = [0.0]
-
-    def progress(done: int, total: int, step) -> None:
-        now = time.monotonic()
-        if done == total or now - last[0] > 0.25:
-            last[0] = now
-            print(f"\r[{done}/{total}] {step.target[:60]:<60}", end="" if done < total else "\n", file=err,
-                  flush=True)
-
+    flag = args.progress if args.progress is not None or not args.quiet else False
     target_options = parse_pairs(args.target_option, "--target-option")
     _check_flag_options("--target-option", output_format(args.output, p.target_format), target_options, "write")
-    result = execute(p, args.output, force=args.force, progress=progress if show else None,
-                     target_options=target_options)
+    with plan_progress(err, p, "apply", flag) as progress:
+        result = execute(p, args.output, force=args.force, progress=progress, target_options=target_options)
     if args.report:
         from .formats import atomic_output
 
@@ -292,10 +283,11 @@ def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _max_abs_diff(a: np.ndarray, b: np.ndarray, chunk: int = 1 << 20) -> float:
+def _max_abs_diff(a: np.ndarray, b: np.ndarray, chunk: int = 1 << 20, done=lambda nbytes: None) -> float:
     fa, fb = a.reshape(-1), b.reshape(-1)
     worst = 0.0
     for i in range(0, fa.size, chunk):
+        done(min(chunk, fa.size - i) * fa.itemsize)
         x = np.asarray(fa[i:i + chunk], dtype=np.float64)
         y = np.asarray(fb[i:i + chunk], dtype=np.float64)
         d = np.abs(x - y)
@@ -308,10 +300,21 @@ def _max_abs_diff(a: np.ndarray, b: np.ndarray, chunk: int = 1 << 20) -> float:
     return worst
 
 
+def _diff_bar(ra, rb, args, err: TextIO):
+    """A bar over the bytes of A that diff compares (common tensors of equal shape, both with data)."""
+    from .progress import byte_bar
+
+    ia, ib = ra.infos(), rb.infos()
+    total = sum(i.nbytes for n, i in ia.items() if n in ib and tuple(i.shape) == tuple(ib[n].shape)) \
+        if ra.has_data and rb.has_data else 0
+    return byte_bar(err, total, "diff", args.progress)
+
+
 def cmd_diff(args, out: TextIO, err: TextIO) -> int:
     from .formats import open_checkpoint
 
-    with open_checkpoint(args.a, format=args.format_a) as ra, open_checkpoint(args.b, format=args.format_b) as rb:
+    with open_checkpoint(args.a, format=args.format_a) as ra, open_checkpoint(args.b, format=args.format_b) as rb, \
+            _diff_bar(ra, rb, args, err) as bar:
         ia, ib = ra.infos(), rb.infos()
         only_a = [n for n in ia if n not in ib]
         only_b = [n for n in ib if n not in ia]
@@ -326,7 +329,8 @@ def cmd_diff(args, out: TextIO, err: TextIO) -> int:
             elif not (ra.has_data and rb.has_data):
                 status, diff = "same shape", None
             else:
-                diff = _max_abs_diff(ra.read(name), rb.read(name))
+                bar.set_postfix_str(name[-40:], refresh=False)
+                diff = _max_abs_diff(ra.read(name), rb.read(name), done=bar.update)
                 worst = max(worst, diff)
                 status = "equal" if diff == 0 else ("close" if diff <= args.atol else "DIFFERENT")
                 if x.dtype != y.dtype:
@@ -418,13 +422,14 @@ def cmd_verify(args, out: TextIO, err: TextIO) -> int:
 
 def cmd_fold_bn(args, out: TextIO, err: TextIO) -> int:
     from .foldbn import fold_bn
+    from .progress import plan_progress
 
     prefix = args.output
     for suffix in (".caffemodel", ".prototxt"):
         if prefix.endswith(suffix):
             prefix = prefix[: -len(suffix)]
     r = fold_bn(args.prototxt, args.caffemodel, prefix, force=args.force, emit_spec=args.emit_spec,
-                verify=args.verify, seed=args.seed)
+                verify=args.verify, seed=args.seed, progress=lambda p: plan_progress(err, p, "fold-bn", args.progress))
     for c in r.chains:
         parts = [c.conv, c.bn] + ([c.scale] if c.scale else [])
         print(f"folded {' -> '.join(parts)}", file=out)
@@ -465,6 +470,11 @@ VALUE_HELP = "VALUE is typed: 6, 1e-5, true, 1,3,224,224 or [1,3,224,224] or (1,
 def _add_output(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--output", "-o", help=help)
     p.add_argument("-O", dest="output", action=_Deprecated, new="-o/--output", help=argparse.SUPPRESS)
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a progress bar on stderr (bytes, rate, time left); default: only when stderr is a terminal")
 
 
 def _add_force(p: argparse.ArgumentParser) -> None:
@@ -527,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", dest="target_option", action=_Deprecated, new="--target-option", append=True,
                    help=argparse.SUPPRESS)
     p.add_argument("--report", help="write a JSON report of every tensor written")
-    p.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    _add_progress(p)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_apply, output_required=True)
 
@@ -539,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format-b")
     p.add_argument("--all", action="store_true", help="list every common tensor, not just the differing ones")
     p.add_argument("--strict-dtype", action="store_true", help="count a dtype difference as a difference")
+    _add_progress(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diff)
 
@@ -567,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(p, "output prefix (required): writes PREFIX.prototxt and PREFIX.caffemodel")
     _add_force(p)
     p.add_argument("--emit-spec", help="also write the generated spec (one explicit rule per chain) here")
+    _add_progress(p)
     p.add_argument("--verify", action="store_true",
                    help="run both nets on a seeded random input and compare: outputs within --atol (or 1e-5 "
                         "relative), every shared layer within 1e-4 relative, cosine >= 0.99999")

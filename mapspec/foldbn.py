@@ -12,6 +12,7 @@ template, so every shape and every blob is checked.  Each BatchNorm's own eps is
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -168,7 +169,8 @@ class FoldResult:
 
 
 def fold_bn(prototxt: str, caffemodel: str, out_prefix: str, force: bool = False, emit_spec: Optional[str] = None,
-            verify: bool = False, seed: int = 0) -> FoldResult:
+            verify: bool = False, seed: int = 0, progress=None) -> FoldResult:
+    """``progress``: optional ``plan -> context manager`` yielding ``engine.execute``'s progress callback."""
     from . import engine
     from .formats import open_checkpoint
     from .formats.prototxt import dump, load_net_with_unknown
@@ -200,7 +202,8 @@ def fold_bn(prototxt: str, caffemodel: str, out_prefix: str, force: bool = False
             with open_checkpoint(caffemodel, format="caffe") as src, open_checkpoint(tmp_proto, format="prototxt") \
                     as template:
                 p = engine.plan(spec, src, template=template, target_format="caffe")
-                engine.execute(p, out_model, force=force)
+                with progress(p) if progress else contextlib.nullcontext() as callback:
+                    engine.execute(p, out_model, force=force, progress=callback)
         finally:
             if not emit_spec and os.path.exists(spec_path):
                 os.unlink(spec_path)

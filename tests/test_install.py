@@ -123,6 +123,17 @@ def test_plan_and_apply_npz_to_safetensors(installed):
     np.testing.assert_array_equal(got["fc.bias"], np.arange(5))
 
 
+def test_writing_torch_files_needs_no_torch(installed):
+    torch = pytest.importorskip("torch")  # the oracle here, not in the venv
+    work = installed["work"]
+    np.savez(work / "t.npz", w=np.arange(12, dtype=np.float32).reshape(3, 4))
+    (work / "t.yaml").write_text("mapspec: 1\ntarget: {format: torch}\nrules:\n  - {from: w, to: fc.weight}\n")
+    _run([installed["mapspec"], "apply", "t.yaml", "-s", "t.npz", "-o", "t.pth", "-q"], cwd=work)
+    sd = torch.load(work / "t.pth", weights_only=True)
+    assert list(sd) == ["fc.weight"]
+    np.testing.assert_array_equal(sd["fc.weight"].numpy(), np.arange(12, dtype=np.float32).reshape(3, 4))
+
+
 def test_torch_needing_commands_refuse_in_one_line(installed):
     work = installed["work"]
     r = _run([installed["mapspec"], "example", "ex"], cwd=work, check=False)

@@ -1,0 +1,67 @@
+"""Progress bars on stderr for long work (``apply``, ``diff``, ``fold-bn``): bytes done, rate, time left.
+
+tqdm draws them.  ``--progress`` forces a bar, ``--no-progress`` suppresses it; by default a
+bar appears only when stderr is a terminal and the work takes longer than ``AUTO_DELAY``
+seconds, so quick runs and pipes stay clean.  Nothing is ever written to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional, TextIO
+
+AUTO_DELAY = 0.5  # seconds of work before an automatic bar appears
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def wanted(flag: Optional[bool], stream: TextIO) -> bool:
+    """``--progress``/``--no-progress`` if given, else whether ``stream`` is a terminal."""
+    if flag is not None:
+        return flag
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except (ValueError, OSError):  # a closed or odd stream
+        return False
+
+
+def byte_bar(stream: TextIO, total: int, desc: str, flag: Optional[bool]):
+    """A context manager with ``update(nbytes)`` and ``set_postfix_str(text)``: a bar, or nothing."""
+    if not wanted(flag, stream):
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=stream, unit="iB", unit_scale=True, unit_divisor=1024,
+                delay=0 if flag else AUTO_DELAY, mininterval=0.2, dynamic_ncols=True, leave=flag is True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}{unit}/{total_fmt}{unit} [{elapsed}<{remaining}, "
+                           "{rate_fmt}{postfix}]")
+
+
+@contextlib.contextmanager
+def plan_progress(stream: TextIO, plan, desc: str, flag: Optional[bool]):
+    """A bar over a plan's output bytes; yields the ``progress`` callback ``engine.execute`` takes."""
+    from .formats import TensorInfo
+
+    sizes = [TensorInfo(s.target, tuple(s.out_meta.shape), s.out_meta.dtype).nbytes for s in plan.steps]
+    with byte_bar(stream, sum(sizes), desc, flag) as bar:
+        def progress(done: int, total: int, step) -> None:
+            bar.set_postfix_str(step.target[-40:], refresh=False)
+            bar.update(sizes[done - 1])
+
+        yield progress
