@@ -302,6 +302,16 @@ def read_head(path, n: int = 64) -> bytes:
         raise FormatError(path, f"cannot open: {e.strerror}") from None
 
 
+def _name_output(e: MapspecError, tmp: str, target: str) -> None:
+    """A writer's error names the output the user asked for, never the temporary file beside it."""
+    for err in [e] + [x for x in e.errors if x is not e]:
+        if tmp in err.message:
+            err.message = err.message.replace(tmp, target)
+            err.args = (err.message,)
+        if getattr(err, "path", None) == tmp:
+            err.path = target
+
+
 @contextlib.contextmanager
 def atomic_output(path, force: bool = False) -> Iterator[str]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.
@@ -336,6 +346,11 @@ def atomic_output(path, force: bool = False) -> Iterator[str]:
         where = e.filename if isinstance(e.filename, str) and e.filename != tmp else str(target)
         raise MapspecError(f"{where}: {e.strerror or e}; {target} was not written"
                            + (" (the existing file is unchanged)" if target.exists() else "")) from None
+    except MapspecError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        _name_output(e, tmp, str(target))
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

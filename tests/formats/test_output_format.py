@@ -84,3 +84,14 @@ def test_open_target_format_follows_the_suffix(tmp_path, npz_source):
     code, _, err = run("apply", spec, "-s", npz_source, "-o", tmp_path / "o.safetensors.index.json")
     assert code == 1 and "sharded checkpoint" in err
     assert not (tmp_path / "o.safetensors.index.json").exists()
+
+
+def test_writer_errors_name_the_output_not_the_temporary_file(tmp_path, npz_source):
+    # a Keras 3 output whose names carry no model path: the writer refuses; the message names o.weights.h5
+    spec = tmp_path / "s.yaml"
+    spec.write_text("mapspec: 1\nrules:\n  - {from: w, to: conv1/kernel}\n")
+    out = tmp_path / "o.weights.h5"
+    code, _, err = run("apply", spec, "-s", npz_source, "-o", out)
+    assert code == 1
+    assert err.startswith(f"mapspec: error: {out}: ") and ".tmp" not in err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
