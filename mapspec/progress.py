@@ -45,10 +45,13 @@ def byte_bar(stream: TextIO, total: int, desc: str, flag: Optional[bool]):
     """A context manager with ``update(nbytes)`` and ``set_postfix_str(text)``: a bar, or nothing."""
     if not wanted(flag, stream):
         return _NoBar()
+    import shutil
+
     from tqdm import tqdm
 
+    width = shutil.get_terminal_size((100, 24)).columns  # a terminal that reports no width: 100 columns
     return tqdm(total=total, desc=desc, file=stream, unit="iB", unit_scale=True, unit_divisor=1024,
-                delay=0 if flag else AUTO_DELAY, mininterval=0.2, dynamic_ncols=True, leave=flag is True,
+                delay=0 if flag else AUTO_DELAY, mininterval=0.2, ncols=max(width, 60), leave=flag is True,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}{unit}/{total_fmt}{unit} [{elapsed}<{remaining}, "
                            "{rate_fmt}{postfix}]")
 
