@@ -467,8 +467,8 @@ VALUE_HELP = "VALUE is typed: 6, 1e-5, true, 1,3,224,224 or [1,3,224,224] or (1,
 
 
 # The one option vocabulary: a flag means the same in every command that has it (README, "Commands").
-def _add_output(p: argparse.ArgumentParser, help: str) -> None:
-    p.add_argument("--output", "-o", help=help)
+def _add_output(p: argparse.ArgumentParser, help: str, metavar: str = "FILE") -> None:
+    p.add_argument("--output", "-o", metavar=metavar, help=help)
     p.add_argument("-O", dest="output", action=_Deprecated, new="-o/--output", help=argparse.SUPPRESS)
 
 
@@ -488,8 +488,8 @@ def _add_vars(p: argparse.ArgumentParser) -> None:
 
 def _add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="a spec file, or a shipped spec's name (see `mapspec specs`)")
-    p.add_argument("--source", "-s", required=True, help="the source checkpoint")
-    p.add_argument("--template", "-t", help="a file whose tensor names and shapes the output must match "
+    p.add_argument("--source", "-s", required=True, metavar="FILE", help="the source checkpoint")
+    p.add_argument("--template", "-t", metavar="FILE", help="a file whose tensor names and shapes the output must match "
                                             "(overrides the spec's target template)")
     p.add_argument("--source-format", help="the source's format (default: the spec's, else detected)")
     p.add_argument("--target-format", help="the output's format (default: the spec's, else from the file name)")
@@ -536,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a writer option of the output's format, added to the spec's target.options")
     p.add_argument("--option", dest="target_option", action=_Deprecated, new="--target-option", append=True,
                    help=argparse.SUPPRESS)
-    p.add_argument("--report", help="write a JSON report of every tensor written")
+    p.add_argument("--report", metavar="FILE", help="write a JSON report of every tensor written")
     _add_progress(p)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_apply, output_required=True)
@@ -555,8 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="prove a conversion: run the original and the converted model and compare")
     p.add_argument("spec", help="the spec used for the conversion (its verify: section says how to run both sides)")
-    p.add_argument("--source", "-s", required=True, help="the original weights")
-    p.add_argument("--converted", "-c", required=True, help="the converted weights (apply's output)")
+    p.add_argument("--source", "-s", required=True, metavar="FILE", help="the original weights")
+    p.add_argument("--converted", "-c", required=True, metavar="FILE", help="the converted weights (apply's output)")
     p.add_argument("--source-graph", help="the original graph (.prototxt / -symbol.json) if the spec does not say")
     p.add_argument("--target-graph", help="the converted model's graph, if the spec does not say")
     p.add_argument("--target-model", help="a torch/keras model factory module:function (overrides the spec's)")
@@ -575,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fold-bn", help="fold Convolution -> BatchNorm -> Scale chains of a Caffe net for deployment")
     p.add_argument("prototxt")
     p.add_argument("caffemodel")
-    _add_output(p, "output prefix (required): writes PREFIX.prototxt and PREFIX.caffemodel")
+    _add_output(p, "output prefix (required): writes PREFIX.prototxt and PREFIX.caffemodel", "PREFIX")
     _add_force(p)
     p.add_argument("--emit-spec", help="also write the generated spec (one explicit rule per chain) here")
     _add_progress(p)
