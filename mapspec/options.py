@@ -17,6 +17,7 @@ from .errors import UsageError
 
 MAX_VALUE_CHARS = 65536
 # YAML 1.1 reads 1e-5 (no dot) as text; on a command line it is a number.
+_DIMS = re.compile(r"\d+(\s*x\s*\d+)+")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -58,6 +59,8 @@ def parse_pair(text: str, flag: str) -> tuple[str, object]:
     key = key.strip()
     if not sep or not key:
         raise UsageError(f"{flag} {text!r}: expected KEY=VALUE (e.g. {flag} input_shape=1,3,224,224)")
+    if key.endswith("shape") and _DIMS.fullmatch(raw.strip()):  # input_shape=1x3x224x224
+        return key, parse_shape(raw, f"{flag} {key}")
     return key, parse_value(raw, f"{flag} {key}")
 
 

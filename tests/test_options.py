@@ -62,7 +62,7 @@ layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
 """
 
 
-@pytest.mark.parametrize("spelling", ["1,3,8,8", "[1,3,8,8]", "(1, 3, 8, 8)"])
+@pytest.mark.parametrize("spelling", ["1,3,8,8", "[1,3,8,8]", "(1, 3, 8, 8)", "1x3x8x8"])
 def test_inspect_template_option(tmp_path, spelling):
     proto = tmp_path / "t.prototxt"
     proto.write_text(PROTOTXT)
@@ -118,3 +118,14 @@ def test_template_option_reaches_the_template(tmp_path):
     assert out.rstrip().endswith("coverage: OK")
     code, out, err = run("plan", spec, "-s", src, "-t", proto)
     assert code == 1  # no input shape: the template cannot say the blob shapes
+
+
+def test_input_shapes_must_be_a_mapping(tmp_path):
+    proto = tmp_path / "t.prototxt"
+    proto.write_text(PROTOTXT)
+    code, out, err = run("inspect", proto, "--option", "input_shapes={data: [1,3,8,8]}")
+    assert code == 0 and "conv1[0]  4x3x3x3" in out
+    code, _, err = run("inspect", proto, "--option", "input_shapes=[1,2]")
+    assert code == 1
+    assert err == (f"mapspec: error: {proto}: option input_shapes must map input names to shapes, e.g. "
+                   "{data: [1, 3, 224, 224]}, not [1, 2] (for the single input use input_shape)\n")

@@ -302,6 +302,16 @@ def read_head(path, n: int = 64) -> bytes:
         raise FormatError(path, f"cannot open: {e.strerror}") from None
 
 
+def shapes_option(path, value) -> dict:
+    """The ``input_shapes`` reader option: a mapping of input name -> shape (a list is a mistake, named)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise MapspecError(f"{path}: option input_shapes must map input names to shapes, e.g. "
+                           f"{{data: [1, 3, 224, 224]}}, not {value!r} (for the single input use input_shape)")
+    return dict(value)
+
+
 def _name_output(e: MapspecError, tmp: str, target: str) -> None:
     """A writer's error names the output the user asked for, never the temporary file beside it."""
     for err in [e] + [x for x in e.errors if x is not e]:

@@ -36,7 +36,7 @@ import re
 from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 from ..errors import FormatError, MapspecError
-from .base import Reader, TensorInfo
+from .base import Reader, TensorInfo, shapes_option
 
 NAME = "mxnet-symbol"
 MAX_JSON_BYTES = 512 << 20  # a symbol file is a few MB at most; refuse to parse absurd files
@@ -939,7 +939,7 @@ def resolve_input_shapes(graph: Graph, input_shape=None, input_shapes=None) -> d
                                f"{len(graph.input_names)} ({', '.join(graph.input_names) or 'none'}); "
                                f"use input_shapes={{name: shape}}")
         shapes[graph.input_names[0]] = _as_shape_arg(graph.path, graph.input_names[0], input_shape)
-    for name, shape in (input_shapes or {}).items():
+    for name, shape in shapes_option(graph.path, input_shapes).items():
         if graph.by_name.get(name) is None or graph.nodes[graph.by_name[name]].op != "null":
             raise MapspecError(f"{graph.path}: input_shapes names {name!r}, which is not a variable of this "
                                f"symbol (inputs: {', '.join(graph.input_names) or 'none'})")

@@ -26,7 +26,7 @@ from typing import Mapping, NamedTuple, Optional, Sequence
 from ..errors import FormatError, MapspecError
 from . import caffe_layers as cl
 from . import caffe_pb
-from .base import Reader, TensorInfo
+from .base import Reader, TensorInfo, shapes_option
 
 NAME = "prototxt"
 MAX_TEXT_BYTES = 256 << 20  # a net definition is a few hundred KB; refuse absurd files before reading them
@@ -261,7 +261,7 @@ class PrototxtReader(Reader):
         super().__init__(path)
         self._net = net
         self._unknown = unknown
-        self._overrides = dict(input_shapes or {})
+        self._overrides = shapes_option(path, input_shapes)
         if input_shape is not None:
             names = list(net_inputs(net, path)) + [t for l in net.layer if l.type == "Input"
                                                    and cl.in_phase(l) for t in l.top]
