@@ -121,9 +121,9 @@ def _string(field: int, text: str) -> bytes:
 
 def _layer_params(layer: LayerSpec) -> bytes:
     """The non-blob part of a LayerParameter, through the runtime caffe.proto classes."""
-    from mapspec.formats import caffe_pb
+    from mapspec.graphs.caffe import schema
 
-    msg = caffe_pb.LayerParameter()
+    msg = schema.LayerParameter()
     msg.name, msg.type = layer.name, layer.type
     msg.bottom.append(layer.bottom)
     msg.top.append(layer.top)

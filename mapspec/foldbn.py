@@ -122,11 +122,11 @@ def make_spec(chains: list[Chain]) -> str:
 
 def fold_net(net, chains: list[Chain]):
     """A copy of ``net`` with the chains' BatchNorm/Scale layers removed and biases switched on."""
-    from .formats import caffe_pb
+    from .graphs.caffe import schema
 
     by_conv = {c.conv: c for c in chains}
     gone = {c.bn for c in chains} | {c.scale for c in chains if c.scale}
-    out = caffe_pb.NetParameter()
+    out = schema.NetParameter()
     out.CopyFrom(net)
     del out.layer[:]
     for layer in net.layer:

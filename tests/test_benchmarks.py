@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mapspec
-from mapspec.formats import caffe_pb
+from mapspec.graphs.caffe import schema
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -33,7 +33,7 @@ def test_generated_caffemodel_parses_with_protobuf_and_our_reader(tmp_path):
     p = tmp_path / "v.caffemodel"
     facts = gen.vgg16_caffemodel(str(p), scale=1 / 256, seed=1)
     assert facts["bytes"] == p.stat().st_size
-    net = caffe_pb.NetParameter.FromString(p.read_bytes())  # protobuf's own decoder, independent of ours
+    net = schema.NetParameter.FromString(p.read_bytes())  # protobuf's own decoder, independent of ours
     pb = {f"{layer.name}[{k}]": (tuple((b.num, b.channels, b.height, b.width)), np.array(b.data, np.float32))
           for layer in net.layer for k, b in enumerate(layer.blobs)}
     assert [layer.type for layer in net.layer][:3] == ["Convolution", "ReLU", "Convolution"]

@@ -297,14 +297,15 @@ def test_conversion_memory_stays_near_the_largest_tensor(tmp_path):
 
 def test_caffe_writer_streams_views_in_little_endian_pieces(tmp_path, monkeypatch):
     """A transposed, big-endian view goes out in bounded pieces; protobuf's decoder reads the values."""
-    from mapspec.formats import caffe, caffe_pb
+    from mapspec.formats import caffe
+    from mapspec.graphs.caffe import schema
 
     monkeypatch.setattr(caffe, "_CHUNK", 256)
     w = np.arange(3 * 4 * 5 * 6, dtype=">f4").reshape(3, 4, 5, 6).transpose(2, 3, 1, 0)
     b = np.arange(7, dtype=">f8")[::-1]
     p = tmp_path / "c.caffemodel"
     caffe.save(p, {"conv[0]": w, "conv[1]": b})
-    net = caffe_pb.NetParameter.FromString(p.read_bytes())
+    net = schema.NetParameter.FromString(p.read_bytes())
     (layer,) = net.layer
     assert tuple(layer.blobs[0].shape.dim) == w.shape
     np.testing.assert_array_equal(np.array(layer.blobs[0].data, np.float32), np.ascontiguousarray(w).reshape(-1))

@@ -1,7 +1,7 @@
 """Run a Caffe net with torch (float32, CPU), no Caffe needed: a reference for ``verify``.
 
 ``CaffeExecutor(net, weights, input_shapes=None)``: ``net`` is a ``.prototxt`` path (or its
-text) or a ``NetParameter`` from :mod:`mapspec.formats.caffe_pb`; ``weights`` a
+text) or a ``NetParameter`` from :mod:`mapspec.graphs.caffe.schema`; ``weights`` a
 :class:`~mapspec.formats.base.Reader` whose tensors are named ``layer[k]`` (a
 ``.caffemodel``, or any format holding such names), a ``{"layer[k]": array}`` mapping, or
 ``None`` to use the blobs stored in ``net`` itself.
@@ -47,6 +47,9 @@ import numpy as np
 
 from ..errors import ConversionError, FormatError, MapspecError
 from ..formats.base import Reader
+from ..graphs.caffe import net as caffe_net
+from ..graphs.caffe import schema
+from ..graphs.caffe.layers import blob_count, in_phase
 from .base import Executor
 
 try:
@@ -63,57 +66,26 @@ else:  # pragma: no cover
     LayerError = Unsupported = BlobError = Exception
 
 _BLOB_NAME = re.compile(r"^(.*)\[(\d+)\]$")
-PHASE_TEST = 1
 
 
 class _Step(NamedTuple):
     """One layer to run: its position in the filtered net, its message, its kernel."""
 
     index: int
-    layer: object  # caffe_pb.LayerParameter
+    layer: object  # schema.LayerParameter
     kernel: object
-
-
-def _blob_count(layer) -> Optional[int]:
-    """How many parameter blobs the layer needs, from its type and parameters (None: not fixed)."""
-    t = layer.type
-    if t in ("Convolution", "Deconvolution"):
-        return 1 + bool(layer.convolution_param.bias_term)
-    if t == "InnerProduct":
-        return 1 + bool(layer.inner_product_param.bias_term)
-    if t == "Embed":
-        return 1 + bool(layer.embed_param.bias_term)
-    if t == "BatchNorm":
-        p = layer.batch_norm_param
-        return 3 if (p.use_global_stats if p.HasField("use_global_stats") else True) else None
-    if t == "Scale":
-        return (1 if len(layer.bottom) == 1 else 0) + bool(layer.scale_param.bias_term)
-    if t == "Bias":
-        return 1 if len(layer.bottom) == 1 else 0
-    if t == "PReLU":
-        return 1
-    if t == "DenseBlock":
-        p = layer.denseblock_param
-        return (10 if p.use_BC else 5) * int(p.numTransition) + 1
-    return 0
 
 
 def _load_net(net):
     """(NetParameter with the new ``layer`` list, a name for messages) from a path, text or message."""
-    from ..formats import caffe_pb
-
-    if isinstance(net, caffe_pb.NetParameter):
+    if isinstance(net, schema.NetParameter):
         if len(net.layers):
-            copy = caffe_pb.NetParameter()
-            copy.CopyFrom(net)
-            net = caffe_pb.upgrade_net(copy)
+            net = caffe_net.load_net(net)  # a copy with the legacy V1 layers upgraded
         return net, net.name or "<net>"
     if not isinstance(net, (str, os.PathLike)):
         raise MapspecError(f"net must be a .prototxt path or a caffe NetParameter, not {type(net).__name__}")
-    from ..formats.prototxt import load_net
-
     text_given = isinstance(net, str) and ("\n" in net or "{" in net) and not os.path.exists(net)
-    return load_net(net), ("<prototxt text>" if text_given else str(net))
+    return caffe_net.load_net(net), ("<prototxt text>" if text_given else str(net))
 
 
 def _blob_array(blob, where: str) -> np.ndarray:
@@ -166,7 +138,7 @@ class CaffeExecutor(Executor):
             where = [f"{l.name!r}" for l in layers if l.type in bad][:5]
             raise MapspecError(f"{self.path}: the Caffe executor cannot run layer type(s) {', '.join(bad)} "
                                f"(layers {', '.join(where)}); supported: {', '.join(sorted(kernels))}")
-        self._inputs = self._declared_inputs(layers)
+        self._inputs = caffe_net.declared_inputs(self.net, self.path, layers)
         self._steps = [_Step(i, l, kernels.get(l.type)) for i, l in enumerate(layers) if l.type not in INPUT_TYPES]
         self.layer_names = [s.layer.name for s in self._steps]
         self._layer_index = {s.layer.name: k for k, s in enumerate(self._steps)}
@@ -185,45 +157,15 @@ class CaffeExecutor(Executor):
     # -- set-up --------------------------------------------------------------
     def _filtered_layers(self) -> list:
         """The layers of the TEST-phase net (Caffe's ``Net::FilterNet``)."""
-        from ..formats import caffe_layers
-
         level, stages = int(self.net.state.level), set(self.net.state.stage)
         kept = []
         for layer in self.net.layer:
             if len(layer.include) and len(layer.exclude):
                 raise MapspecError(f"{self.path}: layer {layer.name!r} specifies both include and exclude rules; "
                                    f"Caffe accepts one or the other")
-            if caffe_layers.in_phase(layer, PHASE_TEST, level, stages):
+            if in_phase(layer, schema.PHASE_TEST, level, stages):
                 kept.append(layer)
         return kept
-
-    def _declared_inputs(self, layers) -> dict:
-        """Input blob -> declared shape (None if the net gives none), from ``input`` fields and Input layers."""
-        net = self.net
-        inputs: dict = {}
-        names = list(net.input)
-        if len(net.input_shape) and len(net.input_shape) != len(names):
-            raise MapspecError(f"{self.path}: {len(names)} input(s) but {len(net.input_shape)} input_shape(s)")
-        if len(net.input_dim) and len(net.input_dim) != 4 * len(names):
-            raise MapspecError(f"{self.path}: input_dim must list 4 values per input ({len(names)} input(s), "
-                               f"{len(net.input_dim)} values)")
-        for i, name in enumerate(names):
-            if len(net.input_shape):
-                inputs[name] = tuple(int(d) for d in net.input_shape[i].dim)
-            elif len(net.input_dim):
-                inputs[name] = tuple(int(d) for d in net.input_dim[4 * i:4 * i + 4])
-            else:
-                inputs[name] = None
-        for layer in layers:
-            if layer.type not in INPUT_TYPES:
-                continue
-            shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
-            if len(shapes) not in (0, 1, len(layer.top)):
-                raise MapspecError(f"{self.path}: Input layer {layer.name!r} must give one shape, or one per top "
-                                   f"({len(layer.top)} tops, {len(shapes)} shapes)")
-            for j, top in enumerate(layer.top):
-                inputs[top] = shapes[0] if len(shapes) == 1 else (shapes[j] if shapes else None)
-        return inputs
 
     def _check_graph(self) -> list:
         """Every bottom must exist when its layer runs; returns the net's output blobs."""
@@ -266,7 +208,7 @@ class CaffeExecutor(Executor):
         problems = []
         seen: set = set()
         for s in self._steps:
-            if s.layer.name in seen and _blob_count(s.layer) != 0:
+            if s.layer.name in seen and blob_count(s.layer) != 0:
                 raise MapspecError(f"{self.path}: two layers are named {s.layer.name!r} and this one has parameters; "
                                    f"their blobs {s.layer.name}[k] would be ambiguous: rename one")
             seen.add(s.layer.name)
@@ -278,7 +220,7 @@ class CaffeExecutor(Executor):
                 gap = next(i for i in range(len(ks) + 1) if i not in have)
                 problems.append(f"{name}[{gap}] is missing but {name}[{ks[-1]}] is present")
                 continue
-            need = _blob_count(s.layer)
+            need = blob_count(s.layer)
             if need is not None and len(ks) != need:
                 got = f"{len(ks)} ({', '.join(f'{name}[{k}]' for k in ks)})" if ks else "none"
                 problems.append(f"layer {name!r} ({s.layer.type}) needs {need} blob(s), the weights have {got}")

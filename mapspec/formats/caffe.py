@@ -8,7 +8,7 @@ copy, and there is no 64 MB protobuf limit.  Blob values are numpy views over th
 repeated values (legal protobuf, rare) are gathered on read.  Each layer's name and
 type are read off the wire during the walk; the rest of its small non-blob part
 (bottoms, tops, parameters) is decoded with the schema subset of
-:mod:`mapspec.formats.caffe_pb` when ``attrs``/``layers``/``net`` first need it.
+:mod:`mapspec.graphs.caffe.schema` when ``attrs``/``layers``/``net`` first need it.
 :data:`MAX_LAYERS` and :data:`MAX_TENSORS` bound the bookkeeping a crafted file can
 cause.  Both the current ``layer`` list (NetParameter field
 100) and the legacy V1 ``layers`` (field 2, enum types) are read; V1 layers are
@@ -48,14 +48,16 @@ and an array must arrive in the dtype announced for it (its header is already pl
 from __future__ import annotations
 
 import builtins
+import os
 import re
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from ..errors import FormatError, MapspecError
-from . import caffe_layers as cl
-from . import caffe_pb
+from ..graphs.caffe import layers as cl
+from ..graphs.caffe import net as caffe_net
+from ..graphs.caffe import schema
 from .base import MappedFile, Reader, TensorInfo, Writer, save_with
 from .chunks import c_order_chunks
 
@@ -87,8 +89,8 @@ SHAPE_DIM = 1
 _VALUE_FIELDS = {BLOB_DATA: (np.dtype("<f4"), "float32", I32), BLOB_DOUBLE_DATA: (np.dtype("<f8"), "float64", I64)}
 _FIXED_SIZE = {I32: 4, I64: 8}
 # V1 LayerType code -> the new type string (as Caffe's upgrade names it)
-_V1_TYPE_NAMES = {v.number: caffe_pb.V1_TYPE_NAMES[v.name]
-                  for v in caffe_pb.V1LayerParameter.DESCRIPTOR.fields_by_name["type"].enum_type.values}
+_V1_TYPE_NAMES = {v.number: schema.V1_TYPE_NAMES[v.name]
+                  for v in schema.V1LayerParameter.DESCRIPTOR.fields_by_name["type"].enum_type.values}
 
 
 # -- wire format ---------------------------------------------------------------------------------
@@ -242,7 +244,7 @@ class CaffeReader(Reader):
                     raise FormatError(self.path, "the net's non-layer fields exceed 64 MB: not a caffemodel",
                                       offset=tag_at)
         try:
-            self._net_header = caffe_pb.NetParameter.FromString(bytes(self._header))
+            self._net_header = schema.NetParameter.FromString(bytes(self._header))
         except Exception as e:  # protobuf's DecodeError (and friends) on hostile bytes
             raise FormatError(self.path, f"the net's name/input fields do not decode: {e}") from None
 
@@ -310,22 +312,22 @@ class CaffeReader(Reader):
                 raise FormatError(self.path, f"{what}: its non-blob fields exceed 64 MB (corrupt file?)",
                                   offset=tag_at)
             rest += self._file.bytes(tag_at, fend - tag_at, what)
-        cls = caffe_pb.V1LayerParameter if span.v1 else caffe_pb.LayerParameter
+        cls = schema.V1LayerParameter if span.v1 else schema.LayerParameter
         try:
             msg = cls.FromString(bytes(rest))
         except Exception as e:  # protobuf's DecodeError on hostile bytes
             raise FormatError(self.path, f"{what}: its name/type/parameters do not decode ({e})",
                               offset=span.start) from None
-        unknown = caffe_pb.unknown_field_paths(msg)  # before the V1 upgrade, which keeps known fields only
+        unknown = schema.unknown_field_paths(msg)  # before the V1 upgrade, which keeps known fields only
         try:
-            layer = caffe_pb.upgrade_v1_layer(msg, self.path, index) if span.v1 else msg
+            layer = schema.upgrade_v1_layer(msg, self.path, index) if span.v1 else msg
         except FormatError as e:
             raise FormatError(self.path, e.bare, offset=span.start) from None
         texts = [layer.name, layer.type, *layer.bottom, *layer.top]
         if not all(isinstance(t, str) for t in texts):
             raise FormatError(self.path, f"{what}: its name, type or blob names are not UTF-8 text",
                               offset=span.start)
-        got = (layer, [caffe_pb.UnknownField(f"layer[{index}].{u}", 0, index, u.rsplit(".", 1)[-1])
+        got = (layer, [schema.UnknownField(f"layer[{index}].{u}", 0, index, u.rsplit(".", 1)[-1])
                        for u in unknown])
         self._decoded[index] = got
         return got
@@ -441,7 +443,7 @@ class CaffeReader(Reader):
 
     def net(self):
         """The file's ``NetParameter`` without blob data: net name/inputs and every layer's structure."""
-        net = caffe_pb.NetParameter()
+        net = schema.NetParameter()
         net.CopyFrom(self._net_header)
         for layer in self.layers():
             net.layer.add().CopyFrom(layer)
@@ -452,7 +454,7 @@ class CaffeReader(Reader):
 
     def attrs(self, node: str) -> dict:
         """The layer's ``type``, ``bottom``, ``top`` and parameters with Caffe's defaults
-        (:func:`~mapspec.formats.caffe_layers.layer_attrs`); fields unknown to mapspec's schema
+        (:func:`~mapspec.graphs.caffe.layers.layer_attrs`); fields unknown to mapspec's schema
         are listed by number under ``unknown_fields`` (e.g. ``["pooling_param.#20"]``)."""
         if self._index is None:
             self._index = {}
@@ -523,18 +525,16 @@ class CaffeWriter(Writer):
         super().__init__(path, infos)
         groups = self._group(self.infos)
         if template is not None:
-            from .prototxt import load_net
-
-            net = load_net(template)
+            net = load_template(template)[0]
             plan = self._against_template(net, groups)
         else:
-            net = caffe_pb.NetParameter()
+            net = schema.NetParameter()
             plan = []
             for name, members in groups:
-                layer = caffe_pb.LayerParameter()
+                layer = schema.LayerParameter()
                 layer.name = name
                 plan.append((layer, members))
-        header = caffe_pb.NetParameter()
+        header = schema.NetParameter()
         header.CopyFrom(net)
         header.ClearField("layer")
         header.ClearField("layers")
@@ -663,7 +663,7 @@ class CaffeWriter(Writer):
 def _blob_free(layer):
     if len(layer.blobs) == 0:
         return layer
-    copy = caffe_pb.LayerParameter()
+    copy = schema.LayerParameter()
     copy.CopyFrom(layer)
     copy.ClearField("blobs")
     return copy
@@ -683,6 +683,18 @@ _FIRST_TAGS = frozenset(bytes([t]) for t in (0x0A, 0x12, 0x1A, 0x20, 0x22, 0x28,
 
 
 _TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+
+def load_template(source) -> tuple:
+    """(blob-free ``NetParameter``, unknown fields, path) of a net given as a ``.caffemodel`` path (its
+    structure) or anything :func:`mapspec.graphs.caffe.net.load` takes (a prototxt path or text, a reader
+    with ``net()``, a ``NetParameter``)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if path.lower().endswith(".caffemodel") and os.path.isfile(path):
+            with open(path) as r:
+                return r.net(), [], path
+    return caffe_net.load(source)
 
 
 def sniff(path: str, head: bytes) -> bool:

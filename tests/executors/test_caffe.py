@@ -24,7 +24,9 @@ import torch.nn.functional as F  # noqa: E402
 
 from mapspec.errors import ConversionError, MapspecError  # noqa: E402
 from mapspec.executors.caffe import CaffeExecutor  # noqa: E402
-from mapspec.formats import caffe_pb, open_checkpoint, prototxt  # noqa: E402
+from mapspec.formats import open_checkpoint, prototxt  # noqa: E402
+from mapspec.graphs.caffe import net as caffe_net  # noqa: E402
+from mapspec.graphs.caffe import schema  # noqa: E402
 
 SMALL = """
 name: "small"
@@ -50,7 +52,7 @@ layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 
 def seeded_weights(net, input_shapes=None, seed=0, factor=1.0):
     """Random blobs for every parameter shape the template infers (BN variances positive)."""
-    shapes = prototxt.infer(net, input_shapes)
+    shapes = caffe_net.infer(net, input_shapes)
     types = {layer.name: layer.type for layer in net.layer}
     rng = np.random.default_rng(seed)
     out = {}
@@ -72,7 +74,7 @@ def seeded_weights(net, input_shapes=None, seed=0, factor=1.0):
 
 @pytest.fixture(scope="module")
 def small():
-    net = prototxt.load_net(SMALL)
+    net = caffe_net.load_net(SMALL)
     w = seeded_weights(net, factor=4.0)
     x = np.random.default_rng(5).standard_normal((2, 3, 11, 11)).astype(np.float32)
     return net, w, x
@@ -165,11 +167,11 @@ def test_phase_rules_levels_and_stages():
 
 
 def test_v1_net_with_blobs_inside():
-    net = caffe_pb.NetParameter()
+    net = schema.NetParameter()
     net.input.append("data")
     net.input_dim.extend([1, 2, 3, 3])
     v1 = net.layers.add()
-    v1.name, v1.type = "ip", caffe_pb.V1LayerParameter.INNER_PRODUCT
+    v1.name, v1.type = "ip", schema.V1LayerParameter.INNER_PRODUCT
     v1.bottom.append("data")
     v1.top.append("ip")
     v1.inner_product_param.num_output = 2
@@ -181,7 +183,7 @@ def test_v1_net_with_blobs_inside():
     bb.num, bb.channels, bb.height, bb.width = 1, 1, 1, 2
     bb.data.extend(b.tolist())
     v2 = net.layers.add()
-    v2.name, v2.type = "relu", caffe_pb.V1LayerParameter.RELU
+    v2.name, v2.type = "relu", schema.V1LayerParameter.RELU
     v2.bottom.append("ip")
     v2.top.append("ip")
     ex = CaffeExecutor(net)
@@ -308,7 +310,7 @@ def _densenet_to_torchvision(w: dict, blocks) -> dict:
 @pytest.fixture(scope="module")
 def densenet121():
     path = fixture_file("densenet-caffe/DenseNet_121.prototxt")
-    net = prototxt.load_net(str(path))
+    net = caffe_net.load_net(str(path))
     w = seeded_weights(net, seed=121, factor=999.982)
     return path, net, w
 
@@ -346,7 +348,7 @@ def test_densenet121_equals_torchvision_densenet(densenet121):
 
 def test_densenet169_runs(fixtures_dir):
     path = fixture_file("densenet-caffe/DenseNet_169.prototxt")
-    net = prototxt.load_net(str(path))
+    net = caffe_net.load_net(str(path))
     w = seeded_weights(net, seed=169)
     out = CaffeExecutor(net, w, input_shapes={"data": (1, 3, 96, 96)}).run(
         {"data": np.ones((1, 3, 96, 96), np.float32)})
@@ -356,7 +358,7 @@ def test_densenet169_runs(fixtures_dir):
 @pytest.mark.parametrize("name", ["mobilenet_deploy.prototxt", "mobilenet_v2_deploy.prototxt"])
 def test_mobilenets_run(name):
     path = fixture_file(f"mobilenet-caffe/{name}")
-    net = prototxt.load_net(str(path))
+    net = caffe_net.load_net(str(path))
     w = seeded_weights(net, seed=3)
     ex = CaffeExecutor(str(path), w)
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
@@ -414,7 +416,7 @@ def test_mobilefacenet_filled_from_mxnet_matches_mxnet(mxnet_python, tmp_path, k
 
     proto = fixture_file(MFN_CAFFE + ".prototxt")
     sym, params = fixture_file(MFN_MXNET + "-symbol.json"), fixture_file(MFN_MXNET + "-0200.params")
-    net = prototxt.load_net(str(proto))
+    net = caffe_net.load_net(str(proto))
     w = _mobilefacenet_from_mxnet_params(net, open_checkpoint(str(params)))
     if key == "face":
         oracle(mxnet_python, "decode_image.py", fixture_file("images/Aaron_Eckhart_0001.jpg"), tmp_path / "img.npy")
@@ -487,13 +489,13 @@ def test_dense_block_equals_standard_layers_with_flipped_kernels(mode, factor):
     assert ours.shape == ref.shape == (2, c0 + n * g, 6, 7)
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
     # the layout matches the template mapspec's prototxt reader infers for the block
-    shapes = prototxt.infer(prototxt.load_net(eff)).params["block"]
+    shapes = caffe_net.infer(caffe_net.load_net(eff)).params["block"]
     assert [tuple(w_eff[f"block[{k}]"].shape) for k in range(len(shapes))] == [tuple(s) for s in shapes]
 
 
 def test_dense_block_factor_modes_differ_only_when_factor_is_not_one():
     eff, _ = _dense_nets(2, 4, 2)
-    net = prototxt.load_net(eff)
+    net = caffe_net.load_net(eff)
     w = seeded_weights(net, seed=9)
     for k in (8, 9, 18, 19):  # BN variances (groups 4 and 9 of numTransition 2) must be positive
         w[f"block[{k}]"] = np.abs(w[f"block[{k}]"]) + 0.5
@@ -531,7 +533,7 @@ def test_hostile_parameters_give_mapspec_errors_only(small, edits, axis):
     """Absurd or inconsistent layer parameters: a MapspecError naming the layer, never another
     exception, never a huge allocation."""
     net0, w, x = small
-    net = caffe_pb.NetParameter()
+    net = schema.NetParameter()
     net.CopyFrom(net0)
     layers = {layer.name: layer for layer in net.layer}
     for (name, msg, field, repeated), value in edits:

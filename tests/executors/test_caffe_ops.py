@@ -21,15 +21,15 @@ from google.protobuf import text_format  # noqa: E402
 
 from mapspec.executors.caffe_ops import KERNELS, LayerError, Unsupported  # noqa: E402
 from mapspec.executors.caffe_ops.common import BlobError  # noqa: E402
-from mapspec.executors.caffe_ops.pool import pooled_size  # noqa: E402
-from mapspec.formats import caffe_pb  # noqa: E402
+from mapspec.graphs.caffe.geometry import pooled_size  # noqa: E402
+from mapspec.graphs.caffe import schema  # noqa: E402
 
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
 def layer(text: str):
     """A LayerParameter from prototxt text (type, params, bottoms, tops)."""
-    return text_format.Parse(text, caffe_pb.LayerParameter())
+    return text_format.Parse(text, schema.LayerParameter())
 
 
 def run(text: str, *bottoms, blobs=()):

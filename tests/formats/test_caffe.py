@@ -11,16 +11,18 @@ import pytest
 
 from conftest import fixture_file
 from mapspec.errors import FormatError, MapspecError
-from mapspec.formats import caffe, caffe_pb, detect, open_checkpoint
+from mapspec.formats import caffe, detect, open_checkpoint
 from mapspec.formats import prototxt as pt
 from mapspec.formats.base import TensorInfo
+from mapspec.graphs.caffe import net as cn
+from mapspec.graphs.caffe import schema
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "caffe"
 MFN = "mobilefacenet-caffe-thirdparty/mxnet2caffe_mobilefacenet"
 
 
-def parse_with_protobuf(path) -> "caffe_pb.NetParameter":
-    net = caffe_pb.NetParameter()
+def parse_with_protobuf(path) -> "schema.NetParameter":
+    net = schema.NetParameter()
     net.ParseFromString(Path(path).read_bytes())
     return net
 
@@ -119,11 +121,11 @@ def test_writer_with_template_keeps_every_layer(tmp_path):
     path = tmp_path / "t.caffemodel"
     caffe.save(str(path), tensors, template=str(DATA / "tiny_net.prototxt"))
     ref = parse_with_protobuf(path)
-    want = pt.load_net(str(DATA / "tiny_net.prototxt"))
+    want = cn.load_net(str(DATA / "tiny_net.prototxt"))
     assert ref.name == "tiny"
     assert [l.name for l in ref.layer] == [l.name for l in want.layer]
     for got, exp in zip(ref.layer, want.layer):
-        stripped = caffe_pb.LayerParameter()
+        stripped = schema.LayerParameter()
         stripped.CopyFrom(got)
         stripped.ClearField("blobs")
         assert stripped == exp  # type, bottoms, tops, params unchanged
@@ -186,15 +188,15 @@ def test_writer_close_before_all_tensors(tmp_path):
 # -- legacy and unusual encodings, built with protobuf --------------------------------------------
 
 def test_v1_legacy_model_with_4d_legacy_shapes(tmp_path):
-    net = caffe_pb.NetParameter(name="legacy")
-    v1 = net.layers.add(name="conv1", type=caffe_pb.V1LayerParameter.CONVOLUTION, bottom=["data"], top=["conv1"])
+    net = schema.NetParameter(name="legacy")
+    v1 = net.layers.add(name="conv1", type=schema.V1LayerParameter.CONVOLUTION, bottom=["data"], top=["conv1"])
     v1.convolution_param.num_output = 2
     v1.convolution_param.kernel_size.append(1)
     w = v1.blobs.add(num=2, channels=3, height=1, width=1)
     w.data.extend(np.arange(6, dtype=np.float32) + 0.5)
     b = v1.blobs.add(num=1, channels=1, height=1, width=2)  # Caffe's old bias layout
     b.data.extend([7.0, -8.0])
-    ip = net.layers.add(name="ip", type=caffe_pb.V1LayerParameter.INNER_PRODUCT)
+    ip = net.layers.add(name="ip", type=schema.V1LayerParameter.INNER_PRODUCT)
     ip.blobs.add(num=1, channels=1, height=3, width=2).double_data.extend(np.arange(6.0) * 1.5)
     path = tmp_path / "v1.caffemodel"
     path.write_bytes(net.SerializeToString())
@@ -223,7 +225,7 @@ def test_unpacked_repeated_values_are_gathered(tmp_path):
     blob2 = tag(7, 2) + bytes([2]) + tag(1, 0) + bytes([2]) + doubles
     layer = tag(1, 2) + b"\x01L" + tag(7, 2) + bytes([len(blob)]) + blob + tag(7, 2) + bytes([len(blob2)]) + blob2
     data = b"\xa2\x06" + bytes([len(layer)]) + layer
-    ref = caffe_pb.NetParameter.FromString(data)
+    ref = schema.NetParameter.FromString(data)
     np.testing.assert_array_equal(ref.layer[0].blobs[0].data, floats)
     path = tmp_path / "u.caffemodel"
     path.write_bytes(data)
@@ -351,7 +353,7 @@ def test_crafted_bad_files(tmp_path, data, match):
 
 
 def test_duplicate_layer_names_with_blobs(tmp_path):
-    net = caffe_pb.NetParameter()
+    net = schema.NetParameter()
     for _ in range(2):
         net.layer.add(name="twin").blobs.add().data.append(1.0)
     p = tmp_path / "dup.caffemodel"

@@ -13,16 +13,18 @@ from hypothesis import strategies as st
 
 from conftest import fixture_file
 from mapspec.errors import FormatError, MapspecError
-from mapspec.formats import caffe, caffe_pb
+from mapspec.formats import caffe
 from mapspec.formats import prototxt as pt
 from mapspec.formats.base import TensorInfo
+from mapspec.graphs.caffe import net as cn
+from mapspec.graphs.caffe import schema
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "caffe"
 
 
-def decode(path) -> "caffe_pb.NetParameter":
+def decode(path) -> "schema.NetParameter":
     """protobuf's own decoder: a different code path from the reader's wire walk."""
-    return caffe_pb.NetParameter.FromString(Path(path).read_bytes())
+    return schema.NetParameter.FromString(Path(path).read_bytes())
 
 
 def values_of(blob) -> np.ndarray:
@@ -38,7 +40,7 @@ def _unpacked_net_class():
     encodes the legal-but-rare unpacked form, which the reader must gather.
     """
     fdp = descriptor_pb2.FileDescriptorProto()
-    caffe_pb.NetParameter.DESCRIPTOR.file.CopyToProto(fdp)
+    schema.NetParameter.DESCRIPTOR.file.CopyToProto(fdp)
     for m in fdp.message_type:
         if m.name == "BlobProto":
             for f in m.field:
@@ -95,7 +97,7 @@ def test_writer_round_trips_any_shapes(tmp_path, layers):
 def test_reader_reads_what_protobuf_encodes(tmp_path, layers, legacy, unpacked):
     """Files encoded by protobuf itself: packed or unpacked values, BlobShape or legacy 4-D dims."""
     tensors = _arange_blobs(layers)
-    net = (UnpackedNet if unpacked else caffe_pb.NetParameter)(name="enc")
+    net = (UnpackedNet if unpacked else schema.NetParameter)(name="enc")
     expected = {}
     for i, blobs in enumerate(layers):
         layer = net.layer.add(name=f"layer{i}/x", type="Convolution")
@@ -124,7 +126,7 @@ def test_reader_reads_what_protobuf_encodes(tmp_path, layers, legacy, unpacked):
 
 def test_legacy_dims_win_over_blobshape(tmp_path):
     """Blob::FromProto: any of num/channels/height/width present -> the 4-D legacy shape."""
-    net = caffe_pb.NetParameter()
+    net = schema.NetParameter()
     blob = net.layer.add(name="L").blobs.add(height=2, width=3)
     blob.shape.dim.extend([6])
     blob.data.extend(range(0))  # 0 values: num and channels default to 0
@@ -149,7 +151,7 @@ def test_densenet121_written_from_template_decodes_bit_exact(tmp_path):
     path = tmp_path / "d121.caffemodel"
     caffe.save(str(path), tensors, template=proto)
     ref = decode(path)
-    want = pt.load_net(proto)
+    want = cn.load_net(proto)
     assert [(l.name, l.type, list(l.bottom), list(l.top)) for l in ref.layer] == \
         [(l.name, l.type, list(l.bottom), list(l.top)) for l in want.layer]
     seen = 0
@@ -199,7 +201,7 @@ def test_template_layer_shared_by_phases_gets_blobs_in_test(tmp_path):
     caffe.save(str(path), tensors, template=tmpl)
     ref = decode(path)
     assert [len(l.blobs) for l in ref.layer] == [0, 2]
-    assert ref.layer[1].include[0].phase == caffe_pb.PHASE_TEST
+    assert ref.layer[1].include[0].phase == schema.PHASE_TEST
     assert caffe.open(str(path)).info("c[0]").shape == (4, 2, 1, 1)
 
 
@@ -208,7 +210,7 @@ def test_template_layer_shared_by_phases_gets_blobs_in_test(tmp_path):
 def test_ceil_mode_and_round_mode_in_binary(tmp_path):
     """Field 13 of PoolingParameter is BVLC's round_mode in a binary file; the fork's ceil_mode
     (a bool also numbered 13 in PR 3057 forks) is kept at 1013 so that the two never collide."""
-    net = caffe_pb.NetParameter()
+    net = schema.NetParameter()
     net.layer.add(name="p_bvlc", type="Pooling").pooling_param.round_mode = 1  # FLOOR
     net.layer.add(name="p_fork", type="Pooling").pooling_param.ceil_mode = False
     net.layer.add(name="p_default", type="Pooling")
@@ -246,12 +248,12 @@ def test_unknown_fields_of_binary_layers_are_reported(tmp_path):
 
 
 def test_v1_binary_with_data_layer_params_upgrades(tmp_path):
-    net = caffe_pb.NetParameter(name="v1")
-    d = net.layers.add(name="data", type=caffe_pb.V1LayerParameter.DATA, top=["data", "label"])
+    net = schema.NetParameter(name="v1")
+    d = net.layers.add(name="data", type=schema.V1LayerParameter.DATA, top=["data", "label"])
     d.data_param.source = "train_lmdb"
     d.data_param.batch_size = 32
-    c = net.layers.add(name="conv", type=caffe_pb.V1LayerParameter.CONVOLUTION, bottom=["data"], top=["conv"])
-    c.blob_share_mode.append(caffe_pb.V1LayerParameter.PERMISSIVE)
+    c = net.layers.add(name="conv", type=schema.V1LayerParameter.CONVOLUTION, bottom=["data"], top=["conv"])
+    c.blob_share_mode.append(schema.V1LayerParameter.PERMISSIVE)
     c.blobs.add(num=1, channels=1, height=1, width=2).data.extend([1.5, -2.5])
     path = tmp_path / "v1.caffemodel"
     path.write_bytes(net.SerializeToString())
@@ -286,7 +288,7 @@ def test_v1_layer_with_invalid_utf8_is_a_format_error(tmp_path, v1_layer):
 
 def test_counts_of_layers_and_blobs_are_bounded(tmp_path, monkeypatch):
     """A crafted file listing very many tiny layers/blobs is refused instead of filling memory."""
-    net = caffe_pb.NetParameter()
+    net = schema.NetParameter()
     for i in range(6):
         net.layer.add(name=f"l{i}").blobs.add().data.append(float(i))
     p = tmp_path / "many.caffemodel"
@@ -303,7 +305,7 @@ def test_counts_of_layers_and_blobs_are_bounded(tmp_path, monkeypatch):
 
 def test_layer_parameters_are_decoded_on_demand(tmp_path):
     """Opening reads names, types and blobs only; a layer's parameters decode when asked for."""
-    good = caffe_pb.LayerParameter(name="conv", type="Convolution", bottom=["x"], top=["y"])
+    good = schema.LayerParameter(name="conv", type="Convolution", bottom=["x"], top=["y"])
     good.convolution_param.num_output = 3
     good.blobs.add().data.append(1.0)
     bad = good.SerializeToString().replace(b"\x08\x03", b"\x0a\x03")  # num_output as a truncated string

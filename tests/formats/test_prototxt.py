@@ -9,8 +9,10 @@ import pytest
 
 from conftest import fixture_file
 from mapspec.errors import FormatError, MapspecError
-from mapspec.formats import caffe_pb, open_checkpoint
+from mapspec.formats import open_checkpoint
 from mapspec.formats import prototxt as pt
+from mapspec.graphs.caffe import net as cn
+from mapspec.graphs.caffe import schema
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "caffe"
 
@@ -190,7 +192,7 @@ def test_pooling_rounding_modes():
     def pooled(extra, size=5):
         text = (f'input: "x" input_shape {{ dim: 1 dim: 1 dim: {size} dim: {size} }}\n'
                 f'layer {{ name: "p" type: "Pooling" bottom: "x" top: "p" pooling_param {{ {extra} }} }}')
-        return pt.infer(pt.load_net(text)).blobs["p"][2]
+        return cn.infer(cn.load_net(text)).blobs["p"][2]
 
     assert pooled("kernel_size: 2 stride: 2") == 3  # ceil(3 / 2) + 1
     assert pooled("kernel_size: 2 stride: 2 round_mode: FLOOR") == 2
@@ -225,7 +227,7 @@ def test_denseblock_without_bc():
     text = ('input: "x" input_shape { dim: 1 dim: 5 dim: 4 dim: 4 }\n'
             'layer { name: "d" type: "DenseBlock" bottom: "x" top: "y" '
             'denseblock_param { numTransition: 2 initChannel: 5 growthRate: 3 } }')
-    s = pt.infer(pt.load_net(text))
+    s = cn.infer(cn.load_net(text))
     assert s.params["d"] == [(3, 5, 3, 3), (3, 8, 3, 3), (1, 5, 1, 1), (1, 8, 1, 1), (1, 5, 1, 1), (1, 8, 1, 1),
                              (1, 5, 1, 1), (1, 8, 1, 1), (1, 5, 1, 1), (1, 8, 1, 1), (1,)]
     assert s.blobs["y"] == (1, 11, 4, 4)
@@ -259,7 +261,7 @@ def test_unknown_layer_type_names_layer_and_type():
     text = ('input: "x" input_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\n'
             'layer { name: "weird1" type: "FancyNorm" bottom: "x" top: "y" }')
     with pytest.raises(FormatError, match=r"layer 0 'weird1' \(FancyNorm\).*'FancyNorm'"):
-        pt.infer(pt.load_net(text))
+        cn.infer(cn.load_net(text))
 
 
 def test_unknown_fields_are_skipped_and_reported(tmp_path):
@@ -283,7 +285,7 @@ def test_unknown_fields_are_skipped_and_reported(tmp_path):
     ('layer { name: "a" type: 3 }', "not a valid Caffe prototxt"),
     ('layer { name: "p" pooling_param { pool: MEDIAN } }', "not a valid Caffe prototxt"),
     ('input: "x" input_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\nlayer { name: "c" type: "Convolution" '
-     'bottom: "x" top: "c" convolution_param { num_output: 4 kernel_size: 1 group: 2 } }', "divisible by group"),
+     'bottom: "x" top: "c" convolution_param { num_output: 4 kernel_size: 1 group: 2 } }', "group 2 must divide"),
     ('input: "x" input_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\nlayer { name: "c" type: "Convolution" '
      'bottom: "x" top: "c" convolution_param { num_output: 4 kernel_size: 9 } }', "leaves no output"),
     ('input: "x" input_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\nlayer { name: "c" type: "Concat" '
@@ -292,7 +294,7 @@ def test_unknown_fields_are_skipped_and_reported(tmp_path):
 ])
 def test_bad_nets_are_format_errors(text, match):
     with pytest.raises(FormatError, match=match):
-        pt.infer(pt.load_net(text))
+        cn.infer(cn.load_net(text))
 
 
 def test_phase_filtering():
@@ -303,33 +305,33 @@ def test_phase_filtering():
             'convolution_param { num_output: 5 kernel_size: 1 } }\n'
             'layer { name: "not_test" type: "Convolution" bottom: "x" top: "z" exclude { phase: TEST } '
             'convolution_param { num_output: 7 kernel_size: 1 } }')
-    s = pt.infer(pt.load_net(text))
+    s = cn.infer(cn.load_net(text))
     assert list(s.params) == ["test_only"] and s.blobs["y"] == (1, 5, 4, 4)
 
 
 def test_dump_round_trips(tmp_path):
-    net = pt.load_net(str(fixture_file("densenet-caffe/DenseNet_121.prototxt")))
-    text = pt.dump(net)
-    again = pt.load_net(text)
+    net = cn.load_net(str(fixture_file("densenet-caffe/DenseNet_121.prototxt")))
+    text = cn.dump(net)
+    again = cn.load_net(text)
     assert again == net
     assert "ceil_mode: false" in text  # the fork's field keeps its name
     p = tmp_path / "v1.prototxt"
-    p.write_text(pt.dump(pt.load_net(str(DATA / "tiny_v1.prototxt"))))
+    p.write_text(cn.dump(cn.load_net(str(DATA / "tiny_v1.prototxt"))))
     assert shapes_of(pt.open(str(p))) == shapes_of(pt.open(str(DATA / "tiny_v1.prototxt")))
 
 
 def test_schema_field_numbers_are_caffes():
     """Spot-check the runtime schema against numbers from BVLC caffe.proto."""
-    d = caffe_pb.LayerParameter.DESCRIPTOR.fields_by_name
+    d = schema.LayerParameter.DESCRIPTOR.fields_by_name
     assert (d["blobs"].number, d["convolution_param"].number, d["batch_norm_param"].number,
             d["scale_param"].number, d["prelu_param"].number, d["denseblock_param"].number) == (7, 106, 139, 142,
                                                                                                131, 147)
-    n = caffe_pb.NetParameter.DESCRIPTOR.fields_by_name
+    n = schema.NetParameter.DESCRIPTOR.fields_by_name
     assert (n["layer"].number, n["layers"].number, n["input_dim"].number) == (100, 2, 4)
-    b = caffe_pb.BlobProto.DESCRIPTOR.fields_by_name
+    b = schema.BlobProto.DESCRIPTOR.fields_by_name
     assert (b["data"].number, b["double_data"].number, b["shape"].number, b["num"].number) == (5, 8, 7, 1)
-    assert caffe_pb.LayerParameter().batch_norm_param.eps == np.float32(1e-5)
-    assert caffe_pb.message_class("DenseBlockParameter")().moving_average_fraction == np.float32(0.1)
+    assert schema.LayerParameter().batch_norm_param.eps == np.float32(1e-5)
+    assert schema.message_class("DenseBlockParameter")().moving_average_fraction == np.float32(0.1)
 
 
 def test_create_refuses():

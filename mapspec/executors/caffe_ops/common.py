@@ -1,9 +1,10 @@
-"""Shared helpers of the Caffe layer kernels: the error type, axis rules, blob-shape checks.
+"""Shared helpers of the Caffe layer kernels: the error types, blob-shape and size checks.
 
 Kernels raise :class:`LayerError` for anything a net or its weights can get wrong (a
 parameter combination Caffe refuses, a blob of the wrong shape, an unsupported option);
 :class:`mapspec.executors.caffe.CaffeExecutor` turns it into a :class:`MapspecError`
-that names the layer and its type.
+that names the layer and its type.  Caffe's arithmetic (axes, geometry, output sizes) is in
+:mod:`mapspec.graphs.caffe.geometry`, whose :class:`ShapeError` is this package's ``LayerError``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Sequence
 
 import torch
 
+from ...graphs.caffe.geometry import ShapeError, count
 
-class LayerError(Exception):
-    """Something a layer's parameters, inputs or blobs get wrong (becomes a MapspecError)."""
+# Something a layer's parameters, inputs or blobs get wrong (becomes a MapspecError): the graphs'
+# ShapeError itself, so that a check of mapspec.graphs.caffe fails a kernel the same way.
+LayerError = ShapeError
 
 
 class Unsupported(LayerError):
@@ -27,21 +30,6 @@ class BlobError(LayerError):
     def __init__(self, message: str, index: int):
         super().__init__(message)
         self.index = index
-
-
-def canonical_axis(axis: int, ndim: int, what: str = "axis") -> int:
-    """Caffe's ``Blob::CanonicalAxisIndex``: -ndim <= axis < ndim, negatives count from the end."""
-    if not -ndim <= axis < ndim:
-        raise LayerError(f"{what} {axis} out of range for a {ndim}-D input (allowed {-ndim}..{ndim - 1})")
-    return axis + ndim if axis < 0 else axis
-
-
-def count(shape: Sequence[int], start: int = 0, end: int | None = None) -> int:
-    """Caffe's ``Blob::count(start, end)``: the product of ``shape[start:end]``."""
-    n = 1
-    for d in shape[start:end]:
-        n *= int(d)
-    return n
 
 
 INT_MAX = 2**31 - 1  # Caffe's Blob::Reshape refuses blobs with more elements ("blob size exceeds INT_MAX")

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from .common import LayerError, broadcast_view, canonical_axis, fit_blob, need_blobs, need_bottoms
+from ...graphs.caffe.geometry import axes_span, canonical_axis
+from ...graphs.caffe.layers import batch_norm_global_stats
+from .common import LayerError, broadcast_view, fit_blob, need_blobs, need_bottoms
 
 ACROSS_CHANNELS, WITHIN_CHANNEL = 0, 1  # LRNParameter.NormRegion
 
@@ -34,8 +36,7 @@ def batch_norm(layer, bottoms, blobs):
     c = int(x.shape[1])
     view = (1, c) + (1,) * (x.dim() - 2)
     eps = torch.tensor(p.eps, dtype=torch.float32)
-    global_stats = p.use_global_stats if p.HasField("use_global_stats") else True  # TEST phase
-    if global_stats:
+    if batch_norm_global_stats(p):  # unset: True at TEST
         need_blobs(blobs, 3, "mean, variance, moving-average factor")
         mean = fit_blob(blobs[0], (c,), "blob 0 (mean)")
         var = fit_blob(blobs[1], (c,), "blob 1 (variance)")
@@ -60,17 +61,6 @@ def _affine_axis(x: torch.Tensor, param: torch.Tensor, axis: int, what: str) -> 
     return a
 
 
-def _param_shape(x: torch.Tensor, axis: int, num_axes: int, what: str) -> tuple:
-    """The learned parameter's shape: input axes ``axis .. axis + num_axes`` (-1: to the end)."""
-    a = canonical_axis(axis, x.dim(), f"{what} axis")
-    if num_axes < -1:
-        raise LayerError(f"num_axes must be non-negative, or -1 to extend to the end (got {num_axes})")
-    end = x.dim() if num_axes == -1 else a + num_axes
-    if end > x.dim():
-        raise LayerError(f"{what} covers axes {a}..{end - 1} but the input has only {x.dim()} axes")
-    return tuple(int(d) for d in x.shape[a:end])
-
-
 def _apply(x, param, axis, what, op):
     a = _affine_axis(x, param, axis, what)
     return op(x, broadcast_view(param, x.dim(), a))
@@ -87,11 +77,11 @@ def scale(layer, bottoms, blobs):
     if len(bottoms) == 2:
         s, bias_axes = bottoms[1], bottoms[1].dim()
     else:
-        s = fit_blob(blobs[0], _param_shape(x, p.axis, p.num_axes, "scale"), "blob 0 (scale)")
+        s = fit_blob(blobs[0], axes_span(tuple(x.shape), p.axis, p.num_axes, "scale_param"), "blob 0 (scale)")
         bias_axes = p.num_axes
     y = _apply(x, s, p.axis, "scale", torch.mul)
     if p.bias_term:
-        b = fit_blob(blobs[-1], _param_shape(x, p.axis, bias_axes, "bias"), f"blob {len(blobs) - 1} (bias)")
+        b = fit_blob(blobs[-1], axes_span(tuple(x.shape), p.axis, bias_axes, "scale_param"), f"blob {len(blobs) - 1} (bias)")
         y = _apply(y, b, p.axis, "bias", torch.add)
     return [y]
 
@@ -106,7 +96,7 @@ def bias(layer, bottoms, blobs):
         b = bottoms[1]
     else:
         need_blobs(blobs, 1, "bias")
-        b = fit_blob(blobs[0], _param_shape(x, p.axis, p.num_axes, "bias"), "blob 0 (bias)")
+        b = fit_blob(blobs[0], axes_span(tuple(x.shape), p.axis, p.num_axes, "bias_param"), "blob 0 (bias)")
     return [_apply(x, b, p.axis, "bias", torch.add)]
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 import pytest
 
 from mapspec.errors import FormatError
-from mapspec.formats import caffe_pb
 from mapspec.formats import prototxt as pt
+from mapspec.graphs.caffe import net as cn
+from mapspec.graphs.caffe import schema
 
 
 def one_layer(input_shape, layer: str, tops=("y",)):
     """(top shapes, param shapes) of one layer fed by input blob ``x`` of ``input_shape``."""
     dims = " ".join(f"dim: {d}" for d in input_shape)
     text = f'input: "x" input_shape {{ {dims} }}\nlayer {{ name: "L" bottom: "x" {layer} }}'
-    s = pt.infer(pt.load_net(text))
+    s = cn.infer(cn.load_net(text))
     return [s.blobs[t] for t in tops], s.params.get("L", [])
 
 
@@ -135,9 +136,9 @@ def test_layer_errors_name_the_layer(shape, layer, match):
 def test_input_layer_tops_and_override():
     text = ('layer { name: "in" type: "Input" top: "a" top: "b" input_param { shape { dim: 1 dim: 2 } } }\n'
             'layer { name: "cat" type: "Concat" bottom: "a" bottom: "b" top: "c" concat_param { axis: 1 } }')
-    s = pt.infer(pt.load_net(text))
+    s = cn.infer(cn.load_net(text))
     assert (s.blobs["a"], s.blobs["b"], s.blobs["c"]) == ((1, 2), (1, 2), (1, 4))  # one shape for every top
-    s = pt.infer(pt.load_net(text), {"b": [1, 5]})
+    s = cn.infer(cn.load_net(text), {"b": [1, 5]})
     assert s.blobs["c"] == (1, 7) and s.inputs == {"a": (1, 2), "b": (1, 5)}
 
 
@@ -145,7 +146,7 @@ def test_input_dim_for_two_inputs_and_input_shape_option():
     text = ('input: "a" input: "b" input_dim: 1 input_dim: 2 input_dim: 3 input_dim: 3 '
             'input_dim: 1 input_dim: 4 input_dim: 3 input_dim: 3\n'
             'layer { name: "cat" type: "Concat" bottom: "a" bottom: "b" top: "c" }')
-    assert pt.infer(pt.load_net(text)).blobs["c"] == (1, 6, 3, 3)
+    assert cn.infer(cn.load_net(text)).blobs["c"] == (1, 6, 3, 3)
     with pytest.raises(Exception, match="one input"):
         pt.open(text, input_shape=[1, 2, 3, 3])
 
@@ -155,10 +156,10 @@ def test_input_dim_for_two_inputs_and_input_shape_option():
 def test_missing_prototxt_paths_say_no_such_file(tmp_path):
     for src in (str(tmp_path / "absent.prototxt"), "C:/models/deploy.prototxt", str(tmp_path / "x.caffemodel")):
         with pytest.raises(FormatError, match="no such file"):
-            pt.load_net(src)
+            cn.load_net(src)
     with pytest.raises(FormatError, match="is a directory"):
-        pt.load_net(str(tmp_path))
-    assert pt.load_net('name: "one line"').name == "one line"
+        cn.load_net(str(tmp_path))
+    assert cn.load_net('name: "one line"').name == "one line"
 
 
 def test_train_val_layers_survive_load_and_dump():
@@ -176,10 +177,10 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "q" bottom: "label" top: "l
 '''
     r = pt.open(text)
     assert r.unknown_fields() == []
-    net = pt.load_net(text)
-    again = pt.load_net(pt.dump(net))
+    net = cn.load_net(text)
+    again = cn.load_net(cn.dump(net))
     assert again == net
-    assert again.layer[0].data_param.backend == caffe_pb.LayerParameter().data_param.LMDB
+    assert again.layer[0].data_param.backend == schema.LayerParameter().data_param.LMDB
     assert again.layer[1].image_data_param.root_folder == "/img/"
     assert again.layer[2].python_param.param_str == "{'a': 1}"
     assert r.attrs("mvn")["type"] == "MVN" and r.attrs("data")["top"] == ["data", "label"]
@@ -189,7 +190,7 @@ def test_v1_data_layers_upgrade_with_their_params():
     text = '''layers { name: "d" type: IMAGE_DATA top: "x" image_data_param { source: "list.txt" batch_size: 2 }
   blob_share_mode: PERMISSIVE blobs_lr: 0 }
 layers { name: "w" type: WINDOW_DATA top: "y" window_data_param { source: "w.txt" crop_mode: "square" } }'''
-    net = pt.load_net(text)
+    net = cn.load_net(text)
     assert [l.type for l in net.layer] == ["ImageData", "WindowData"]
     assert net.layer[0].image_data_param.source == "list.txt" and net.layer[0].param[0].share_mode == 1
     assert net.layer[0].param[0].lr_mult == 0 and net.layer[1].window_data_param.crop_mode == "square"
