@@ -1,7 +1,7 @@
 """Run an MXNet symbol with torch (float32, CPU), no MXNet needed: a reference for ``verify``.
 
 ``MXNetExecutor(symbol, weights, input_shapes=None)``: ``symbol`` is a ``-symbol.json``
-path or a loaded :class:`~mapspec.formats.mxnet_symbol.Graph`; ``weights`` a
+path or a loaded :class:`~mapspec.graphs.mxnet.graph.Graph`; ``weights`` a
 :class:`~mapspec.formats.base.Reader` (e.g. the ``.params`` reader) or a ``{name: array}``
 mapping, names without ``arg:``/``aux:`` (a mapping's prefixed keys are stripped).
 
@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import ConversionError, MapspecError
 from ..formats.base import Reader
-from ..formats.mxnet_symbol import Graph, infer_node_shapes, load_symbol, resolve_input_shapes
+from ..graphs.mxnet.graph import Graph, infer_node_shapes, load_symbol, resolve_input_shapes
+from ..graphs.mxnet.ops import ShapeError
 from .base import Executor
 
 try:
@@ -199,7 +200,7 @@ class MXNetExecutor(Executor):
         except Unsupported as e:
             raise MapspecError(f"{self.graph.path}: node {node.name!r}: {e} is not supported by the MXNet "
                                f"executor") from None
-        except (RuntimeError, ValueError, IndexError) as e:
+        except (ShapeError, RuntimeError, ValueError, IndexError) as e:
             raise MapspecError(f"{self.graph.path}: node {node.name!r} ({node.op}) failed: {e}") from None
         return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 

@@ -26,7 +26,7 @@ The writer puts the prefix back, deciding per tensor, first rule that applies:
 
 1. a name that already starts with ``arg:``/``aux:`` keeps it;
 2. ``info.meta["prefix"]`` when it is "arg" or "aux" (a tensor read from a .params);
-3. with ``template`` (a ``-symbol.json`` path, a :class:`~mapspec.formats.mxnet_symbol.Graph`
+3. with ``template`` (a ``-symbol.json`` path, a :class:`~mapspec.graphs.mxnet.graph.Graph`
    or a symbol reader): "aux" for the symbol's auxiliary states, "arg" for its other variables;
 4. the name: ``..._moving_mean``/``..._moving_var`` (and Gluon's ``_running_mean``/``_running_var``)
    are "aux", everything else "arg".
@@ -284,12 +284,12 @@ class ParamsReader(Reader):
 
     @property
     def symbol(self):
-        """The symbol :class:`~mapspec.formats.mxnet_symbol.Graph` (None without one)."""
+        """The symbol :class:`~mapspec.graphs.mxnet.graph.Graph` (None without one)."""
         if self._symbol is None:
             path = self.symbol_path()
             if path is None:
                 return None
-            from .mxnet_symbol import load_symbol  # noqa: PLC0415 - only when attributes are asked for
+            from ..graphs.mxnet.graph import load_symbol  # noqa: PLC0415 - only when attributes are asked for
             if not Path(path).is_file():
                 raise FormatError(path, "no such symbol file (given as symbol= for "
                                   f"{self.path})")
@@ -318,13 +318,14 @@ def _template_aux(template) -> tuple:
     """(aux names, arg names) of a template: a symbol path, a Graph, or a reader with prefix metadata."""
     if template is None:
         return None, None
-    from . import mxnet_symbol  # noqa: PLC0415
+    from ..graphs.mxnet.graph import Graph, load_symbol  # noqa: PLC0415
+    from .mxnet_symbol import SymbolReader  # noqa: PLC0415
     if isinstance(template, (str, Path)):
-        graph = mxnet_symbol.load_symbol(template)
+        graph = load_symbol(template)
         return set(graph.aux_names), set(graph.arg_names)
-    if isinstance(template, mxnet_symbol.Graph):
+    if isinstance(template, Graph):
         return set(template.aux_names), set(template.arg_names)
-    if isinstance(template, mxnet_symbol.SymbolReader):
+    if isinstance(template, SymbolReader):
         return set(template.graph.aux_names), set(template.graph.arg_names)
     if isinstance(template, Reader):
         aux, arg = set(), set()

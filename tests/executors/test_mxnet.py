@@ -19,7 +19,7 @@ from mxnet_oracle import run
 from mapspec.errors import ConversionError, MapspecError
 from mapspec.executors.mxnet import MXNetExecutor
 from mapspec.formats import mxnet as mxparams
-from mapspec.formats.mxnet_symbol import graph_from_json
+from mapspec.graphs.mxnet.graph import graph_from_json
 
 torch = pytest.importorskip("torch")
 

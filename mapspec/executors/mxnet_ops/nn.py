@@ -1,7 +1,7 @@
 """Neural-network kernels with MXNet's inference semantics: convolution, dense, norms, activations, pooling.
 
 Each kernel is a pure function ``kernel(attrs, *inputs) -> tensor or tuple of tensors``;
-``attrs`` are the typed attributes from :mod:`mapspec.formats.mxnet_symbol` (MXNet's
+``attrs`` are the typed attributes from :mod:`mapspec.graphs.mxnet.ops` (MXNet's
 defaults filled in).  Inputs arrive in the op's slot order (data, weight, bias, ...).
 """
 
@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ...formats.mxnet_symbol import deconv_pad_adj
+from ...graphs.mxnet.ops import deconv_pad_adj, pooled_size
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -122,8 +122,7 @@ def pooling(a: dict, x):
     kernel, stride, pad = tuple(a["kernel"]), tuple(a["stride"]), tuple(a["pad"])
     extra = []
     for i in range(n):
-        span = x.shape[2 + i] + 2 * pad[i] - kernel[i]
-        out = span // stride[i] + 1 if a["pooling_convention"] == "valid" else -(-span // stride[i]) + 1
+        out = pooled_size(int(x.shape[2 + i]), kernel[i], stride[i], pad[i], a["pooling_convention"])
         extra.append((out - 1) * stride[i] + kernel[i] - (x.shape[2 + i] + 2 * pad[i]))
     widths = []
     for i in reversed(range(n)):  # F.pad lists the last axis first

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...formats.mxnet_symbol import reshape_target
+from ...graphs.mxnet.ops import reshape_target
 from .nn import Unsupported
 
 BINARY = {
