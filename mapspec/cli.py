@@ -456,7 +456,7 @@ def cmd_example(args, out: TextIO, err: TextIO) -> int:
     from .example import example_args, run_example
 
     name, directory = example_args(args.name, args.directory)
-    return run_example(name, directory, out, err, force=args.force)
+    return run_example(name, directory, out, err, force=args.force, run_command=run)
 
 
 # -- parser ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shlex
-from typing import Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 EXAMPLES = ("densenet",)
 DEFAULT_DIRECTORY = "example"
@@ -26,8 +26,10 @@ def example_args(name: Optional[str], directory: Optional[str]) -> tuple[str, st
     return name or EXAMPLES[0], directory or DEFAULT_DIRECTORY
 
 
-def run_example(name: str, directory: str, out: TextIO, err: TextIO, force: bool = False) -> int:
-    from . import cli
+def run_example(name: str, directory: str, out: TextIO, err: TextIO, run_command: Callable,
+                force: bool = False) -> int:
+    """Make example ``name`` in ``directory``; each step runs as ``run_command(argv, stdout=, stderr=)``, the
+    CLI's own entry point (passed in by the CLI, so that this module does not import it back)."""
     from .errors import MapspecError, MissingDependency
     from .formats import atomic_output
 
@@ -67,12 +69,12 @@ def run_example(name: str, directory: str, out: TextIO, err: TextIO, force: bool
             import io
 
             buf = io.StringIO()
-            code = cli.run(argv, stdout=buf, stderr=err)
+            code = run_command(argv, stdout=buf, stderr=err)
             lines = buf.getvalue().splitlines()
             shown = lines[:8] + ([f"... ({len(lines) - 12} more lines)"] if len(lines) > 12 else []) + lines[-4:]
             print("\n".join(shown), file=out)
         else:
-            code = cli.run(argv, stdout=out, stderr=err)
+            code = run_command(argv, stdout=out, stderr=err)
         if code != 0:
             return code
     return 0

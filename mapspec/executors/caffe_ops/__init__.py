@@ -1,7 +1,7 @@
 """The Caffe layer type -> torch kernel table used by :class:`mapspec.executors.caffe.CaffeExecutor`.
 
 Every kernel is a pure function ``kernel(layer, bottoms, blobs) -> list of tops``: ``layer``
-is the layer's ``LayerParameter`` (from :mod:`mapspec.formats.caffe_pb`, Caffe's defaults
+is the layer's ``LayerParameter`` (from :mod:`mapspec.graphs.caffe.schema`, Caffe's defaults
 filled in), ``bottoms`` its input tensors in order, ``blobs`` its parameter tensors
 (``layer[0]``, ``layer[1]``, ...).  Tensors are float32 torch CPU tensors.  Kernels raise
 :class:`LayerError` for anything wrong with the layer; the executor adds the layer's name.
