@@ -173,7 +173,7 @@ def fold_bn(prototxt: str, caffemodel: str, out_prefix: str, force: bool = False
     """``progress``: optional ``plan -> context manager`` yielding ``engine.execute``'s progress callback."""
     from . import engine
     from .formats import open_checkpoint
-    from .formats.prototxt import dump, load_net_with_unknown
+    from .graphs.caffe.net import dump, load_net_with_unknown
     from .spec.load import load_spec
 
     net, unknown = load_net_with_unknown(prototxt)
