@@ -23,8 +23,8 @@ HEAD = 'input: "x" input_shape { dim: 1 dim: 2 dim: 6 dim: 6 }\n'
 
 
 def pool_net(params: str) -> str:
-    return HEAD + f'layer {{ name: "p" type: "Pooling" bottom: "x" top: "p" pooling_param {{ pool: MAX kernel_size: 3 ' \
-                  f'stride: 2 {params} }} }}'
+    return HEAD + ('layer { name: "p" type: "Pooling" bottom: "x" top: "p" pooling_param { pool: MAX kernel_size: 3 '
+                   f'stride: 2 {params} }} }}')
 
 
 def reader_height(text: str) -> int:

@@ -1,9 +1,9 @@
 """Convolution, Deconvolution, InnerProduct and Embed with Caffe's semantics.
 
-Geometry (:func:`mapspec.graphs.caffe.geometry.conv_geometry`) follows ``base_conv_layer.cpp``: ``kernel_size``/``pad``/``stride``/``dilation``
-are repeated fields given once (all spatial axes) or once per axis; ``kernel_h``/``_w``,
-``pad_h``/``_w``, ``stride_h``/``_w`` are the 2-D alternatives and may not be mixed with
-them.  Weights are ``(num_output, C / group, *kernel)`` for Convolution and
+Geometry (:func:`mapspec.graphs.caffe.geometry.conv_geometry`) follows ``base_conv_layer.cpp``:
+``kernel_size``/``pad``/``stride``/``dilation`` are repeated fields given once (all spatial axes)
+or once per axis; ``kernel_h``/``_w``, ``pad_h``/``_w``, ``stride_h``/``_w`` are the 2-D
+alternatives and may not be mixed with them.  Weights are ``(num_output, C / group, *kernel)`` for Convolution and
 ``(C, num_output / group, *kernel)`` for Deconvolution (Caffe's ``reverse_dimensions``);
 torch's conv/conv_transpose weights have exactly these layouts.
 """

@@ -81,7 +81,8 @@ def scale(layer, bottoms, blobs):
         bias_axes = p.num_axes
     y = _apply(x, s, p.axis, "scale", torch.mul)
     if p.bias_term:
-        b = fit_blob(blobs[-1], axes_span(tuple(x.shape), p.axis, bias_axes, "scale_param"), f"blob {len(blobs) - 1} (bias)")
+        b = fit_blob(blobs[-1], axes_span(tuple(x.shape), p.axis, bias_axes, "scale_param"),
+                     f"blob {len(blobs) - 1} (bias)")
         y = _apply(y, b, p.axis, "bias", torch.add)
     return [y]
 

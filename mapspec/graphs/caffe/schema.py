@@ -308,22 +308,14 @@ def upgrade_v1_layer(v1, path: str = "<net>", index: int = 0):
         layer.exclude.add().CopyFrom(rule)
     for blob in v1.blobs:
         layer.blobs.add().CopyFrom(blob)
-    for i, name in enumerate(v1.param):
-        while len(layer.param) <= i:
-            layer.param.add()
-        layer.param[i].name = name
-    for i, lr in enumerate(v1.blobs_lr):
-        while len(layer.param) <= i:
-            layer.param.add()
-        layer.param[i].lr_mult = lr
-    for i, wd in enumerate(v1.weight_decay):
-        while len(layer.param) <= i:
-            layer.param.add()
-        layer.param[i].decay_mult = wd
-    for i, mode in enumerate(v1.blob_share_mode):
-        while len(layer.param) <= i:
-            layer.param.add()
-        layer.param[i].share_mode = mode  # same numbers in both DimCheckMode enums
+    # per-blob settings: V1's parallel lists -> one ParamSpec per blob (share_mode: same numbers in both
+    # DimCheckMode enums)
+    for field, values in (("name", v1.param), ("lr_mult", v1.blobs_lr), ("decay_mult", v1.weight_decay),
+                          ("share_mode", v1.blob_share_mode)):
+        for i, value in enumerate(values):
+            while len(layer.param) <= i:
+                layer.param.add()
+            setattr(layer.param[i], field, value)
     layer.loss_weight.extend(v1.loss_weight)
     for name in V1_COPIED_PARAMS:
         if v1.HasField(name):
