@@ -125,7 +125,7 @@ def test_layer_shapes(shape, layer, tops, params):
      "2 slice_point"),
     ((2, 8), 'type: "Reshape" top: "y" reshape_param { shape { dim: 3 dim: -1 } }', "cannot reshape"),
     ((2, 3), 'type: "LRN" top: "y"', "4-D input"),
-    ((1, 3, 4, 4), 'type: "LRN" top: "y" lrn_param { local_size: 4 }', "odd local_size"),
+    ((1, 3, 4, 4), 'type: "LRN" top: "y" lrn_param { local_size: 4 }', "odd values for local_size"),
     ((2, 3), 'type: "PReLU" top: "y" bottom: "x"', "takes 1 input, got 2"),
 ])
 def test_layer_errors_name_the_layer(shape, layer, match):

@@ -41,6 +41,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...graphs.caffe.layers import denseblock_check, denseblock_param_shapes
 from .common import LayerError, fit_blob, need_bottoms
 
 EPS = 1e-5
@@ -63,39 +64,31 @@ def dense_block(layer, bottoms, blobs, factor_mode: str = "gpu"):
         raise LayerError(f"unknown DenseBlock factor mode {factor_mode!r} (one of {', '.join(FACTOR_MODES)})")
     need_bottoms(bottoms, 1)
     x = bottoms[0]
-    if x.dim() != 4:
-        raise LayerError(f"input must have 4 axes (num, channels, height, width), not shape {tuple(x.shape)}")
     p = layer.denseblock_param
-    n, g, bc = int(p.numTransition), int(p.growthRate), bool(p.use_BC)
-    c0 = int(x.shape[1])
-    if p.HasField("initChannel") and int(p.initChannel) != c0:
-        raise LayerError(f"initChannel is {p.initChannel} but the input has {c0} channels")
-    if n <= 0 or g <= 0:
-        raise LayerError(f"numTransition ({n}) and growthRate ({g}) must be positive")
+    denseblock_check(p, tuple(x.shape))
+    shapes = denseblock_param_shapes(p)  # blob index -> shape, as DenseBlockLayer::LayerSetUp makes them
+    n, bc = int(p.numTransition), bool(p.use_BC)
     groups = 10 if bc else 5
-    if len(blobs) != groups * n + 1:
-        raise LayerError(f"has {len(blobs)} parameter blob(s) but needs {groups * n + 1} ({groups} per transition "
+    if len(blobs) != len(shapes):
+        raise LayerError(f"has {len(blobs)} parameter blob(s) but needs {len(shapes)} ({groups} per transition "
                          f"x numTransition {n} + the moving-average factor; use_BC: {str(bc).lower()})")
-    factor = fit_blob(blobs[groups * n], (1,), f"blob {groups * n} (moving-average factor)")
+    factor = fit_blob(blobs[-1], shapes[-1], f"blob {len(shapes) - 1} (moving-average factor)")
     use_factor = factor_mode == "cpu"
 
-    def blob(group: int, t: int, shape: tuple, what: str):
+    def blob(group: int, t: int, what: str):
         i = group * n + t
-        return fit_blob(blobs[i], shape, f"blob {i} ({what} of transition {t})")
+        return fit_blob(blobs[i], shapes[i], f"blob {i} ({what} of transition {t})")
 
     feats = x
     for t in range(n):
-        ct = c0 + t * g
-        bn = [blob(k, t, (1, ct, 1, 1), w) for k, w in ((1, "BN scaler"), (2, "BN bias"), (3, "BN mean"),
-                                                          (4, "BN variance"))]
+        bn = [blob(k, t, w) for k, w in ((1, "BN scaler"), (2, "BN bias"), (3, "BN mean"), (4, "BN variance"))]
         y = F.relu(_bn(feats, bn[0], bn[1], bn[2], bn[3], factor, use_factor))
         if bc:
-            w1 = blob(5, t, (4 * g, ct, 1, 1), "1x1 filter")
+            w1 = blob(5, t, "1x1 filter")
             y = F.conv2d(y, w1)
-            bn = [blob(k, t, (1, 4 * g, 1, 1), w) for k, w in ((6, "BN scaler"), (7, "BN bias"), (8, "BN mean"),
-                                                                 (9, "BN variance"))]
+            bn = [blob(k, t, w) for k, w in ((6, "BN scaler"), (7, "BN bias"), (8, "BN mean"), (9, "BN variance"))]
             y = F.relu(_bn(y, bn[0], bn[1], bn[2], bn[3], factor, use_factor))
-        w3 = blob(0, t, (g, 4 * g if bc else ct, 3, 3), "3x3 filter")
+        w3 = blob(0, t, "3x3 filter")
         y = F.conv2d(y, torch.flip(w3, dims=(2, 3)), padding=1)  # a true convolution (CUDNN_CONVOLUTION)
         feats = torch.cat([feats, y], dim=1)
     return [feats]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ...graphs.caffe.geometry import axes_span, canonical_axis
+from ...graphs.caffe.geometry import axes_span, canonical_axis, lrn_check
 from ...graphs.caffe.layers import batch_norm_global_stats
 from .common import LayerError, broadcast_view, fit_blob, need_blobs, need_bottoms
 
@@ -137,11 +137,8 @@ def lrn(layer, bottoms, blobs):
     need_blobs(blobs, 0, "LRN has no parameters")
     x = bottoms[0]
     p = layer.lrn_param
-    if x.dim() != 4:
-        raise LayerError(f"input must have 4 axes (num, channels, height, width), not shape {tuple(x.shape)}")
+    lrn_check(p, tuple(x.shape))
     size = int(p.local_size)
-    if size % 2 != 1:
-        raise LayerError(f"LRN only supports odd values for local_size (got {size})")
     if p.norm_region == ACROSS_CHANNELS:
         return [lrn_across_channels(x, size, p.alpha, p.beta, p.k)]
     if p.norm_region == WITHIN_CHANNEL:

@@ -307,6 +307,14 @@ def eltwise_check(p, shapes: Sequence[Sequence[int]]) -> None:
                          "for summation)")
 
 
+def lrn_check(p, x: Sequence[int]) -> None:
+    """LRN (lrn_layer.cpp) takes a 4-D input and an odd ``local_size``."""
+    if len(x) != 4:
+        raise ShapeError(f"LRN needs a 4-D input (N, C, H, W), got {tuple(x)}")
+    if p.local_size % 2 != 1:
+        raise ShapeError(f"LRN only supports odd values for local_size (got {p.local_size})")
+
+
 def input_layer_shapes(layer) -> list:
     """The top shapes of an Input layer (input_layer.cpp): one shape per top, one for every top, or none
     (then None per top: set at run time)."""
@@ -323,4 +331,4 @@ def input_layer_shapes(layer) -> list:
 
 __all__ = ["ShapeError", "count", "canonical_axis", "legacy_axis", "axes_span", "ConvGeometry", "conv_geometry",
            "conv_groups", "conv_out_size", "PoolGeometry", "pool_rounding", "pool_geometry", "pooled_size",
-           "pooled_shape", "reshape_shape", "slice_sizes", "eltwise_check", "input_layer_shapes"]
+           "pooled_shape", "reshape_shape", "slice_sizes", "eltwise_check", "lrn_check", "input_layer_shapes"]

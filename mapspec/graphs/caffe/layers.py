@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import numpy as np
 
 from .geometry import (ShapeError, axes_span, canonical_axis, conv_geometry, conv_groups, conv_out_size, count,
-                       eltwise_check, input_layer_shapes, legacy_axis, pool_geometry, pool_rounding, pooled_shape,
+                       eltwise_check, input_layer_shapes, legacy_axis, lrn_check, pool_geometry, pool_rounding, pooled_shape,
                        reshape_shape, slice_sizes)
 
 Shape = tuple
@@ -276,10 +276,7 @@ def _same(layer, bottoms):
 
 def _lrn(layer, bottoms):
     x = _one_bottom(layer, bottoms)
-    if len(x) != 4:
-        raise ShapeError(f"LRN needs a 4-D input (N, C, H, W), got {x}")
-    if layer.lrn_param.local_size % 2 == 0:
-        raise ShapeError("LRN supports only odd local_size")
+    lrn_check(layer.lrn_param, x)
     return [x], []
 
 
@@ -341,13 +338,18 @@ def denseblock_param_shapes(p) -> list:
     return shapes
 
 
+def denseblock_check(p, x: Shape) -> None:
+    """A DenseBlock's input must be 4-D with ``initChannel`` channels (its blobs are shaped for that many)."""
+    if len(x) != 4:
+        raise ShapeError(f"DenseBlock needs a 4-D input (N, C, H, W), got {tuple(x)}")
+    if int(x[1]) != int(p.initChannel):
+        raise ShapeError(f"denseblock_param.initChannel is {p.initChannel} but the input has {x[1]} channels")
+
+
 def _denseblock(layer, bottoms):
     x = _one_bottom(layer, bottoms)
     p = layer.denseblock_param
-    if len(x) != 4:
-        raise ShapeError(f"DenseBlock needs a 4-D input (N, C, H, W), got {x}")
-    if int(x[1]) != int(p.initChannel):
-        raise ShapeError(f"input has {x[1]} channels but denseblock_param.initChannel is {p.initChannel}")
+    denseblock_check(p, x)
     params = denseblock_param_shapes(p)
     return [(x[0], int(p.initChannel) + int(p.numTransition) * int(p.growthRate), x[2], x[3])], params
 
@@ -448,4 +450,4 @@ def total(shapes: Sequence[Shape]) -> int:
 
 
 __all__ = ["LAYER_TYPES", "LayerType", "layer_attrs", "message_dict", "in_phase", "blob_count",
-           "batch_norm_global_stats", "denseblock_param_shapes", "total"]
+           "batch_norm_global_stats", "denseblock_param_shapes", "denseblock_check", "total"]
