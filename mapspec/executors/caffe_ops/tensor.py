@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ...graphs.caffe.geometry import canonical_axis, count, eltwise_check, legacy_axis, reshape_shape, slice_sizes
+from ...graphs.caffe.geometry import canonical_axis, concat_shape, count, eltwise_check, reshape_shape, slice_sizes
 from .common import LayerError, need_blobs, need_bottoms
 
 PROD, SUM, MAX = 0, 1, 2  # EltwiseParameter.EltwiseOp
@@ -52,13 +52,8 @@ def concat(layer, bottoms, blobs):
     """Join the bottoms along ``axis`` (default 1, the channels)."""
     need_bottoms(bottoms, 1, -1)
     need_blobs(blobs, 0, "Concat has no parameters")
-    x = bottoms[0]
-    a = legacy_axis(layer.concat_param, "concat_dim", x.dim(), "concat_param")
-    for i, t in enumerate(bottoms[1:], 1):
-        if t.dim() != x.dim() or any(t.shape[j] != x.shape[j] for j in range(x.dim()) if j != a):
-            raise LayerError(f"bottom {i} has shape {tuple(t.shape)}, bottom 0 {tuple(x.shape)}: all inputs must "
-                             f"have the same shape except at the concat axis {a}")
-    return [torch.cat(list(bottoms), dim=a) if len(bottoms) > 1 else x]
+    a, _ = concat_shape(layer.concat_param, [tuple(t.shape) for t in bottoms])
+    return [torch.cat(list(bottoms), dim=a) if len(bottoms) > 1 else bottoms[0]]
 
 
 def slice_(layer, bottoms, blobs):

@@ -271,6 +271,22 @@ def reshape_shape(x: Sequence[int], p) -> tuple:
     return tuple(top)
 
 
+def concat_shape(p, shapes: Sequence[Sequence[int]]) -> tuple:
+    """(axis, output shape) of a Concat of inputs ``shapes`` (concat_layer.cpp): equal outside the axis."""
+    if not shapes:
+        raise ShapeError("Concat needs at least one input")
+    x0 = tuple(int(d) for d in shapes[0])
+    axis = legacy_axis(p, "concat_dim", len(x0), "concat_param")
+    total = 0
+    for i, b in enumerate(shapes):
+        b = tuple(int(d) for d in b)
+        if len(b) != len(x0) or b[:axis] + b[axis + 1:] != x0[:axis] + x0[axis + 1:]:
+            raise ShapeError(f"input {i} has shape {b}, input 0 {x0}: all inputs must have the same shape except "
+                             f"at the concat axis {axis}")
+        total += b[axis]
+    return axis, x0[:axis] + (total,) + x0[axis + 1:]
+
+
 def slice_sizes(layer, x: Sequence[int]) -> tuple:
     """(axis, sizes of the tops) of a Slice layer on an input of shape ``x`` (slice_layer.cpp)."""
     p = layer.slice_param
@@ -331,4 +347,5 @@ def input_layer_shapes(layer) -> list:
 
 __all__ = ["ShapeError", "count", "canonical_axis", "legacy_axis", "axes_span", "ConvGeometry", "conv_geometry",
            "conv_groups", "conv_out_size", "PoolGeometry", "pool_rounding", "pool_geometry", "pooled_size",
-           "pooled_shape", "reshape_shape", "slice_sizes", "eltwise_check", "lrn_check", "input_layer_shapes"]
+           "pooled_shape", "reshape_shape", "concat_shape", "slice_sizes", "eltwise_check", "lrn_check",
+           "input_layer_shapes"]

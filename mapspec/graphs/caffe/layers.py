@@ -22,9 +22,9 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from .geometry import (ShapeError, axes_span, canonical_axis, conv_geometry, conv_groups, conv_out_size, count,
-                       eltwise_check, input_layer_shapes, legacy_axis, lrn_check, pool_geometry, pool_rounding, pooled_shape,
-                       reshape_shape, slice_sizes)
+from .geometry import (ShapeError, axes_span, canonical_axis, concat_shape, conv_geometry, conv_groups,
+                       conv_out_size, count, eltwise_check, input_layer_shapes, lrn_check, pool_geometry,
+                       pool_rounding, pooled_shape, reshape_shape, slice_sizes)
 
 Shape = tuple
 MAX_DENSEBLOCK_TRANSITIONS = 10_000  # one blob list entry per transition and group: bound it (hostile prototxts)
@@ -230,16 +230,7 @@ def _pooling(layer, bottoms):
 
 
 def _concat(layer, bottoms):
-    if not bottoms:
-        raise ShapeError("Concat needs at least one input")
-    x0 = bottoms[0]
-    axis = legacy_axis(layer.concat_param, "concat_dim", len(x0), "concat_param")
-    total = 0
-    for b in bottoms:
-        if len(b) != len(x0) or tuple(b[:axis]) + tuple(b[axis + 1:]) != tuple(x0[:axis]) + tuple(x0[axis + 1:]):
-            raise ShapeError(f"inputs {list(bottoms)} differ outside the concat axis {axis}")
-        total += int(b[axis])
-    return [tuple(x0[:axis]) + (total,) + tuple(x0[axis + 1:])], []
+    return [concat_shape(layer.concat_param, bottoms)[1]], []
 
 
 def _eltwise(layer, bottoms):
