@@ -18,6 +18,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..errors import MapspecError
+
 
 class Executor:
     """Base class: subclasses set ``self.input_shapes`` and implement ``_run``."""
@@ -32,3 +34,13 @@ class Executor:
             capture: bool = False) -> dict[str, np.ndarray]:
         """Run the graph on ``inputs`` (name -> array); return outputs (and intermediates when ``capture``)."""
         raise NotImplementedError
+
+
+def feed(path: str, inputs: Mapping[str, np.ndarray], needed: Sequence[str], known: Sequence[str]) -> dict:
+    """The ``needed`` inputs as float32 torch tensors (copies); a missing one is an error naming the ``known``."""
+    import torch
+
+    absent = [n for n in needed if n not in inputs]
+    if absent:
+        raise MapspecError(f"{path}: input {absent[0]!r} is missing (inputs: {', '.join(known)})")
+    return {n: torch.from_numpy(np.array(inputs[n], dtype=np.float32, copy=True)) for n in needed}

@@ -50,7 +50,7 @@ from ..formats.base import Reader
 from ..graphs.caffe import net as caffe_net
 from ..graphs.caffe import schema
 from ..graphs.caffe.layers import blob_count, in_phase
-from .base import Executor
+from .base import Executor, feed
 
 try:
     import torch
@@ -284,12 +284,7 @@ class CaffeExecutor(Executor):
             order = list(range(len(self._steps)))
             needed_inputs = set(self._inputs)
         needed_inputs = [n for n in self._inputs if n in needed_inputs]
-        absent = [n for n in needed_inputs if n not in inputs]
-        if absent:
-            raise MapspecError(f"{self.path}: input {absent[0]!r} is missing (inputs: {', '.join(self._inputs)})")
-        blobs: dict = {}
-        for name in needed_inputs:
-            blobs[name] = torch.from_numpy(np.array(inputs[name], dtype=np.float32, copy=True))
+        blobs = feed(self.path, inputs, needed_inputs, list(self._inputs))
         keep_blobs = {n for kind, n in resolved if kind == "blob"}
         keep_layers = {n for kind, n in resolved if kind == "layer"}
         last_read = self._last_reads(order)

@@ -28,7 +28,7 @@ from ..errors import ConversionError, MapspecError
 from ..formats.base import Reader
 from ..graphs.mxnet.graph import Graph, infer_node_shapes, load_symbol, resolve_input_shapes
 from ..graphs.mxnet.ops import ShapeError
-from .base import Executor
+from .base import Executor, feed
 
 try:
     import torch
@@ -146,12 +146,7 @@ class MXNetExecutor(Executor):
         targets = [self._resolve(n) for n in outputs] if outputs is not None else list(g.heads)
         order = self._order if capture else self._needed(tuple(targets))
         needed_inputs = [n for n in g.input_names if g.by_name[n] in set(order)]
-        absent = [n for n in needed_inputs if n not in inputs]
-        if absent:
-            raise MapspecError(f"{g.path}: input {absent[0]!r} is missing (inputs: {', '.join(g.input_names)})")
-        values: dict = {}
-        for name in needed_inputs:
-            values[name] = torch.from_numpy(np.array(inputs[name], dtype=np.float32, copy=True))
+        values = feed(g.path, inputs, needed_inputs, g.input_names)
         self._check_shapes({n: tuple(values[n].shape) for n in needed_inputs})
         # Free each intermediate after its last consumer unless it is kept.
         keep = {i for i, _ in targets}
