@@ -247,3 +247,24 @@ def test_mutated_fixture_gives_format_errors_only(tmp_path):
         except MapspecError as e:  # e.g. a flipped name turning data into an unknown input
             assert "input" in str(e)
     assert ok > 0  # some flips land in harmless places (names, numbers that still fit)
+
+
+def test_pooled_size_conventions_by_hand():
+    """One pooled-size rule for shape inference and the executor (pooling-inl.h): 'valid' floors,
+    'full' ceils, so a last window may hang past the padding."""
+    assert mxo.pooled_size(7, 3, 2, 0, "valid") == 3  # (7 - 3) / 2 + 1
+    assert mxo.pooled_size(8, 3, 2, 0, "valid") == 3  # floor(5 / 2) + 1
+    assert mxo.pooled_size(8, 3, 2, 0, "full") == 4  # ceil(5 / 2) + 1
+    assert mxo.pooled_size(8, 3, 2, 1, "full") == 5  # ceil(7 / 2) + 1
+    with pytest.raises(mxo.ShapeError, match="larger than the padded input"):
+        mxo.pooled_size(2, 5, 1, 1)
+    with pytest.raises(mxo.ShapeError, match="not supported"):
+        mxo.pooled_size(8, 3, 2, 0, "same")
+
+
+def test_param_base_name():
+    """MXNet's parameter suffixes, for whoever lines layers up with parameters (verify)."""
+    names = {"conv_1_conv2d_weight": "conv_1_conv2d", "fc1_bias": "fc1", "bn0_gamma": "bn0", "bn0_beta": "bn0",
+             "fc1_moving_mean": "fc1", "fc1_moving_var": "fc1", "bn_running_var": "bn", "data": "data",
+             "weight": "weight"}
+    assert {n: mxo.param_base_name(n) for n in names} == names
