@@ -146,3 +146,12 @@ def test_torch_needing_commands_refuse_in_one_line(installed):
     assert r.returncode == 1
     assert r.stderr.startswith("mapspec: error: ") and "pip install torch" in r.stderr
     assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_wheel_carries_the_caffe_schema(installed):
+    """caffe.proto is package data that mapspec.graphs.caffe.schema reads at import time."""
+    with zipfile.ZipFile(installed["wheel"]) as z:
+        assert "mapspec/graphs/caffe/caffe.proto" in z.namelist()
+    r = _run([installed["python"], "-c", "from mapspec.graphs.caffe import schema; "
+              "print(schema.message_class('FillerParameter')().type)"], cwd=installed["work"])
+    assert r.stdout.strip() == "constant"
