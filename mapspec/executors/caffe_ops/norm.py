@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ...graphs.caffe.geometry import axes_span, canonical_axis, lrn_check
+from ...graphs.caffe.geometry import axes_span, lrn_check, operand_axis
 from ...graphs.caffe.layers import batch_norm_global_stats
 from .common import LayerError, broadcast_view, fit_blob, need_blobs, need_bottoms
 
@@ -50,19 +50,8 @@ def batch_norm(layer, bottoms, blobs):
     return [(x - mean.reshape(view)) / torch.sqrt(var + eps).reshape(view)]
 
 
-def _affine_axis(x: torch.Tensor, param: torch.Tensor, axis: int, what: str) -> int:
-    """Caffe's placement of a Scale/Bias parameter: axis 0 for a scalar, else the canonical axis."""
-    if param.dim() == 0:
-        return 0
-    a = canonical_axis(axis, x.dim(), f"{what} axis")
-    if x.dim() < a + param.dim() or tuple(x.shape[a:a + param.dim()]) != tuple(param.shape):
-        raise LayerError(f"{what} of shape {tuple(param.shape)} does not match input axes {a}.. of shape "
-                         f"{tuple(x.shape)}")
-    return a
-
-
 def _apply(x, param, axis, what, op):
-    a = _affine_axis(x, param, axis, what)
+    a = operand_axis(tuple(x.shape), tuple(param.shape), axis, what)
     return op(x, broadcast_view(param, x.dim(), a))
 
 

@@ -62,6 +62,18 @@ def axes_span(shape: Sequence[int], axis: int, num_axes: int, what: str) -> tupl
     return tuple(int(d) for d in shape[a:end])
 
 
+def operand_axis(x: Sequence[int], operand: Sequence[int], axis: int, what: str) -> int:
+    """Where a Scale/Bias parameter (or second bottom) of shape ``operand`` sits on an input of shape ``x``
+    (scale_layer.cpp, bias_layer.cpp): axis 0 for a scalar, else ``axis``, the input's dims from there on
+    equal to the operand's."""
+    if len(operand) == 0:
+        return 0
+    a = canonical_axis(axis, len(x), f"{what} axis")
+    if tuple(int(d) for d in x[a:a + len(operand)]) != tuple(int(d) for d in operand):
+        raise ShapeError(f"{what} of shape {tuple(operand)} does not match input axes {a}.. of shape {tuple(x)}")
+    return a
+
+
 # -- convolution ---------------------------------------------------------------------------------
 
 class ConvGeometry(NamedTuple):
@@ -345,7 +357,7 @@ def input_layer_shapes(layer) -> list:
     return shapes
 
 
-__all__ = ["ShapeError", "count", "canonical_axis", "legacy_axis", "axes_span", "ConvGeometry", "conv_geometry",
-           "conv_groups", "conv_out_size", "PoolGeometry", "pool_rounding", "pool_geometry", "pooled_size",
-           "pooled_shape", "reshape_shape", "concat_shape", "slice_sizes", "eltwise_check", "lrn_check",
+__all__ = ["ShapeError", "count", "canonical_axis", "legacy_axis", "axes_span", "operand_axis", "ConvGeometry",
+           "conv_geometry", "conv_groups", "conv_out_size", "PoolGeometry", "pool_rounding", "pool_geometry",
+           "pooled_size", "pooled_shape", "reshape_shape", "concat_shape", "slice_sizes", "eltwise_check", "lrn_check",
            "input_layer_shapes"]

@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import numpy as np
 
 from .geometry import (ShapeError, axes_span, canonical_axis, concat_shape, conv_geometry, conv_groups,
-                       conv_out_size, count, eltwise_check, input_layer_shapes, lrn_check, pool_geometry,
+                       conv_out_size, count, eltwise_check, input_layer_shapes, lrn_check, operand_axis, pool_geometry,
                        pool_rounding, pooled_shape, reshape_shape, slice_sizes)
 
 Shape = tuple
@@ -178,18 +178,11 @@ def _batch_norm(layer, bottoms):
     return _same_for_tops(layer, x), [(c,), (c,), (1,)]
 
 
-def _check_operand(x, operand, axis: int, what: str) -> None:
-    """A second-bottom scale/bias must match the input's dims from ``axis`` on (bias_layer.cpp)."""
-    start = 0 if len(operand) == 0 else canonical_axis(axis, len(x))
-    if tuple(x[start:start + len(operand)]) != tuple(operand):
-        raise ShapeError(f"{what} operand {operand} does not match input {x} from axis {start}")
-
-
 def _scale(layer, bottoms):
     p = layer.scale_param
     if len(bottoms) == 2:
         x, s = bottoms
-        _check_operand(x, s, p.axis, "Scale")
+        operand_axis(x, s, p.axis, "Scale")
         return [x], ([tuple(s)] if p.bias_term else [])
     x = _one_bottom(layer, bottoms)
     shape = axes_span(x, p.axis, p.num_axes, "scale_param")
@@ -199,7 +192,7 @@ def _scale(layer, bottoms):
 def _bias(layer, bottoms):
     p = layer.bias_param
     if len(bottoms) == 2:
-        _check_operand(bottoms[0], bottoms[1], p.axis, "Bias")
+        operand_axis(bottoms[0], bottoms[1], p.axis, "Bias")
         return [bottoms[0]], []
     x = _one_bottom(layer, bottoms)
     return _same_for_tops(layer, x), [axes_span(x, p.axis, p.num_axes, "bias_param")]
