@@ -28,7 +28,7 @@ from .errors import ConversionError, CoverageError, ErrorList, Location, Mapspec
 from .formats import Reader, TensorInfo, atomic_output, create_writer, module, open_checkpoint, output_format
 from .spec.args import Binder, Ref
 from .spec.expr import ExprError, Template
-from .spec.load import load_spec
+from .spec.load import MAX_EACH, load_spec
 from .spec.model import Call, Rule, Spec
 from .spec.pattern import AmbiguousMatch
 from .transforms import TRANSFORMS, Meta, TransformError
@@ -170,12 +170,15 @@ def _each_envs(rule: Rule, env: dict, fail) -> list[dict]:
     if not rule.each:
         return [env]
     axes = []
+    total = 1
     for var, spec_v in rule.each.items():
         loc = rule.each.loc_of(var) if hasattr(rule.each, "loc_of") else rule.loc
         if isinstance(spec_v, dict):
             binder = Binder(env, lambda n: False, lambda n: {}, fail)
             bounds = [binder.int_value(v, loc, f"each {var} range") for v in spec_v["range"]]
-            values = list(range(*bounds))
+            if len(bounds) == 3 and bounds[2] == 0:
+                raise fail(f"each {var}: range {bounds} has step 0", loc)
+            values = range(*bounds)  # counted before anything is materialised
             if not values:
                 raise fail(f"each {var}: range {bounds} is empty", loc)
         else:
@@ -187,14 +190,15 @@ def _each_envs(rule: Rule, env: dict, fail) -> list[dict]:
                     except ExprError as e:
                         raise fail(f"each {var}: {e}", loc) from None
                 values.append(v)
+        total *= len(values)
+        if total > MAX_EACH:
+            raise fail(f"'each' expands to {total} outputs, more than {MAX_EACH}", rule.each_loc or rule.loc)
         axes.append([(var, v) for v in values])
     envs = []
     for combo in itertools.product(*axes):
         e = dict(env)
         e.update(combo)
         envs.append(e)
-        if len(envs) > 100_000:
-            raise fail("'each' expands to more than 100000 outputs", rule.each_loc or rule.loc)
     return envs
 
 

@@ -6,7 +6,12 @@ Grammar (integers only, as in a spec's names)::
     term    := unary (("*" | "//" | "%") unary)*
     unary   := "-" unary | postfix
     postfix := atom ("[" expr "]")*
-    atom    := INTEGER | NAME | STRING | "(" expr ")"
+    atom    := INTEGER | NAME | STRING | "(" expr ")" | NAME "(" [expr] ")"
+
+A call is one of :data:`FUNCTIONS`: ``shape("model.embed_tokens.weight")`` is a source
+tensor's shape (a list, so ``shape("x")[1]`` is its second dimension) and ``shape()``
+the shape of the tensor the rule matched; both are known when planning, not in
+``validate``.
 
 Names are captures of the rule's ``from`` pattern, ``each`` variables and the spec's
 ``vars``.  ``block_sizes[i]`` looks up a var (a mapping or a list).  A template is
@@ -66,7 +71,16 @@ class Index(NamedTuple):
     column: int
 
 
-Node = Union[Num, Str, Name, BinOp, Neg, Index]
+class Call(NamedTuple):
+    func: str
+    args: tuple
+    column: int
+
+
+FUNCTIONS = {"shape": "a source tensor's shape: shape(\"name\") or shape() for the matched tensor"}
+SHAPE_OF = "$shape"  # the environment key of the function that answers shape(); '$' is no var name
+
+Node = Union[Num, Str, Name, BinOp, Neg, Index, Call]
 
 
 class _Parser:
@@ -150,11 +164,23 @@ class _Parser:
             node = Index(node, idx, col)
         return node
 
+    def call(self, func: str, col: int) -> Node:
+        if func not in FUNCTIONS:
+            raise ExprError(f"unknown function {func!r} (known: {', '.join(FUNCTIONS)})", col)
+        self.take()
+        self._enter(col)
+        args = () if self.peek()[1] == ")" and self.peek()[0] == "op" else (self.expr(),)
+        self.expect(")")
+        self.depth -= 1
+        return Call(func, args, col)
+
     def atom(self) -> Node:
         kind, text, col = self.take()
         if kind == "int":
             return Num(int(text))
         if kind == "name":
+            if self.peek()[1] == "(" and self.peek()[0] == "op":
+                return self.call(text, col)
             return Name(text, col)
         if kind == "str":
             return Str(text[1:-1])
@@ -185,6 +211,8 @@ def names(node: Node) -> list[tuple[str, int]]:
             stack.append(n.operand)
         elif isinstance(n, Index):
             stack += [n.index, n.target]
+        elif isinstance(n, Call):
+            stack += list(n.args)
     return sorted(out, key=lambda x: x[1])
 
 
@@ -208,6 +236,11 @@ def check_types(node: Node, types: dict[str, str]) -> None:
                     raise ExprError(f"operator {n.op!r} needs integers, but one side is text "
                                     f"(a <name:word> or <name:path> capture, or a text var)", n.column)
             return "int"
+        if isinstance(n, Call):
+            for a in n.args:
+                if t(a) == "int":
+                    raise ExprError(f"{n.func}() takes a tensor name (text), not an integer", n.column)
+            return "any"
         if isinstance(n, Index):
             t(n.index)
             if t(n.target) in ("int", "str"):
@@ -246,6 +279,18 @@ def evaluate(node: Node, env: dict[str, Any]) -> Any:
         if abs(r) > MAX_INT:
             raise ExprError("integer too large", node.column)
         return r
+    if isinstance(node, Call):
+        fn = env.get(SHAPE_OF)
+        if fn is None:
+            raise ExprError(f"{node.func}() is known only when planning against a source checkpoint", node.column)
+        args = [evaluate(a, env) for a in node.args]
+        if args and not isinstance(args[0], str):
+            raise ExprError(f"{node.func}() takes a tensor name, got {args[0]!r}", node.column)
+        try:
+            return fn(*args)
+        except KeyError as e:
+            raise ExprError(f"{node.func}({args[0]!r}): {e.args[0]}" if args else
+                            f"{node.func}(): {e.args[0]}", node.column) from None
     if isinstance(node, Index):
         target = evaluate(node.target, env)
         key = evaluate(node.index, env)

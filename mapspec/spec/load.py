@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 from .. import dtypes
 from ..errors import ErrorList, Location, MapspecError, SpecError
 from ..resources import shipped_specs
-from ..transforms import TRANSFORMS
+from ..transforms import STATIC_CHECKS, TRANSFORMS, TransformError
 from . import schema
 from .args import Checker
 from .expr import ExprError, Template
@@ -247,6 +247,7 @@ class _Builder:
             self.errors += bad_names
             each = {}
         each_names = {k: t for k, t in names.items() if k not in each}
+        static_count = 1
         for var, spec_v in each.items():
             if pattern is not None and var in pattern.captures:
                 self.errors.append(SpecError(f"'each' variable {var!r} has the same name as a capture of 'from'",
@@ -256,6 +257,21 @@ class _Builder:
                 sub = Checker(each_names, label)
                 for i, item in enumerate(rng):
                     self.errors += list(sub.int_like(item, rng.loc_of(i), f"each {var} range[{i}]"))
+                if rng and all(isinstance(v, int) and not isinstance(v, bool) for v in rng):
+                    if len(rng) == 3 and rng[2] == 0:
+                        self.errors.append(SpecError(f"each {var}: range {list(rng)} has step 0", each.loc_of(var),
+                                                     label))
+                        continue
+                    n = len(range(*rng))  # counted, not materialised
+                    if n == 0:
+                        self.errors.append(SpecError(f"each {var}: range {list(rng)} is empty", each.loc_of(var),
+                                                     label))
+                    static_count *= max(n, 1)
+            elif isinstance(spec_v, list):
+                static_count *= max(len(spec_v), 1)
+        if static_count > MAX_EACH:
+            self.errors.append(SpecError(f"'each' expands to {static_count} outputs, more than {MAX_EACH}",
+                                         raw.loc_of("each"), label))
         conditions = {}
         for key in ("require", "absent"):
             conditions[key] = []
@@ -369,10 +385,31 @@ class _Builder:
         for k, a in tdef.args.items():
             if a.required and k not in args and not difflib.get_close_matches(k, [str(u) for u in unknown], n=1):
                 self.errors.append(SpecError(f"transform {tname!r} needs the argument {k!r}", args_loc, label))
+        n_before = len(self.errors)
         for k, v in args.items():
             if k in tdef.args:
                 self.errors += list(check.check(tdef.args[k], v, arg_locs[k], f"{tname} {k}"))
+        if len(self.errors) == n_before and not unknown:
+            self._static(tdef, args, args_loc, label)
         return Call(tdef, args, arg_locs, name_loc)
+
+    def _static(self, tdef, args: dict, loc: Location, label: str) -> None:
+        """Arguments that are wrong whatever the tensor (a transpose that is no permutation), found now."""
+        fn = STATIC_CHECKS.get(tdef.name)
+        if fn is None or any(a.required and k not in args for k, a in tdef.args.items()):
+            return
+        known = {}
+        for k, a in tdef.args.items():
+            v = args.get(k, a.default)
+            if a.kind == "int" and not (isinstance(v, int) and not isinstance(v, bool)) and v is not None:
+                return  # an expression: known when planning
+            if a.kind == "ints" and not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                return
+            known[k] = v
+        try:
+            fn(**known)
+        except TransformError as e:
+            self.errors.append(SpecError(f"{tdef.name}: {e}", loc, label))
 
 
 def _value_shape(value) -> Optional[tuple]:

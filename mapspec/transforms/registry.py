@@ -103,3 +103,33 @@ def float_dtype(name: str) -> bool:
     from .. import dtypes
 
     return dtypes.DTYPES[name].kind == "float"
+
+
+# -- element coverage and static checks (spec language 1.1) ---------------------
+#
+# Kept beside TRANSFORMS rather than in TransformDef so that a transform declares them only
+# when it has them:
+#
+# * SELECTIONS[name](shape, **args) -> (axis, range): the elements of its input a transform
+#   keeps, for transforms that take part of a tensor (take, slice, split); the engine checks
+#   that the parts of a source tensor taken by all rules cover it exactly once.
+# * STATIC_CHECKS[name](**args): raises TransformError for arguments that are wrong whatever
+#   the tensor (a transpose that is no permutation); `validate` runs it on every argument
+#   known without data.
+
+SELECTIONS: dict[str, Callable[..., tuple]] = {}
+STATIC_CHECKS: dict[str, Callable[..., None]] = {}
+
+
+def selects(name: str):
+    def deco(fn):
+        SELECTIONS[name] = fn
+        return fn
+    return deco
+
+
+def static_check(name: str):
+    def deco(fn):
+        STATIC_CHECKS[name] = fn
+        return fn
+    return deco

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Arg, Meta, TransformError, transform
+from .registry import Arg, Meta, TransformError, static_check, transform
 
 
 def reshape(x: np.ndarray, shape) -> np.ndarray:
@@ -17,12 +17,8 @@ def resolve_shape(in_shape, shape) -> tuple:
     numel = 1
     for d in in_shape:
         numel *= int(d)
+    static(shape)
     unknown = [i for i, d in enumerate(shape) if d == -1]
-    if len(unknown) > 1:
-        raise TransformError(f"reshape to {tuple(shape)}: only one dimension may be -1")
-    bad = [d for d in shape if d < -1]
-    if bad:
-        raise TransformError(f"reshape to {tuple(shape)}: dimension {bad[0]} is negative")
     known = 1
     for d in shape:
         if d != -1:
@@ -42,3 +38,12 @@ def resolve_shape(in_shape, shape) -> tuple:
 def infer(meta: Meta, shape) -> Meta:
     """New shape, same element count and order (C order); one dimension may be -1."""
     return Meta(resolve_shape(meta.shape, shape), meta.dtype)
+
+
+@static_check("reshape")
+def static(shape) -> None:
+    if sum(1 for d in shape if d == -1) > 1:
+        raise TransformError(f"reshape to {tuple(shape)}: only one dimension may be -1")
+    bad = [d for d in shape if d < -1]
+    if bad:
+        raise TransformError(f"reshape to {tuple(shape)}: dimension {bad[0]} is negative")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Arg, Meta, TransformError, norm_axis, transform
+from .registry import Arg, Meta, TransformError, norm_axis, selects, static_check, transform
 
 
 def _resolve(shape, axis: int, start, stop, step) -> tuple:
+    static(step=step)
     axis = norm_axis(axis, len(shape))
     n = shape[axis]
-    if step == 0:
-        raise TransformError("slice step cannot be 0")
     for what, v in (("start", start), ("stop", stop)):
         if v is not None and not -n <= v <= n:
             raise TransformError(f"slice {what} {v} out of bounds for dimension #{axis} of size {n}")
@@ -38,3 +37,15 @@ def infer(meta: Meta, start=None, stop=None, step: int = 1, axis: int = 0) -> Me
         raise TransformError(f"slice {sl.start}:{sl.stop}:{sl.step} of dimension #{axis} (size "
                              f"{meta.shape[axis]}) is empty")
     return Meta(tuple(shape), meta.dtype)
+
+
+@selects("slice")
+def selection(shape, start=None, stop=None, step: int = 1, axis: int = 0) -> tuple:
+    axis, sl = _resolve(shape, axis, start, stop, step)
+    return axis, range(*sl.indices(shape[axis]))
+
+
+@static_check("slice")
+def static(start=None, stop=None, step: int = 1, axis: int = 0) -> None:
+    if step == 0:
+        raise TransformError("slice step cannot be 0")

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Arg, Meta, TransformError, norm_axis, transform
+from .registry import Arg, Meta, TransformError, norm_axis, selects, static_check, transform
 
 
 def _bounds(shape, axis: int, parts: int, take: int) -> tuple[int, int, int]:
-    if parts < 1:
-        raise TransformError(f"split into {parts} parts: parts must be at least 1")
+    static(parts, take)
     axis = norm_axis(axis, len(shape))
     n = shape[axis]
     if n % parts:
         raise TransformError(f"cannot split dimension #{axis} of size {n} into {parts} equal parts")
-    if not 0 <= take < parts:
-        raise TransformError(f"take {take} out of range for {parts} parts (0..{parts - 1})")
     size = n // parts
     return axis, take * size, (take + 1) * size
 
@@ -38,3 +35,17 @@ def infer(meta: Meta, parts: int, take: int, axis: int = 0) -> Meta:
     shape = list(meta.shape)
     shape[axis] = stop - start
     return Meta(tuple(shape), meta.dtype)
+
+
+@selects("split")
+def selection(shape, parts: int, take: int, axis: int = 0) -> tuple:
+    axis, start, stop = _bounds(shape, axis, parts, take)
+    return axis, range(start, stop)
+
+
+@static_check("split")
+def static(parts: int, take: int, axis: int = 0) -> None:
+    if parts < 1:
+        raise TransformError(f"split into {parts} parts: parts must be at least 1")
+    if not 0 <= take < parts:
+        raise TransformError(f"take {take} out of range for {parts} parts (0..{parts - 1})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Arg, Meta, TransformError, transform
+from .registry import Arg, Meta, TransformError, static_check, transform
 
 
 def _squeezed(shape, axes) -> tuple:
@@ -52,3 +52,10 @@ def infer_squeeze(meta: Meta, axes) -> Meta:
 def infer_unsqueeze(meta: Meta, axes) -> Meta:
     """Insert size-1 axes at the listed positions of the result."""
     return Meta(_unsqueezed(meta.shape, axes), meta.dtype)
+
+
+@static_check("squeeze")
+@static_check("unsqueeze")
+def static(axes) -> None:
+    if len(set(axes)) != len(axes):
+        raise TransformError(f"axes {list(axes)} repeat an axis")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Arg, Meta, TransformError, norm_axis, transform
+from .registry import Arg, Meta, TransformError, norm_axis, selects, static_check, transform
 
 
 def _check(shape, indices, axis: int) -> int:
@@ -31,3 +31,16 @@ def infer(meta: Meta, indices, axis: int = 0) -> Meta:
     shape = list(meta.shape)
     shape[axis] = len(indices)
     return Meta(tuple(shape), meta.dtype)
+
+
+@selects("take")
+def selection(shape, indices, axis: int = 0) -> tuple:
+    axis = _check(shape, indices, axis)
+    n = shape[axis]
+    return axis, sorted({int(i) % n for i in indices})
+
+
+@static_check("take")
+def static(indices, axis: int = 0) -> None:
+    if not indices:
+        raise TransformError("take needs at least one index")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Arg, Meta, TransformError, transform
+from .registry import Arg, Meta, TransformError, static_check, transform
 
 
 def transpose(x: np.ndarray, axes) -> np.ndarray:
@@ -26,3 +26,8 @@ def infer(meta: Meta, axes) -> Meta:
     """Permute axes: output axis i is input axis axes[i]."""
     axes = check_axes(len(meta.shape), axes)
     return Meta(tuple(meta.shape[a] for a in axes), meta.dtype)
+
+
+@static_check("transpose")
+def static(axes) -> None:
+    check_axes(len(axes), axes)
