@@ -211,7 +211,7 @@ def _plan_from_args(args):
 
     return plan(_spec_from_args(args), args.source, template=args.template, target_format=args.target_format,
                 output=getattr(args, "output", None), relax=tuple(args.relax or ()),
-                source_format=args.source_format, vars=parse_pairs(args.var, "--var"))
+                source_format=args.source_format, vars=parse_pairs(args.var, "--var"), vars_file=args.vars_file)
 
 
 def _print_plan(p, out: TextIO) -> None:
@@ -391,7 +391,7 @@ def cmd_verify(args, out: TextIO, err: TextIO) -> int:
             pairs = [(a, b) for a, b in cfg["layers"]]
         else:
             p = plan(spec, args.source, template=None, relax=("missing-target", "unexpected-target"),
-                     vars=parse_pairs(args.var, "--var"))
+                     vars=parse_pairs(args.var, "--var"), vars_file=getattr(args, "vars_file", None))
             pairs = V.derive_layers(p, src_cfg["run"], tgt_cfg["run"])
     tol = cfg.get("tolerance", {})
     atol = args.atol if args.atol is not None else tol.get("atol", 1e-4)
@@ -461,7 +461,8 @@ def cmd_example(args, out: TextIO, err: TextIO) -> int:
 
 # -- parser ---------------------------------------------------------------------------------
 
-RELAX_HELP = "relax a coverage check: unused-source, unmatched-rule, missing-target, unexpected-target, dtype-mismatch"
+RELAX_HELP = ("relax a coverage check: unused-source, unmatched-rule, missing-target, unexpected-target, "
+              "dtype-mismatch, unused-elements, overlapping-elements, ignored-and-matched")
 PAIR = "KEY=VALUE"
 VALUE_HELP = "VALUE is typed: 6, 1e-5, true, 1,3,224,224 or [1,3,224,224] or (1, 3, 224, 224), {data: [1,3,8,8]}"
 
@@ -484,6 +485,8 @@ def _add_force(p: argparse.ArgumentParser) -> None:
 def _add_vars(p: argparse.ArgumentParser) -> None:
     p.add_argument("--var", action="append", metavar="NAME=VALUE",
                    help="override one of the spec's vars (VALUE as for the options: 6, [1, 2], {2: 6, 3: 12})")
+    p.add_argument("--vars-file", metavar="FILE", help="the model's config (JSON/YAML) to read the spec's config "
+                                                       "vars from, instead of the file beside the source")
 
 
 def _add_plan_args(p: argparse.ArgumentParser) -> None:
@@ -498,8 +501,9 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template-option", action="append", metavar=PAIR,
                    help="a reader option of the template's format (e.g. input_shape=1,3,224,224), added to the "
                         "spec's target.template_options")
-    p.add_argument("--relax", action="append", choices=["unused-source", "unmatched-rule", "missing-target",
-                                                        "unexpected-target", "dtype-mismatch"], help=RELAX_HELP)
+    from .spec.model import RELAXATIONS
+
+    p.add_argument("--relax", action="append", choices=list(RELAXATIONS), help=RELAX_HELP)
     _add_vars(p)
 
 

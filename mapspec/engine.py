@@ -28,10 +28,12 @@ from .errors import ConversionError, CoverageError, ErrorList, Location, Mapspec
 from .formats import Reader, TensorInfo, atomic_output, create_writer, module, open_checkpoint, output_format
 from .spec.args import Binder, Ref
 from .spec.expr import ExprError, Template
+from .spec.config import with_config
 from .spec.load import MAX_EACH, load_spec
 from .spec.model import Call, Rule, Spec
 from .spec.pattern import AmbiguousMatch
-from .transforms import TRANSFORMS, Meta, TransformError
+from .spec.expr import SHAPE_OF
+from .transforms import SELECTIONS, TRANSFORMS, Meta, TransformError
 
 MAX_LISTED = 20
 
@@ -66,10 +68,19 @@ class Step:
     env: dict = field(default_factory=dict)
     constant: Any = None
     meta: Optional[dict] = None  # the template's format-specific facts for this target
+    parts: list = field(default_factory=list)  # stack: one Step per stacked match, in order
+    stack_axis: int = 0
 
     @property
     def refs(self) -> list[str]:
-        return [r for c in self.calls for r in c.refs]
+        return [r for p in self.parts for r in p.refs] + [r for c in self.calls for r in c.refs]
+
+    @property
+    def sources(self) -> list[str]:
+        """The source tensors read for this output (several when it stacks matches)."""
+        if self.parts:
+            return [p.source for p in self.parts]
+        return [self.source] if self.source is not None else []
 
     @property
     def transforms_text(self) -> str:
@@ -115,12 +126,12 @@ class Plan:
         return {
             "outputs": len(self.steps),
             "source_tensors": len(self.source.infos()),
-            "matched": sum(1 for s in self.steps if s.source is not None),
+            "matched": sum(len(s.sources) for s in self.steps),
             "dropped": len(self.dropped),
             "referenced": len(self.referenced),
             "ignored": len(self.ignored),
             "unused": len(self.unused),
-            "constants": sum(1 for s in self.steps if s.source is None),
+            "constants": sum(1 for s in self.steps if not s.sources),
             "output_bytes": sum(TensorInfo(s.target, s.out_meta.shape, s.out_meta.dtype).nbytes for s in self.steps),
         }
 
@@ -132,7 +143,8 @@ class Plan:
             "verdict": self.verdict,
             "summary": self.summary(),
             "steps": [{
-                "target": s.target, "source": s.source, "rule": s.rule.index, "refs": s.refs,
+                "target": s.target, "source": s.source if not s.parts else s.sources, "rule": s.rule.index,
+                "refs": s.refs,
                 "transforms": [c.label for c in s.calls], "in_shape": list(s.in_meta.shape),
                 "shape": list(s.out_meta.shape), "dtype": s.out_meta.dtype,
             } for s in self.steps],
@@ -232,7 +244,8 @@ class _Planner:
         spec, names = self.spec, list(self.infos)
         from_rules = [r for r in spec.rules if not r.is_constant]
         matches: dict[int, int] = Counter()
-        taken: list[tuple[str, Rule, dict]] = []
+        taken: list[tuple[str, Rule, dict, dict]] = []
+        matched_by: dict[str, Rule] = {}
         unmatched_sources = []
         excluded: dict[int, list] = {}
         for name in names:
@@ -249,27 +262,38 @@ class _Planner:
                     break
                 if caps is None:
                     continue
-                env = {**spec.vars, **caps}
+                env = self._env(caps, name)
                 if (rule.require or rule.absent or rule.when) and not self._conditions(rule, env):
                     excluded.setdefault(rule.index, []).append(name)
                     continue
                 hit = rule
                 matches[rule.index] += 1
+                matched_by[name] = rule
                 if rule.drop:
                     self.plan.dropped.append(name)
                 else:
-                    taken.append((name, rule, env))
+                    taken.append((name, rule, env, caps))
                 break
             if hit is None:
                 unmatched_sources.append(name)
 
-        for name, rule, env in taken:
+        stacks: dict[int, dict] = {}
+        for name, rule, env, caps in taken:
+            if rule.stack:
+                over = rule.stack["over"]
+                key = tuple(sorted((k, v) for k, v in caps.items() if k != over))
+                stacks.setdefault(rule.index, {}).setdefault(key, []).append((caps[over], name, env))
+                continue
             self._expand(rule, env, name)
             for extra in rule.also:
                 self._expand(extra, env, name)
+        for rule in from_rules:
+            if rule.index in stacks:
+                self._stack(rule, stacks[rule.index])
         for rule in spec.rules:
             if rule.is_constant:
-                self._expand(rule, dict(spec.vars), None)
+                self._expand(rule, self._env({}, None), None)
+        self._ignored_and_matched(matched_by)
 
         for rule in from_rules:
             if matches[rule.index] == 0 and not rule.optional:
@@ -305,11 +329,139 @@ class _Planner:
                 + _listing(self.plan.unused, describe)))
 
         self._duplicates()
+        self._elements()
         self._target_dtype()
         if self.template is not None:
             self._against_template()
         self._writable()
         return self.plan
+
+    def _env(self, caps: dict, source: Optional[str]) -> dict:
+        """Names an expression sees: vars, captures, and shape() of source tensors."""
+        def shape(name: Optional[str] = None) -> list:
+            if name is None:
+                if source is None:
+                    raise KeyError("a rule without 'from' has no matched tensor; name one: shape(\"...\")")
+                name = source
+            info = self.infos.get(name)
+            if info is None:
+                near = _closest(name, list(self.infos))
+                raise KeyError("no such source tensor" + (f" (closest: {', '.join(map(repr, near))})" if near else ""))
+            return [int(d) for d in info.shape]
+        return {**self.spec.vars, **caps, SHAPE_OF: shape}
+
+    def _ignored_and_matched(self, matched_by: dict) -> None:
+        """A name both under 'ignore:' and matched by a rule: the rule would silently win."""
+        if not self.spec.ignore:
+            return
+        both = [n for n, rule in matched_by.items()
+                if any(p.match(n) is not None for p, _ in self.spec.ignore if not _ambiguous(p, n))]
+        if both:
+            k = len(both)
+            self.relaxable("ignored-and-matched", CoverageError(
+                f"{self.spec.path}: {k} source tensor{'s are' if k > 1 else ' is'} listed under 'ignore:' but "
+                f"also matched by a rule (the rule takes {'them' if k > 1 else 'it'}; narrow the rule or the "
+                f"ignore pattern, or relax ignored-and-matched):\n"
+                + _listing(both, lambda n: f"{n} (by {matched_by[n].label})")))
+
+    def _stack(self, rule: Rule, groups: dict) -> None:
+        """``stack: {over: e}``: the matches of each group, ordered by e (exactly 0..N-1), become one output."""
+        over = rule.stack["over"]
+        counts = {}
+        for key, members in groups.items():
+            members.sort(key=lambda m: m[0])
+            values = [m[0] for m in members]
+            where = " for " + ", ".join(f"{k}={v}" for k, v in key) if key else ""
+            if values != list(range(len(values))):
+                seen = Counter(values)
+                dup = [v for v, c in seen.items() if c > 1]
+                missing = [v for v in range(values[-1]) if v not in seen]
+                why = (f"{over}={dup[0]} is matched twice ({', '.join(repr(m[1]) for m in members if m[0] == dup[0])})"
+                       if dup else f"{over}={_spans(missing)} {'is' if len(missing) == 1 else 'are'} missing")
+                self.error(ConversionError(f"stack over {over!r}{where}: the matches must number {over}=0..N-1, "
+                                           f"but {why}", tensor=members[0][1], rule=rule.label,
+                                           loc=rule.source_loc))
+                continue
+            counts[key] = len(values)
+        if len(set(counts.values())) > 1:
+            shown = "; ".join(f"{', '.join(f'{k}={v}' for k, v in key) or '-'}: {n}" for key, n in
+                              list(counts.items())[:MAX_LISTED])
+            self.error(ConversionError(f"stack over {over!r}: groups have different numbers of matches ({shown})",
+                                       rule=rule.label, loc=rule.source_loc))
+            return
+        for key in counts:
+            for r in [rule] + rule.also:
+                self._expand_stacked(r, over, groups[key])
+
+    def _expand_stacked(self, rule: Rule, over: str, members: list) -> None:
+        per_member = []
+        for _, name, env in members:
+            fail = self._fail(rule, name)
+            try:
+                per_member.append([self._step(rule, e, name, fail) for e in _each_envs(rule, env, fail)])
+            except MapspecError as err:
+                self.error(err)
+                return
+        if len({len(m) for m in per_member}) != 1:
+            self.error(ConversionError(f"stack over {over!r}: 'each' gives a different number of outputs per "
+                                       f"match", rule=rule.label, loc=rule.each_loc or rule.loc))
+            return
+        axis = rule.stack.get("axis", 0)
+        for k in range(len(per_member[0])):
+            parts = [m[k] for m in per_member]
+            first = parts[0]
+            for p in parts[1:]:
+                if p.out_meta != first.out_meta or p.target != first.target:
+                    self.error(ConversionError(
+                        f"stack over {over!r}: {p.source!r} gives {p.target!r} {_shape_text(p.out_meta.shape)} "
+                        f"{p.out_meta.dtype} but {first.source!r} gives {first.target!r} "
+                        f"{_shape_text(first.out_meta.shape)} {first.out_meta.dtype}; stacked parts must agree",
+                        tensor=p.source, rule=rule.label, loc=rule.to_loc))
+                    return
+            ndim = len(first.out_meta.shape) + 1
+            if not -ndim <= axis < ndim:
+                self.error(ConversionError(f"stack axis {axis} out of range for a {ndim}-dimensional result",
+                                           tensor=first.source, rule=rule.label, loc=rule.loc))
+                return
+            shape = list(first.out_meta.shape)
+            shape.insert(axis % ndim, len(parts))
+            env = {k: v for k, v in first.env.items() if k != over}
+            self.plan.steps.append(Step(first.target, rule, None, [], first.out_meta,
+                                        Meta(tuple(shape), first.out_meta.dtype), env=env, parts=parts,
+                                        stack_axis=axis % ndim))
+
+    def _elements(self) -> None:
+        """Element coverage: the parts of a source tensor taken by take/slice/split must cover it exactly once."""
+        uses: dict[str, list] = {}
+        for s in self.plan.steps:
+            for part in s.parts or [s]:
+                if part.source is None:
+                    continue
+                first = part.calls[0] if part.calls else None
+                sel = None
+                if first is not None and first.call.name in SELECTIONS:
+                    sel = SELECTIONS[first.call.name](part.in_meta.shape, **first.args)
+                uses.setdefault(part.source, []).append((part.target, sel))
+        for name, used in uses.items():
+            if name in self.plan.referenced or any(sel is None for _, sel in used):
+                continue  # used whole somewhere
+            axes = {sel[0] for _, sel in used}
+            if len(axes) != 1:
+                continue  # parts along different axes: not checked element by element
+            axis = axes.pop()
+            n = int(self.infos[name].shape[axis])
+            gaps, overlaps = _sweep(n, [(t, sel[1]) for t, sel in used])
+            if gaps is None:
+                continue
+            if gaps:
+                self.relaxable("unused-elements", CoverageError(
+                    f"{self.spec.path}: rows {_spans(gaps)} of {name!r} along axis {axis} are not used by any rule "
+                    f"(its {n} rows must all be taken; relax unused-elements if dropping them is intended)"))
+            for (a, b), targets in overlaps[:MAX_LISTED]:
+                self.relaxable("overlapping-elements", CoverageError(
+                    f"{self.spec.path}: rows {_spans(list(range(a, b)))} of {name!r} along axis {axis} are used "
+                    f"by more than one output ({', '.join(repr(t) for t in targets[:4])}); relax "
+                    f"overlapping-elements if that is intended"))
 
     def _conditions(self, rule: Rule, env: dict) -> bool:
         """'require': all named source tensors exist; 'absent': none of them does."""
@@ -497,6 +649,63 @@ class _Planner:
                     tensor=s.source or s.target, rule=s.rule.label, loc=s.rule.to_loc))
 
 
+MAX_SWEEP_POINTS = 1 << 20
+
+
+def _sweep(n: int, uses: list) -> tuple:
+    """(unused indices as a list of ints, [((start, stop), [targets])] overlaps) of index sets over 0..n-1;
+    (None, None) if a strided selection is too large to check."""
+    events = []
+    for target, idx in uses:
+        if isinstance(idx, range) and idx.step != 1:
+            if len(idx) > MAX_SWEEP_POINTS:
+                return None, None
+            idx = list(idx)
+        if isinstance(idx, range):
+            spans = [(idx.start, idx.stop)] if len(idx) else []
+        else:
+            spans = []
+            for i in sorted(set(idx)):
+                if spans and spans[-1][1] == i:
+                    spans[-1] = (spans[-1][0], i + 1)
+                else:
+                    spans.append((i, i + 1))
+        for a, b in spans:
+            events += [(a, 1, target), (b, -1, target)]
+    events.sort(key=lambda e: (e[0], e[1]))
+    gaps: list = []
+    overlaps: list = []
+    active: Counter = Counter()
+    pos = 0
+    for at, delta, target in events:
+        if at > pos:
+            live = [t for t, c in active.items() if c > 0]
+            if not live:
+                gaps.append((pos, at))
+            elif len(live) > 1:
+                overlaps.append(((pos, at), live))
+            pos = at
+        active[target] += delta
+    if pos < n:
+        gaps.append((pos, n))
+    return gaps, overlaps
+
+
+def _spans(values) -> str:
+    """'4..7', '2', '1, 3..5' for sorted indices or a list of (start, stop) spans."""
+    if values and isinstance(values[0], tuple):
+        spans = values
+    else:
+        spans = []
+        for v in values:
+            if spans and spans[-1][1] == v:
+                spans[-1] = (spans[-1][0], v + 1)
+            else:
+                spans.append((v, v + 1))
+    shown = [f"{a}..{b - 1}" if b - a > 1 else f"{a}" for a, b in spans[:MAX_LISTED]]
+    return ", ".join(shown) + (f" and {len(spans) - MAX_LISTED} more" if len(spans) > MAX_LISTED else "")
+
+
 def _ambiguous(pattern, name) -> bool:
     try:
         pattern.match(name)
@@ -551,20 +760,24 @@ def with_vars(spec: Spec, overrides: Optional[dict]) -> Spec:
     """The spec with some ``vars`` replaced (``--var``); naming a var the spec lacks is an error."""
     if not overrides:
         return spec
-    unknown = [k for k in overrides if k not in spec.vars]
+    names = set(spec.vars) | set((spec.config or {}).get("vars", {}))
+    unknown = [k for k in overrides if k not in names]
     if unknown:
-        known = ", ".join(sorted(spec.vars)) or "none"
+        known = ", ".join(sorted(names)) or "none"
         raise MapspecError(f"{spec.path}: the spec has no var {unknown[0]!r} to override (its vars: {known})")
     return dataclasses.replace(spec, vars={**spec.vars, **overrides})
 
 
 def plan(spec: Union[str, Spec], source: Union[str, Reader], template: Union[str, Reader, None] = None,
          target_format: Optional[str] = None, output: Optional[str] = None, relax: tuple = (),
-         source_format: Optional[str] = None, vars: Optional[dict] = None) -> Plan:
-    """Plan a conversion from metadata only.  Returns a :class:`Plan` (check ``plan.ok`` / ``plan.check()``)."""
-    spec = with_vars(_as_spec(spec), vars)
+         source_format: Optional[str] = None, vars: Optional[dict] = None, vars_file: Optional[str] = None) -> Plan:
+    """Plan a conversion from metadata only.  Returns a :class:`Plan` (check ``plan.ok`` / ``plan.check()``).
+
+    Vars come from the spec, then its config file beside the source (or ``vars_file``), then ``vars``."""
+    spec = _as_spec(spec)
     reader = source if isinstance(source, Reader) else open_checkpoint(
         source, format=source_format or spec.source.format, **spec.source.options)
+    spec = with_vars(with_config(spec, reader.path, vars_file), vars)
     tmpl = template if isinstance(template, Reader) else open_template(spec, template)
     fmt = target_format or spec.target.format
     fmt = output_format(output, fmt) if output else fmt
@@ -584,8 +797,8 @@ class Result:
 def _read_counts(p: Plan) -> Counter:
     uses: Counter = Counter()
     for s in p.steps:
-        if s.source is not None:
-            uses[s.source] += 1
+        for src in s.sources:
+            uses[src] += 1
         for r in s.refs:
             uses[r] += 1
     return uses
@@ -629,22 +842,18 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
         writer = create_writer(tmp, infos, format=fmt, final_path=str(output), **options)
         try:
             for i, s in enumerate(p.steps):
-                x = get(s.source) if s.source is not None else s.constant
-                for c in s.calls:
-                    args = {k: _materialize(v, get) for k, v in c.args.items()}
-                    try:
-                        x = c.call.tdef.kernel(x, **args)
-                    except TransformError as e:
-                        raise ConversionError(f"{c.label}: {e}", tensor=s.source or s.target, rule=s.rule.label,
-                                              loc=c.call.loc) from None
-                if tuple(x.shape) != tuple(s.out_meta.shape) or dtypes.name_of(x.dtype) != s.out_meta.dtype:
-                    raise ConversionError(
-                        f"the data gives {_shape_text(x.shape)} {x.dtype} but the plan promised "
-                        f"{_shape_text(s.out_meta.shape)} {s.out_meta.dtype} (the source file's header and its "
-                        f"data disagree)", tensor=s.source or s.target, rule=s.rule.label)
+                if s.parts:  # stack: each part into its slot of one output array
+                    x = np.empty(s.parts[0].out_meta.shape[:s.stack_axis] + (len(s.parts),)
+                                 + s.parts[0].out_meta.shape[s.stack_axis:], dtypes.to_numpy(s.parts[0].out_meta.dtype))
+                    for j, part in enumerate(s.parts):
+                        x[(slice(None),) * s.stack_axis + (j,)] = _run_chain(part, get(part.source), get)
+                        release(part.source)
+                    x = _run_chain(s, x, get)
+                else:
+                    x = _run_chain(s, get(s.source) if s.source is not None else s.constant, get)
                 writer.write(s.target, x)
                 written += x.nbytes
-                entries.append({"target": s.target, "source": s.source, "refs": s.refs,
+                entries.append({"target": s.target, "source": s.source if not s.parts else s.sources, "refs": s.refs,
                                 "transforms": [c.label for c in s.calls], "shape": list(x.shape),
                                 "dtype": s.out_meta.dtype})
                 del x
@@ -668,6 +877,22 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     return Result(p, output, len(entries), written, seconds, report)
 
 
+def _run_chain(s: Step, x: np.ndarray, get) -> np.ndarray:
+    for c in s.calls:
+        args = {k: _materialize(v, get) for k, v in c.args.items()}
+        try:
+            x = c.call.tdef.kernel(x, **args)
+        except TransformError as e:
+            raise ConversionError(f"{c.label}: {e}", tensor=s.source or s.target, rule=s.rule.label,
+                                  loc=c.call.loc) from None
+    if tuple(x.shape) != tuple(s.out_meta.shape) or dtypes.name_of(x.dtype) != s.out_meta.dtype:
+        raise ConversionError(
+            f"the data gives {_shape_text(x.shape)} {x.dtype} but the plan promised "
+            f"{_shape_text(s.out_meta.shape)} {s.out_meta.dtype} (the source file's header and its "
+            f"data disagree)", tensor=s.source or s.target, rule=s.rule.label)
+    return x
+
+
 def _materialize(v, get):
     if isinstance(v, Ref):
         return get(v.name)
@@ -679,8 +904,8 @@ def _materialize(v, get):
 def apply(spec: Union[str, Spec], source: Union[str, Reader], output: str, template: Union[str, Reader, None] = None,
           force: bool = False, target_format: Optional[str] = None, relax: tuple = (),
           progress: Optional[Callable[[int, int, Step], None]] = None, source_format: Optional[str] = None,
-          vars: Optional[dict] = None) -> Result:
+          vars: Optional[dict] = None, vars_file: Optional[str] = None) -> Result:
     """Plan, check and stream a conversion into ``output``; raises on any problem, leaving no partial file."""
     p = plan(spec, source, template=template, target_format=target_format, output=output, relax=relax,
-             source_format=source_format, vars=vars)
+             source_format=source_format, vars=vars, vars_file=vars_file)
     return execute(p, output, force=force, progress=progress)

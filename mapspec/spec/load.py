@@ -138,6 +138,11 @@ class _Builder:
             relax={r for r in doc.get("relax") if isinstance(r, str)} if isinstance(doc.get("relax"), list) else set(),
             verify=doc.get("verify") if isinstance(doc.get("verify"), dict) else None,
         )
+        raw_config = doc.get("config")
+        if isinstance(raw_config, dict) and isinstance(raw_config.get("vars"), dict):
+            files = raw_config.get("file")
+            spec.config = {"file": [files] if isinstance(files, str) else list(files or []),
+                           "vars": dict(raw_config["vars"])}
         self._check_endpoint(spec.source, doc, "source")
         self._check_endpoint(spec.target, doc, "target")
         raw_rules = doc.get("rules") if isinstance(doc.get("rules"), list) else []
@@ -156,10 +161,12 @@ class _Builder:
                     spec.vars.setdefault(k, v)
                 spec.includes.append(other.path)
                 spec.includes += other.includes
+        # vars the config file gives are names the rules may use (their values come when planning)
+        known_vars = {**{k: None for k in (spec.config or {}).get("vars", {})}, **spec.vars}
         for i, raw in enumerate(raw_rules):
             if i in skip or not isinstance(raw, LocDict):
                 continue
-            rule = self._rule(raw, first_index + i, spec.vars, raw_rules.loc_of(i))
+            rule = self._rule(raw, first_index + i, known_vars, raw_rules.loc_of(i))
             if rule is not None:
                 spec.rules.append(rule)
         ignore = doc.get("ignore") if isinstance(doc.get("ignore"), list) else []
@@ -272,6 +279,18 @@ class _Builder:
         if static_count > MAX_EACH:
             self.errors.append(SpecError(f"'each' expands to {static_count} outputs, more than {MAX_EACH}",
                                          raw.loc_of("each"), label))
+        stack = raw.get("stack") if parent is None else parent.stack
+        if parent is None and isinstance(stack, dict):
+            over = stack.get("over")
+            if pattern is not None and pattern.captures.get(over) != "int":
+                what = "an integer capture" if pattern is None or over not in pattern.captures else \
+                    f"an integer capture, not a {pattern.captures[over]} one"
+                self.errors.append(SpecError(f"stack over {over!r}: {over!r} must be {what} of 'from' "
+                                             f"(<{over}>)", raw.loc_of("stack"), label))
+            elif to_template is not None and over in {n for n, _ in to_template.names()}:
+                self.errors.append(SpecError(f"stack over {over!r}: 'to' uses {{{over}}}, so every match would "
+                                             f"be its own output; leave {{{over}}} out of 'to'", raw.loc_of("to"),
+                                             label))
         conditions = {}
         for key in ("require", "absent"):
             conditions[key] = []
@@ -311,7 +330,7 @@ class _Builder:
                     calls=calls, each=each, each_loc=raw.loc_of("each") if "each" in raw else None,
                     require=conditions["require"], absent=conditions["absent"], when=when, optional=bool(raw.get("optional", False)), value=value, dtype=dtype,
                     shape=shape, name=raw.get("name"), constant=constant, parent=parent, also_index=also_index,
-                    drop=drop)
+                    drop=drop, stack=dict(stack) if isinstance(stack, dict) else None)
         if parent is None and isinstance(raw.get("also"), list):
             for k, item in enumerate(raw["also"]):
                 if isinstance(item, LocDict):

@@ -10,7 +10,8 @@ from ..transforms import TransformDef
 from .expr import Template
 from .pattern import Pattern
 
-RELAXATIONS = ("unused-source", "unmatched-rule", "missing-target", "unexpected-target", "dtype-mismatch")
+RELAXATIONS = ("unused-source", "unmatched-rule", "missing-target", "unexpected-target", "dtype-mismatch",
+               "unused-elements", "overlapping-elements", "ignored-and-matched")
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Rule:
     also: list = field(default_factory=list)  # more outputs from the same match (Rule objects)
     constant: bool = False  # produces 'value' rather than transforming a source tensor
     drop: bool = False  # discards what 'from' matches
+    stack: Optional[dict] = None  # {over: capture, axis: int}: matches differing only in 'over' become one output
     parent: Optional["Rule"] = None
     also_index: int = 0
 
@@ -95,6 +97,7 @@ class Spec:
     relax: set
     includes: list = field(default_factory=list)
     verify: Optional[dict] = None  # the 'verify:' section, for mapspec verify
+    config: Optional[dict] = None  # {file: [names], vars: {var: [keys]}}: vars from the model's config file
 
     @property
     def spec_dir(self) -> str:

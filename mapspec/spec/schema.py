@@ -126,6 +126,8 @@ def _translate(err: ValidationError, doc) -> Optional[SpecError]:
         msg = f"{_field(path)} must be {err.validator_value!r}, not {node!r}"
         if path == ["mapspec"]:
             msg = f"unsupported spec language version {node!r}; this mapspec reads version 1"
+    elif v == "enum" and path == ["mapspec"]:
+        msg = f"unsupported spec language version {node!r}; this mapspec reads versions 1 and 1.1"
     elif v == "enum":
         hint = difflib.get_close_matches(str(node), [str(e) for e in err.validator_value], n=1)
         msg = (f"{node!r} is not one of {', '.join(map(str, err.validator_value))}"

@@ -57,7 +57,7 @@ EXPECTED = {
     "unknown_key.yaml": (
         "validate", "6:5: rule 1 (from 'conv<i>[0]'): unknown key 'too' (did you mean 'to'?)"),
     "wrong_version.yaml": (
-        "validate", "3:10: unsupported spec language version 2; this mapspec reads version 1"),
+        "validate", "3:10: unsupported spec language version 2; this mapspec reads versions 1 and 1.1"),
     "bad_yaml.yaml": (
         "validate", "7:1: YAML syntax error: while parsing a flow sequence: expected ',' or ']', but got "
                     "'<stream end>'"),
