@@ -454,14 +454,15 @@ class _Planner:
             if gaps is None:
                 continue
             if gaps:
+                rows, verb = _rows(gaps)
                 self.relaxable("unused-elements", CoverageError(
-                    f"{self.spec.path}: rows {_spans(gaps)} of {name!r} along axis {axis} are not used by any rule "
+                    f"{self.spec.path}: {rows} of {name!r} along axis {axis} {verb} not used by any rule "
                     f"(its {n} rows must all be taken; relax unused-elements if dropping them is intended)"))
-            for (a, b), targets in overlaps[:MAX_LISTED]:
+            for span, targets in overlaps[:MAX_LISTED]:
+                rows, verb = _rows([span])
                 self.relaxable("overlapping-elements", CoverageError(
-                    f"{self.spec.path}: rows {_spans(list(range(a, b)))} of {name!r} along axis {axis} are used "
-                    f"by more than one output ({', '.join(repr(t) for t in targets[:4])}); relax "
-                    f"overlapping-elements if that is intended"))
+                    f"{self.spec.path}: {rows} of {name!r} along axis {axis} {verb} used by more than one output "
+                    f"({', '.join(repr(t) for t in targets[:4])}); relax overlapping-elements if that is intended"))
 
     def _conditions(self, rule: Rule, env: dict) -> bool:
         """'require': all named source tensors exist; 'absent': none of them does."""
@@ -704,6 +705,12 @@ def _spans(values) -> str:
                 spans.append((v, v + 1))
     shown = [f"{a}..{b - 1}" if b - a > 1 else f"{a}" for a, b in spans[:MAX_LISTED]]
     return ", ".join(shown) + (f" and {len(spans) - MAX_LISTED} more" if len(spans) > MAX_LISTED else "")
+
+
+def _rows(spans: list) -> tuple[str, str]:
+    """('rows 4..7', 'are') or ('row 3', 'is') for (start, stop) spans."""
+    one = len(spans) == 1 and spans[0][1] - spans[0][0] == 1
+    return ("row " if one else "rows ") + _spans(spans), "is" if one else "are"
 
 
 def _ambiguous(pattern, name) -> bool:
