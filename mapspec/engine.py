@@ -23,17 +23,16 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import dtypes
+from . import coverage, dtypes
 from .errors import ConversionError, CoverageError, ErrorList, Location, MapspecError, SpecError
 from .formats import Reader, TensorInfo, atomic_output, create_writer, module, open_checkpoint, output_format
 from .spec.args import Binder, Ref
-from .spec.expr import ExprError, Template
 from .spec.config import with_config
+from .spec.expr import SHAPE_OF, ExprError, Template
 from .spec.load import MAX_EACH, load_spec
 from .spec.model import Call, Rule, Spec
 from .spec.pattern import AmbiguousMatch
-from .spec.expr import SHAPE_OF
-from .transforms import SELECTIONS, TRANSFORMS, Meta, TransformError
+from .transforms import TRANSFORMS, Meta, TransformError
 
 MAX_LISTED = 20
 
@@ -435,33 +434,35 @@ class _Planner:
         uses: dict[str, list] = {}
         for s in self.plan.steps:
             for part in s.parts or [s]:
-                if part.source is None:
-                    continue
-                first = part.calls[0] if part.calls else None
-                sel = None
-                if first is not None and first.call.name in SELECTIONS:
-                    sel = SELECTIONS[first.call.name](part.in_meta.shape, **first.args)
-                uses.setdefault(part.source, []).append((part.target, sel))
+                if part.source is not None:
+                    uses.setdefault(part.source, []).append((part.target, coverage.box(part.in_meta.shape,
+                                                                                       part.calls)))
         for name, used in uses.items():
-            if name in self.plan.referenced or any(sel is None for _, sel in used):
+            if name in self.plan.referenced or any(b is None for _, b in used):
                 continue  # used whole somewhere
-            axes = {sel[0] for _, sel in used}
-            if len(axes) != 1:
-                continue  # parts along different axes: not checked element by element
-            axis = axes.pop()
-            n = int(self.infos[name].shape[axis])
-            gaps, overlaps = _sweep(n, [(t, sel[1]) for t, sel in used])
-            if gaps is None:
+            found = coverage.check(tuple(int(d) for d in self.infos[name].shape), used)
+            if found is None:
                 continue
-            if gaps:
+            axis, gaps, overlaps = found
+            if gaps and axis is None:
+                (unused, numel), = gaps
+                self.relaxable("unused-elements", CoverageError(
+                    f"{self.spec.path}: {unused} of the {numel} elements of {name!r} are not used by any rule "
+                    f"(relax unused-elements if dropping them is intended)"))
+            elif gaps:
                 rows, verb = _rows(gaps)
+                n = self.infos[name].shape[axis]
                 self.relaxable("unused-elements", CoverageError(
                     f"{self.spec.path}: {rows} of {name!r} along axis {axis} {verb} not used by any rule "
                     f"(its {n} rows must all be taken; relax unused-elements if dropping them is intended)"))
             for span, targets in overlaps[:MAX_LISTED]:
-                rows, verb = _rows([span])
+                if span is None:
+                    what = f"elements of {name!r} are"
+                else:
+                    rows, verb = _rows([span])
+                    what = f"{rows} of {name!r} along axis {axis} {verb}"
                 self.relaxable("overlapping-elements", CoverageError(
-                    f"{self.spec.path}: {rows} of {name!r} along axis {axis} {verb} used by more than one output "
+                    f"{self.spec.path}: {what} used by more than one output "
                     f"({', '.join(repr(t) for t in targets[:4])}); relax overlapping-elements if that is intended"))
 
     def _conditions(self, rule: Rule, env: dict) -> bool:
@@ -648,48 +649,6 @@ class _Planner:
                     f"format {fmt} cannot hold {s.out_meta.dtype} (it holds {', '.join(allowed)}); add "
                     f"{{cast: {allowed[0]}}} or set target: {{dtype: {allowed[0]}}}",
                     tensor=s.source or s.target, rule=s.rule.label, loc=s.rule.to_loc))
-
-
-MAX_SWEEP_POINTS = 1 << 20
-
-
-def _sweep(n: int, uses: list) -> tuple:
-    """(unused indices as a list of ints, [((start, stop), [targets])] overlaps) of index sets over 0..n-1;
-    (None, None) if a strided selection is too large to check."""
-    events = []
-    for target, idx in uses:
-        if isinstance(idx, range) and idx.step != 1:
-            if len(idx) > MAX_SWEEP_POINTS:
-                return None, None
-            idx = list(idx)
-        if isinstance(idx, range):
-            spans = [(idx.start, idx.stop)] if len(idx) else []
-        else:
-            spans = []
-            for i in sorted(set(idx)):
-                if spans and spans[-1][1] == i:
-                    spans[-1] = (spans[-1][0], i + 1)
-                else:
-                    spans.append((i, i + 1))
-        for a, b in spans:
-            events += [(a, 1, target), (b, -1, target)]
-    events.sort(key=lambda e: (e[0], e[1]))
-    gaps: list = []
-    overlaps: list = []
-    active: Counter = Counter()
-    pos = 0
-    for at, delta, target in events:
-        if at > pos:
-            live = [t for t, c in active.items() if c > 0]
-            if not live:
-                gaps.append((pos, at))
-            elif len(live) > 1:
-                overlaps.append(((pos, at), live))
-            pos = at
-        active[target] += delta
-    if pos < n:
-        gaps.append((pos, n))
-    return gaps, overlaps
 
 
 def _spans(values) -> str:

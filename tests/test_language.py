@@ -279,3 +279,28 @@ vars: {n: 4611686018427387904}
     static = spec.replace('"{n}"', "100000001")
     with pytest.raises(MapspecError, match="'each' expands to 100000001 outputs, more than 100000"):
         mapspec.load_spec(write(tmp_path, static))
+
+
+def test_parts_of_parts_count_per_element(tmp_path):
+    # fused experts [E, 2I, H] -> per expert w1 (first half) and w3 (second half): boxes on two axes
+    spec = """
+mapspec: 1.1
+rules:
+  - from: "gate_up"
+    to: "experts.{e}.w1"
+    each: {e: {range: [0, "{shape()[0]}"]}}
+    apply: [{take: ["{e}"]}, {squeeze: [0]}, {slice: {stop: "{shape()[1] // 2}"}}]
+    also:
+      - to: "experts.{e}.w3"
+        each: {e: {range: [0, "{shape()[0]}"]}}
+        apply: [{take: ["{e}"]}, {squeeze: [0]}, {slice: {start: "{shape()[1] // 2}"}}]
+"""
+    src = save(tmp_path, {"gate_up": np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2)})
+    assert mapspec.plan(write(tmp_path, spec), src).check()
+    half = spec.replace('{slice: {start: "{shape()[1] // 2}"}}', '{slice: {start: 3}}')
+    with pytest.raises(MapspecError, match=r"6 of the 24 elements of 'gate_up' are not used by any rule"):
+        mapspec.plan(write(tmp_path, half), src).check()
+    over = spec.replace('{slice: {start: "{shape()[1] // 2}"}}', '{slice: {start: 1}}')
+    with pytest.raises(MapspecError, match=r"elements of 'gate_up' are used by more than one output "
+                                           r"\('experts.0.w1', 'experts.0.w3'\)"):
+        mapspec.plan(write(tmp_path, over), src).check()

@@ -1,0 +1,130 @@
+"""Element coverage: the parts of a source tensor that rules take must cover it exactly once.
+
+A step that starts with selections (``take``, ``slice``, ``split``, each transform's
+``SELECTIONS`` entry, with ``squeeze`` of the size-1 axes they leave) uses a *box* of
+its source: one index set per source axis.  A source used only through boxes is
+covered when the boxes do not overlap and their sizes add up to the whole tensor;
+otherwise the unused or twice-used rows are named (along the one axis the boxes differ
+on, which is the usual case: experts, q/k/v thirds, groups).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .transforms import SELECTIONS
+
+MAX_BOXES = 4096  # boxes of one tensor compared pairwise; more are not checked
+MAX_POINTS = 1 << 20  # a strided selection is expanded to its indices up to this many
+
+
+def box(in_shape: tuple, calls: list) -> Optional[dict]:
+    """{source axis: range or sorted list of indices} that the leading selections keep; None: the whole tensor."""
+    axes = list(range(len(in_shape)))  # current axis -> source axis
+    shape = list(in_shape)
+    sel: dict = {}
+    for c in calls:
+        name = c.call.name
+        if name == "squeeze" and sel:
+            drop = {a % len(axes) for a in c.args["axes"]}
+            axes = [a for i, a in enumerate(axes) if i not in drop]
+            shape = [d for i, d in enumerate(shape) if i not in drop]
+            continue
+        fn = SELECTIONS.get(name)
+        if fn is None:
+            break
+        axis, idx = fn(tuple(shape), **c.args)
+        src = axes[axis]
+        prev = sel.get(src, range(in_shape[src]))
+        sel[src] = prev[idx.start:idx.stop:idx.step] if isinstance(idx, range) else sorted({prev[i] for i in idx})
+        shape[axis] = len(idx)
+    return sel or None
+
+
+def _as_set(idx):
+    if isinstance(idx, range) and len(idx) > MAX_POINTS:
+        return None
+    return set(idx)
+
+
+def _meet(a, b) -> Optional[bool]:
+    """Do two index sets intersect (None: too large to tell)?"""
+    if isinstance(a, range) and isinstance(b, range) and a.step == b.step == 1:
+        return max(a.start, b.start) < min(a.stop, b.stop)
+    sa, sb = _as_set(a), _as_set(b)
+    if sa is None or sb is None:
+        return None
+    return not sa.isdisjoint(sb)
+
+
+def _spans(idx) -> list:
+    if isinstance(idx, range) and idx.step == 1:
+        return [(idx.start, idx.stop)] if len(idx) else []
+    spans: list = []
+    for i in sorted(set(idx)):
+        if spans and spans[-1][1] == i:
+            spans[-1] = (spans[-1][0], i + 1)
+        else:
+            spans.append((i, i + 1))
+    return spans
+
+
+def check(shape: tuple, uses: list) -> Optional[tuple]:
+    """``uses``: [(target, box)].  Returns (axis or None, unused spans, [(span, targets)] overlaps), with spans
+    along ``axis`` when the boxes differ along one axis only (otherwise counts of elements); None if too large."""
+    if len(uses) > MAX_BOXES:
+        return None
+    full = [range(d) for d in shape]
+    boxes = [(t, [b.get(a, full[a]) for a in range(len(shape))]) for t, b in uses]
+    differing = [a for a in range(len(shape)) if len({tuple(_spans(b[a])) for _, b in boxes}) > 1
+                 or any(_spans(b[a]) != [(0, shape[a])] for _, b in boxes)]
+    if len(differing) == 1:  # rows along one axis: a sweep names them
+        axis = differing[0]
+        events = []
+        for t, b in boxes:
+            if any(_spans(b[a]) != [(0, shape[a])] for a in range(len(shape)) if a != axis):
+                break
+            if isinstance(b[axis], range) and b[axis].step != 1 and len(b[axis]) > MAX_POINTS:
+                return None
+            for s, e in _spans(b[axis]):
+                events += [(s, 1, t), (e, -1, t)]
+        else:
+            return (axis,) + _sweep(shape[axis], events)
+    overlaps = []
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            meets = [_meet(x, y) for x, y in zip(boxes[i][1], boxes[j][1])]
+            if None in meets:
+                return None
+            if all(meets):
+                overlaps.append((None, [boxes[i][0], boxes[j][0]]))
+    numel = 1
+    for d in shape:
+        numel *= d
+    used = 0
+    for _, b in boxes:
+        v = 1
+        for idx in b:
+            v *= len(idx)
+        used += v
+    return None, ([] if overlaps or used >= numel else [(numel - used, numel)]), overlaps
+
+
+def _sweep(n: int, events: list) -> tuple:
+    events.sort(key=lambda e: (e[0], e[1]))
+    gaps: list = []
+    overlaps: list = []
+    active: dict = {}
+    pos = 0
+    for at, delta, target in events:
+        if at > pos:
+            live = [t for t, c in active.items() if c > 0]
+            if not live:
+                gaps.append((pos, at))
+            elif len(live) > 1:
+                overlaps.append(((pos, at), live))
+            pos = at
+        active[target] = active.get(target, 0) + delta
+    if pos < n:
+        gaps.append((pos, n))
+    return gaps, overlaps
