@@ -15,7 +15,9 @@ Optional and alternative parts (spec language 1.1), captured by nothing:
 ``<?text>``
     ``text`` or nothing (``<?transformer.>h.<i>.attn.c_attn.weight``);
 ``<one|two|>``
-    one of the listed texts (an empty one means "or nothing").
+    one of the listed texts (an empty one means "or nothing");
+``<name:one|two>``
+    one of the listed texts, captured as ``name`` (text) for use in ``to``.
 
 Everything else is literal: a ``.`` is a dot and ``[0]`` is the text ``[0]``.
 Matching is anchored on the whole name.  A name placeholder used twice must capture
@@ -54,9 +56,10 @@ class Placeholder(NamedTuple):
 
 
 class Choice(NamedTuple):
-    """Alternative literal texts (``<?x>`` is ``Choice(('x', ''))``)."""
+    """Alternative literal texts (``<?x>`` is ``Choice(('x', ''))``), captured as ``name`` if it has one."""
 
     options: tuple
+    name: Optional[str] = None
 
 
 Token = Union[str, Placeholder, Choice]
@@ -242,9 +245,15 @@ class Pattern:
             pos = gt + 1
         self.captures: dict[str, str] = {}
         for t in self.tokens:
-            if isinstance(t, Placeholder):
+            if isinstance(t, Choice) and t.name is not None:
+                if t.name in self.captures:
+                    raise PatternSyntaxError(f"alternatives <{t.name}:...> reuse the name {t.name!r}", 0)
+                self.captures[t.name] = "choice"
+            elif isinstance(t, Placeholder):
                 prev = self.captures.setdefault(t.name, t.kind)
                 if prev != t.kind:
+                    if prev == "choice":
+                        raise PatternSyntaxError(f"placeholder <{t.name}> reuses the name of alternatives", 0)
                     raise PatternSyntaxError(f"placeholder <{t.name}> is used as both {prev} and {t.kind}", 0)
         self.is_literal = not self.captures and not any(isinstance(t, Choice) for t in self.tokens)
         self._prefix = self.tokens[0] if isinstance(self.tokens[0], str) else ""
@@ -260,10 +269,14 @@ class Pattern:
                                          f"(<?transformer.>)", col)
             return Choice((opt, ""))
         if "|" in body:
+            name = None
+            m = re.match(r"([A-Za-z_][A-Za-z0-9_]*):", body)
+            if m:
+                name, body = m.group(1), body[m.end():]
             options = tuple(dict.fromkeys(body.split("|")))  # duplicates would be two readings of one text
-            if len(options) < 2:
+            if len(options) < 2 or len(options) != len(body.split("|")):
                 raise PatternSyntaxError(f"alternatives <{body}> at column {col + 1} list the same text twice", col)
-            return Choice(options)
+            return Choice(options, name)
         m = _PLACEHOLDER.fullmatch(body)
         if m is None:
             raise PatternSyntaxError(
@@ -313,7 +326,7 @@ class Pattern:
                 return self._two_readings(tokens, nm, fixed)
             caps = dict(fixed)
             for t, (p, q) in zip(tokens, spans):
-                if isinstance(t, Placeholder):
+                if isinstance(t, Placeholder) or isinstance(t, Choice) and t.name is not None:
                     caps[t.name] = nm.text[p:q]
             return [caps]
         # A repeated placeholder: every text its first occurrence can take, as a literal everywhere
@@ -351,7 +364,8 @@ class Pattern:
             t = tokens[i]
             ends = _step(t, nm, 1 << p, 0)[0] & back[i + 1]
             for q in _bits(ends):
-                go(i + 1, q, {**caps, t.name: nm.text[p:q]} if isinstance(t, Placeholder) else caps)
+                named = isinstance(t, Placeholder) or isinstance(t, Choice) and t.name is not None
+                go(i + 1, q, {**caps, t.name: nm.text[p:q]} if named else caps)
                 if len(out) >= 2:
                     return
 

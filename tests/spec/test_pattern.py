@@ -205,3 +205,12 @@ def test_many_path_placeholders_against_long_names_take_linear_time():
             q.match(n)
     assert q.match("a.b.c.d.x") == {"a": "a", "b": "b", "c": "c", "d": "d"}
     assert time.perf_counter() - t0 < 60
+
+
+def test_named_alternatives_are_captured():
+    p = Pattern("layers.<i>.<m:attention.dense|mlp.fc|ln>.<p:word>")
+    assert p.match("layers.2.mlp.fc.bias") == {"i": 2, "m": "mlp.fc", "p": "bias"}
+    assert p.match("layers.2.mlp.fc2.bias") is None
+    assert Pattern("<x:a|>b").match("b") == {"x": ""}
+    with pytest.raises(PatternSyntaxError, match="reuse"):
+        Pattern("<m:a|b>.<m:c|d>")
