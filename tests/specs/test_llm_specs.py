@@ -1,0 +1,138 @@
+"""Shipped LLM specs against transformers' own code, on tiny random models built from configs (no downloads).
+
+Each test: config -> random weights -> save -> `mapspec apply` -> compare with what transformers produces or
+loads; then the inverse spec, and the round trip must be bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mapspec import cli
+from mapspec.formats import module
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+def apply(spec, src, out, *extra):
+    code = cli.run(["apply", spec, "-s", str(src), "-O", str(out), *map(str, extra)])
+    assert code == 0
+    with __import__("mapspec").open_checkpoint(str(out)) as r:
+        return {n: torch.from_numpy(np.array(r.read(n))) for n in r.infos()}
+
+
+def randomized(model, seed=0):
+    """Every parameter random (norm weights too), so that a swapped tensor cannot go unnoticed."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model.train(False)
+
+
+def same_bits(a: dict, b: dict):
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert a[k].numpy().tobytes() == b[k].numpy().tobytes(), k
+
+
+# -- Llama: Meta <-> HF ------------------------------------------------------------------
+
+def converter_permute(w, n_heads):
+    """transformers' convert_llama_weights_to_hf.py: Meta -> HF rows of q and k."""
+    dim1, dim2 = w.shape
+    return w.view(n_heads, dim1 // n_heads // 2, 2, dim2).transpose(1, 2).reshape(dim1, dim2)
+
+
+def meta_checkpoint(d, dim=32, layers=2, heads=4, kv_heads=2, vocab=48, hidden=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hd = dim // heads
+    shapes = {"tok_embeddings.weight": (vocab, dim), "norm.weight": (dim,), "output.weight": (vocab, dim)}
+    for i in range(layers):
+        shapes.update({f"layers.{i}.attention.wq.weight": (heads * hd, dim),
+                       f"layers.{i}.attention.wk.weight": (kv_heads * hd, dim),
+                       f"layers.{i}.attention.wv.weight": (kv_heads * hd, dim),
+                       f"layers.{i}.attention.wo.weight": (dim, heads * hd),
+                       f"layers.{i}.feed_forward.w1.weight": (hidden, dim),
+                       f"layers.{i}.feed_forward.w2.weight": (dim, hidden),
+                       f"layers.{i}.feed_forward.w3.weight": (hidden, dim),
+                       f"layers.{i}.attention_norm.weight": (dim,), f"layers.{i}.ffn_norm.weight": (dim,)})
+    sd = {k: torch.randn(s, generator=g) * 0.3 for k, s in shapes.items()}
+    d.mkdir(exist_ok=True)
+    torch.save(sd, d / "consolidated.00.pth")
+    (d / "params.json").write_text(json.dumps({"dim": dim, "n_layers": layers, "n_heads": heads,
+                                               "n_kv_heads": kv_heads, "vocab_size": vocab, "norm_eps": 1e-5}))
+    return sd
+
+
+@pytest.mark.parametrize("kv_heads", [2, 4])
+def test_llama_meta_to_hf_loads_into_transformers_and_matches_meta_forward(tmp_path, kv_heads):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mapspec.models.llm import MetaLlama
+
+    meta = meta_checkpoint(tmp_path / "meta", kv_heads=kv_heads)
+    if kv_heads == 4:  # an old params.json without n_kv_heads means n_kv_heads = n_heads
+        p = json.loads((tmp_path / "meta" / "params.json").read_text())
+        del p["n_kv_heads"]
+        (tmp_path / "meta" / "params.json").write_text(json.dumps(p))
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    hf = apply("llama/meta-to-hf", tmp_path / "meta" / "consolidated.00.pth", hf_dir / "model.safetensors")
+    for i in range(2):
+        assert torch.equal(hf[f"model.layers.{i}.self_attn.q_proj.weight"],
+                           converter_permute(meta[f"layers.{i}.attention.wq.weight"], 4))
+        assert torch.equal(hf[f"model.layers.{i}.self_attn.k_proj.weight"],
+                           converter_permute(meta[f"layers.{i}.attention.wk.weight"], kv_heads))
+    cfg = LlamaConfig(vocab_size=48, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=kv_heads, rms_norm_eps=1e-5,
+                      tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg)
+    model.load_state_dict(hf, strict=True)
+    model.train(False)
+    ref = MetaLlama(4, kv_heads, 1e-5)
+    assert not ref.load_state_dict(meta).missing_keys
+    tokens = torch.tensor([[3, 17, 0, 45, 9, 22, 31, 8]])
+    with torch.no_grad():
+        want = ref(tokens)
+        got = model(tokens).logits
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    # and back: config.json beside the HF checkpoint gives the head counts
+    cfg.save_pretrained(hf_dir)
+    back = apply("llama/hf-to-meta", hf_dir / "model.safetensors", tmp_path / "back.pth")
+    same_bits(back, meta)
+
+
+def test_llama_hf_to_meta_from_a_transformers_model_with_tied_embeddings(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mapspec.models.llm import MetaLlama
+
+    cfg = LlamaConfig(vocab_size=40, hidden_size=48, intermediate_size=24, num_hidden_layers=3,
+                      num_attention_heads=6, num_key_value_heads=3, rms_norm_eps=1e-6, tie_word_embeddings=True)
+    model = randomized(LlamaForCausalLM(cfg))
+    model.save_pretrained(tmp_path / "hf")  # transformers' own files: model.safetensors + config.json
+    meta = apply("llama/hf-to-meta", tmp_path / "hf" / "model.safetensors", tmp_path / "consolidated.00.pth")
+    assert torch.equal(meta["output.weight"], meta["tok_embeddings.weight"])
+    ref = MetaLlama(6, 3, 1e-6)
+    assert not ref.load_state_dict(meta).missing_keys
+    tokens = torch.tensor([[1, 39, 7, 7, 20, 0]])
+    with torch.no_grad():
+        np.testing.assert_allclose(ref(tokens).numpy(), model(tokens).logits.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_llama_without_params_json_names_the_missing_config(tmp_path):
+    meta_checkpoint(tmp_path / "meta")
+    (tmp_path / "meta" / "params.json").unlink()
+    import io
+
+    err = io.StringIO()
+    code = cli.run(["plan", "llama/meta-to-hf", "-s", str(tmp_path / "meta" / "consolidated.00.pth")],
+                   stdout=io.StringIO(), stderr=err)
+    assert code == 1
+    assert "no config file (params.json) beside the source, so no value for n_heads (from n_heads)" in err.getvalue()
