@@ -136,3 +136,55 @@ def test_llama_without_params_json_names_the_missing_config(tmp_path):
                    stdout=io.StringIO(), stderr=err)
     assert code == 1
     assert "no config file (params.json) beside the source, so no value for n_heads (from n_heads)" in err.getvalue()
+
+
+# -- Mixtral: per-expert <-> fused ------------------------------------------------------------
+
+def mixtral(tmp_path, experts=4, layers=2):
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    cfg = MixtralConfig(vocab_size=40, hidden_size=16, intermediate_size=12, num_hidden_layers=layers,
+                        num_attention_heads=4, num_key_value_heads=2, num_local_experts=experts,
+                        num_experts_per_tok=2)
+    model = randomized(MixtralForCausalLM(cfg))
+    model.save_pretrained(tmp_path / "legacy")  # transformers 5 writes the per-expert layout
+    fused = {k: v.detach().clone() for k, v in model.state_dict().items()}  # its in-memory fused layout
+    module("safetensors").save(tmp_path / "fused.safetensors", {k: v.numpy() for k, v in fused.items()})
+    return model, fused
+
+
+def test_mixtral_per_expert_to_fused_is_what_transformers_loads(tmp_path):
+    from safetensors.torch import load_file
+
+    model, fused = mixtral(tmp_path)
+    assert any(".block_sparse_moe.experts.3.w3.weight" in k for k in load_file(tmp_path / "legacy" / "model.safetensors"))
+    got = apply("mixtral/per-expert-to-fused", tmp_path / "legacy" / "model.safetensors", tmp_path / "f.safetensors")
+    same_bits(got, fused)
+
+
+def test_mixtral_fused_to_per_expert_is_what_transformers_saves_and_round_trips(tmp_path):
+    from safetensors.torch import load_file
+
+    _, fused = mixtral(tmp_path, experts=3, layers=3)
+    legacy = load_file(tmp_path / "legacy" / "model.safetensors")
+    got = apply("mixtral/fused-to-per-expert", tmp_path / "fused.safetensors", tmp_path / "l.safetensors")
+    same_bits(got, legacy)
+    again = apply("mixtral/per-expert-to-fused", tmp_path / "l.safetensors", tmp_path / "f2.safetensors")
+    same_bits(again, fused)
+
+
+def test_mixtral_missing_expert_is_an_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    mixtral(tmp_path)
+    legacy = load_file(tmp_path / "legacy" / "model.safetensors")
+    for k in [k for k in legacy if ".experts.2." in k and "layers.1." in k]:
+        del legacy[k]
+    save_file(legacy, tmp_path / "gap.safetensors")
+    import io
+
+    err = io.StringIO()
+    code = cli.run(["apply", "mixtral/per-expert-to-fused", "-s", str(tmp_path / "gap.safetensors"), "-O",
+                    str(tmp_path / "x.safetensors")], stdout=io.StringIO(), stderr=err)
+    assert code == 1 and not (tmp_path / "x.safetensors").exists()
+    assert "stack over 'e' for i=1: the matches must number e=0..N-1, but e=2 is missing" in err.getvalue()
