@@ -188,3 +188,66 @@ def test_mixtral_missing_expert_is_an_error(tmp_path):
                     str(tmp_path / "x.safetensors")], stdout=io.StringIO(), stderr=err)
     assert code == 1 and not (tmp_path / "x.safetensors").exists()
     assert "stack over 'e' for i=1: the matches must number e=0..N-1, but e=2 is missing" in err.getvalue()
+
+
+# -- GPT-2: HF (both layouts) <-> nanoGPT ---------------------------------------------------------
+
+NANOGPT_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def test_gpt2_both_hf_layouts_to_nanogpt_and_back_into_transformers(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=40, n_positions=16, n_embd=24, n_layer=2, n_head=4)
+    model = randomized(GPT2LMHeadModel(cfg))
+    model.save_pretrained(tmp_path / "hf")  # transformer.-prefixed, tied lm_head left out
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    bare = {k: v.detach().clone() for k, v in model.transformer.state_dict().items()}  # GPT2Model: h.0..., wte
+    bare["h.0.attn.masked_bias"] = torch.tensor(-1e4)  # a buffer of old checkpoints
+    module("safetensors").save(tmp_path / "bare.safetensors", {k: v.numpy() for k, v in bare.items()})
+    nano = apply("gpt2/hf-to-nanogpt", tmp_path / "hf" / "model.safetensors", tmp_path / "nano.pt")
+    nano_bare = apply("gpt2/hf-to-nanogpt", tmp_path / "bare.safetensors", tmp_path / "nano_bare.pt")
+    same_bits(nano, nano_bare)
+    # nanoGPT's from_pretrained: the four Conv1D weights transposed, everything else as is, lm_head = wte
+    assert sorted(nano) == sorted(sd)
+    for k, v in sd.items():
+        want = v.t() if k.endswith(NANOGPT_TRANSPOSED) else v
+        assert torch.equal(nano[k], want), k
+    back = apply("gpt2/nanogpt-to-hf", tmp_path / "nano.pt", tmp_path / "back.safetensors")
+    same_bits(back, sd)
+    again = GPT2LMHeadModel(cfg)
+    again.load_state_dict(back, strict=True)
+    tokens = torch.tensor([[1, 5, 39, 0, 12]])
+    with torch.no_grad():
+        assert torch.equal(again.train(False)(tokens).logits, model(tokens).logits)
+
+
+# -- GPT-NeoX: fused qkv <-> split --------------------------------------------------------------------
+
+def test_gpt_neox_fused_qkv_split_per_head_and_back(tmp_path):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    heads, hidden = 4, 32
+    cfg = GPTNeoXConfig(vocab_size=40, hidden_size=hidden, intermediate_size=48, num_hidden_layers=2,
+                        num_attention_heads=heads)
+    model = randomized(GPTNeoXForCausalLM(cfg))
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    (tmp_path / "fused").mkdir()
+    module("safetensors").save(tmp_path / "fused" / "model.safetensors", {k: v.numpy() for k, v in sd.items()})
+    cfg.save_pretrained(tmp_path / "fused")
+    split = apply("gpt-neox/fused-qkv-to-split", tmp_path / "fused" / "model.safetensors",
+                  tmp_path / "split.safetensors")
+    hd = hidden // heads
+    for i in range(2):  # transformers: qkv.view(..., heads, 3 * head_size).chunk(3, dim=-1)
+        w = sd[f"gpt_neox.layers.{i}.attention.query_key_value.weight"].view(heads, 3 * hd, hidden)
+        bias = sd[f"gpt_neox.layers.{i}.attention.query_key_value.bias"].view(heads, 3 * hd)
+        for j, name in enumerate(("query", "key", "value")):
+            assert torch.equal(split[f"gpt_neox.layers.{i}.attention.{name}.weight"],
+                               w.chunk(3, dim=1)[j].reshape(hidden, hidden))
+            assert torch.equal(split[f"gpt_neox.layers.{i}.attention.{name}.bias"],
+                               bias.chunk(3, dim=1)[j].reshape(hidden))
+    (tmp_path / "s").mkdir()
+    (tmp_path / "split.safetensors").rename(tmp_path / "s" / "model.safetensors")
+    cfg.save_pretrained(tmp_path / "s")
+    back = apply("gpt-neox/split-to-fused-qkv", tmp_path / "s" / "model.safetensors", tmp_path / "back.safetensors")
+    same_bits(back, sd)
