@@ -17,7 +17,9 @@ name any importable factory, because the user typed it.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import math
 import os
 from collections import OrderedDict
@@ -283,6 +285,8 @@ def make_runner(cfg: dict, weights: str, spec_dir: Optional[str], graph: Optiona
         if not ref:
             raise MapspecError(f"the {kind} side needs a model factory (module:function): pass --target-model")
         factory = _load_factory(ref, from_spec=model is None)
+        if "weights" in inspect.signature(factory).parameters:  # it reads the model's config beside the weights
+            factory = functools.partial(factory, weights=weights)
         r = TorchRunner(factory, weights) if kind == "torch" else KerasRunner(factory, weights)
     else:
         raise MapspecError(f"unknown runner {kind!r} (caffe, mxnet, torch, keras)")
