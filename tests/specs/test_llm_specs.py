@@ -34,6 +34,16 @@ def randomized(model, seed=0):
     return model.train(False)
 
 
+def verify(spec, src, converted):
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run(["verify", spec, "-s", str(src), "-c", str(converted)], stdout=out, stderr=err)
+    assert code == 0, out.getvalue() + err.getvalue()
+    assert "PASS" in out.getvalue()
+    return out.getvalue()
+
+
 def same_bits(a: dict, b: dict):
     assert sorted(a) == sorted(b)
     for k in a:
@@ -104,6 +114,7 @@ def test_llama_meta_to_hf_loads_into_transformers_and_matches_meta_forward(tmp_p
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
     # and back: config.json beside the HF checkpoint gives the head counts
     cfg.save_pretrained(hf_dir)
+    verify("llama/meta-to-hf", tmp_path / "meta" / "consolidated.00.pth", hf_dir / "model.safetensors")
     back = apply("llama/hf-to-meta", hf_dir / "model.safetensors", tmp_path / "back.pth")
     same_bits(back, meta)
 
@@ -124,6 +135,8 @@ def test_llama_hf_to_meta_from_a_transformers_model_with_tied_embeddings(tmp_pat
     tokens = torch.tensor([[1, 39, 7, 7, 20, 0]])
     with torch.no_grad():
         np.testing.assert_allclose(ref(tokens).numpy(), model(tokens).logits.numpy(), rtol=1e-4, atol=1e-5)
+    (tmp_path / "params.json").write_text(json.dumps({"n_heads": 6, "n_kv_heads": 3, "norm_eps": 1e-6}))
+    verify("llama/hf-to-meta", tmp_path / "hf" / "model.safetensors", tmp_path / "consolidated.00.pth")
 
 
 def test_llama_without_params_json_names_the_missing_config(tmp_path):
@@ -160,6 +173,8 @@ def test_mixtral_per_expert_to_fused_is_what_transformers_loads(tmp_path):
     assert any(".block_sparse_moe.experts.3.w3.weight" in k for k in load_file(tmp_path / "legacy" / "model.safetensors"))
     got = apply("mixtral/per-expert-to-fused", tmp_path / "legacy" / "model.safetensors", tmp_path / "f.safetensors")
     same_bits(got, fused)
+    model.config.save_pretrained(tmp_path)
+    verify("mixtral/per-expert-to-fused", tmp_path / "legacy" / "model.safetensors", tmp_path / "f.safetensors")
 
 
 def test_mixtral_fused_to_per_expert_is_what_transformers_saves_and_round_trips(tmp_path):
@@ -213,8 +228,11 @@ def test_gpt2_both_hf_layouts_to_nanogpt_and_back_into_transformers(tmp_path):
     for k, v in sd.items():
         want = v.t() if k.endswith(NANOGPT_TRANSPOSED) else v
         assert torch.equal(nano[k], want), k
+    cfg.save_pretrained(tmp_path)  # nanoGPT keeps its sizes in the training checkpoint; verify reads config.json
+    verify("gpt2/hf-to-nanogpt", tmp_path / "hf" / "model.safetensors", tmp_path / "nano.pt")
     back = apply("gpt2/nanogpt-to-hf", tmp_path / "nano.pt", tmp_path / "back.safetensors")
     same_bits(back, sd)
+    verify("gpt2/nanogpt-to-hf", tmp_path / "nano.pt", tmp_path / "back.safetensors")
     again = GPT2LMHeadModel(cfg)
     again.load_state_dict(back, strict=True)
     tokens = torch.tensor([[1, 5, 39, 0, 12]])
@@ -249,5 +267,6 @@ def test_gpt_neox_fused_qkv_split_per_head_and_back(tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "split.safetensors").rename(tmp_path / "s" / "model.safetensors")
     cfg.save_pretrained(tmp_path / "s")
+    verify("gpt-neox/fused-qkv-to-split", tmp_path / "fused" / "model.safetensors", tmp_path / "s" / "model.safetensors")
     back = apply("gpt-neox/split-to-fused-qkv", tmp_path / "s" / "model.safetensors", tmp_path / "back.safetensors")
     same_bits(back, sd)
