@@ -378,7 +378,7 @@ class _Planner:
                 why = (f"{over}={dup[0]} is matched twice ({', '.join(repr(m[1]) for m in members if m[0] == dup[0])})"
                        if dup else f"{over}={_spans(missing)} {'is' if len(missing) == 1 else 'are'} missing")
                 self.error(ConversionError(f"stack over {over!r}{where}: the matches must number {over}=0..N-1, "
-                                           f"but {why}", tensor=members[0][1], rule=rule.label,
+                                           f"but {why}", rule=rule.label,
                                            loc=rule.source_loc))
                 continue
             counts[key] = len(values)

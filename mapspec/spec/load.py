@@ -239,6 +239,7 @@ class _Builder:
             except PatternSyntaxError as e:
                 l = raw.loc_of("from")
                 self.errors.append(SpecError(f"'from': {e}", Location(l.file, l.line, l.col + e.column), label))
+                return None  # without its captures, the rest of the rule would only report follow-on errors
         names = _names_for(raw, pattern, vars_)
         check = Checker(names, label)
         to_text = "" if drop else raw["to"]
@@ -428,7 +429,8 @@ class _Builder:
         try:
             fn(**known)
         except TransformError as e:
-            self.errors.append(SpecError(f"{tdef.name}: {e}", loc, label))
+            msg = str(e)
+            self.errors.append(SpecError(msg if msg.startswith(tdef.name) else f"{tdef.name}: {msg}", loc, label))
 
 
 def _value_shape(value) -> Optional[tuple]:

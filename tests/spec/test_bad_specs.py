@@ -34,6 +34,7 @@ def _basic():
 SOURCES = {
     "basic": _basic,
     "zero-factor": lambda: {**_basic(), "bn1[2]": np.array([0.0], dtype=np.float32)},
+    "experts-gap": lambda: {f"layers.0.experts.{e}.w": np.arange(4, dtype=np.float32) + 10 * e for e in (0, 1, 3)},
     "basic-template": lambda: {"conv.weight": np.zeros((3, 3, 3, 4), np.float32),
                                "conv.bias": np.zeros(4, np.float32)},
 }
@@ -97,6 +98,28 @@ EXPECTED = {
         "apply", "9:9: rule 1 (from 'bn1[0]'): tensor 'bn1[0]': div(by=bn1[2]): division by zero: the divisor "
                  "has 1 zero value; add 'zero: 0' to div to give 0 there (Caffe's convention for a zero "
                  "BatchNorm factor), or fix the source"),
+    "transpose_not_a_permutation.yaml": (
+        "validate", "7:25: rule 1 (from 'conv1[0]'): transpose axes [1, 1, 2, 3] are not a permutation of 0..3"),
+    "each_too_large.yaml": (
+        "validate", "7:11: rule 1 (from 'conv1[0]'): 'each' expands to 4611686018427387904 outputs, more than "
+                    "100000"),
+    "bad_optional_part.yaml": (
+        "validate", "5:12: rule 1 (from '<?>h.<i>.weight'): 'from': optional part <?> at column 1 needs a text "
+                    "without '|' (<?transformer.>)"),
+    "ignored_and_matched.yaml": (
+        "plan", "{spec}: 3 source tensors are listed under 'ignore:' but also matched by a rule (the rule takes "
+                "them; narrow the rule or the ignore pattern, or relax ignored-and-matched):\n"
+                "  bn1[0] (by rule 1 (from '<l:path>[<k>]'))\n  bn1[1] (by rule 1 (from '<l:path>[<k>]'))\n"
+                "  bn1[2] (by rule 1 (from '<l:path>[<k>]'))"),
+    "rows_not_used.yaml": (
+        "plan", "{spec}: rows 2..3 of 'conv1[0]' along axis 0 are not used by any rule (its 4 rows must all be "
+                "taken; relax unused-elements if dropping them is intended)"),
+    "rows_used_twice.yaml": (
+        "plan", "{spec}: row 2 of 'conv1[0]' along axis 0 is used by more than one output ('conv.a', 'conv.b'); "
+                "relax overlapping-elements if that is intended"),
+    "stack_gap.yaml": (
+        "plan", "6:12: rule 1 (from 'layers.<i>.experts.<e>.w'): stack over 'e' for i=0: the matches must number "
+                "e=0..N-1, but e=2 is missing"),
 }
 
 
