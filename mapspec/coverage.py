@@ -57,16 +57,17 @@ def _meet(a, b) -> Optional[bool]:
     return not sa.isdisjoint(sb)
 
 
-def _spans(idx) -> list:
+def spans(idx) -> list:
+    """Sorted (start, stop) runs of an index set."""
     if isinstance(idx, range) and idx.step == 1:
         return [(idx.start, idx.stop)] if len(idx) else []
-    spans: list = []
+    out: list = []
     for i in sorted(set(idx)):
-        if spans and spans[-1][1] == i:
-            spans[-1] = (spans[-1][0], i + 1)
+        if out and out[-1][1] == i:
+            out[-1] = (out[-1][0], i + 1)
         else:
-            spans.append((i, i + 1))
-    return spans
+            out.append((i, i + 1))
+    return out
 
 
 def check(shape: tuple, uses: list) -> Optional[tuple]:
@@ -76,17 +77,17 @@ def check(shape: tuple, uses: list) -> Optional[tuple]:
         return None
     full = [range(d) for d in shape]
     boxes = [(t, [b.get(a, full[a]) for a in range(len(shape))]) for t, b in uses]
-    differing = [a for a in range(len(shape)) if len({tuple(_spans(b[a])) for _, b in boxes}) > 1
-                 or any(_spans(b[a]) != [(0, shape[a])] for _, b in boxes)]
+    differing = [a for a in range(len(shape)) if len({tuple(spans(b[a])) for _, b in boxes}) > 1
+                 or any(spans(b[a]) != [(0, shape[a])] for _, b in boxes)]
     if len(differing) == 1:  # rows along one axis: a sweep names them
         axis = differing[0]
         events = []
         for t, b in boxes:
-            if any(_spans(b[a]) != [(0, shape[a])] for a in range(len(shape)) if a != axis):
+            if any(spans(b[a]) != [(0, shape[a])] for a in range(len(shape)) if a != axis):
                 break
             if isinstance(b[axis], range) and b[axis].step != 1 and len(b[axis]) > MAX_POINTS:
                 return None
-            for s, e in _spans(b[axis]):
+            for s, e in spans(b[axis]):
                 events += [(s, 1, t), (e, -1, t)]
         else:
             return (axis,) + _sweep(shape[axis], events)

@@ -653,15 +653,7 @@ class _Planner:
 
 def _spans(values) -> str:
     """'4..7', '2', '1, 3..5' for sorted indices or a list of (start, stop) spans."""
-    if values and isinstance(values[0], tuple):
-        spans = values
-    else:
-        spans = []
-        for v in values:
-            if spans and spans[-1][1] == v:
-                spans[-1] = (spans[-1][0], v + 1)
-            else:
-                spans.append((v, v + 1))
+    spans = values if values and isinstance(values[0], tuple) else coverage.spans(values)
     shown = [f"{a}..{b - 1}" if b - a > 1 else f"{a}" for a, b in spans[:MAX_LISTED]]
     return ", ".join(shown) + (f" and {len(spans) - MAX_LISTED} more" if len(spans) > MAX_LISTED else "")
 
