@@ -215,7 +215,12 @@ def _plan_from_args(args):
 
 
 def _print_plan(p, out: TextIO) -> None:
-    rows = [[s.source if s.source is not None else "(constant)", _shape(s.in_meta.shape), s.transforms_text,
+    def source(s) -> str:
+        if s.parts:
+            return f"{s.sources[0]} (+{len(s.sources) - 1} stacked)"
+        return s.source if s.source is not None else "(constant)"
+
+    rows = [[source(s), _shape(s.in_meta.shape), s.transforms_text,
              s.target, _shape(s.out_meta.shape), s.out_meta.dtype] for s in p.steps]
     if rows:
         _table(rows, out, ["source", "shape", "transforms", "target", "shape", "dtype"])

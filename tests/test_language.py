@@ -304,3 +304,28 @@ rules:
     with pytest.raises(MapspecError, match=r"elements of 'gate_up' are used by more than one output "
                                            r"\('experts.0.w1', 'experts.0.w3'\)"):
         mapspec.plan(write(tmp_path, over), src).check()
+
+
+def test_plan_lists_stacked_sources(tmp_path):
+    import io
+
+    out = io.StringIO()
+    assert cli.run(["plan", write(tmp_path, STACK), "-s", save(tmp_path, experts())], stdout=out) == 0
+    assert "layers.0.experts.0.w1 (+3 stacked)" in out.getvalue()
+
+
+def test_config_file_that_is_not_a_regular_file_or_missing(tmp_path):
+    import os
+
+    src = save(tmp_path, {"wq": np.arange(12, dtype=np.float32)})
+    spec = write(tmp_path, CONFIG_SPEC)
+    with pytest.raises(MapspecError, match="nope.json: no such config file"):
+        mapspec.plan(spec, src, vars_file=str(tmp_path / "nope.json"))
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    with pytest.raises(MapspecError, match="config.json: the config file is not a regular file"):
+        mapspec.plan(spec, src, vars_file=str(fifo))
+    big = tmp_path / "big.json"
+    big.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(MapspecError, match="not a JSON/YAML config"):
+        mapspec.plan(spec, src, vars_file=str(big))

@@ -28,6 +28,10 @@ MAX_CONFIG_BYTES = 16 << 20
 
 
 def _read(path: str) -> dict:
+    if not os.path.exists(path):
+        raise MapspecError(f"{path}: no such config file")
+    if not os.path.isfile(path):  # a FIFO or a device would block or never end
+        raise MapspecError(f"{path}: the config file is not a regular file")
     try:
         size = os.path.getsize(path)
         if size > MAX_CONFIG_BYTES:

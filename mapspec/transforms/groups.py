@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import Arg, Meta, TransformError, transform
+from .registry import Arg, Meta, TransformError, static_check, transform
 
 
 def _check(shape, groups: int, what: str) -> tuple[int, int]:
     if len(shape) < 2:
         raise TransformError(f"{what} needs a weight with at least 2 dimensions (out, in, ...), got {tuple(shape)}")
-    if groups < 1:
-        raise TransformError(f"groups must be at least 1, got {groups}")
+    static(groups)
     out = shape[0]
     if out % groups:
         raise TransformError(f"{out} output channels cannot be divided into {groups} groups")
@@ -66,3 +65,10 @@ def infer_group(meta: Meta, groups: int) -> Meta:
     if meta.shape[1] % groups:
         raise TransformError(f"{meta.shape[1]} input channels cannot be divided into {groups} groups")
     return Meta((meta.shape[0], meta.shape[1] // groups) + tuple(meta.shape[2:]), meta.dtype)
+
+
+@static_check("group")
+@static_check("ungroup")
+def static(groups: int) -> None:
+    if groups < 1:
+        raise TransformError(f"groups must be at least 1, got {groups}")

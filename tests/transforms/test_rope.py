@@ -77,3 +77,23 @@ def test_matches_transformers_rotary_code():
     wrong = torch.from_numpy(rope.kernel(wk_meta.numpy(), heads=1, to="hf"))
     k_wrong = (x @ wrong.T).view(1, seq, kv_heads, hd).transpose(1, 2)
     assert not torch.allclose(apply_rotary_pos_emb(q_hf, k_wrong, cos, sin)[1], k_hf, atol=1e-3)
+
+
+def test_property_inverse_pair_on_random_layouts():
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(1, 6), st.integers(1, 5), st.lists(st.integers(1, 4), max_size=2), st.sampled_from(["hf", "meta"]))
+    def check(heads, half, rest, to):
+        shape = (heads * half * 2, *rest)
+        w = np.random.default_rng(heads * 31 + half).standard_normal(shape).astype(np.float32)
+        other = "meta" if to == "hf" else "hf"
+        once = rope.kernel(w, heads=heads, to=to)
+        assert rope.kernel(once, heads=heads, to=other).tobytes() == w.tobytes()
+        if to == "hf":
+            np.testing.assert_array_equal(once, converter_permute(w, heads))
+        else:  # meta: the converter's permute undoes it
+            np.testing.assert_array_equal(converter_permute(once, heads), w)
+
+    check()
