@@ -129,3 +129,55 @@ def _sweep(n: int, events: list) -> tuple:
     if pos < n:
         gaps.append((pos, n))
     return gaps, overlaps
+
+
+def findings(steps: list, shapes: dict, referenced: set, most: int) -> list[tuple[str, str]]:
+    """(relaxation, message) for every source tensor whose parts, taken by ``steps``, miss or repeat elements.
+
+    ``steps`` are the plan's steps (a stacked step's parts count one by one); ``shapes``
+    the source shapes; tensors in ``referenced`` are used whole."""
+    uses: dict[str, list] = {}
+    for s in steps:
+        for part in s.parts or [s]:
+            if part.source is not None:
+                uses.setdefault(part.source, []).append((part.target, box(part.in_meta.shape, part.calls)))
+    out = []
+    for name, used in uses.items():
+        if name in referenced or any(b is None for _, b in used):
+            continue  # used whole somewhere
+        found = check(shapes[name], used)
+        if found is None:
+            continue
+        axis, gaps, overlaps = found
+        if gaps and axis is None:
+            (unused, numel), = gaps
+            out.append(("unused-elements", f"{unused} of the {numel} elements of {name!r} are not used by any rule "
+                                           f"(relax unused-elements if dropping them is intended)"))
+        elif gaps:
+            rows, verb = rows_text(gaps, most)
+            out.append(("unused-elements", f"{rows} of {name!r} along axis {axis} {verb} not used by any rule (its "
+                                           f"{shapes[name][axis]} rows must all be taken; relax unused-elements "
+                                           f"if dropping them is intended)"))
+        for span, targets in overlaps[:most]:
+            if span is None:
+                what = f"elements of {name!r} are"
+            else:
+                rows, verb = rows_text([span], most)
+                what = f"{rows} of {name!r} along axis {axis} {verb}"
+            out.append(("overlapping-elements", f"{what} used by more than one output "
+                                                f"({', '.join(repr(t) for t in targets[:4])}); relax "
+                                                f"overlapping-elements if that is intended"))
+    return out
+
+
+def spans_text(values, most: int = 20) -> str:
+    """'4..7', '2', '1, 3..5' for sorted indices or a list of (start, stop) spans."""
+    runs = values if values and isinstance(values[0], tuple) else spans(values)
+    shown = [f"{a}..{b - 1}" if b - a > 1 else f"{a}" for a, b in runs[:most]]
+    return ", ".join(shown) + (f" and {len(runs) - most} more" if len(runs) > most else "")
+
+
+def rows_text(runs: list, most: int = 20) -> tuple[str, str]:
+    """('rows 4..7', 'are') or ('row 3', 'is') for (start, stop) spans."""
+    one = len(runs) == 1 and runs[0][1] - runs[0][0] == 1
+    return ("row " if one else "rows ") + spans_text(runs, most), "is" if one else "are"

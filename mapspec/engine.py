@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import coverage, dtypes
+from . import coverage, dtypes, stacking
 from .errors import ConversionError, CoverageError, ErrorList, Location, MapspecError, SpecError
 from .formats import Reader, TensorInfo, atomic_output, create_writer, module, open_checkpoint, output_format
 from .spec.args import Binder, Ref
@@ -366,29 +366,10 @@ class _Planner:
     def _stack(self, rule: Rule, groups: dict) -> None:
         """``stack: {over: e}``: the matches of each group, ordered by e (exactly 0..N-1), become one output."""
         over = rule.stack["over"]
-        counts = {}
-        for key, members in groups.items():
-            members.sort(key=lambda m: m[0])
-            values = [m[0] for m in members]
-            where = " for " + ", ".join(f"{k}={v}" for k, v in key) if key else ""
-            if values != list(range(len(values))):
-                seen = Counter(values)
-                dup = [v for v, c in seen.items() if c > 1]
-                missing = [v for v in range(values[-1]) if v not in seen]
-                why = (f"{over}={dup[0]} is matched twice ({', '.join(repr(m[1]) for m in members if m[0] == dup[0])})"
-                       if dup else f"{over}={_spans(missing)} {'is' if len(missing) == 1 else 'are'} missing")
-                self.error(ConversionError(f"stack over {over!r}{where}: the matches must number {over}=0..N-1, "
-                                           f"but {why}", rule=rule.label,
-                                           loc=rule.source_loc))
-                continue
-            counts[key] = len(values)
-        if len(set(counts.values())) > 1:
-            shown = "; ".join(f"{', '.join(f'{k}={v}' for k, v in key) or '-'}: {n}" for key, n in
-                              list(counts.items())[:MAX_LISTED])
-            self.error(ConversionError(f"stack over {over!r}: groups have different numbers of matches ({shown})",
-                                       rule=rule.label, loc=rule.source_loc))
-            return
-        for key in counts:
+        errors, keys = stacking.order(over, groups)
+        for msg in errors:
+            self.error(ConversionError(msg, rule=rule.label, loc=rule.source_loc))
+        for key in keys:
             for r in [rule] + rule.also:
                 self._expand_stacked(r, over, groups[key])
 
@@ -405,65 +386,22 @@ class _Planner:
             self.error(ConversionError(f"stack over {over!r}: 'each' gives a different number of outputs per "
                                        f"match", rule=rule.label, loc=rule.each_loc or rule.loc))
             return
-        axis = rule.stack.get("axis", 0)
         for k in range(len(per_member[0])):
             parts = [m[k] for m in per_member]
-            first = parts[0]
-            for p in parts[1:]:
-                if p.out_meta != first.out_meta or p.target != first.target:
-                    self.error(ConversionError(
-                        f"stack over {over!r}: {p.source!r} gives {p.target!r} {_shape_text(p.out_meta.shape)} "
-                        f"{p.out_meta.dtype} but {first.source!r} gives {first.target!r} "
-                        f"{_shape_text(first.out_meta.shape)} {first.out_meta.dtype}; stacked parts must agree",
-                        tensor=p.source, rule=rule.label, loc=rule.to_loc))
-                    return
-            ndim = len(first.out_meta.shape) + 1
-            if not -ndim <= axis < ndim:
-                self.error(ConversionError(f"stack axis {axis} out of range for a {ndim}-dimensional result",
-                                           tensor=first.source, rule=rule.label, loc=rule.loc))
+            shape, axis, why = stacking.stacked_shape(over, parts, rule.stack.get("axis", 0))
+            if shape is None:
+                self.error(ConversionError(why, rule=rule.label, loc=rule.to_loc))
                 return
-            shape = list(first.out_meta.shape)
-            shape.insert(axis % ndim, len(parts))
+            first = parts[0]
             env = {k: v for k, v in first.env.items() if k != over}
             self.plan.steps.append(Step(first.target, rule, None, [], first.out_meta,
-                                        Meta(tuple(shape), first.out_meta.dtype), env=env, parts=parts,
-                                        stack_axis=axis % ndim))
+                                        Meta(shape, first.out_meta.dtype), env=env, parts=parts, stack_axis=axis))
 
     def _elements(self) -> None:
         """Element coverage: the parts of a source tensor taken by take/slice/split must cover it exactly once."""
-        uses: dict[str, list] = {}
-        for s in self.plan.steps:
-            for part in s.parts or [s]:
-                if part.source is not None:
-                    uses.setdefault(part.source, []).append((part.target, coverage.box(part.in_meta.shape,
-                                                                                       part.calls)))
-        for name, used in uses.items():
-            if name in self.plan.referenced or any(b is None for _, b in used):
-                continue  # used whole somewhere
-            found = coverage.check(tuple(int(d) for d in self.infos[name].shape), used)
-            if found is None:
-                continue
-            axis, gaps, overlaps = found
-            if gaps and axis is None:
-                (unused, numel), = gaps
-                self.relaxable("unused-elements", CoverageError(
-                    f"{self.spec.path}: {unused} of the {numel} elements of {name!r} are not used by any rule "
-                    f"(relax unused-elements if dropping them is intended)"))
-            elif gaps:
-                rows, verb = _rows(gaps)
-                n = self.infos[name].shape[axis]
-                self.relaxable("unused-elements", CoverageError(
-                    f"{self.spec.path}: {rows} of {name!r} along axis {axis} {verb} not used by any rule "
-                    f"(its {n} rows must all be taken; relax unused-elements if dropping them is intended)"))
-            for span, targets in overlaps[:MAX_LISTED]:
-                if span is None:
-                    what = f"elements of {name!r} are"
-                else:
-                    rows, verb = _rows([span])
-                    what = f"{rows} of {name!r} along axis {axis} {verb}"
-                self.relaxable("overlapping-elements", CoverageError(
-                    f"{self.spec.path}: {what} used by more than one output "
-                    f"({', '.join(repr(t) for t in targets[:4])}); relax overlapping-elements if that is intended"))
+        shapes = {n: tuple(int(d) for d in i.shape) for n, i in self.infos.items()}
+        for what, msg in coverage.findings(self.plan.steps, shapes, self.plan.referenced, MAX_LISTED):
+            self.relaxable(what, CoverageError(f"{self.spec.path}: {msg}"))
 
     def _conditions(self, rule: Rule, env: dict) -> bool:
         """'require': all named source tensors exist; 'absent': none of them does."""
@@ -649,19 +587,6 @@ class _Planner:
                     f"format {fmt} cannot hold {s.out_meta.dtype} (it holds {', '.join(allowed)}); add "
                     f"{{cast: {allowed[0]}}} or set target: {{dtype: {allowed[0]}}}",
                     tensor=s.source or s.target, rule=s.rule.label, loc=s.rule.to_loc))
-
-
-def _spans(values) -> str:
-    """'4..7', '2', '1, 3..5' for sorted indices or a list of (start, stop) spans."""
-    spans = values if values and isinstance(values[0], tuple) else coverage.spans(values)
-    shown = [f"{a}..{b - 1}" if b - a > 1 else f"{a}" for a, b in spans[:MAX_LISTED]]
-    return ", ".join(shown) + (f" and {len(spans) - MAX_LISTED} more" if len(spans) > MAX_LISTED else "")
-
-
-def _rows(spans: list) -> tuple[str, str]:
-    """('rows 4..7', 'are') or ('row 3', 'is') for (start, stop) spans."""
-    one = len(spans) == 1 and spans[0][1] - spans[0][0] == 1
-    return ("row " if one else "rows ") + _spans(spans), "is" if one else "are"
 
 
 def _ambiguous(pattern, name) -> bool:

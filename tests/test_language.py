@@ -329,3 +329,14 @@ def test_config_file_that_is_not_a_regular_file_or_missing(tmp_path):
     big.write_text("[" * 100000 + "]" * 100000)
     with pytest.raises(MapspecError, match="not a JSON/YAML config"):
         mapspec.plan(spec, src, vars_file=str(big))
+
+
+def test_stacked_parts_must_agree_and_axis_must_fit(tmp_path):
+    src = experts(n_layers=1, n_experts=2)
+    src["layers.0.experts.1.w1"] = np.zeros((3, 3), np.float32)
+    with pytest.raises(MapspecError, match=r"stack over 'e': 'layers.0.experts.1.w1' gives 'layers.0.w1' 3x3 float32 "
+                                           r"but 'layers.0.experts.0.w1' gives 'layers.0.w1' 3x2 float32; stacked "
+                                           r"parts must agree"):
+        mapspec.plan(write(tmp_path, STACK), save(tmp_path, src)).check()
+    with pytest.raises(MapspecError, match="stack axis 3 out of range for a 3-dimensional result"):
+        mapspec.plan(write(tmp_path, STACK.replace("axis: 0", "axis: 3")), save(tmp_path, experts(), "b.npz")).check()
