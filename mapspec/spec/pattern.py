@@ -335,8 +335,11 @@ class Pattern:
         one, two = 1, 0
         for t in tokens[:repeat]:
             one, two = _step(t, nm, one, two)
+        after = 1 << nm.n  # where the rest may start, ignoring the repeats' equality (a superset)
+        for t in reversed(tokens[repeat + 1:]):
+            after = _back(t, nm, after)
         texts = dict.fromkeys(nm.text[p:q] for p in _bits(one)
-                              for q in _bits(_step(rep, nm, 1 << p, 0)[0]))
+                              for q in _bits(_step(rep, nm, 1 << p, 0)[0] & after))
         need = sum(1 for t in tokens if t == rep)
         out: list[dict] = []
         for v in texts:
