@@ -36,7 +36,12 @@ def box(in_shape: tuple, calls: list) -> Optional[dict]:
         axis, idx = fn(tuple(shape), **c.args)
         src = axes[axis]
         prev = sel.get(src, range(in_shape[src]))
-        sel[src] = prev[idx.start:idx.stop:idx.step] if isinstance(idx, range) else sorted({prev[i] for i in idx})
+        if isinstance(idx, range) and idx.step > 0:
+            sel[src] = prev[idx.start:idx.stop:idx.step]
+        elif len(idx) > MAX_POINTS:
+            return None  # too many single indices to follow: counted as a use of the whole tensor
+        else:
+            sel[src] = sorted({prev[i] for i in idx})
         shape[axis] = len(idx)
     return sel or None
 

@@ -340,3 +340,19 @@ def test_stacked_parts_must_agree_and_axis_must_fit(tmp_path):
         mapspec.plan(write(tmp_path, STACK), save(tmp_path, src)).check()
     with pytest.raises(MapspecError, match="stack axis 3 out of range for a 3-dimensional result"):
         mapspec.plan(write(tmp_path, STACK.replace("axis: 0", "axis: 3")), save(tmp_path, experts(), "b.npz")).check()
+
+
+def test_reversed_and_strided_slices_count_their_rows(tmp_path):
+    spec = """
+mapspec: 1.1
+rules:
+  - from: "w"
+    to: "even"
+    apply: [{slice: {step: 2}}]
+    also: [{to: "odd_reversed", apply: [{slice: {start: -1, step: -2}}]}]
+"""
+    src = save(tmp_path, {"w": np.arange(12, dtype=np.float32).reshape(6, 2)})
+    assert mapspec.plan(write(tmp_path, spec), src).ok
+    short = spec.replace("{start: -1, step: -2}", "{start: -3, step: -2}")
+    with pytest.raises(MapspecError, match=r"row 5 of 'w' along axis 0 is not used"):
+        mapspec.plan(write(tmp_path, short), src).check()
