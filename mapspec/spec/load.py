@@ -25,6 +25,9 @@ from .yamlsafe import LocDict, load_file
 
 MAX_INCLUDE_DEPTH = 8
 MAX_EACH = 100_000
+# transforms that keep the element count (and, but for squeeze/unsqueeze, the number of axes)
+SAME_ELEMENTS = ("reshape", "transpose", "squeeze", "unsqueeze", "rope_permute", "cast", "reverse", "fill",
+                 "mul", "div", "add", "sub")
 
 
 def resolve_spec_path(name_or_path: str) -> str:
@@ -316,6 +319,7 @@ class _Builder:
             call = self._call(item, raw["apply"].loc_of(i), check, label)
             if call is not None:
                 calls.append(call)
+        self._chain(calls, label)
         value = raw.get("value")
         dtype = raw.get("dtype")
         shape = raw.get("shape")
@@ -339,6 +343,34 @@ class _Builder:
                     if sub is not None:
                         rule.also.append(sub)
         return rule
+
+    def _chain(self, calls: list, label: str) -> None:
+        """Shapes known without data along a chain: a reshape to a fixed shape fixes the element count (and a
+        transpose the number of axes) that later reshapes and transposes must agree with."""
+        numel = ndim = None
+        for call in calls:
+            arg = call.args.get(call.tdef.short) if call.tdef.short else None
+            static = isinstance(arg, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in arg)
+            if call.name == "reshape" and static:
+                known = 1
+                for d in arg:
+                    known *= d if d != -1 else 1
+                if numel is not None and (known != numel if -1 not in arg else known == 0 or numel % known):
+                    more = f", not a multiple of {known}" if -1 in arg else ""
+                    self.errors.append(SpecError(f"reshape to {arg}: an earlier reshape in this rule gives {numel} "
+                                                 f"elements{more}", call.loc, label))
+                    return
+                numel = numel if -1 in arg else known
+                ndim = len(arg)
+            elif call.name == "transpose" and static:
+                if ndim is not None and len(arg) != ndim:
+                    self.errors.append(SpecError(f"transpose axes {arg} name {len(arg)} axes but an earlier reshape "
+                                                 f"in this rule gives {ndim}", call.loc, label))
+                    return
+            elif call.name not in SAME_ELEMENTS:
+                numel = ndim = None
+            elif call.name in ("squeeze", "unsqueeze"):
+                ndim = None
 
     def _constant(self, raw: LocDict, check: Checker, label: str):
         dtype = raw.get("dtype", "float32")

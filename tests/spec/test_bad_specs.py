@@ -100,6 +100,9 @@ EXPECTED = {
                  "BatchNorm factor), or fix the source"),
     "transpose_not_a_permutation.yaml": (
         "validate", "7:25: rule 1 (from 'conv1[0]'): transpose axes [1, 1, 2, 3] are not a permutation of 0..3"),
+    "reshape_chain_mismatch.yaml": (
+        "validate", "7:55: rule 1 (from 'conv1[0]'): reshape to [9, 9]: an earlier reshape in this rule gives 108 "
+                    "elements"),
     "each_too_large.yaml": (
         "validate", "7:11: rule 1 (from 'conv1[0]'): 'each' expands to 4611686018427387904 outputs, more than "
                     "100000"),
