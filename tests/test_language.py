@@ -130,7 +130,7 @@ def test_unstacking_fewer_experts_than_the_data_is_an_element_coverage_error(tmp
     fused = {f"layers.{i}.w1": np.arange(8 * 6, dtype=np.float32).reshape(8, 3, 2) + 100 * i for i in range(2)}
     src = save(tmp_path, fused)
     out = tmp_path / "out.npz"
-    rc = cli.run(["apply", write(tmp_path, UNSTACK), "-s", src, "-O", str(out)])
+    rc = cli.run(["apply", write(tmp_path, UNSTACK), "-s", src, "-o", str(out)])
     assert rc == 1 and not out.exists()
     with pytest.raises(ErrorList) as e:
         mapspec.plan(write(tmp_path, UNSTACK), src).check()
@@ -247,7 +247,7 @@ def test_config_vars_come_from_the_file_beside_the_checkpoint(tmp_path):
     assert mapspec.plan(spec, src, vars_file=str(other)).check().steps[0].out_meta.shape == (3, 4)
     assert mapspec.plan(spec, src, vars={"heads": 2}).check().steps[0].out_meta.shape == (2, 6)
     out = tmp_path / "o.npz"
-    assert cli.run(["apply", spec, "-s", src, "-O", str(out), "--vars-file", str(other)]) == 0
+    assert cli.run(["apply", spec, "-s", src, "-o", str(out), "--vars-file", str(other)]) == 0
     assert load(out)["q"].shape == (3, 4)
 
 

@@ -19,7 +19,7 @@ transformers = pytest.importorskip("transformers")
 
 
 def apply(spec, src, out, *extra):
-    code = cli.run(["apply", spec, "-s", str(src), "-O", str(out), *map(str, extra)])
+    code = cli.run(["apply", spec, "-s", str(src), "-o", str(out), *map(str, extra)])
     assert code == 0
     with __import__("mapspec").open_checkpoint(str(out)) as r:
         return {n: torch.from_numpy(np.array(r.read(n))) for n in r.infos()}
@@ -199,7 +199,7 @@ def test_mixtral_missing_expert_is_an_error(tmp_path):
     import io
 
     err = io.StringIO()
-    code = cli.run(["apply", "mixtral/per-expert-to-fused", "-s", str(tmp_path / "gap.safetensors"), "-O",
+    code = cli.run(["apply", "mixtral/per-expert-to-fused", "-s", str(tmp_path / "gap.safetensors"), "-o",
                     str(tmp_path / "x.safetensors")], stdout=io.StringIO(), stderr=err)
     assert code == 1 and not (tmp_path / "x.safetensors").exists()
     assert "stack over 'e' for i=1: the matches must number e=0..N-1, but e=2 is missing" in err.getvalue()
