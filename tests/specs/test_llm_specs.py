@@ -182,8 +182,13 @@ def test_mixtral_fused_to_per_expert_is_what_transformers_saves_and_round_trips(
 
     _, fused = mixtral(tmp_path, experts=3, layers=3)
     legacy = load_file(tmp_path / "legacy" / "model.safetensors")
-    got = apply("mixtral/fused-to-per-expert", tmp_path / "fused.safetensors", tmp_path / "l.safetensors")
+    (tmp_path / "out").mkdir()
+    got = apply("mixtral/fused-to-per-expert", tmp_path / "fused.safetensors", tmp_path / "out" / "model.safetensors")
     same_bits(got, legacy)
+    (tmp_path / "legacy" / "config.json").rename(tmp_path / "config.json")  # beside fused.safetensors
+    (tmp_path / "out" / "config.json").write_text((tmp_path / "config.json").read_text())
+    verify("mixtral/fused-to-per-expert", tmp_path / "fused.safetensors", tmp_path / "out" / "model.safetensors")
+    (tmp_path / "out" / "model.safetensors").rename(tmp_path / "l.safetensors")
     again = apply("mixtral/per-expert-to-fused", tmp_path / "l.safetensors", tmp_path / "f2.safetensors")
     same_bits(again, fused)
 
