@@ -660,7 +660,7 @@ def plan(spec: Union[str, Spec], source: Union[str, Reader], template: Union[str
     spec = _as_spec(spec)
     reader = source if isinstance(source, Reader) else open_checkpoint(
         source, format=source_format or spec.source.format, **spec.source.options)
-    spec = with_vars(with_config(spec, reader.path, vars_file), vars)
+    spec = with_vars(with_config(spec, reader.path, vars_file, given=set(vars or ())), vars)
     tmpl = template if isinstance(template, Reader) else open_template(spec, template)
     fmt = target_format or spec.target.format
     fmt = output_format(output, fmt) if output else fmt

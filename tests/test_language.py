@@ -236,6 +236,7 @@ def test_config_vars_come_from_the_file_beside_the_checkpoint(tmp_path):
     with pytest.raises(MapspecError, match=r"no config file \(params.json, config.json\) beside the source, so no "
                                            r"value for heads \(from n_heads or num_attention_heads\)"):
         mapspec.plan(spec, src)
+    assert mapspec.plan(spec, src, vars={"heads": 3}).check().steps[0].out_meta.shape == (3, 4)  # --var suffices
     (tmp_path / "config.json").write_text(json.dumps({"num_attention_heads": 4}))
     p = mapspec.plan(spec, src).check()
     assert p.steps[0].out_meta.shape == (4, 3) and p.spec.vars["vocab"] == 7

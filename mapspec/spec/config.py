@@ -63,11 +63,11 @@ def _lookup(data: dict, key: str):
 
 
 def _usable(v) -> bool:
-    return isinstance(v, (int, float, str, bool, list, dict)) and v is not None
+    return isinstance(v, (int, float, str, bool, list, dict))  # JSON null: try the next key
 
 
-def with_config(spec: Spec, source_path: Optional[str], vars_file: Optional[str] = None) -> Spec:
-    """The spec with vars taken from its config file (or ``vars_file``)."""
+def with_config(spec: Spec, source_path: Optional[str], vars_file: Optional[str] = None, given=()) -> Spec:
+    """The spec with vars taken from its config file (or ``vars_file``); vars in ``given`` (``--var``) need none."""
     cfg = spec.config
     if vars_file is None and not cfg:
         return spec
@@ -87,7 +87,7 @@ def with_config(spec: Spec, source_path: Optional[str], vars_file: Optional[str]
             found = next((v for v in (_lookup(data, k) for k in keys) if _usable(v)), None)
             if found is not None:
                 values[var] = found
-            elif var not in spec.vars:
+            elif var not in spec.vars and var not in given:
                 missing.append(f"{var} (from {' or '.join(keys)})")
         if missing:
             where = f"{path} has no" if path else (f"no config file ({', '.join(cfg['file'])}) beside the source, "
