@@ -36,7 +36,7 @@ def rope_permute(x: np.ndarray, heads: int, to: str) -> np.ndarray:
     "to": Arg("choice", required=True, choices=("hf", "meta"), doc="the layout produced"),
 })
 def infer(meta: Meta, heads: int, to: str) -> Meta:
-    """Reorder the rows of each head between Meta's interleaved and HF's half-split rotary layout."""
+    """Reorder each head's rows of a q/k projection: Meta's interleaved rotary pairs <-> HF's halves (`to` hf/meta)."""
     _check(meta.shape, heads)
     return meta
 
