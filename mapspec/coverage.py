@@ -1,8 +1,8 @@
 """Element coverage: the parts of a source tensor that rules take must cover it exactly once.
 
 A step that starts with selections (``take``, ``slice``, ``split``, each transform's
-``SELECTIONS`` entry, with ``squeeze`` of the size-1 axes they leave) uses a *box* of
-its source: one index set per source axis.  A source used only through boxes is
+``SELECTIONS`` entry, with ``squeeze`` of the size-1 axes they leave, after reshapes that
+only split axes) uses a *box* of its source: one index set per source axis.  A source used only through boxes is
 covered when the boxes do not overlap and their sizes add up to the whole tensor;
 otherwise the unused or twice-used rows are named (along the one axis the boxes differ
 on, which is the usual case: experts, q/k/v thirds, groups).
@@ -19,31 +19,87 @@ MAX_POINTS = 1 << 20  # a strided selection is expanded to its indices up to thi
 
 
 def box(in_shape: tuple, calls: list) -> Optional[dict]:
-    """{source axis: range or sorted list of indices} that the leading selections keep; None: the whole tensor."""
-    axes = list(range(len(in_shape)))  # current axis -> source axis
-    shape = list(in_shape)
-    sel: dict = {}
+    """{source axis: range or sorted list of indices} that the leading selections keep; None: the whole tensor.
+
+    A reshape that only splits axes into factors (fused q/k/v rows viewed as [heads, 3, head_dim, ...])
+    is followed too: a selection on a factor keeps the source rows with those digits."""
+    # each source axis is a list of factors [stride, size, chosen indices], most significant first;
+    # the current axes point at (source axis, factor)
+    factors = {a: [[1, n, range(n)]] for a, n in enumerate(in_shape)}
+    axes = [(a, 0) for a in range(len(in_shape))]
+    selected = False
     for c in calls:
         name = c.call.name
-        if name == "squeeze" and sel:
-            drop = {a % len(axes) for a in c.args["axes"]}
-            axes = [a for i, a in enumerate(axes) if i not in drop]
-            shape = [d for i, d in enumerate(shape) if i not in drop]
-            continue
-        fn = SELECTIONS.get(name)
-        if fn is None:
-            break
-        axis, idx = fn(tuple(shape), **c.args)
-        src = axes[axis]
-        prev = sel.get(src, range(in_shape[src]))
-        if isinstance(idx, range) and idx.step > 0:
-            sel[src] = prev[idx.start:idx.stop:idx.step]
-        elif len(idx) > MAX_POINTS:
-            return None  # too many single indices to follow: counted as a use of the whole tensor
+        shape = tuple(len(factors[a][f][2]) for a, f in axes)
+        if name == "squeeze" and selected:
+            drop = {x % len(axes) for x in c.args["axes"]}
+            axes = [ax for i, ax in enumerate(axes) if i not in drop]
+        elif name == "reshape" and not selected:
+            axes = _split(factors, axes, shape, c.args["shape"])
+            if axes is None:
+                return None
+        elif name in SELECTIONS:
+            axis, idx = SELECTIONS[name](shape, **c.args)
+            a, f = axes[axis]
+            prev = factors[a][f][2]
+            if isinstance(idx, range) and idx.step > 0:
+                factors[a][f][2] = prev[idx.start:idx.stop:idx.step]
+            elif len(idx) > MAX_POINTS:
+                return None  # too many single indices to follow: counted as a use of the whole tensor
+            else:
+                factors[a][f][2] = sorted({prev[i] for i in idx})
+            selected = True
         else:
-            sel[src] = sorted({prev[i] for i in idx})
-        shape[axis] = len(idx)
-    return sel or None
+            break
+    out = {}
+    for a, fs in factors.items():
+        if all(len(chosen) == size for _, size, chosen in fs):
+            continue  # the whole axis
+        if len(fs) == 1:
+            out[a] = fs[0][2]
+            continue
+        count = 1
+        for _, _, chosen in fs:
+            count *= len(chosen)
+        if count > MAX_POINTS:
+            return None
+        rows = [0]
+        for stride, _, chosen in fs:
+            rows = [r + i * stride for r in rows for i in chosen]
+        out[a] = sorted(rows)
+    return out or None
+
+
+def _split(factors: dict, axes: list, shape: tuple, new_shape) -> Optional[list]:
+    """The current axes after a reshape that splits each of them into consecutive factors (no size-1 or
+    empty dimensions); None for any other reshape (a merge, a reordering view)."""
+    from .transforms.reshape import resolve_shape
+
+    new = list(resolve_shape(shape, new_shape))
+    if any(d <= 1 for d in new) or any(n <= 1 for n in shape):
+        return None
+    rebuilt: dict = {a: [] for a in factors}
+    out, k = [], 0
+    for (a, f), n in zip(axes, shape):
+        dims, prod = [], 1
+        while k < len(new) and prod < n:
+            dims.append(new[k])
+            prod *= new[k]
+            k += 1
+        if prod != n:
+            return None
+        stride = factors[a][f][0]
+        split = []
+        for d in reversed(dims):
+            split.insert(0, [stride, d, range(d)])
+            stride *= d
+        for fac in split:
+            rebuilt[a].append(fac)
+            out.append((a, len(rebuilt[a]) - 1))
+    if k != len(new):
+        return None
+    factors.update(rebuilt)
+    return out
 
 
 def _as_set(idx):
@@ -163,11 +219,14 @@ def findings(steps: list, shapes: dict, referenced: set, most: int) -> list[tupl
             out.append(("unused-elements", f"{rows} of {name!r} along axis {axis} {verb} not used by any rule (its "
                                            f"{shapes[name][axis]} rows must all be taken; relax unused-elements "
                                            f"if dropping them is intended)"))
-        for span, targets in overlaps[:most]:
-            if span is None:
+        by_targets: dict = {}  # one finding per set of outputs that share rows
+        for span, targets in overlaps:
+            by_targets.setdefault(tuple(targets), []).append(span)
+        for targets, runs in list(by_targets.items())[:most]:
+            if runs[0] is None:
                 what = f"elements of {name!r} are"
             else:
-                rows, verb = rows_text([span], most)
+                rows, verb = rows_text(runs, most)
                 what = f"{rows} of {name!r} along axis {axis} {verb}"
             out.append(("overlapping-elements", f"{what} used by more than one output "
                                                 f"({', '.join(repr(t) for t in targets[:4])}); relax "

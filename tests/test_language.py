@@ -357,3 +357,33 @@ rules:
     short = spec.replace("{start: -1, step: -2}", "{start: -3, step: -2}")
     with pytest.raises(MapspecError, match=r"row 5 of 'w' along axis 0 is not used"):
         mapspec.plan(write(tmp_path, short), src).check()
+
+
+def test_parts_taken_through_a_splitting_reshape(tmp_path):
+    # GPT-NeoX's fused rows are [heads, (q, k, v), head_dim]: taking q and k only leaves every head's v rows
+    spec = """
+mapspec: 1.1
+rules:
+  - from: "qkv"
+    to: "{names[j]}"
+    each: {j: [0, 1]}
+    apply: [{reshape: [2, 3, -1, 2]}, {take: {indices: ["{j}"], axis: 1}}, {reshape: [-1, 2]}]
+vars: {names: [q, k, v]}
+"""
+    src = save(tmp_path, {"qkv": np.arange(24, dtype=np.float32).reshape(12, 2)})
+    with pytest.raises(MapspecError, match=r"rows 4..5, 10..11 of 'qkv' along axis 0 are not used by any rule"):
+        mapspec.plan(write(tmp_path, spec), src).check()
+    assert mapspec.plan(write(tmp_path, spec.replace("[0, 1]", "[0, 1, 2]")), src).ok
+    twice = """
+mapspec: 1.1
+rules:
+  - from: "qkv"
+    to: "{names[j]}"
+    each: {j: [0, 1, 2]}
+    apply: [{reshape: [2, 3, -1, 2]}, {take: {indices: ["{j}"], axis: 1}}, {reshape: [-1, 2]}]
+    also: [{to: again, apply: [{reshape: [2, 3, -1, 2]}, {take: {indices: [0], axis: 1}}]}]
+vars: {names: [q, k, v]}
+"""
+    with pytest.raises(MapspecError, match=r"rows 0..1, 6..7 of 'qkv' along axis 0 are used by more than one output "
+                                           r"\('q', 'again'\)"):
+        mapspec.plan(write(tmp_path, twice), src).check()
