@@ -14,7 +14,7 @@ from typing import Optional
 
 from .transforms import SELECTIONS
 
-MAX_BOXES = 4096  # boxes of one tensor compared pairwise; more are not checked
+MAX_BOXES = 1024  # boxes of one tensor compared pairwise (when they differ on several axes); more: not checked
 MAX_POINTS = 1 << 20  # a strided selection is expanded to its indices up to this many
 
 
