@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -387,3 +388,17 @@ vars: {names: [q, k, v]}
     with pytest.raises(MapspecError, match=r"rows 0..1, 6..7 of 'qkv' along axis 0 are used by more than one output "
                                            r"\('q', 'again'\)"):
         mapspec.plan(write(tmp_path, twice), src).check()
+
+
+@pytest.mark.parametrize("feature,text", [
+    ("'stack'", 'rules: [{from: "e<e>", to: w, stack: {over: e}}]'),
+    ("a 'config:' section", "config: {file: c.json, vars: {n: n}}\nrules: []"),
+    ("an optional or alternative name part", 'rules: [{from: "<?a.>w", to: w}]'),
+    ("shape() in an expression", 'rules: [{from: w, to: w, apply: [{reshape: ["{shape()[0]}", -1]}]}]'),
+    ("the transform 'rope_permute'", "rules: [{from: w, to: w, apply: [{rope_permute: {heads: 2, to: hf}}]}]"),
+    ("relax 'unused-elements'", "relax: [unused-elements]\nrules: []"),
+])
+def test_a_1_1_feature_needs_mapspec_1_1(tmp_path, feature, text):
+    with pytest.raises(MapspecError, match=re.escape(feature) + ".* is spec language 1.1: declare .mapspec: 1.1."):
+        mapspec.load_spec(write(tmp_path, "mapspec: 1\n" + text + "\n"))
+    mapspec.load_spec(write(tmp_path, "mapspec: 1.1\n" + text + "\n", "ok.yaml"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -18,13 +19,16 @@ from ..resources import shipped_specs
 from ..transforms import STATIC_CHECKS, TRANSFORMS, TransformError
 from . import schema
 from .args import Checker
-from .expr import ExprError, Template
+from .expr import FUNCTIONS, ExprError, Template
 from .model import Call, Endpoint, Rule, Spec
 from .pattern import Pattern, PatternSyntaxError
 from .yamlsafe import LocDict, load_file
 
 MAX_INCLUDE_DEPTH = 8
 MAX_EACH = 100_000
+TRANSFORMS_11 = ("rope_permute",)
+RELAXATIONS_11 = ("unused-elements", "overlapping-elements", "ignored-and-matched")  # transforms a spec must declare 'mapspec: 1.1' to use
+_CALL = re.compile(r"\{[^{}]*\b(?:" + "|".join(FUNCTIONS) + r")\s*\(")  # shape( inside an expression
 # transforms that keep the element count (and, but for squeeze/unsqueeze, the number of axes)
 SAME_ELEMENTS = ("reshape", "transpose", "squeeze", "unsqueeze", "rope_permute", "cast", "reverse", "fill",
                  "mul", "div", "add", "sub")
@@ -123,6 +127,7 @@ class _Builder:
                                          f"{type(doc).__name__}", Location(self.path, 1, 1)))
             return None
         schema_errors = list(schema.check(doc))
+        self.version = doc.get("mapspec")
         self.errors += schema_errors
         skip = schema.failing_rules(schema_errors, doc)
         spec_dir = os.path.dirname(os.path.abspath(self.path))
@@ -142,10 +147,15 @@ class _Builder:
             verify=doc.get("verify") if isinstance(doc.get("verify"), dict) else None,
         )
         raw_config = doc.get("config")
+        if raw_config is not None:
+            self._needs_11("a 'config:' section", doc.key_loc("config"))
         if isinstance(raw_config, dict) and isinstance(raw_config.get("vars"), dict):
             files = raw_config.get("file")
             spec.config = {"file": [files] if isinstance(files, str) else list(files or []),
                            "vars": dict(raw_config["vars"])}
+        for i, r in enumerate(doc.get("relax") if isinstance(doc.get("relax"), list) else []):
+            if r in RELAXATIONS_11:
+                self._needs_11(f"relax {r!r}", doc["relax"].loc_of(i))
         self._check_endpoint(spec.source, doc, "source")
         self._check_endpoint(spec.target, doc, "target")
         raw_rules = doc.get("rules") if isinstance(doc.get("rules"), list) else []
@@ -179,6 +189,8 @@ class _Builder:
             loc = ignore.loc_of(i)
             try:
                 spec.ignore.append((Pattern(text), loc))
+                if not spec.ignore[-1][0].is_10:
+                    self._needs_11("an optional or alternative name part <...|...>", loc)
             except PatternSyntaxError as e:
                 self.errors.append(SpecError(f"ignore pattern: {e}", Location(loc.file, loc.line, loc.col + e.column)))
         for other in included:
@@ -239,6 +251,8 @@ class _Builder:
         if isinstance(source_text, str) and parent is None:
             try:
                 pattern = Pattern(source_text)
+                if not pattern.is_10:
+                    self._needs_11("an optional or alternative name part <...|...>", raw.loc_of("from"), label)
             except PatternSyntaxError as e:
                 l = raw.loc_of("from")
                 self.errors.append(SpecError(f"'from': {e}", Location(l.file, l.line, l.col + e.column), label))
@@ -284,6 +298,12 @@ class _Builder:
             self.errors.append(SpecError(f"'each' expands to {static_count} outputs, more than {MAX_EACH}",
                                          raw.loc_of("each"), label))
         stack = raw.get("stack") if parent is None else parent.stack
+        if parent is None and "stack" in raw:
+            self._needs_11("'stack'", raw.key_loc("stack"), label)
+        for where, text in _strings(raw):
+            if _CALL.search(text):
+                self._needs_11("shape() in an expression", raw.loc_of(where), label)
+                break
         if parent is None and isinstance(stack, dict):
             over = stack.get("over")
             if pattern is not None and pattern.captures.get(over) != "int":
@@ -343,6 +363,13 @@ class _Builder:
                     if sub is not None:
                         rule.also.append(sub)
         return rule
+
+    def _needs_11(self, feature: str, loc: Location, label: Optional[str] = None) -> None:
+        """A 1.1 feature in a spec that says ``mapspec: 1`` (which a 1.0 reader must be able to read)."""
+        if self.version == 1:
+            self.errors.append(SpecError(f"{feature} is spec language 1.1: declare 'mapspec: 1.1' (readers of "
+                                         f"version 1 do not know it)", loc,
+                                         label))
 
     def _chain(self, calls: list, label: str) -> None:
         """Shapes known without data along a chain: a reshape to a fixed shape fixes the element count (and a
@@ -406,6 +433,8 @@ class _Builder:
         (tname, raw_args), = item.items()
         name_loc = item.key_loc(tname) if isinstance(item, LocDict) else loc
         tdef = TRANSFORMS.get(tname)
+        if tname in TRANSFORMS_11:
+            self._needs_11(f"the transform {tname!r}", name_loc, label)
         if tdef is None:
             hint = difflib.get_close_matches(str(tname), list(TRANSFORMS), n=1)
             self.errors.append(SpecError(
@@ -463,6 +492,18 @@ class _Builder:
         except TransformError as e:
             msg = str(e)
             self.errors.append(SpecError(msg if msg.startswith(tdef.name) else f"{tdef.name}: {msg}", loc, label))
+
+
+def _strings(node, top=None):
+    """(top-level key, text) of every string in a raw rule (for features found by their text)."""
+    if isinstance(node, str):
+        yield top, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(v, k if top is None else top)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v, top)
 
 
 def _value_shape(value) -> Optional[tuple]:

@@ -256,6 +256,7 @@ class Pattern:
                         raise PatternSyntaxError(f"placeholder <{t.name}> reuses the name of alternatives", 0)
                     raise PatternSyntaxError(f"placeholder <{t.name}> is used as both {prev} and {t.kind}", 0)
         self.is_literal = not self.captures and not any(isinstance(t, Choice) for t in self.tokens)
+        self.is_10 = not any(isinstance(t, Choice) for t in self.tokens)  # no 1.1 syntax
         self._prefix = self.tokens[0] if isinstance(self.tokens[0], str) else ""
         self._suffix = self.tokens[-1] if isinstance(self.tokens[-1], str) else ""
         self._min_len = sum(len(t) if isinstance(t, str) else min(map(len, t.options)) if isinstance(t, Choice)
