@@ -261,6 +261,13 @@ class KerasRunner(Runner):
         return (y.transpose(0, 3, 1, 2) if y.ndim == 4 else y), acts
 
 
+def _takes_weights(factory: Callable) -> bool:
+    try:
+        return "weights" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a callable without a signature (a builtin)
+        return False
+
+
 def make_runner(cfg: dict, weights: str, spec_dir: Optional[str], graph: Optional[str] = None,
                 model: Optional[str] = None) -> Runner:
     """A runner from a verify side config: {run, graph, model, output, input, channels}."""
@@ -285,7 +292,7 @@ def make_runner(cfg: dict, weights: str, spec_dir: Optional[str], graph: Optiona
         if not ref:
             raise MapspecError(f"the {kind} side needs a model factory (module:function): pass --target-model")
         factory = _load_factory(ref, from_spec=model is None)
-        if "weights" in inspect.signature(factory).parameters:  # it reads the model's config beside the weights
+        if _takes_weights(factory):  # it reads the model's config beside the weights
             factory = functools.partial(factory, weights=weights)
         r = TorchRunner(factory, weights) if kind == "torch" else KerasRunner(factory, weights)
     else:
