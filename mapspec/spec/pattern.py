@@ -274,7 +274,7 @@ class Pattern:
             m = re.match(r"([A-Za-z_][A-Za-z0-9_]*):", body)
             if m:
                 name, body = m.group(1), body[m.end():]
-            options = tuple(dict.fromkeys(body.split("|")))  # duplicates would be two readings of one text
+            options = tuple(dict.fromkeys(body.split("|")))  # a repeated text would read two ways
             if len(options) < 2 or len(options) != len(body.split("|")):
                 raise PatternSyntaxError(f"alternatives <{body}> at column {col + 1} list the same text twice", col)
             return Choice(options, name)
