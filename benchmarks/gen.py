@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import struct
+from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -180,29 +181,85 @@ def vgg16_caffemodel(path: str, scale: float = 1.0, seed: int = 0) -> dict:
 SAFETENSORS_KINDS = ("attn.q", "attn.o", "mlp.up", "mlp.down")
 
 
-def safetensors_checkpoint(path: str, count: int = 64, rows: int = 4096, cols: int = 4096, seed: int = 0) -> dict:
-    """Write ``count`` float32 ``rows x cols`` tensors (names cycling through SAFETENSORS_KINDS)."""
-    rng = np.random.default_rng(seed)
-    per = rows * cols * 4
-    names = [f"layers.{i // len(SAFETENSORS_KINDS)}.{SAFETENSORS_KINDS[i % len(SAFETENSORS_KINDS)]}.weight"
-             for i in range(count)]
+def _write_safetensors(path: str, entries: list, rng: np.random.Generator) -> int:
+    """A safetensors file of float32 tensors ``[(name, shape), ...]`` with seeded uniform values; its size."""
     header = {"__metadata__": {"format": "pt"}}
-    for i, n in enumerate(names):
-        header[n] = {"dtype": "F32", "shape": [rows, cols], "data_offsets": [i * per, (i + 1) * per]}
+    offset = 0
+    for name, shape in entries:
+        n = int(np.prod(shape)) * 4
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
-        for _ in names:
-            done = 0
-            while done < rows * cols:
-                n = min(_BLOCK, rows * cols - done)
+        for _, shape in entries:
+            total, done = int(np.prod(shape)), 0
+            while done < total:
+                n = min(_BLOCK, total - done)
                 f.write(memoryview(rng.random(n, dtype=np.float32).astype("<f4", copy=False)))
                 done += n
-        size = f.tell()
-    return {"path": str(path), "bytes": size, "tensors": count, "largest_bytes": per,
+        return f.tell()
+
+
+def safetensors_checkpoint(path: str, count: int = 64, rows: int = 4096, cols: int = 4096, seed: int = 0) -> dict:
+    """Write ``count`` float32 ``rows x cols`` tensors (names cycling through SAFETENSORS_KINDS)."""
+    rng = np.random.default_rng(seed)
+    names = [f"layers.{i // len(SAFETENSORS_KINDS)}.{SAFETENSORS_KINDS[i % len(SAFETENSORS_KINDS)]}.weight"
+             for i in range(count)]
+    size = _write_safetensors(path, [(n, (rows, cols)) for n in names], rng)
+    return {"path": str(path), "bytes": size, "tensors": count, "largest_bytes": rows * cols * 4,
             "largest_shape": [rows, cols]}
+
+
+# A Llama-shaped model (TinyLlama-1.1B's widths: hidden 2048, MLP 5632, 32000 tokens, 4 KV heads of 64),
+# with as many layers as the wanted size needs; Hugging Face names, float32.
+LLAMA = {"hidden": 2048, "mlp": 5632, "vocab": 32000, "kv": 256}
+
+
+def llama_entries(gib: float) -> list:
+    h, m, v, kv = LLAMA["hidden"], LLAMA["mlp"], LLAMA["vocab"], LLAMA["kv"]
+    layer = [("self_attn.q_proj.weight", (h, h)), ("self_attn.k_proj.weight", (kv, h)),
+             ("self_attn.v_proj.weight", (kv, h)), ("self_attn.o_proj.weight", (h, h)),
+             ("mlp.gate_proj.weight", (m, h)), ("mlp.up_proj.weight", (m, h)), ("mlp.down_proj.weight", (h, m)),
+             ("input_layernorm.weight", (h,)), ("post_attention_layernorm.weight", (h,))]
+    per_layer = sum(int(np.prod(s)) * 4 for _, s in layer)
+    fixed = (2 * v * h + h) * 4
+    layers = max(1, round((gib * (1 << 30) - fixed) / per_layer))
+    out = [("model.embed_tokens.weight", (v, h))]
+    for i in range(layers):
+        out += [(f"model.layers.{i}.{n}", s) for n, s in layer]
+    return out + [("model.norm.weight", (h,)), ("lm_head.weight", (v, h))]
+
+
+def llama_sharded(directory: str, gib: float = 4.0, shard_bytes: int = 2 * 10 ** 9, seed: int = 0,
+                  scale: float = 1.0) -> dict:
+    """A sharded checkpoint as save_pretrained writes it (model-0000k-of-0000n.safetensors + index);
+    ``scale`` < 1 shrinks every dimension (tests)."""
+    entries = [(n, tuple(max(1, int(d * scale)) for d in s)) for n, s in llama_entries(gib)]
+    shards, size = [[]], 0
+    for name, shape in entries:
+        n = int(np.prod(shape)) * 4
+        if shards[-1] and size + n > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, shape))
+        size += n
+    rng = np.random.default_rng(seed)
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    weight_map, total_file = {}, 0
+    for k, group in enumerate(shards):
+        fname = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        total_file += _write_safetensors(str(d / fname), group, rng)
+        weight_map.update({name: fname for name, _ in group})
+    total = sum(int(np.prod(s)) * 4 for _, s in entries)
+    (d / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2))
+    largest = max(int(np.prod(s)) * 4 for _, s in entries)
+    return {"path": str(d), "bytes": total_file, "tensors": len(entries), "shards": len(shards),
+            "largest_bytes": largest, "layers": (len(entries) - 3) // 9}
 
 
 def main(argv=None) -> None:
@@ -218,9 +275,15 @@ def main(argv=None) -> None:
     p.add_argument("--rows", type=int, default=4096)
     p.add_argument("--cols", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("llama", help="a Llama-shaped sharded safetensors checkpoint (directory)")
+    p.add_argument("path")
+    p.add_argument("--gib", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     if a.kind == "vgg16":
         print(json.dumps(vgg16_caffemodel(a.path, a.scale, a.seed)))
+    elif a.kind == "llama":
+        print(json.dumps(llama_sharded(a.path, a.gib, seed=a.seed)))
     else:
         print(json.dumps(safetensors_checkpoint(a.path, a.count, a.rows, a.cols, a.seed)))
 

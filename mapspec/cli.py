@@ -55,6 +55,16 @@ def _check_flag_options(flag: str, fmt: Optional[str], options: dict, kind: str)
         raise UsageError(f"{flag}: {e}") from None
 
 
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--jobs takes a whole number >= 1, not {text!r}")
+    return n
+
+
 def _shape(shape) -> str:
     if shape is None:
         return "?"
@@ -113,14 +123,21 @@ def cmd_inspect(args, out: TextIO, err: TextIO) -> int:
         if args.json:
             json.dump({"file": r.path, "format": r.format, "has_data": r.has_data,
                        "tensors": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "numel": i.numel,
-                                    "nbytes": i.nbytes} for i in infos.values()],
+                                    "nbytes": i.nbytes, **({"shard": i.meta["shard"]} if i.meta and "shard" in
+                                                           i.meta else {})} for i in infos.values()],
                        "total": {"tensors": len(infos), "numel": total_n, "nbytes": total_b}}, out, indent=1)
             print(file=out)
             return 0
-        rows = [[i.name, _shape(i.shape), i.dtype or "-", f"{i.numel:,}", _size(i.nbytes)] for i in infos.values()]
-        _table(rows, out, ["name", "shape", "dtype", "values", "bytes"])
+        shard_of = getattr(r, "shard_of", None)
+        rows = [[i.name, _shape(i.shape), i.dtype or "-", f"{i.numel:,}", _size(i.nbytes)]
+                + ([shard_of(i.name)] if shard_of else []) for i in infos.values()]
+        _table(rows, out, ["name", "shape", "dtype", "values", "bytes"] + (["shard"] if shard_of else []))
         kind = "" if r.has_data else " (a template: names and shapes, no values)"
+        if shard_of:
+            kind = f" ({len(r.shards)} {r.shard_format} shards)"
         print(f"\n{len(infos)} tensors, {total_n:,} values, {_size(total_b)}; format {r.format}{kind}", file=out)
+        for note in getattr(r, "notes", []):
+            print(f"note: {note}", file=out)
     return 0
 
 
@@ -270,9 +287,15 @@ def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
     p.check()
     flag = args.progress if args.progress is not None or not args.quiet else False
     target_options = parse_pairs(args.target_option, "--target-option")
-    _check_flag_options("--target-option", output_format(args.output, p.target_format), target_options, "write")
+    if args.max_shard_size is not None:
+        target_options["max_shard_size"] = args.max_shard_size
+    # a sharded output: output_format gives its shards' format, which takes the options (max_shard_size
+    # is the sharded writer's own)
+    _check_flag_options("--target-option", output_format(args.output, p.target_format),
+                        {k: v for k, v in target_options.items() if k != "max_shard_size"}, "write")
     with plan_progress(err, p, "apply", flag) as progress:
-        result = execute(p, args.output, force=args.force, progress=progress, target_options=target_options)
+        result = execute(p, args.output, force=args.force, progress=progress, target_options=target_options,
+                         jobs=args.jobs)
     if args.report:
         from .formats import atomic_output
 
@@ -539,7 +562,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("apply", help="convert: plan, check, and write the output atomically")
     _add_plan_args(p)
-    _add_output(p, "the file to write (required)")
+    _add_output(p, "the file to write (required); a directory (DIR/) or DIR/model.safetensors.index.json writes "
+                   "Hugging Face shards and their index")
+    p.add_argument("--max-shard-size", metavar="SIZE",
+                   help="largest shard of a sharded output, e.g. 5GB (the default; decimal units as Hugging Face) "
+                        "or 2GiB")
+    p.add_argument("--jobs", "-j", type=_jobs, metavar="N",
+                   help="threads transforming and writing tensors at once (default: the cores; safetensors "
+                        "outputs, other formats are written by one)")
     _add_force(p)
     p.add_argument("--target-option", action="append", metavar=PAIR,
                    help="a writer option of the output's format, added to the spec's target.options")

@@ -13,6 +13,7 @@ file beside the target and renamed into place only when everything succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import itertools
@@ -23,9 +24,9 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import coverage, dtypes, stacking
+from . import coverage, dtypes, parallel, stacking
 from .errors import ConversionError, CoverageError, ErrorList, Location, MapspecError, SpecError
-from .formats import Reader, TensorInfo, atomic_output, create_writer, module, open_checkpoint, output_format
+from .formats import Reader, TensorInfo, atomic_output, create_writer, module, open_checkpoint, output_format, sharded
 from .spec.args import Binder, Ref
 from .spec.config import with_config
 from .spec.expr import SHAPE_OF, ExprError, Template
@@ -664,7 +665,9 @@ def plan(spec: Union[str, Spec], source: Union[str, Reader], template: Union[str
     tmpl = template if isinstance(template, Reader) else open_template(spec, template)
     fmt = target_format or spec.target.format
     fmt = output_format(output, fmt) if output else fmt
-    return _Planner(spec, reader, tmpl, fmt, set(relax)).run()
+    p = _Planner(spec, reader, tmpl, fmt, set(relax)).run()
+    p.warnings[:0] = getattr(reader, "notes", [])  # e.g. shards beside an index that it does not name
+    return p
 
 
 @dataclass
@@ -688,8 +691,13 @@ def _read_counts(p: Plan) -> Counter:
 
 
 def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callable[[int, int, Step], None]] = None,
-            target_options: Optional[dict] = None) -> Result:
-    """Stream the planned conversion into ``output`` (atomically)."""
+            target_options: Optional[dict] = None, jobs: Optional[int] = None) -> Result:
+    """Stream the planned conversion into ``output`` (atomically).
+
+    ``output`` may be a directory or a ``*.index.json`` (a sharded checkpoint, see
+    :mod:`mapspec.formats.sharded`).  ``jobs``: worker threads (default: the cores) for writers
+    that place tensors at known offsets; other writers get the tensors one by one, in order.
+    """
     p.check()
     spec, reader = p.spec, p.source
     fmt = output_format(output, p.target_format)
@@ -698,6 +706,13 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     options.update(target_options or {})
     if p.template is not None:
         options.setdefault("template", p.template.path)
+    route = sharded.output_target(output, fmt)
+    if route is not None:
+        output, shard_format = route
+        fmt = sharded.NAME
+        options = {"shard_format": shard_format, "overwrite": force, **options}
+    elif "max_shard_size" in options:
+        raise MapspecError(f"{output}: max_shard_size needs a sharded output (a directory, or a *.index.json)")
     uses = _read_counts(p)
     cache: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
@@ -714,38 +729,78 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
 
     drop_pages = getattr(reader, "release", None)
 
+    dropped: set = set()  # released by a worker thread already (parallel path)
+
     def release(name: str) -> None:
         uses[name] -= 1
         if uses[name] <= 0:
             cache.pop(name, None)
-            if drop_pages is not None:
+            if drop_pages is not None and name not in dropped:
                 drop_pages(name)  # memory-mapped readers let the tensor's pages go (RSS stays ~one tensor)
 
-    with atomic_output(output, force=force) as tmp:
+    span = getattr(reader, "span", None)
+
+    def inputs(s: Step) -> tuple:
+        """A step's input and transform arguments (memory-mapped views where the format allows); a
+        stacked step's input is its parts' inputs.  Read on the calling thread (readers need not be
+        thread-safe)."""
+        args = [{k: _materialize(v, get) for k, v in c.args.items()} for c in s.calls]
+        if s.parts:
+            return [inputs(part) for part in s.parts], args
+        return (get(s.source) if s.source is not None else s.constant), args
+
+    def prepare(i: int):
+        return inputs(p.steps[i])
+
+    def prepare_positional(i: int):
+        """As prepare; a tensor that is only renamed is copied file to file instead (never read in here).
+        Also says whether this step is the source's last use (its pages can go as soon as it is written)."""
+        s = p.steps[i]
+        last = s.source is not None and uses[s.source] == 1
+        if last and not s.calls and span is not None:
+            where = span(s.source)
+            if where is not None:
+                return "copy", where, False
+        return "compute", prepare(i), last
+
+    def work(i: int, prepared) -> None:
+        s = p.steps[i]
+        how, what, last = prepared
+        if how == "copy":
+            writer.copy_at(s.target, TensorInfo(s.target, tuple(s.out_meta.shape), s.out_meta.dtype), what)
+            return
+        writer.write_at(s.target, _compute(s, *what))
+        if last and drop_pages is not None:
+            drop_pages(s.source)  # now, not when its turn in plan order comes (memory ~ largest x jobs)
+            dropped.add(s.source)
+
+    def done(i: int, x) -> None:
+        nonlocal written
+        s = p.steps[i]
+        written += TensorInfo(s.target, s.out_meta.shape, s.out_meta.dtype).nbytes
+        entries.append({"target": s.target, "source": s.source if not s.parts else s.sources, "refs": s.refs,
+                        "transforms": [c.label for c in s.calls], "shape": list(s.out_meta.shape),
+                        "dtype": s.out_meta.dtype})
+        for src in s.sources:
+            release(src)
+        for r in s.refs:
+            release(r)
+        if progress is not None:
+            progress(i + 1, len(p.steps), s)
+
+    with sharded.output_dir(output) if route is not None else contextlib.nullcontext(), \
+            atomic_output(output, force=force) as tmp:
         writer = create_writer(tmp, infos, format=fmt, final_path=str(output), **options)
         try:
-            for i, s in enumerate(p.steps):
-                if s.parts:  # stack: each part into its slot of one output array
-                    x = np.empty(s.parts[0].out_meta.shape[:s.stack_axis] + (len(s.parts),)
-                                 + s.parts[0].out_meta.shape[s.stack_axis:], dtypes.to_numpy(s.parts[0].out_meta.dtype))
-                    for j, part in enumerate(s.parts):
-                        x[(slice(None),) * s.stack_axis + (j,)] = _run_chain(part, get(part.source), get)
-                        release(part.source)
-                    x = _run_chain(s, x, get)
-                else:
-                    x = _run_chain(s, get(s.source) if s.source is not None else s.constant, get)
-                writer.write(s.target, x)
-                written += x.nbytes
-                entries.append({"target": s.target, "source": s.source if not s.parts else s.sources, "refs": s.refs,
-                                "transforms": [c.label for c in s.calls], "shape": list(x.shape),
-                                "dtype": s.out_meta.dtype})
-                del x
-                if s.source is not None:
-                    release(s.source)
-                for r in s.refs:
-                    release(r)
-                if progress is not None:
-                    progress(i + 1, len(p.steps), s)
+            if getattr(writer, "positional", False):
+                parallel.run(p.steps, parallel.default_jobs() if jobs is None else jobs, prepare_positional, work,
+                             done)
+            else:
+                for i, s in enumerate(p.steps):
+                    x = _compute(s, *prepare(i))
+                    writer.write(s.target, x)
+                    done(i, x)
+                    del x
             writer.close()
         except BaseException:
             writer.abort()
@@ -760,9 +815,17 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     return Result(p, output, len(entries), written, seconds, report)
 
 
-def _run_chain(s: Step, x: np.ndarray, get) -> np.ndarray:
-    for c in s.calls:
-        args = {k: _materialize(v, get) for k, v in c.args.items()}
+def _compute(s: Step, x, args_per_call: list) -> np.ndarray:
+    """Run a step's transforms on its input (a stacked step: its parts', each into its slot of one array);
+    check the result against the plan."""
+    if s.parts:
+        first = s.parts[0].out_meta
+        out = np.empty(first.shape[:s.stack_axis] + (len(s.parts),) + first.shape[s.stack_axis:],
+                       dtypes.to_numpy(first.dtype))
+        for j, (part, (px, pargs)) in enumerate(zip(s.parts, x)):
+            out[(slice(None),) * s.stack_axis + (j,)] = _compute(part, px, pargs)
+        x = out
+    for c, args in zip(s.calls, args_per_call):
         try:
             x = c.call.tdef.kernel(x, **args)
         except TransformError as e:
@@ -787,8 +850,9 @@ def _materialize(v, get):
 def apply(spec: Union[str, Spec], source: Union[str, Reader], output: str, template: Union[str, Reader, None] = None,
           force: bool = False, target_format: Optional[str] = None, relax: tuple = (),
           progress: Optional[Callable[[int, int, Step], None]] = None, source_format: Optional[str] = None,
-          vars: Optional[dict] = None, vars_file: Optional[str] = None) -> Result:
+          vars: Optional[dict] = None, vars_file: Optional[str] = None, jobs: Optional[int] = None,
+          target_options: Optional[dict] = None) -> Result:
     """Plan, check and stream a conversion into ``output``; raises on any problem, leaving no partial file."""
     p = plan(spec, source, template=template, target_format=target_format, output=output, relax=relax,
              source_format=source_format, vars=vars, vars_file=vars_file)
-    return execute(p, output, force=force, progress=progress)
+    return execute(p, output, force=force, progress=progress, jobs=jobs, target_options=target_options)

@@ -59,7 +59,7 @@ def test_specs_validate():
     from mapspec import cli
 
     specs = sorted(str(p) for p in (BENCH / "specs").glob("*.yaml"))
-    assert len(specs) == 2
+    assert len(specs) == 3
     assert cli.run(["validate", *specs]) == 0
 
 
@@ -73,7 +73,9 @@ def test_quick_run_produces_every_case_and_checks_outputs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     cases = report["cases"]
-    assert list(cases) == ["vgg16-caffe-to-torch", "safetensors-rename-4g", "plan-inspect", "scaling"]
+    assert list(cases) == ["vgg16-caffe-to-torch", "safetensors-rename-4g", "plan-inspect", "scaling",
+                           "sharded-llama-0.6g"]
+    assert cases["sharded-llama-0.6g"]["check"].startswith("equal to the HF way's")
     assert cases["vgg16-caffe-to-torch"]["check"].startswith("identical to the baseline")
     assert cases["safetensors-rename-4g"]["check"].startswith("all 8 tensors equal")
     for name in ("vgg16-caffe-to-torch", "safetensors-rename-4g", "plan-inspect"):
@@ -85,6 +87,7 @@ def test_quick_run_produces_every_case_and_checks_outputs(tmp_path):
     assert rows[0]["bytes"] < rows[-1]["bytes"]
     assert "| vgg16-caffe-to-torch | mapspec apply |" in proc.stdout
     assert not list(work.glob("*.caffemodel")) and not list(work.glob("*.safetensors"))  # cleaned up
+    assert not list(work.glob("llama-*"))
 
 
 def test_baseline_script_matches_the_spec(tmp_path):
@@ -103,3 +106,26 @@ def test_baseline_script_matches_the_spec(tmp_path):
     assert list(a)[:2] == ["features.0.weight", "features.0.bias"] and list(a)[-1] == "classifier.6.bias"
     for k in a:
         assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+
+
+def test_generated_llama_shards_load_with_transformers_layout(tmp_path):
+    """gen.llama_sharded writes what save_pretrained writes: shards the library reads and an index that
+    names every tensor's shard; the HF-way script and the benchmark spec rename alike."""
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    pytest.importorskip("torch")
+    src = tmp_path / "llama"
+    facts = gen.llama_sharded(str(src), gib=0.6, shard_bytes=20_000, seed=1, scale=1 / 64)
+    index = json.loads((src / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) == facts["shards"] > 1 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    for shard in shards:
+        assert all(index["weight_map"][k] == shard for k in safetensors_numpy.load_file(str(src / shard)))
+    assert sum(len(safetensors_numpy.load_file(str(src / f))) for f in shards) == facts["tensors"]
+    hf = tmp_path / "hf"
+    subprocess.run([sys.executable, str(BENCH / "hf_shards.py"), str(src), str(hf)], check=True, capture_output=True)
+    ours = tmp_path / "ours"
+    mapspec.apply(str(BENCH / "specs" / "llama-hf-to-meta.yaml"), str(src), f"{ours}/")
+    a = {k: v for f in ours.glob("*.safetensors") for k, v in safetensors_numpy.load_file(str(f)).items()}
+    b = {k: v for f in hf.glob("*.safetensors") for k, v in safetensors_numpy.load_file(str(f)).items()}
+    assert sorted(a) == sorted(b) and "layers.0.attention.wq.weight" in a and "output.weight" in a
+    assert all(np.array_equal(a[k], b[k]) for k in a)

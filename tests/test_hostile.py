@@ -595,18 +595,21 @@ def _apply(spec, src, out, *extra) -> tuple:
 
 
 def _fail_on_second_write(monkeypatch, exc: BaseException) -> None:
+    """The second tensor written fails, whichever way it is written (in order, or at its offset: --jobs)."""
     from mapspec.formats import safetensors as st
 
-    original = st.SafetensorsWriter.write
     calls = {"n": 0}
 
-    def write(self, name, array):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise exc
-        return original(self, name, array)
+    def failing(original):
+        def method(self, name, *args):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise exc
+            return original(self, name, *args)
+        return method
 
-    monkeypatch.setattr(st.SafetensorsWriter, "write", write)
+    for method in ("write", "write_at", "copy_at"):
+        monkeypatch.setattr(st.SafetensorsWriter, method, failing(getattr(st.SafetensorsWriter, method)))
 
 
 def _leftovers(directory: Path) -> list:

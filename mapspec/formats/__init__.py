@@ -36,6 +36,9 @@ FORMATS: dict[str, FormatEntry] = {
                                 "MXNet symbol graph; a template of the parameters a .params must hold", False),
     "keras": FormatEntry("mapspec.formats.keras", (".weights.h5", ".h5", ".hdf5"),
                          "Keras HDF5 weights (legacy .h5 and Keras 3 .weights.h5)"),
+    "sharded": FormatEntry("mapspec.formats.sharded", (".index.json",),
+                           "sharded checkpoint: a Hugging Face *.index.json and its safetensors or torch shards "
+                           "(or a directory holding one)"),
 }
 
 # A format name a spec may use for a source/target, mapped to the format that holds
@@ -83,16 +86,16 @@ def output_format(path, spec_format: Optional[str] = None) -> str:
 
     The output's suffix must agree with the format the spec (or ``--target-format``) names: a
     suffix naming another format is an error naming both, never a file whose name lies about its
-    contents.  Where the spec leaves the format open, the suffix decides.  Sharded outputs (a
-    ``*.index.json`` or a directory) are not written yet and are refused.
+    contents.  Where the spec leaves the format open, the suffix decides.  A sharded output (a
+    ``*.index.json``, a directory, or a name ending in ``/``) gives the format of its shards
+    (safetensors or torch; see :func:`mapspec.formats.sharded.output_target`).
     """
     text = str(path)
-    if text.lower().endswith(SHARDED_INDEX_SUFFIX):
-        raise MapspecError(f"{path}: a {SHARDED_INDEX_SUFFIX} output names a sharded checkpoint, which mapspec "
-                           f"cannot write yet; write a single file (e.g. .safetensors)")
-    if text.endswith(("/", "\\")) or Path(text).is_dir():
-        raise MapspecError(f"{path}: is a directory; mapspec writes a single checkpoint file (a sharded output "
-                           f"directory is not supported yet): name the file to write")
+    if text.lower().endswith(SHARDED_INDEX_SUFFIX) or text.endswith(("/", "\\")) or Path(text).is_dir() \
+            or (spec_format and canonical(spec_format) == "sharded"):
+        from .sharded import output_target
+
+        return output_target(text, spec_format)[1]
     suffix_format = by_suffix(text)
     if spec_format:
         wanted = canonical(spec_format)
@@ -151,7 +154,17 @@ def check_options(name: str, mod, options: dict, kind: str) -> None:
 
 
 def open_checkpoint(path, format: Optional[str] = None, **options) -> Reader:
-    """Open a checkpoint or template lazily: names, shapes and dtypes without reading data."""
+    """Open a checkpoint or template lazily: names, shapes and dtypes without reading data.
+
+    A directory opens its one ``*.index.json`` (or its one checkpoint file); an index opens as
+    a sharded checkpoint whose shards are of ``format`` (default: by their names)."""
+    from . import sharded
+
+    path = sharded.source_path(path)
+    if sharded.is_index(path) and Path(path).is_file():
+        if format and canonical(format) != sharded.NAME:
+            options = {"shard_format": canonical(format), **options}
+        return sharded.open(path, **options)
     name = canonical(format) if format else detect(path)
     if not Path(path).exists():
         raise FormatError(path, "no such file")
@@ -164,12 +177,14 @@ def create_writer(path, infos: Sequence[TensorInfo], format: Optional[str] = Non
     name = canonical(format) if format else by_suffix(path)
     if name is None:
         raise MapspecError(f"{path}: cannot tell the output format from the file name; name it in the spec "
-                           f"(target: {{format: ...}}) or with --target-format")
+                           f"(target: {{format: ...}}) or with --target-format (a sharded checkpoint: a directory "
+                           f"ending in / or a *.index.json)")
     if not FORMATS[name].has_data:
         raise MapspecError(f"{path}: format {name!r} describes tensors but cannot hold them; "
                            f"write a data format instead")
     mod = module(name)
-    check_options(name, mod, options, "write")
+    if name != "sharded":  # the sharded writer checks its shards' options itself
+        check_options(name, mod, options, "write")
     return mod.create(str(path), infos, **options)
 
 

@@ -143,7 +143,13 @@ class Writer:
             expected = self._order[self._next] if self._next < len(self._order) else "nothing more"
             raise MapspecError(f"{self.path}: writer got tensor {name!r} out of order (expected {expected!r})")
         self._next += 1
-        info = self._expected[name]
+        return self._fits(name, array)
+
+    def _fits(self, name: str, array: np.ndarray) -> TensorInfo:
+        """The announced info of ``name``; a MapspecError if it was not announced or ``array`` has another shape."""
+        info = self._expected.get(name)
+        if info is None:
+            raise MapspecError(f"{self.path}: writer got tensor {name!r}, which was not announced")
         if tuple(array.shape) != tuple(info.shape):
             raise MapspecError(f"{self.path}: tensor {name!r}: shape {tuple(array.shape)} differs from the "
                                f"announced {tuple(info.shape)}")
@@ -249,6 +255,9 @@ class MappedFile:
         if end > start:
             with contextlib.suppress(OSError, ValueError):
                 mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
 
     def bytes(self, offset: int, nbytes: int, what: str) -> bytes:
         self.check_span(offset, nbytes, what)

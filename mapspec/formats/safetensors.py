@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import struct
 import sys
+import threading
 from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
@@ -45,6 +47,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import FormatError, MapspecError
 from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, save_with
+from ..kernels import copy_range
 from .chunks import c_order_chunks
 
 NAME = "safetensors"
@@ -208,6 +211,14 @@ class SafetensorsReader(Reader):
             arr = arr.byteswap()
         return arr
 
+    def span(self, name: str) -> Optional[tuple]:
+        """(file descriptor, offset, byte count) of a tensor's bytes, exactly as a safetensors
+        writer would write them (None on a big-endian machine, where values need swapping)."""
+        info = self.info(name)
+        if sys.byteorder == "big" or self._file.size == 0:
+            return None
+        return self._file.fileno(), self._where[name], info.nbytes
+
     def release(self, name: str) -> None:
         """Drop the tensor's mapped pages from this process's memory (see :meth:`Reader.release`)."""
         info = self._infos.get(name)
@@ -227,7 +238,10 @@ def _chunks(arr: np.ndarray, limit: Optional[int] = None) -> Iterator[memoryview
 
 
 def header_bytes(infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, str]] = None) -> tuple:
-    """(the 8-byte length + padded JSON header, total data size) for tensors in ``infos`` order."""
+    """(the 8-byte length + padded JSON header, total data size) for tensors in ``infos`` order.
+
+    Offsets follow ``infos`` order, so each tensor's place in the file is known up front
+    (:meth:`SafetensorsWriter.write_at`)."""
     head: dict = {}
     if metadata:
         bad = [k for k, v in metadata.items() if not (isinstance(k, str) and isinstance(v, str))]
@@ -251,10 +265,14 @@ def header_bytes(infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, st
 class SafetensorsWriter(Writer):
     """Streaming writer: the header goes out at once, each tensor's bytes as they arrive.
 
+    Either ``write`` in the announced order, or ``write_at`` in any order from several
+    threads: every tensor's offset follows from the header, and its bytes go there with
+    ``os.pwrite`` (which, like numpy's copies, releases the GIL).
     Options: ``metadata={str: str}`` becomes the ``__metadata__`` entry (omitted if not given).
     """
 
     format = NAME
+    positional = hasattr(os, "pwrite")  # write_at / copy_at (POSIX)
 
     def __init__(self, path: str, infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, str]] = None,
                  **options):
@@ -268,6 +286,13 @@ class SafetensorsWriter(Writer):
         except OSError as e:
             raise MapspecError(f"{path}: cannot create: {e.strerror}") from None
         self._fh.write(blob)
+        self._offsets: dict[str, int] = {}
+        pos = len(blob)
+        for info in self.infos:
+            self._offsets[info.name] = pos
+            pos += info.numel * dtypes.itemsize(announced_dtype(info))
+        self._placed: Optional[set] = None  # names written by write_at
+        self._lock = threading.Lock()
 
     def write(self, name: str, array: np.ndarray) -> None:
         array = np.asarray(array)
@@ -276,7 +301,47 @@ class SafetensorsWriter(Writer):
         for piece in _chunks(array):
             self._fh.write(piece)
 
+    def write_at(self, name: str, array: np.ndarray) -> None:
+        """Write one tensor at its place in the file; any order, any thread, each tensor once."""
+        array = np.asarray(array)
+        info = self._fits(name, array)
+        self._check_dtype(name, info, array, why="the header is already written (cast it before writing)")
+        self._place(name)
+        fd, pos = self._fh.fileno(), self._offsets[name]
+        for piece in _chunks(array):
+            while len(piece):
+                n = os.pwrite(fd, piece, pos)
+                pos += n
+                piece = piece[n:]
+
+    def copy_at(self, name: str, info: TensorInfo, span: tuple) -> None:
+        """Write tensor ``name`` by copying its bytes from another file (``span`` as
+        :meth:`SafetensorsReader.span` gives it), like :meth:`write_at`: any order, any thread."""
+        want = self._expected.get(name)
+        if want is None or tuple(want.shape) != tuple(info.shape) or announced_dtype(want) != info.dtype \
+                or span[2] != want.nbytes:
+            raise MapspecError(f"{self.path}: tensor {name!r} does not match what was announced")
+        self._place(name)
+        copy_range(span[0], span[1], self._fh.fileno(), self._offsets[name], span[2])
+
+    def _place(self, name: str) -> None:
+        with self._lock:
+            if self._placed is None:
+                if self._next:
+                    raise MapspecError(f"{self.path}: write_at after write; use one or the other")
+                self._fh.flush()  # the header, before any positional write
+                self._placed = set()
+            if name in self._placed:
+                raise MapspecError(f"{self.path}: tensor {name!r} written twice")
+            self._placed.add(name)
+
     def close(self) -> None:
+        if self._placed is not None:
+            missing = [n for n in self._order if n not in self._placed]
+            if missing:
+                raise MapspecError(f"{self.path}: writer closed before tensor {missing[0]!r} was written")
+            self._fh.close()
+            return
         super().close()
         pos = self._fh.tell()
         self._fh.close()
@@ -290,6 +355,7 @@ class SafetensorsWriter(Writer):
 # Options a user may give (spec source/target options; --source-option, --template-option, --target-option, inspect --option); anything else is an error.
 READ_OPTIONS = ()
 WRITE_OPTIONS = ("metadata",)
+POSITIONAL = SafetensorsWriter.positional  # the writer has write_at/copy_at (apply --jobs writes in parallel)
 
 
 def open(path: str, **options) -> SafetensorsReader:  # noqa: A001 - the format API's name

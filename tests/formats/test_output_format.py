@@ -38,13 +38,15 @@ def test_no_format_at_all():
         output_format("w.weights", None)
 
 
-def test_sharded_outputs_refused(tmp_path):
-    with pytest.raises(MapspecError, match=r"model\.safetensors\.index\.json: a \.index\.json output names a sharded"):
-        output_format("model.safetensors.index.json", "safetensors")
-    with pytest.raises(MapspecError, match="is a directory; mapspec writes a single checkpoint file"):
+def test_sharded_outputs_give_their_shards_format(tmp_path):
+    assert output_format("model.safetensors.index.json", "safetensors") == "safetensors"
+    assert output_format("out/pytorch_model.bin.index.json", None) == "torch"
+    assert output_format("out/", None) == "safetensors"
+    assert output_format(tmp_path, "torch") == "torch"
+    with pytest.raises(MapspecError, match="a sharded output holds safetensors or torch shards, not npz"):
         output_format(tmp_path, "npz")
-    with pytest.raises(MapspecError, match="is a directory"):
-        output_format("out/", None)
+    with pytest.raises(MapspecError, match="the index's name says safetensors shards but the target format is torch"):
+        output_format("model.safetensors.index.json", "torch")
 
 
 def run(*argv):
@@ -81,9 +83,10 @@ def test_open_target_format_follows_the_suffix(tmp_path, npz_source):
         assert code == 0, err
         with module(fmt).open(str(tmp_path / name)) as r:  # read back by the suffix's own reader
             np.testing.assert_array_equal(r.read("v"), np.arange(6, dtype=np.float32).reshape(2, 3))
-    code, _, err = run("apply", spec, "-s", npz_source, "-o", tmp_path / "o.safetensors.index.json")
-    assert code == 1 and "sharded checkpoint" in err
-    assert not (tmp_path / "o.safetensors.index.json").exists()
+    code, _, err = run("apply", spec, "-s", npz_source, "-o", tmp_path / "o.safetensors.index.json", "-q")
+    assert code == 0, err  # a sharded checkpoint of safetensors shards (tests/formats/test_sharded.py)
+    with module("safetensors").open(str(tmp_path / "o-00001-of-00001.safetensors")) as r:
+        np.testing.assert_array_equal(r.read("v"), np.arange(6, dtype=np.float32).reshape(2, 3))
 
 
 def test_writer_errors_name_the_output_not_the_temporary_file(tmp_path, npz_source):

@@ -95,6 +95,10 @@ def support_files(target: Target, workdir: Path) -> None:
         from .seeds import spec_support
 
         spec_support(workdir)
+    elif target.name == "sharded":
+        from .seeds import sharded_support
+
+        sharded_support(workdir)
 
 
 def input_path(target: Target, workdir: Path) -> Path:

@@ -243,9 +243,29 @@ def spec(d: Path) -> list:
     return [p for p in out if p is not None]
 
 
+_SHARDS = {"model-00001-of-00002.safetensors": {"a": ("float32", (2, 3)), "b": ("int64", (4,))},
+           "model-00002-of-00002.safetensors": {"c": ("float16", (3, 2)), "d": ("uint8", (5,))}}
+
+
+def sharded_support(d: Path) -> None:
+    """The shards the fuzzed index refers to, beside it (plus one the index never names)."""
+    for fname, tensors in _SHARDS.items():
+        _save("safetensors", d / fname, {k: _ar(s, dt, i) for i, (k, (dt, s)) in enumerate(tensors.items())})
+    _save("safetensors", d / "stray.safetensors", {"e": _ar((2,))})
+
+
+def sharded(d: Path) -> list:
+    wm = {k: f for f, ts in _SHARDS.items() for k in ts}
+    full = d / "full.index.json"
+    full.write_text(json.dumps({"metadata": {"total_size": 110}, "weight_map": wm}, indent=2))
+    one = d / "one.index.json"
+    one.write_text(json.dumps({"weight_map": {"c": "model-00002-of-00002.safetensors"}}))
+    return [full, one]
+
+
 BUILDERS: dict[str, Callable[[Path], list]] = {
     "npz": npz, "safetensors": safetensors, "torch": torch, "keras": keras, "mxnet": mxnet,
-    "mxnet-symbol": mxnet_symbol, "caffe": caffe, "prototxt": prototxt, "spec": spec,
+    "mxnet-symbol": mxnet_symbol, "caffe": caffe, "prototxt": prototxt, "spec": spec, "sharded": sharded,
 }
 
 

@@ -73,6 +73,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("caffe", "caffe", "mapspec.formats.caffe", ".caffemodel", "binary"),
     Target("prototxt", "prototxt", "mapspec.formats.prototxt", ".prototxt", "text"),
     Target("spec", None, "mapspec.spec.load", ".yaml", "yaml"),
+    # A sharded checkpoint's index; its shards lie beside it (harness.support_files), so a small
+    # index may describe tensors larger than itself (compressed=True).
+    Target("sharded", "sharded", "mapspec.formats.sharded", ".index.json", "json", compressed=True),
 )}
 
 
