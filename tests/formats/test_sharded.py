@@ -125,20 +125,25 @@ def test_torch_bin_shards(tmp_path):
             np.testing.assert_array_equal(r.read(k), v)
 
 
-def test_references_across_shards(tmp_path):
-    index, t = two_shards(tmp_path)
-    spec = spec_file(tmp_path, """mapspec: 1
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_references_and_stacks_across_shards(tmp_path, jobs):
+    index, t = two_shards(tmp_path)  # layers.0-2 in shard 1, layers.3 and embed in shard 2
+    spec = spec_file(tmp_path, """mapspec: 1.1
 name: cross
 rules:
-  - from: "layers.0.w"
+  - from: "embed"
     to: joined
-    apply: [{concat: {after: ["layers.3.w"]}}]
-ignore: ["<n:path>"]
+    apply: [{reshape: [4, 6]}, {concat: {after: ["layers.0.w"]}}]
+  - from: "layers.<e>.w"
+    to: stacked
+    stack: {over: e, axis: 0}
+    apply: [{transpose: [1, 0]}]
 """)
     out = tmp_path / "joined.safetensors"
-    apply(str(spec), str(index), str(out))
-    got = st_numpy.load_file(str(out))["joined"]
-    np.testing.assert_array_equal(got, np.concatenate([t["layers.0.w"], t["layers.3.w"]]))
+    apply(str(spec), str(index), str(out), jobs=jobs)
+    got = st_numpy.load_file(str(out))
+    np.testing.assert_array_equal(got["joined"], np.concatenate([t["embed"].reshape(4, 6), t["layers.0.w"]]))
+    np.testing.assert_array_equal(got["stacked"], np.stack([t[f"layers.{e}.w"].T for e in range(4)]))
 
 
 # -- hostile indexes: one FormatError each, naming the files, nothing written ------------------
