@@ -83,4 +83,8 @@ def transform_detail(name: str) -> list[str]:
                                                  f"default {a['default']}")
         choices = f" (one of {', '.join(map(str, a['choices']))})" if a["choices"] else ""
         out.append(f"  {a['name']}: {a['kind']}, {need}{choices}" + (f"; {a['doc']}" if a["doc"] else ""))
+    from .transforms import TRANSFORMS
+
+    inverse = TRANSFORMS[name].inverse
+    out.append("  inverse (mapspec invert): " + (_plain(inverse.__doc__ or "declared") if inverse else "none"))
     return out

@@ -480,6 +480,43 @@ def cmd_fold_bn(args, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def cmd_invert(args, out: TextIO, err: TextIO) -> int:
+    from .invert import invert, write
+
+    rev = invert(args.spec, source=args.source, source_format=args.source_format, template=args.template,
+                 lossy=args.lossy, vars=parse_pairs(args.var, "--var"))
+    write(rev, args.output, force=args.force)
+    for n in rev.notes:
+        print(f"note: {n}", file=err)
+    for m in rev.missing:
+        print(f"missing: {m}", file=err)
+    for m in rev.inexact:
+        print(f"inexact: {m}", file=err)
+    if args.output is None:
+        out.write(rev.text)
+    else:
+        print(f"wrote {args.output}: {rev.rules} rules"
+              + (f", {len(rev.missing)} forward rules left out (--lossy)" if rev.missing else ""), file=out)
+    return 0
+
+
+def cmd_draft(args, out: TextIO, err: TextIO) -> int:
+    from .draft import draft, write
+
+    d = draft(args.source, args.template, output=args.output, source_format=args.source_format,
+              template_format=args.template_format,
+              template_options=parse_pairs(args.template_option, "--template-option"))
+    write(d, args.output, args.source, source_format=args.source_format, force=args.force)
+    if args.output is None:
+        out.write(d.text)
+    else:
+        print(f"wrote {args.output}", file=out)
+    print(f"mapped {d.mapped} of {d.total} targets, {len(d.open)} left open"
+          + (f", {len(d.unused)} source tensors unused" if d.unused else "") + " (TODO comments in the spec)",
+          file=err if args.output is None else out)
+    return 0
+
+
 def cmd_example(args, out: TextIO, err: TextIO) -> int:
     from .example import example_args, run_example
 
@@ -624,6 +661,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_fold_bn, output_required=True)
+
+    p = sub.add_parser("invert", help="write the reverse of a spec (target -> source) from each transform's inverse")
+    p.add_argument("spec", help="a spec file, or a shipped spec's name")
+    _add_output(p, "where to write the reverse spec (default: print it)")
+    p.add_argument("--source", "-s", help="a source file of the forward spec: shapes and dtypes before reshapes "
+                                          "and casts, and attribute values, are read from its plan")
+    p.add_argument("--source-format", help="the source's format (default: the spec's, else detected)")
+    p.add_argument("--template", "-t", help="the forward's target template, if --source needs one")
+    _add_vars(p)
+    p.add_argument("--lossy", action="store_true", help="leave out rules that lose information (fold_bn, fill, "
+                                                        "drop, narrowing casts, rounding) and list what is missing")
+    _add_force(p)
+    p.set_defaults(func=cmd_invert)
+
+    p = sub.add_parser("draft", help="propose a spec from a source checkpoint and a target template")
+    p.add_argument("--source", "-s", required=True, help="the source checkpoint")
+    p.add_argument("--template", "-t", required=True, help="the target: a .prototxt, -symbol.json or checkpoint "
+                                                             "(only names and shapes are read)")
+    _add_output(p, "where to write the spec (default: print it)")
+    p.add_argument("--source-format", help="the source's format (default: detected)")
+    p.add_argument("--template-format", help="the template's format (default: detected)")
+    p.add_argument("--template-option", action="append", metavar=PAIR,
+                   help="a reader option of the template's format (e.g. input_shape=1,3,112,112 for a symbol); "
+                        "written into the draft's target.template_options")
+    _add_force(p)
+    p.set_defaults(func=cmd_draft)
 
     p = sub.add_parser("example", help="make a model, convert it with a shipped spec and verify the result")
     p.add_argument("name", nargs="?", help="densenet (a Caffe DenseNet-121 -> torchvision; the default)")

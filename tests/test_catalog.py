@@ -51,7 +51,9 @@ def test_transform_detail():
     assert out.splitlines() == ["split: Split `axis` into `parts` equal parts and keep part `take`.",
                                 "  parts: int, required; number of equal parts",
                                 "  take: int, required; which part to keep (0-based)",
-                                "  axis: int, default 0"]
+                                "  axis: int, default 0",
+                                "  inverse (mapspec invert): Concatenate the parts again (the rule's `each` must take "
+                                "every part)."]
     code, _, err = run("transforms", "splt")
     assert code == 1 and err.startswith("mapspec: error: unknown transform 'splt'; known transforms: add, cast")
 

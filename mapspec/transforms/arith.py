@@ -13,6 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
+import math
+
+from .inverse import Inverse, InverseContext, Lossy, NotInvertible, same_axis
 from .registry import Arg, Meta, TransformError, norm_axis, transform
 
 
@@ -110,6 +113,31 @@ def _infer(meta: Meta, by, axis=None, zero=None) -> Meta:
     return meta
 
 
+_UNDO = {"mul": "div", "div": "mul", "add": "sub", "sub": "add"}
+
+
+def _inverse(name: str):
+    def inverse(ctx: InverseContext) -> Inverse:
+        """The opposite operation by the same number: exact for mul/div by a power of two, rounding otherwise."""
+        by = ctx.args.get("by")
+        if isinstance(by, dict) and "attr" in by:
+            by = ctx.bound("by")  # the same attribute value for every tensor: written as a number
+        if isinstance(by, bool) or not isinstance(by, (int, float)):
+            raise NotInvertible(f"{name} by the tensor {by!r}: the reverse cannot name that tensor's counterpart "
+                                f"in the target")
+        if by == 0 and name in ("mul", "div"):
+            raise Lossy(f"{name} by 0 leaves no values to restore")
+        exact = by == 0 if name in ("add", "sub") else math.frexp(float(by))[0] in (0.5, -0.5)
+        args = {"by": by}
+        if ctx.args.get("axis") is not None:
+            args["axis"] = ctx.args["axis"]
+        inverse = Inverse([(_UNDO[name], args)], axis=same_axis)
+        if not exact:
+            raise Lossy(f"{name} by {by!r} then {_UNDO[name]} by {by!r} may round: not bit-exact", approx=inverse)
+        return inverse
+    return inverse
+
+
 _ARGS = {
     "by": Arg("operand", required=True, doc="a number, {attr: ..., of: ...}, or a tensor reference"),
     "axis": Arg("int", default=None, doc="broadcast a per-channel operand along this axis"),
@@ -122,12 +150,12 @@ for _name, _kernel, _doc in (("mul", mul, "Multiply by ``by``."), ("add", add, "
             return _infer(meta, by, axis)
         infer.__doc__ = doc
         return infer
-    transform(_name, kernel=_kernel, args=_ARGS, short="by")(_make(_doc))
+    transform(_name, kernel=_kernel, args=_ARGS, short="by", inverse=_inverse(_name))(_make(_doc))
 
 
 @transform("div", kernel=div, args={**_ARGS, "zero": Arg("number", default=None,
                                                         doc="result where the divisor is 0 (else an error)")},
-           short="by")
+           short="by", inverse=_inverse("div"))
 def infer_div(meta: Meta, by, axis=None, zero=None) -> Meta:
     """Divide by ``by``; a zero divisor is an error unless ``zero`` gives the result for it."""
     return _infer(meta, by, axis)

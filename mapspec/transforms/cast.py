@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
+from .inverse import Inverse, InverseContext, Lossy, same_axis
 from .registry import Arg, Meta, TransformError, transform
 
 
@@ -22,7 +23,17 @@ def cast(x: np.ndarray, dtype: str) -> np.ndarray:
     return x.astype(target.numpy)
 
 
-@transform("cast", kernel=cast, args={"dtype": Arg("dtype", required=True)}, short="dtype")
+def inverse(ctx: InverseContext) -> Inverse:
+    """Cast back to the input dtype; exact when the forward cast is widening (numpy's 'safe' casting)."""
+    src = ctx.in_dtype()
+    dst = dtypes.canonical(ctx.args["dtype"])
+    if src != dst and not np.can_cast(dtypes.DTYPES[src].numpy, dtypes.DTYPES[dst].numpy, casting="safe"):
+        raise Lossy(f"cast {src} -> {dst} narrows: values are rounded or cut",
+                    approx=Inverse([("cast", src)], axis=same_axis))
+    return Inverse([("cast", src)] if src != dst else [], axis=same_axis)
+
+
+@transform("cast", kernel=cast, args={"dtype": Arg("dtype", required=True)}, short="dtype", inverse=inverse)
 def infer(meta: Meta, dtype: str) -> Meta:
     """Convert to ``dtype`` (float32, float16, bfloat16, int64, ...)."""
     if dtype not in dtypes.DTYPES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .inverse import Inverse, InverseContext, Lossy, same_axis
 from .registry import Arg, Meta, transform
 
 
@@ -18,8 +19,15 @@ def fill(x: np.ndarray, value: float, when: bool = True) -> np.ndarray:
     return np.full(x.shape, value, dtype=x.dtype)
 
 
+def inverse(ctx: InverseContext) -> Inverse:
+    """Nothing to undo where ``when`` was false for every tensor (known from a source file); else values are lost."""
+    if ctx.steps and "when" in ctx.args and all(s[2].get("when") is False for s in ctx.steps):
+        return Inverse([], axis=same_axis)
+    raise Lossy(f"fill replaces every value by {ctx.args.get('value')!r}: the originals are not in the target")
+
+
 @transform("fill", kernel=fill, args={"value": Arg("number", required=True), "when": Arg("bool", default=True)},
-           short="value")
+           short="value", inverse=inverse)
 def infer(meta: Meta, value: float, when: bool = True) -> Meta:
     """Every value becomes ``value`` (only if ``when`` is true)."""
     return meta

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .inverse import InverseContext, Lossy
 from .registry import Arg, Meta, TransformError, norm_axis, transform
 
 
@@ -99,7 +100,12 @@ _BN = {
 }
 
 
-@transform("fold_bn", kernel=fold_bn, args={**_BN, "axis": Arg("int", default=0, doc="output-channel axis")})
+def inverse(ctx: InverseContext):
+    """None: the folded weight or bias mixes the BatchNorm in, and the BatchNorm is not in the target."""
+    raise Lossy(f"{ctx.name} folds a BatchNorm in; its statistics and the unfolded values are not in the target")
+
+
+@transform("fold_bn", inverse=inverse, kernel=fold_bn, args={**_BN, "axis": Arg("int", default=0, doc="output-channel axis")})
 def infer_fold_bn(meta: Meta, var, eps, factor=None, gamma=None, axis: int = 0) -> Meta:
     """Conv/fc weight -> weight with the following BatchNorm (+Scale) folded in."""
     ax = norm_axis(axis, len(meta.shape))
@@ -107,7 +113,7 @@ def infer_fold_bn(meta: Meta, var, eps, factor=None, gamma=None, axis: int = 0) 
     return meta
 
 
-@transform("fold_bn_bias", kernel=fold_bn_bias, args={
+@transform("fold_bn_bias", inverse=inverse, kernel=fold_bn_bias, args={
     **_BN,
     "beta": Arg("ref", default=None, doc="shift (Caffe Scale blob 1); 0 when absent"),
     "bias": Arg("ref", default=None, doc="the conv/fc layer's own bias, if it has one"),

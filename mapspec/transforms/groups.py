@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .inverse import Inverse, InverseContext
 from .registry import Arg, Meta, TransformError, static_check, transform
 
 
@@ -51,14 +52,26 @@ def group(x: np.ndarray, groups: int) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
-@transform("ungroup", kernel=ungroup, args={"groups": Arg("int", required=True)}, short="groups")
+def inverse_ungroup(ctx: InverseContext) -> Inverse:
+    """group takes the diagonal blocks back (the rest is zeros)."""
+    return Inverse([("group", ctx.args["groups"])])
+
+
+def inverse_group(ctx: InverseContext) -> Inverse:
+    """group refuses a weight that is not block-diagonal, so ungroup restores it exactly."""
+    return Inverse([("ungroup", ctx.args["groups"])])
+
+
+@transform("ungroup", kernel=ungroup, args={"groups": Arg("int", required=True)}, short="groups",
+           inverse=inverse_ungroup)
 def infer_ungroup(meta: Meta, groups: int) -> Meta:
     """Grouped weight (out, in/groups, ...) -> dense block-diagonal weight (out, in, ...)."""
     _, in_g = _check(meta.shape, groups, "ungroup")
     return Meta((meta.shape[0], in_g * groups) + tuple(meta.shape[2:]), meta.dtype)
 
 
-@transform("group", kernel=group, args={"groups": Arg("int", required=True)}, short="groups")
+@transform("group", kernel=group, args={"groups": Arg("int", required=True)}, short="groups",
+           inverse=inverse_group)
 def infer_group(meta: Meta, groups: int) -> Meta:
     """Dense block-diagonal weight (out, in, ...) -> grouped weight (out, in/groups, ...)."""
     _check(meta.shape, groups, "group")

@@ -9,6 +9,9 @@ Each transform lives in its own module with two parts:
   metadata alone (this is what ``mapspec plan`` runs) and raises
   :class:`TransformError` when the input cannot fit.
 
+A third, optional part declares the transform's *inverse* (``inverse=``, the protocol in
+:mod:`mapspec.transforms.inverse`): what undoes it, for ``mapspec invert``.
+
 Arguments are declared with :class:`Arg` kinds; the spec loader checks and binds
 them (expressions evaluated, references resolved to source tensor names, attribute
 references read from the source's layer/op attributes).  Registering a name twice
@@ -20,6 +23,8 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
+
+from .inverse import Inverse, InverseContext
 
 
 class Meta(NamedTuple):
@@ -68,13 +73,15 @@ class TransformDef(NamedTuple):
     args: dict
     short: Optional[str]  # the argument a non-mapping value fills: {reshape: [2, -1]} == {reshape: {shape: [2, -1]}}
     doc: str
+    inverse: Optional[Callable[[InverseContext], Inverse]] = None  # see transforms/inverse.py; None: not invertible
 
 
 TRANSFORMS: dict[str, TransformDef] = {}
 
 
-def transform(name: str, *, kernel: Callable[..., np.ndarray], args: dict, short: Optional[str] = None):
-    """Register ``infer`` (the decorated function) and ``kernel`` under ``name``."""
+def transform(name: str, *, kernel: Callable[..., np.ndarray], args: dict, short: Optional[str] = None,
+              inverse: Optional[Callable[[InverseContext], Inverse]] = None):
+    """Register ``infer`` (the decorated function), ``kernel`` and ``inverse`` under ``name``."""
     for a in args.values():
         if a.kind not in ARG_KINDS:
             raise ValueError(f"transform {name!r}: unknown argument kind {a.kind!r}")
@@ -84,7 +91,8 @@ def transform(name: str, *, kernel: Callable[..., np.ndarray], args: dict, short
     def deco(infer: Callable[..., Meta]) -> Callable[..., Meta]:
         if name in TRANSFORMS:
             raise ValueError(f"transform {name!r} is registered twice")
-        TRANSFORMS[name] = TransformDef(name, kernel, infer, dict(args), short, (infer.__doc__ or "").strip())
+        TRANSFORMS[name] = TransformDef(name, kernel, infer, dict(args), short, (infer.__doc__ or "").strip(),
+                                        inverse)
         return infer
 
     return deco

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .inverse import Inverse, InverseContext
 from .registry import Arg, Meta, TransformError, static_check, transform
 
 
@@ -34,7 +35,12 @@ def resolve_shape(in_shape, shape) -> tuple:
     return tuple(shape)
 
 
-@transform("reshape", kernel=reshape, args={"shape": Arg("ints", required=True)}, short="shape")
+def inverse(ctx: InverseContext) -> Inverse:
+    """Reshape back to the input shape (known from a source file)."""
+    return Inverse([("reshape", ctx.in_shape())])
+
+
+@transform("reshape", kernel=reshape, args={"shape": Arg("ints", required=True)}, short="shape", inverse=inverse)
 def infer(meta: Meta, shape) -> Meta:
     """New shape, same element count and order (C order); one dimension may be -1."""
     return Meta(resolve_shape(meta.shape, shape), meta.dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .inverse import Inverse, InverseContext, Lossy, same_axis
 from .registry import Arg, Meta, TransformError, norm_axis, selects, static_check, transform
 
 
@@ -24,7 +25,15 @@ def slice_(x: np.ndarray, start=None, stop=None, step: int = 1, axis: int = 0) -
     return x[tuple(index)]
 
 
-@transform("slice", kernel=slice_, args={
+def inverse(ctx: InverseContext) -> Inverse:
+    """Only a slice that keeps the whole axis in order (the identity) is undone; others lose values."""
+    if ctx.steps and all(tuple(i.shape) == tuple(o.shape) for i, o, _ in ctx.steps) and \
+            ctx.static_ints("step", 1) == 1:
+        return Inverse([], axis=same_axis)
+    raise Lossy("slice keeps part of an axis; the rest is not in the target")
+
+
+@transform("slice", inverse=inverse, kernel=slice_, args={
     "start": Arg("int", default=None), "stop": Arg("int", default=None), "step": Arg("int", default=1),
     "axis": Arg("int", default=0),
 })

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .inverse import Inverse, InverseContext, NotInvertible
 from .registry import Arg, Meta, TransformError, norm_axis, selects, static_check, transform
 
 
@@ -24,7 +25,21 @@ def split(x: np.ndarray, parts: int, take: int, axis: int = 0) -> np.ndarray:
     return x[tuple(index)]
 
 
-@transform("split", kernel=split, args={
+def inverse(ctx: InverseContext) -> Inverse:
+    """Concatenate the parts again (the rule's ``each`` must take every part)."""
+    axis = ctx.static_ints("axis", 0)
+    if axis < 0:
+        axis %= ctx.in_ndim()
+    parts = ctx.args.get("parts")
+    if not isinstance(parts, int) or isinstance(parts, bool):
+        parts = ctx.bound("parts")
+    if not isinstance(parts, int):
+        raise NotInvertible("split: 'parts' must be a number for the reverse")
+    return Inverse([], axis=lambda a: a if a != axis else None,
+                   gather={"axis": axis, "parts": parts, "take": ctx.args.get("take")})
+
+
+@transform("split", inverse=inverse, kernel=split, args={
     "parts": Arg("int", required=True, doc="number of equal parts"),
     "take": Arg("int", required=True, doc="which part to keep (0-based)"),
     "axis": Arg("int", default=0),

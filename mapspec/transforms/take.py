@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .inverse import Inverse, InverseContext, Lossy, same_axis
 from .registry import Arg, Meta, TransformError, norm_axis, selects, static_check, transform
 
 
@@ -23,8 +24,22 @@ def take(x: np.ndarray, indices, axis: int = 0) -> np.ndarray:
     return np.take(x, [int(i) for i in indices], axis=axis)
 
 
+def inverse(ctx: InverseContext) -> Inverse:
+    """A permutation of the whole axis is undone by its inverse permutation; anything else loses values."""
+    indices = ctx.static_ints("indices")
+    axis = ctx.static_ints("axis", 0)
+    n = len(indices)
+    if sorted(i % n if -n <= i < n else None for i in indices) != list(range(n)):
+        raise Lossy(f"take {indices} is not a permutation: values are dropped or repeated")
+    size = ctx.in_shape()[axis]
+    if size != n:
+        raise Lossy(f"take keeps {n} of the {size} entries of axis {axis}")
+    norm = [i % n for i in indices]
+    return Inverse([("take", {"indices": [norm.index(i) for i in range(n)], "axis": axis})], axis=same_axis)
+
+
 @transform("take", kernel=take, args={"indices": Arg("ints", required=True), "axis": Arg("int", default=0)},
-           short="indices")
+           short="indices", inverse=inverse)
 def infer(meta: Meta, indices, axis: int = 0) -> Meta:
     """Select ``indices`` (in that order, repeats allowed) along ``axis``."""
     axis = _check(meta.shape, indices, axis)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .inverse import Inverse, InverseContext, NotInvertible
 from .registry import Arg, Meta, TransformError, static_check, transform
 
 
@@ -21,7 +22,19 @@ def check_axes(ndim: int, axes) -> tuple:
     return norm
 
 
-@transform("transpose", kernel=transpose, args={"axes": Arg("ints", required=True)}, short="axes")
+def inverse(ctx: InverseContext) -> Inverse:
+    """The inverse permutation; input axis a lands at the output position that names it."""
+    axes = ctx.static_ints("axes")
+    try:
+        axes = check_axes(len(axes), axes)
+    except TransformError as e:
+        raise NotInvertible(str(e)) from None
+    inv = [axes.index(i) for i in range(len(axes))]
+    return Inverse([("transpose", inv)], axis=lambda a: axes.index(a) if 0 <= a < len(axes) else None)
+
+
+@transform("transpose", kernel=transpose, args={"axes": Arg("ints", required=True)}, short="axes",
+           inverse=inverse)
 def infer(meta: Meta, axes) -> Meta:
     """Permute axes: output axis i is input axis axes[i]."""
     axes = check_axes(len(meta.shape), axes)

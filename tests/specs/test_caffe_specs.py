@@ -15,6 +15,7 @@ import pytest
 from mapspec import cli
 from mapspec.formats import module, open_checkpoint
 
+from checkpoint_util import tiny_caffenet
 from conftest import fixture_file
 from densenet_util import caffe_blobs, expected_torchvision
 
@@ -126,13 +127,7 @@ def test_efficient_caffe_without_the_flip_is_caught(densenet121, tmp_path):
 
 @pytest.fixture(scope="module")
 def caffenet(tmp_path_factory):
-    from mapspec.models.caffenet import TINY, caffe_prototxt
-
-    d = tmp_path_factory.mktemp("caffenet")
-    proto = d / "tiny.prototxt"
-    proto.write_text(caffe_prototxt(TINY))
-    seeded_caffemodel(str(proto), str(d / "tiny.caffemodel"), seed=3)
-    return d
+    return tiny_caffenet(tmp_path_factory.mktemp("caffenet"))
 
 
 @pytest.mark.parametrize("spec,factory", [("caffenet/caffe-to-keras", "keras_caffenet_split_tiny"),

@@ -1,0 +1,163 @@
+"""How well `mapspec draft` does on the pairs the shipped specs convert.
+
+    .venv/bin/python benchmarks/draft.py [--fixtures ../shared/fixtures] [--out draft.json]
+
+For each pair, the source is the shipped spec's input (seeded DenseNet-121 / CaffeNet / VGG16
+caffemodels made here, the real MobileFaceNet MXNet checkpoint of the fixtures) and the
+template is the target's layout with its values zeroed (the shipped spec's output rewritten
+as zeros, or the shipped Caffe prototxt), so the draft sees names and shapes only.  The draft
+is applied to the source and compared, target by target, with the shipped spec's output:
+
+* mapped exactly: the draft produces the tensor with the same values (bit for bit);
+* open: the draft leaves it out (a TODO);
+* wrong: the draft produces it with other values, or produces a target that does not exist.
+
+Prints a Markdown table (the README's) and, with --out, the numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _run(*argv) -> str:
+    from mapspec import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run([str(a) for a in argv], stdout=out, stderr=err)
+    if code != 0:
+        raise SystemExit(f"mapspec {' '.join(map(str, argv))} failed:\n{out.getvalue()}{err.getvalue()}")
+    return out.getvalue() + err.getvalue()
+
+
+def _tensors(path) -> dict:
+    from mapspec.formats import open_checkpoint
+
+    with open_checkpoint(str(path)) as r:
+        return {n: np.array(r.read(n)) for n in r.names()}
+
+
+def _zeros_copy(path: Path, out: Path) -> Path:
+    """The same names, shapes and dtypes, every value 0: a template that gives nothing away."""
+    from mapspec.formats import detect, module
+
+    module(detect(path)).save(str(out), {k: np.zeros_like(v) for k, v in _tensors(path).items()})
+    return out
+
+
+def _model_template(d: Path, module: str, factory: str) -> Path:
+    """The target model's own state dict (random init, torch's module order), as a user would give it."""
+    import importlib
+
+    import torch
+
+    torch.manual_seed(0)
+    model = getattr(importlib.import_module(f"mapspec.models.{module}"), factory)()
+    path = d / f"{factory}-model.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _pairs(d: Path, fixtures: Path) -> list:
+    from mapspec.models.caffenet import TINY
+    from mapspec.models.caffenet import caffe_prototxt as caffenet_prototxt
+    from mapspec.models.seeded import write_caffemodel
+
+    pairs = []
+    proto = fixtures / "densenet-caffe" / "DenseNet_121.prototxt"
+    if proto.is_file():
+        write_caffemodel(str(proto), str(d / "densenet121.caffemodel"), seed=121)
+        pairs.append(("DenseNet-121 Caffe -> torchvision", "densenet/caffe-to-torchvision",
+                      d / "densenet121.caffemodel", ".pth", _model_template(d, "densenet", "densenet121")))
+    params = fixtures / "mobilefacenet-mxnet" / "model_mobilefacenet-0200.params"
+    if params.is_file():
+        pairs.append(("MobileFaceNet MXNet -> torch", "mobilefacenet/mxnet-to-torch", params, ".pth",
+                      _model_template(d, "mobilefacenet", "mobilefacenet")))
+        pairs.append(("MobileFaceNet MXNet -> Caffe", "mobilefacenet/mxnet-to-caffe", params, ".caffemodel",
+                      ROOT / "specs" / "mobilefacenet" / "mobilefacenet.prototxt"))
+    for name in ("mobilenet_deploy", "mobilenet_v2_deploy"):
+        proto = fixtures / "mobilenet-caffe" / f"{name}.prototxt"
+        if proto.is_file():  # the folded prototxt (mapspec fold-bn) is the template of caffe/fold-bn
+            write_caffemodel(str(proto), str(d / f"{name}.caffemodel"), seed=5)
+            _run("fold-bn", proto, d / f"{name}.caffemodel", "-o", d / f"{name}-folded", "--force")
+            pairs.append((f"{'MobileNet v2' if 'v2' in name else 'MobileNet v1'} Caffe -> BN folded", "caffe/fold-bn",
+                          d / f"{name}.caffemodel", ".caffemodel", d / f"{name}-folded.prototxt"))
+    (d / "caffenet.prototxt").write_text(caffenet_prototxt(TINY))
+    write_caffemodel(str(d / "caffenet.prototxt"), str(d / "caffenet.caffemodel"), seed=3)
+    pairs.append(("CaffeNet Caffe -> Keras (groups=2)", "caffenet/caffe-to-keras-grouped", d / "caffenet.caffemodel",
+                  ".h5", None))
+    pairs.append(("CaffeNet Caffe -> Keras (split groups)", "caffenet/caffe-to-keras", d / "caffenet.caffemodel",
+                  ".h5", None))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gen import vgg16_caffemodel
+
+    vgg16_caffemodel(str(d / "vgg16.caffemodel"), scale=1 / 64, seed=0)
+    pairs.append(("VGG16 Caffe -> torch", str(ROOT / "benchmarks" / "specs" / "vgg16-caffe-to-torch.yaml"),
+                  d / "vgg16.caffemodel", ".pth", None))
+    return pairs
+
+
+def measure(d: Path, label: str, spec: str, source: Path, suffix: str, template) -> dict:
+    key = label.split()[0].lower() + str(abs(hash(label)) % 1000)
+    shipped = d / f"{key}-shipped{suffix}"
+    _run("apply", spec, "-s", source, "-o", shipped, "-q", "--force",
+         *(["-t", template] if suffix == ".caffemodel" and template is not None else []))
+    if template is None:
+        template = _zeros_copy(shipped, d / f"{key}-template{suffix}")
+    spec_out = d / f"{key}-draft.yaml"
+    _run("draft", "-s", source, "-t", template, "-o", spec_out, "--force")
+    drafted = d / f"{key}-drafted{suffix}"
+    import yaml
+
+    doc = yaml.safe_load(spec_out.read_text())
+    if suffix != ".caffemodel":  # writers check the template; here what the draft leaves open is counted instead
+        doc["target"].pop("template", None)
+    loose = d / f"{key}-draft-untemplated.yaml"
+    loose.write_text(yaml.safe_dump(doc, sort_keys=False))
+    _run("apply", loose, "-s", source, "-o", drafted, "-q", "--force",
+         *(["-t", template] if suffix == ".caffemodel" else []))
+    want, got = _tensors(shipped), _tensors(drafted)
+    exact = [n for n in want if n in got and got[n].dtype == want[n].dtype and np.array_equal(got[n], want[n])]
+    open_ = [n for n in want if n not in got]
+    wrong = [n for n in want if n in got and n not in exact] + [n for n in got if n not in want]
+    rules = sum(1 for line in spec_out.read_text().splitlines() if line.startswith("- "))
+    return {"pair": label, "spec": spec, "targets": len(want), "exact": len(exact), "open": len(open_),
+            "wrong": len(wrong), "wrong_names": wrong[:10], "open_names": open_[:10], "draft_rules": rules}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fixtures", default=os.environ.get("MAPSPEC_FIXTURES", str(ROOT.parent / "shared" / "fixtures")))
+    ap.add_argument("--out")
+    ap.add_argument("--keep", help="keep the drafts and files in this directory")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(args.keep or tmp)
+        d.mkdir(parents=True, exist_ok=True)
+        rows = [measure(d, *p) for p in _pairs(d, Path(args.fixtures))]
+    print("| pair | targets | mapped exactly | left open | mapped wrong | draft rules |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        n = r["targets"]
+        print(f"| {r['pair']} | {n} | {r['exact']} ({100 * r['exact'] / n:.0f}%) | {r['open']} "
+              f"({100 * r['open'] / n:.0f}%) | {r['wrong']} | {r['draft_rules']} |")
+    for r in rows:
+        if r["wrong"] or r["open"]:
+            print(f"{r['pair']}: open {r['open_names']} wrong {r['wrong_names']}", file=sys.stderr)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

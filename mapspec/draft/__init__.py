@@ -1,0 +1,133 @@
+"""``mapspec draft``: propose a spec from a source checkpoint and a target template.
+
+:mod:`.units` reads layers and their tensors' roles from each side, :mod:`.match` aligns the
+layers in graph order and picks each tensor's transforms, :mod:`.generalize` turns the pairs
+into pattern rules with index arithmetic.  Only names, shapes and dtypes of the template are
+used, never its values.  A target that has no candidate, or two equally good ones, is left
+open: listed in a TODO comment with its candidates, never guessed; the draft then relaxes
+missing-target (and unused-source) so that it plans, and says how many targets it left open.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+from .generalize import expressible, generalize
+from .match import align, unique_pairs
+from .units import in_graph_order, units
+
+_TARGET_FORMATS = {"prototxt": "caffe", "mxnet-symbol": "mxnet"}
+
+
+@dataclass
+class Draft:
+    text: str
+    total: int  # target tensors
+    mapped: int
+    open: list = field(default_factory=list)  # target tensor names left open
+    unused: list = field(default_factory=list)  # source tensors the draft does not use
+    shuffled: list = field(default_factory=list)  # files whose order could not stand for graph order
+
+
+def draft(source: str, template: str, output: Optional[str] = None, source_format: Optional[str] = None,
+          template_format: Optional[str] = None, template_options: Optional[dict] = None) -> Draft:
+    from ..formats import open_checkpoint
+
+    template_options = dict(template_options or {})
+    with open_checkpoint(source, format=source_format) as src, \
+            open_checkpoint(template, format=template_format, **template_options) as tpl:
+        su, tu = units(src), units(tpl)
+        shuffled = [r.path for r, us in ((src, su), (tpl, tu)) if not in_graph_order(r, us)]
+        al = unique_pairs(su, tu) if shuffled else align(su, tu)
+        src_names = src.names()
+        # a name with '<' or '>' cannot be a pattern: its targets stay open
+        maps = [m for m in al.mappings if expressible(m.source)]
+        rules = generalize(maps, src_names)
+        produced = {m.target for m in maps if m.target} | {a["to"] for m in maps for a in m.also}
+        used = {m.source for m in maps}
+        for m in maps:
+            _collect_refs(m.apply, set(src_names), used)
+        total = list(tpl.infos())
+        open_targets = [n for n in total if n not in produced]
+        unused = [n for n in src_names if n not in used]
+        src_fmt, tgt_fmt = src.format, _TARGET_FORMATS.get(tpl.format, tpl.format)
+    # relative to the spec written (printed: absolute, so that it holds wherever it is saved)
+    template_ref = os.path.relpath(os.path.abspath(template), os.path.dirname(os.path.abspath(output))) if output \
+        else os.path.abspath(template)
+    doc = {"mapspec": 1, "name": "draft",
+           "description": f"drafted by mapspec draft: {os.path.basename(source)} -> {os.path.basename(template)}",
+           "source": {"format": src_fmt},
+           "target": {"format": tgt_fmt, "template": template_ref,
+                      **({"template_options": template_options} if template_options else {})}}
+    relax = (["missing-target"] if open_targets else []) + (["unused-source"] if unused else [])
+    if relax:
+        doc["relax"] = relax
+    doc["rules"] = rules
+    head = [f"# Drafted by `mapspec draft` from {os.path.basename(source)} (source) and {os.path.basename(template)}"
+            f" (template): {len(total) - len(open_targets)} of {len(total)} targets mapped, {len(open_targets)} left "
+            f"open.", "# Review every rule before use; prove the result with `mapspec verify`."]
+    head += [f"# NOTE {n}" for n in al.notes]
+    for path in shuffled:
+        head.append(f"# NOTE {os.path.basename(path)} is not in graph order (a layer's tensors are apart), so layers "
+                    f"were matched only where shape and kind leave one choice")
+    for u, cands, why in al.open:
+        names = ", ".join(i.name for i in u.tensors.values())
+        head.append(f"# TODO {u.key} ({names}): " + (why + "; " if why else "")
+                    + (f"candidates {', '.join(cands)}" if cands else "no source layer of this kind and shape left"))
+    if unused:
+        shown = ", ".join(unused[:20]) + (f", ... ({len(unused)} in all)" if len(unused) > 20 else "")
+        head.append(f"# TODO source tensors not used: {shown}")
+    if not rules:
+        doc["rules"] = []
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
+    return Draft("\n".join(head) + "\n" + body, len(total), len(total) - len(open_targets), open_targets, unused,
+                 shuffled)
+
+
+def _collect_refs(obj, names: set, out: set) -> None:
+    if isinstance(obj, str):
+        if obj in names:
+            out.add(obj)
+    elif isinstance(obj, list):
+        for v in obj:
+            _collect_refs(v, names, out)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _collect_refs(v, names, out)
+
+
+def write(d: Draft, output: Optional[str], source: str, source_format: Optional[str] = None,
+          force: bool = False) -> None:
+    """Validate the draft and plan it on ``source``, then write it atomically (``output``; None: only
+    check).  A draft that does not plan is not written: the plan's errors are raised."""
+    import tempfile
+
+    from ..engine import plan
+    from ..errors import ErrorList, MapspecError
+    from ..formats import atomic_output
+    from ..spec.load import check_spec
+
+    def checked(path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(d.text)
+        spec, errors = check_spec(path)
+        if errors:  # a bug of draft, never the user's: say so plainly
+            raise MapspecError("draft wrote a spec that does not validate: " + "; ".join(map(str, errors[:3])))
+        p = plan(spec, source, source_format=source_format)
+        p.source.close()
+        if p.template is not None:
+            p.template.close()
+        if not p.ok:
+            raise ErrorList([MapspecError(f"the draft does not plan on {source}; nothing written")]
+                            + [single for e in p.errors for single in e.errors])
+
+    if output is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            checked(os.path.join(tmp, "draft.yaml"))
+    else:
+        with atomic_output(output, force=force) as tmp:
+            checked(tmp)

@@ -1,0 +1,614 @@
+"""``mapspec invert``: the reverse of a spec, built from each transform's declared inverse.
+
+A forward rule ``from: P, to: T, apply: [t1, ..., tn]`` becomes ``from: T', to: P', apply:
+[inv(tn), ..., inv(t1)]`` where
+
+* ``T'`` is the target template read as a pattern: a hole ``{x}`` becomes the placeholder
+  ``<x>`` (of the capture's kind), a hole linear in one capture (``{b-1}``, ``{2*i+1}``)
+  a fresh integer placeholder ``<_b>`` with ``b`` solved (``_b+1``) wherever it is used;
+  holes of vars only become their literal value;
+* ``P'`` is the source pattern written as a template with those solutions;
+* ``inv(t)`` comes from the transform module itself (``inverse=`` beside its kernel, see
+  :mod:`mapspec.transforms.registry`); a transform that keeps one part (``split``) under an
+  ``each`` is undone by concatenating every part, the others dropped as rules of their own.
+
+What cannot be undone is never guessed: a transform that loses information (``fold_bn``,
+``fill``, a narrowing cast, rounding arithmetic) or a ``drop``/``ignore`` makes invert fail
+naming the rule and why, unless ``lossy`` is set, in which case the rule is left out and
+listed as missing from the reverse output.  Facts only a file can tell (the shape before a
+reshape, the dtype before a cast, a source attribute) come from planning the forward spec
+on ``source``.  An ``optional`` rule whose reverse names overlap another rule's (an
+alternative source layout the forward accepts) is left out with a note: the reverse writes
+the layout of the other rule.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+import yaml
+
+from . import dtypes
+from .errors import ErrorList, MapspecError, SpecError
+from .spec import expr as E
+from .spec.expr import ExprError, Template
+from .spec.model import Rule, Spec
+from .spec.pattern import AmbiguousMatch, Pattern, Placeholder
+from .transforms.inverse import Inverse, InverseContext, Lossy, NotInvertible
+
+
+# -- expressions -----------------------------------------------------------------------
+
+def unparse(n) -> str:
+    def wrap(m) -> str:
+        return f"({unparse(m)})" if isinstance(m, (E.BinOp, E.Neg)) else unparse(m)
+
+    if isinstance(n, E.Num):
+        return str(n.value)
+    if isinstance(n, E.Str):
+        return f'"{n.value}"' if "'" in n.value else f"'{n.value}'"
+    if isinstance(n, E.Name):
+        return n.name
+    if isinstance(n, E.Neg):
+        return f"-{wrap(n.operand)}"
+    if isinstance(n, E.BinOp):
+        return f"{wrap(n.left)}{n.op}{wrap(n.right)}"
+    return f"{unparse(n.target)}[{unparse(n.index)}]"
+
+
+def substitute(n, mapping: dict):
+    """``n`` with names replaced; integer arithmetic on constants folded (``1+1`` -> ``2``)."""
+    if isinstance(n, E.Name):
+        return mapping.get(n.name, n)
+    if isinstance(n, E.Neg):
+        inner = substitute(n.operand, mapping)
+        return E.Num(-inner.value) if isinstance(inner, E.Num) and inner.value <= 0 else E.Neg(inner)
+    if isinstance(n, E.BinOp):
+        left, right = substitute(n.left, mapping), substitute(n.right, mapping)
+        if isinstance(left, E.Num) and isinstance(right, E.Num):
+            v = E.evaluate(E.BinOp(n.op, left, right, 0), {})
+            if v >= 0:
+                return E.Num(v)
+        return E.BinOp(n.op, left, right, n.column)
+    if isinstance(n, E.Index):
+        return E.Index(substitute(n.target, mapping), substitute(n.index, mapping), n.column)
+    return n
+
+
+def _free(n) -> set:
+    return {name for name, _ in E.names(n)}
+
+
+def linear(n, x: str):
+    """``(a, r)`` with ``n == a*x + r`` (``r`` free of ``x``), or None."""
+    if x not in _free(n):
+        return 0, n
+    if isinstance(n, E.Name):
+        return 1, E.Num(0)
+    if isinstance(n, E.Neg):
+        inner = linear(n.operand, x)
+        return None if inner is None else (-inner[0], E.Neg(inner[1]))
+    if isinstance(n, E.BinOp) and n.op in "+-":
+        left, right = linear(n.left, x), linear(n.right, x)
+        if left is None or right is None:
+            return None
+        a = left[0] + right[0] if n.op == "+" else left[0] - right[0]
+        return a, E.BinOp(n.op, left[1], right[1], 0)
+    if isinstance(n, E.BinOp) and n.op == "*":
+        for const, other in ((n.left, n.right), (n.right, n.left)):
+            if isinstance(const, E.Num):
+                inner = linear(other, x)
+                if inner is None:
+                    return None
+                return const.value * inner[0], E.BinOp("*", const, inner[1], 0)
+    return None
+
+
+def _solve(a: int, r, ph: str):
+    """x from ``a*x + r == ph``."""
+    c = E.Name(ph, 0)
+    if not _free(r):
+        v = E.evaluate(r, {})
+        diff = c if v == 0 else E.BinOp("-" if v > 0 else "+", c, E.Num(abs(v)), 0)
+    else:
+        diff = E.BinOp("-", c, r, 0)
+    if a == 1:
+        return diff
+    if a == -1:
+        return E.Neg(diff)
+    return E.BinOp("//", diff, E.Num(a), 0) if a > 0 else E.BinOp("//", E.Neg(diff), E.Num(-a), 0)
+
+
+def template_text(t: Template, mapping: dict) -> str:
+    """``t`` written back as template text with names replaced by expressions."""
+    out = []
+    for p in t.parts:
+        if isinstance(p, str):
+            out.append(p.replace("{", "{{").replace("}", "}}"))
+        else:
+            node = substitute(p[0], mapping)
+            if isinstance(node, (E.Num, E.Str)):  # a known value: written as text
+                out.append(str(node.value).replace("{", "{{").replace("}", "}}"))
+            else:
+                out.append("{" + unparse(node) + "}")
+    return "".join(out)
+
+
+def pattern_template(p: Pattern, mapping: dict) -> str:
+    """A forward ``from`` pattern as the reverse's ``to`` template."""
+    out = []
+    for tok in p.tokens:
+        if isinstance(tok, Placeholder):
+            out.append("{" + unparse(mapping.get(tok.name, E.Name(tok.name, 0))) + "}")
+        else:
+            out.append(tok.replace("{", "{{").replace("}", "}}"))
+    return "".join(out)
+
+
+def template_pattern(t: Template, kinds: dict, fixed: dict) -> tuple[str, dict]:
+    """A forward ``to`` template as the reverse's ``from`` pattern.
+
+    ``kinds``: the forward captures (name -> int/word/path), to be recovered; ``fixed``: names
+    with known values (vars, the each values of this output).  Returns the pattern text and
+    the solutions: capture -> expression over the pattern's placeholders.
+    """
+    holes = [(i, p[0]) for i, p in enumerate(t.parts) if not isinstance(p, str)]
+    literal: dict[int, str] = {}
+    solved: dict[str, object] = {}
+    placed: dict[int, str] = {}  # part index -> placeholder text
+    seen: dict[str, str] = {}  # unparsed hole -> placeholder text
+    for i, node in holes:
+        if not _free(node) & set(kinds):
+            try:
+                v = E.evaluate(node, fixed)
+            except ExprError as e:
+                raise NotInvertible(f"'to' hole {{{unparse(node)}}}: {e}") from None
+            literal[i] = str(v)
+    progress = True
+    while progress:
+        progress = False
+        for i, node in holes:
+            if i in literal or i in placed:
+                continue
+            key = unparse(node)
+            unknown = sorted(n for n in _free(node) if n in kinds and n not in solved)
+            if not unknown:
+                if key in seen:
+                    placed[i] = seen[key]
+                    progress = True
+                elif isinstance(node, E.Name) and node.name in kinds:
+                    placed[i] = seen[key] = _ph(node.name, kinds[node.name])
+                    progress = True
+                continue
+            if len(unknown) != 1:
+                continue
+            x = unknown[0]
+            if isinstance(node, E.Name):
+                solved[x] = E.Name(x, 0)
+                placed[i] = seen[key] = _ph(x, kinds[x])
+                progress = True
+                continue
+            lin = linear(node, x)
+            if lin is None or lin[0] == 0 or kinds[x] != "int":
+                continue
+            name = f"_{x}"
+            while name in kinds:
+                name = f"_{name}"
+            solved[x] = _solve(lin[0], substitute(lin[1], solved), name)
+            placed[i] = seen[key] = f"<{name}>"
+            progress = True
+    for i, node in holes:
+        if i not in literal and i not in placed:
+            raise NotInvertible(f"the target name's {{{unparse(node)}}} cannot be solved for "
+                                f"{', '.join(sorted(_free(node) & set(kinds)))} (only sums and multiples of one "
+                                f"capture can)")
+    missing = sorted(set(kinds) - set(solved))
+    if missing:
+        raise NotInvertible(f"the target name {t.text!r} does not contain <{missing[0]}>: the reverse cannot tell "
+                            f"which source tensor it came from")
+    out = []
+    for i, p in enumerate(t.parts):
+        text = p if isinstance(p, str) else literal.get(i) or placed[i]
+        if isinstance(p, str) or i in literal:
+            if "<" in text or ">" in text:
+                raise NotInvertible(f"the target name {t.text!r} contains '<' or '>', which a pattern cannot hold")
+        out.append(text)
+    return "".join(out), solved
+
+
+def _ph(name: str, kind: str) -> str:
+    return f"<{name}>" if kind == "int" else f"<{name}:{kind}>"
+
+
+def rewrite(value, mapping: dict):
+    """Templates inside raw transform arguments, with names replaced."""
+    if isinstance(value, str) and "{" in value:
+        return template_text(Template(value), mapping)
+    if isinstance(value, list):
+        return [rewrite(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {k: rewrite(v, mapping) for k, v in value.items()}
+    return value
+
+
+def _uses(value, names: set) -> bool:
+    if isinstance(value, str) and "{" in value:
+        return bool({n for n, _ in Template(value).names()} & names)
+    if isinstance(value, list):
+        return any(_uses(v, names) for v in value)
+    if isinstance(value, dict):
+        return any(_uses(v, names) for v in value.values())
+    return False
+
+
+# -- rules -----------------------------------------------------------------------------
+
+@dataclass
+class Reverse:
+    """The result: the reverse spec's text and what invert had to say about it."""
+
+    text: str
+    rules: int
+    notes: list = field(default_factory=list)
+    missing: list = field(default_factory=list)  # with lossy: what the reverse output will not have
+    inexact: list = field(default_factory=list)  # with lossy: rules whose reverse values are close, not equal
+
+
+class _Refused(Exception):
+    def __init__(self, rule: Rule, err: NotInvertible):
+        super().__init__(str(err))
+        self.rule, self.lossy = rule, isinstance(err, Lossy)
+
+
+@dataclass
+class _Out:
+    rule: dict
+    pattern: Pattern
+    optional: bool
+    origin: str
+
+
+def _each_values(rule: Rule, vars_: dict) -> list[dict]:
+    from .engine import _each_envs
+
+    def fail(msg, loc):
+        return NotInvertible(f"each: {msg}")
+
+    return [{k: v for k, v in env.items() if k in rule.each} for env in _each_envs(rule, dict(vars_), fail)]
+
+
+class _Inverter:
+    def __init__(self, spec: Spec, steps: Optional[dict], lossy: bool = False):
+        self.spec = spec
+        self.steps = steps  # (id(rule), call index) -> [(in_meta, out_meta, bound args)], or None
+        self.lossy = lossy
+        self.notes: list[str] = []
+        self.inexact: dict = {}  # with lossy: rule -> why its reverse gives values close to, not equal to, the source
+
+    def drops(self, rule: Rule, kinds: dict, optional: bool) -> list[_Out]:
+        out = []
+        for env in _each_values(rule, self.spec.vars):
+            text, _ = template_pattern(rule.to, kinds, {**self.spec.vars, **env})
+            origin = rule.parent.label if rule.parent is not None else rule.label  # also: its rule's label
+            out.append(_Out({"from": text, "drop": True, **({"optional": True} if optional else {})},
+                            Pattern(text), optional, origin))
+        return out
+
+    def targets(self, rule: Rule) -> list[str]:
+        """Patterns of what a left-out rule wrote (its main and also outputs), where they can be written."""
+        out = []
+        for r in [rule] + list(rule.also):
+            if r.drop:
+                continue
+            try:
+                kinds = dict(rule.source.captures) if rule.source is not None else {}
+                out += [t for t in (template_pattern(r.to, kinds, {**self.spec.vars, **env})[0]
+                                    for env in _each_values(r, self.spec.vars)) if t not in out]
+            except NotInvertible:
+                continue
+        return out
+
+    def inverses(self, rule: Rule) -> list[Inverse]:
+        """Each transform's declared inverse, in forward order (approximate ones only with lossy)."""
+        invs = []
+        for i, call in enumerate(rule.calls):
+            if call.tdef.inverse is None:
+                raise NotInvertible(f"transform {call.name!r} declares no inverse")
+            steps = self.steps.get((id(rule), i)) if self.steps is not None else None
+            try:
+                invs.append(call.tdef.inverse(InverseContext(call.name, dict(call.args), steps)))
+            except Lossy as e:
+                if not (self.lossy and e.approx is not None):
+                    raise
+                invs.append(e.approx)
+                self.inexact.setdefault(rule.label, []).append(str(e))
+        return invs
+
+    def gather(self, rule: Rule, invs: list, envs: list, solved: dict, k: int) -> dict:
+        """The concat that joins the parts a split under ``each`` made (the split is call ``k``)."""
+        g = invs[k].gather
+        takes = []
+        for env in envs:
+            raw = g["take"]
+            try:
+                takes.append(Template(raw).value({**self.spec.vars, **env}) if isinstance(raw, str) else raw)
+            except ExprError as e:
+                raise NotInvertible(f"split take: {e}") from None
+        if sorted(takes) != list(range(g["parts"])):
+            raise Lossy(f"split into {g['parts']} parts keeps only part(s) {sorted(set(takes))}"
+                        + (" (the rule's each must take every part)" if not rule.each else ""))
+        axis = g["axis"]
+        for j in range(k + 1, len(invs)):
+            if _uses(rule.calls[j].args, set(rule.each)):
+                raise NotInvertible(f"{rule.calls[j].name} after the split differs between the parts")
+            axis = invs[j].axis(axis) if invs[j].axis is not None and axis is not None else None
+            if axis is None:
+                raise NotInvertible(f"split followed by {rule.calls[j].name}: the reverse cannot tell which "
+                                    f"axis to join the parts on")
+        names = [template_text(rule.to, {**solved, **{v: E.Num(x) if isinstance(x, int) else E.Str(x)
+                                                      for v, x in env.items()}}) for env in envs]
+        ordered = sorted(zip(takes, names))
+        args = {"axis": axis}
+        before = [n for t, n in ordered if t < takes[0]]
+        after = [n for t, n in ordered if t > takes[0]]
+        if before:
+            args["before"] = before
+        if after:
+            args["after"] = after
+        return {"concat": args}
+
+    def rule(self, rule: Rule) -> list[_Out]:
+        if rule.is_constant:
+            return self.drops(rule, {}, rule.optional)
+        if rule.drop:
+            raise Lossy(f"the forward drops the source tensors matching {rule.source_text!r}")
+        kinds = dict(rule.source.captures)
+        envs = _each_values(rule, self.spec.vars)
+        invs = self.inverses(rule)
+        gathers = [i for i, inv in enumerate(invs) if inv.gather]
+        if len(gathers) > 1:
+            raise NotInvertible("more than one split in one rule")
+        from_text, solved = template_pattern(rule.to, kinds, {**self.spec.vars, **envs[0]})
+        others = envs[1:]
+        split = gathers[0] if gathers else None
+        chain: list = [self.gather(rule, invs, envs, solved, split)] if gathers else []
+        if not gathers and others:
+            if any(_uses(c.args, set(rule.each)) for c in rule.calls):
+                raise NotInvertible("its each gives different outputs from one tensor; only a split into every "
+                                    "part can be joined again")
+            self.notes.append(f"{rule.label}: each makes {len(envs)} copies; the reverse reads the first")
+        parts = []  # referenced tensors a concat joined in: outputs of their own in the reverse
+        for k in reversed(range(len(invs))):
+            if k == split:
+                continue
+            if invs[k].parts:
+                if others:
+                    raise NotInvertible("a concat under each: the parts would be written once per each value")
+                p = invs[k].parts
+                for raw, a, b in p["refs"]:
+                    parts.append({"to": rewrite(raw, solved),
+                                  "apply": list(chain) + [{"slice": {"start": a, "stop": b, "axis": p["axis"]}}]})
+            chain += [{name: rewrite(args, solved)} for name, args in invs[k].calls]
+        out_rule = {"from": from_text, "to": pattern_template(rule.source, solved)}
+        if chain:
+            out_rule["apply"] = chain
+        if parts:
+            out_rule["also"] = parts
+        if rule.optional:
+            out_rule["optional"] = True
+        outs = [_Out(out_rule, Pattern(from_text), rule.optional, rule.label)]
+        for env in others:
+            text, _ = template_pattern(rule.to, kinds, {**self.spec.vars, **env})
+            outs.append(_Out({"from": text, "drop": True, **({"optional": True} if rule.optional else {})},
+                             Pattern(text), rule.optional, rule.label))
+        for extra in rule.also:  # more outputs from the same match: the main one restores the source
+            outs += self.drops(extra, kinds, rule.optional)
+        if rule.require or rule.absent or rule.when:
+            self.notes.append(f"{rule.label}: its require/absent/when conditions are on source tensors and "
+                              f"attributes; the reverse selects by target names only")
+        return outs
+
+
+# -- ordering --------------------------------------------------------------------------
+
+_SAMPLES = {"int": ("0", "7", "12"), "word": ("a", "x_1", "B2"), "path": ("a", "p.q/r[1]", "x_1")}
+
+
+def _samples(p: Pattern) -> list[str]:
+    return ["".join(t if isinstance(t, str) else _SAMPLES[t.kind][k] for t in p.tokens) for k in range(3)]
+
+
+def _matches(p: Pattern, name: str) -> bool:
+    try:
+        return p.match(name) is not None
+    except AmbiguousMatch:
+        return True
+
+
+def _covers(b: Pattern, a: Pattern) -> bool:
+    """Every sample of ``a`` is matched by ``b``."""
+    return all(_matches(b, s) for s in _samples(a))
+
+
+def _overlap(a: Pattern, b: Pattern) -> bool:
+    return any(_matches(b, s) for s in _samples(a)) or any(_matches(a, s) for s in _samples(b))
+
+
+def order(outs: list[_Out], notes: list[str]) -> list[_Out]:
+    """First-match order for the reverse: a narrower pattern goes before a wider one; optional
+    alternatives that overlap a required rule are left out (the reverse writes one layout)."""
+    required = [o for o in outs if not o.optional]
+    kept = []
+    for o in outs:
+        clash = next((r for r in required if r is not o and _overlap(o.pattern, r.pattern)), None) \
+            if o.optional else None
+        if clash is not None:
+            note = (f"{o.origin}: an optional alternative; its reverse names overlap those of {clash.origin}, "
+                    f"so the reverse writes that layout instead")
+            if note not in notes:
+                notes[:] = [n for n in notes if not n.startswith(f"{o.origin}: its require")] + [note]
+            continue
+        kept.append(o)
+    placed: list[_Out] = []
+    for o in kept:
+        pos = len(placed)
+        for j, other in enumerate(placed):
+            if _covers(other.pattern, o.pattern) and not _covers(o.pattern, other.pattern):
+                pos = j
+                break
+        placed.insert(pos, o)
+    return placed
+
+
+# -- the command -----------------------------------------------------------------------
+
+def _planned_steps(spec: Spec, source, source_format: Optional[str], template) -> dict:
+    from .engine import _IMPLICIT_CAST, plan
+    from .spec.args import Ref
+
+    p = plan(spec, source, template=template, source_format=source_format)
+    try:
+        if not p.ok:
+            p.check()
+        infos = p.source.infos()
+
+        def meta_of(v):
+            from .transforms import Meta
+
+            if isinstance(v, Ref):
+                i = infos[v.name]
+                return Meta(tuple(i.shape), i.dtype)
+            if isinstance(v, list):
+                return [meta_of(x) for x in v]
+            return v
+
+        out: dict = {"float dtypes": set()}  # of the outputs before target.dtype's cast
+        for step in p.steps:
+            meta = step.in_meta
+            for i, bc in enumerate(step.calls):
+                if bc.call is _IMPLICIT_CAST:
+                    break
+                metas = {k: meta_of(v) for k, v in bc.args.items()}
+                nxt = bc.call.tdef.infer(meta, **metas)
+                out.setdefault((id(step.rule), i), []).append((meta, nxt, bc.args, metas))
+                meta = nxt
+            if step.source is not None and dtypes.DTYPES[meta.dtype].kind == "float":
+                out["float dtypes"].add(meta.dtype)
+        return out
+    finally:
+        p.source.close()
+        if p.template is not None:
+            p.template.close()
+
+
+def invert(spec: Union[str, Spec], source=None, source_format: Optional[str] = None, template=None,
+           lossy: bool = False, vars: Optional[dict] = None) -> Reverse:
+    """Build the reverse of ``spec``; raises ErrorList naming each rule that cannot be reversed."""
+    from .engine import _as_spec, with_vars
+
+    spec = with_vars(_as_spec(spec), vars)
+    steps = _planned_steps(spec, source, source_format, template) if source is not None else None
+    inv = _Inverter(spec, steps, lossy)
+    outs: list[_Out] = []
+    errors: list[MapspecError] = []
+    missing: list[str] = []
+    ignore: list[str] = []  # with lossy: the targets of left-out rules, unused by the reverse
+    for rule in spec.rules:
+        try:
+            outs += inv.rule(rule)
+        except NotInvertible as e:
+            if isinstance(e, Lossy) and lossy:
+                missing.append(f"source tensors matching {rule.source_text!r} ({rule.label}: {e})")
+                ignore += inv.targets(rule)
+                continue
+            hint = "; --lossy leaves the rule out and lists what the reverse will miss" if isinstance(e, Lossy) \
+                else ""
+            errors.append(SpecError(f"cannot be reversed: {e}{hint}", rule.loc, rule.label))
+    for p, loc in spec.ignore:
+        if lossy:
+            missing.append(f"source tensors matching {p.text!r} (ignored by the forward)")
+        else:
+            errors.append(SpecError(f"cannot be reversed: the forward ignores source tensors matching {p.text!r}, "
+                                    f"so the reverse cannot write them; --lossy leaves them out", loc))
+    target_dtype = None
+    if spec.target.dtype:
+        try:
+            target_dtype = _target_dtype(spec.target.dtype, steps, lossy, inv.inexact)
+        except NotInvertible as e:
+            errors.append(SpecError(f"cannot be reversed: {e}", spec.target.loc))
+    if errors:
+        raise errors[0] if len(errors) == 1 else ErrorList(errors)
+    placed = order(outs, inv.notes)
+    inexact = [f"{label}: {'; '.join(why)}" for label, why in inv.inexact.items()]
+    return Reverse(_render(spec, placed, inv.notes, missing, inexact, ignore, source is not None, target_dtype),
+                   len(placed), inv.notes, missing, inexact)
+
+
+def _target_dtype(want: str, steps: Optional[dict], lossy: bool, inexact: dict) -> str:
+    """The reverse's target.dtype undoing the forward's (every float output cast to ``want``)."""
+    if steps is None:
+        raise NotInvertible(f"target.dtype casts every float output to {want}; the reverse needs the source's "
+                            f"float dtype (give invert --source FILE)")
+    found = steps["float dtypes"]
+    if len(found) != 1:
+        raise NotInvertible(f"target.dtype {want}: the source's float tensors are of {len(found)} dtypes "
+                            f"({', '.join(sorted(found)) or 'none'}); one target.dtype cannot restore them")
+    src = found.pop()
+    if not np.can_cast(dtypes.DTYPES[src].numpy, dtypes.DTYPES[want].numpy, casting="safe"):
+        if not lossy:
+            raise Lossy(f"target.dtype casts {src} to {want}, which rounds; --lossy casts back with a note")
+        inexact.setdefault("target.dtype", []).append(f"{src} -> {want} rounds")
+    return src
+
+
+def _render(spec: Spec, outs: list[_Out], notes: list, missing: list, inexact: list, ignore: list,
+            planned: bool, target_dtype: Optional[str] = None) -> str:
+    def endpoint(ep) -> dict:
+        return {"format": ep.format} if ep.format else {}
+
+    doc: dict = {"mapspec": 1, "name": f"{spec.name}-reversed",
+                 "description": f"the reverse of {spec.name} (mapspec invert)"}
+    src, dst = endpoint(spec.target), endpoint(spec.source)
+    if src:
+        doc["source"] = src
+    if target_dtype:
+        dst["dtype"] = target_dtype
+    if dst:
+        doc["target"] = dst
+    if spec.vars:
+        doc["vars"] = spec.vars
+    doc["rules"] = [o.rule for o in outs]
+    if ignore:
+        doc["ignore"] = ignore
+    head = [f"# The reverse of {os.path.basename(spec.path)} ({spec.name}), written by `mapspec invert`"
+            + (" from a source file's shapes" if planned else "") + "."]
+    head += [f"# note: {n}" for n in notes]
+    head += [f"# missing from the reverse output: {m}" for m in missing]
+    head += [f"# inexact (values rounded) in the reverse output: {m}" for m in inexact]
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
+    return "\n".join(head) + "\n" + body
+
+
+def write(rev: Reverse, output: Optional[str], force: bool = False) -> None:
+    """Check that the reverse validates, then write it atomically (or return it for stdout)."""
+    from .formats import atomic_output
+    from .spec.load import check_spec
+
+    def checked(path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(rev.text)
+        _, errors = check_spec(path)
+        if errors:  # a bug of invert, never the user's: say so plainly
+            raise MapspecError("invert wrote a spec that does not validate: "
+                               + "; ".join(str(e) for e in errors[:3]))
+
+    if output is None:
+        with tempfile.TemporaryDirectory() as d:
+            checked(os.path.join(d, "reversed.yaml"))
+        return
+    with atomic_output(output, force=force) as tmp:
+        checked(tmp)

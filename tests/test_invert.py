@@ -1,0 +1,309 @@
+"""mapspec invert: reverse specs that round-trip bit for bit, and clear refusals where they cannot.
+
+Round trips run the forward spec with `apply`, the reverse written by `invert` with `apply`
+again, and compare the result with the original file tensor by tensor (values, dtype, shape).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mapspec.formats import module
+from mapspec.invert import template_pattern, pattern_template
+from mapspec.spec.expr import Template
+from mapspec.spec.pattern import Pattern
+from mapspec.transforms.inverse import NotInvertible
+
+from checkpoint_util import run, tensors, tiny_caffenet
+from conftest import fixture_file
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert np.array_equal(a[k], b[k]), k
+
+
+def round_trip(tmp_path, spec, source, suffix, *invert_args, template=None):
+    fwd = tmp_path / f"forward{suffix}"
+    code, _, err = run("apply", spec, "-s", source, "-o", fwd, "-q")
+    assert code == 0, err
+    rev = tmp_path / "reverse.yaml"
+    code, out, notes = run("invert", spec, "-o", rev, *invert_args)
+    assert code == 0, notes
+    assert run("validate", rev)[0] == 0
+    back = tmp_path / ("back" + source.suffix)
+    code, _, err = run("apply", rev, "-s", fwd, "-o", back, "-q", *(["-t", template] if template else []))
+    assert code == 0, err
+    return back, rev, notes
+
+
+# -- names -----------------------------------------------------------------------------
+
+def test_index_arithmetic_is_solved():
+    text, solved = template_pattern(Template("features.denseblock{b-1}.denselayer{l}.norm{k}"),
+                                    {"b": "int", "l": "int", "k": "int"}, {})
+    assert text == "features.denseblock<_b>.denselayer<l>.norm<k>"
+    back = pattern_template(Pattern("conv<b>_<l>/x<k>/bn[0]"), solved)
+    assert back == "conv{_b+1}_{l}/x{k}/bn[0]"
+    assert Template(back).render({"_b": 3, "l": 5, "k": 2}) == "conv4_5/x2/bn[0]"
+
+
+def test_multiples_and_vars():
+    vars_ = {"blocks": {2: 6, 3: 12}}
+    text, solved = template_pattern(Template("denseblock{b-1}[{2 * blocks[b] + l - 1}]"),
+                                    {"b": "int", "l": "int"}, vars_)
+    assert text == "denseblock<_b>[<_l>]"
+    tmpl = Template(pattern_template(Pattern("conv<b>_<l>"), solved))
+    # denseblock2[2*12 + 7 - 1 = 30] came from conv3_7
+    assert tmpl.render({**vars_, "_b": 2, "_l": 30}) == "conv3_7"
+    text, solved = template_pattern(Template("w{2*i+1}"), {"i": "int"}, {})
+    assert Template(pattern_template(Pattern("v<i>"), solved)).render({"_i": 9}) == "v4"
+
+
+@pytest.mark.parametrize("to,why", [("w{i*i}", "cannot be solved for i"), ("w{i//2}", "cannot be solved"),
+                                    ("w", "does not contain <i>")])
+def test_unsolvable_names_say_why(to, why):
+    with pytest.raises(NotInvertible, match=why):
+        template_pattern(Template(to), {"i": "int"}, {})
+
+
+# -- shipped specs ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def caffenet(tmp_path_factory):
+    return tiny_caffenet(tmp_path_factory.mktemp("caffenet"))
+
+
+@pytest.mark.parametrize("spec", ["caffenet/caffe-to-keras", "caffenet/caffe-to-keras-grouped"])
+def test_caffenet_round_trip_is_bit_identical(caffenet, tmp_path, spec):
+    src = caffenet / "tiny.caffemodel"
+    back, rev, _ = round_trip(tmp_path, spec, src, ".h5", "--source", src, template=caffenet / "tiny.prototxt")
+    assert_identical(tensors(src), tensors(back))
+    if spec.endswith("keras"):  # the two Conv2D halves are joined again, each once
+        doc = yaml.safe_load(rev.read_text())
+        assert {"concat": {"axis": 3, "after": ["{l}_2/kernel"]}} in doc["rules"][0]["apply"]
+
+
+def test_caffenet_without_source_names_the_reshape(caffenet):
+    code, _, err = run("invert", "caffenet/caffe-to-keras")
+    assert code == 1
+    assert "rule 3 (from 'fc6[0]'): cannot be reversed: reshape: the reverse needs the shape before it" in err
+    assert "--source" in err and "Traceback" not in err
+
+
+def test_torchvision_to_efficient_round_trip(tmp_path):
+    names = ["features.conv0.weight"]
+    for m in ("features.norm0", "features.denseblock1.denselayer1.norm1", "features.transition1.norm",
+              "features.norm5"):
+        names += [f"{m}.weight", f"{m}.bias", f"{m}.running_mean", f"{m}.running_var"]
+    names += ["features.denseblock1.denselayer1.conv1.weight", "classifier.weight", "classifier.bias"]
+    sd = {n: np.arange(i * 8, i * 8 + 8, dtype=np.float32).reshape(2, 4) for i, n in enumerate(names)}
+    for i, m in enumerate(("features.norm0", "features.denseblock1.denselayer1.norm1", "features.transition1.norm",
+                           "features.norm5")):
+        sd[f"{m}.num_batches_tracked"] = np.array(7 + i, dtype=np.int64)
+    src = tmp_path / "tv.pth"
+    module("torch").save(str(src), sd)
+    back, rev, err = round_trip(tmp_path, "densenet/torchvision-to-efficient-pytorch", src, ".pth")
+    assert_identical(sd, tensors(back))
+    # the old-checkpoint rules are alternatives the reverse does not write, and it says so
+    assert "rule 1 (from 'features.denseblock<b>.denselayer<l>.<m:word>.<k>.running_var'): an optional " \
+           "alternative" in err
+
+
+def test_mobilefacenet_to_caffe_lossy_round_trip(tmp_path):
+    params = fixture_file("mobilefacenet-mxnet/model_mobilefacenet-0200.params")
+    code, _, err = run("invert", "mobilefacenet/mxnet-to-caffe", "--source", params)
+    assert code == 1 and "rule 11 (from 'fc1_gamma'): cannot be reversed: fill replaces every value by 1" in err
+    back, rev, _ = round_trip(tmp_path, "mobilefacenet/mxnet-to-caffe", params, ".caffemodel", "--source", params,
+                              "--lossy")
+    original, got = tensors(params), tensors(back)
+    assert set(original) - set(got) == {"fc1_gamma"}  # exactly what invert said would be missing
+    assert_identical({k: v for k, v in original.items() if k != "fc1_gamma"}, got)
+    assert "missing from the reverse output: source tensors matching 'fc1_gamma'" in rev.read_text()
+
+
+@pytest.mark.parametrize("spec,rule,why", [
+    ("caffe/fold-bn", "rule 1 (from '<c:path>[0]')", "fold_bn folds a BatchNorm in"),
+    ("caffe/fold-bn", "rule 3 (drop '<c:path>/bn[<k>]')", "the forward drops the source tensors"),
+    ("densenet/caffe-to-torchvision", "rule 2 (from 'conv1/bn[0]')", "div by the tensor 'conv1/bn[2]'"),
+    ("densenet/caffe-to-torchvision", "rule 4 (from 'conv1/bn[2]')", "fill replaces every value by 0"),
+    ("densenet/caffe-to-torchvision", "rule 16 (from 'conv5<t:path>blk/scale[0]')",
+     "the target name 'features.norm5.weight' does not contain <t>"),
+    ("densenet/caffe-to-efficient-caffe", "rule 11 (drop 'conv<b>_<l>/x<k>/bn[2]')", "the forward drops"),
+    ("mobilefacenet/mxnet-to-torch", "rule 4 (from 'dconv_<s>_conv_<p:word>_batchnorm_gamma')", "fill"),
+])
+def test_lossy_and_non_invertible_specs_are_refused_by_rule(spec, rule, why):
+    code, out, err = run("invert", spec)
+    assert code == 1 and out == ""
+    line = next(l for l in err.splitlines() if rule in l)
+    assert f"{rule}: cannot be reversed: " in line and why in line, line
+
+
+def test_rounding_arithmetic_is_lossy(tmp_path):
+    params = fixture_file("mobilefacenet-mxnet/model_mobilefacenet-0200.params")
+    code, _, err = run("invert", "mobilefacenet/mxnet-to-torch", "--source", params)
+    assert code == 1
+    assert "rule 13 (from 'dconv_<s>_conv_<p:word>_batchnorm_moving_var'): cannot be reversed: add by 0.001 then " \
+           "sub by 0.001 may round: not bit-exact" in err
+    # with --lossy: the eps correction is undone approximately (said so), fc1_gamma is missing (said so),
+    # the fill of every other gamma was a no-op (fix_gamma false in the symbol) and is undone exactly
+    back, rev, notes = round_trip(tmp_path, "mobilefacenet/mxnet-to-torch", params, ".pth", "--source", params,
+                                  "--lossy")
+    assert "inexact: rule 13 (from 'dconv_<s>_conv_<p:word>_batchnorm_moving_var'): add by 0.001" in notes
+    assert "missing: source tensors matching 'fc1_gamma'" in notes
+    original, got = tensors(params), tensors(back)
+    assert set(original) - set(got) == {"fc1_gamma"} and set(got) <= set(original)
+    for k, v in got.items():
+        if k.endswith("moving_var"):
+            np.testing.assert_allclose(v, original[k], rtol=1e-6, atol=1e-9, err_msg=k)  # rounding near 1e-3
+        else:
+            assert np.array_equal(v, original[k]), k
+
+
+def test_output_is_not_overwritten(tmp_path):
+    out = tmp_path / "r.yaml"
+    out.write_text("keep")
+    code, _, err = run("invert", "densenet/torchvision-to-efficient-pytorch", "-o", out)
+    assert code == 1 and "output exists; pass --force" in err and out.read_text() == "keep"
+    assert run("invert", "densenet/torchvision-to-efficient-pytorch", "-o", out, "--force")[0] == 0
+    assert out.read_text().startswith("# The reverse of")
+    assert [p.name for p in tmp_path.iterdir()] == ["r.yaml"]  # no temporary file left behind
+
+
+# -- property: random chains of invertible transforms -----------------------------------
+
+def _chain(draw, shape):
+    """A random chain of transforms that can be undone exactly (tracking the shape it goes through)."""
+    calls = []
+    for _ in range(draw(st.integers(1, 5))):
+        kind = draw(st.sampled_from(["transpose", "reshape", "reverse", "take", "unsqueeze", "squeeze", "cast",
+                                     "mul", "ungroup"]))
+        n = len(shape)
+        if kind == "transpose":
+            axes = draw(st.permutations(list(range(n))))
+            calls.append({"transpose": list(axes)})
+            shape = tuple(shape[a] for a in axes)
+        elif kind == "reshape":
+            size = int(np.prod(shape))
+            first = draw(st.sampled_from([d for d in range(1, size + 1) if size % d == 0]))
+            calls.append({"reshape": [first, -1]})
+            shape = (first, size // first)
+        elif kind == "reverse":
+            calls.append({"reverse": draw(st.integers(0, n - 1))})
+        elif kind == "take":
+            axis = draw(st.integers(0, n - 1))
+            calls.append({"take": {"indices": list(draw(st.permutations(list(range(shape[axis]))))), "axis": axis}})
+        elif kind == "unsqueeze" and n < 5:
+            axis = draw(st.integers(0, n))
+            calls.append({"unsqueeze": [axis]})
+            shape = shape[:axis] + (1,) + shape[axis:]
+        elif kind == "squeeze" and 1 in shape and n > 1:
+            calls.append({"squeeze": [shape.index(1)]})
+            shape = tuple(d for i, d in enumerate(shape) if i != shape.index(1))
+        elif kind == "cast":
+            calls.append({"cast": "float64"})
+        elif kind == "mul":
+            calls.append({"mul": draw(st.sampled_from([2, 0.5, -4, 0.125]))})
+        elif kind == "ungroup" and n >= 2 and shape[0] % 2 == 0:
+            calls.append({"ungroup": 2})
+            shape = (shape[0], shape[1] * 2) + shape[2:]
+    return calls
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_random_invertible_chains_round_trip(tmp_path_factory, data):
+    d = tmp_path_factory.mktemp("chain")
+    shape = tuple(data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+    calls = _chain(data.draw, shape)
+    x = (np.arange(int(np.prod(shape)), dtype=np.float32) - 3.5).reshape(shape)
+    src = d / "src.npz"
+    module("npz").save(str(src), {"layer7.w": x, "other": np.arange(3, dtype=np.int32)})
+    spec = d / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"mapspec": 1, "source": {"format": "npz"}, "target": {"format": "npz"}, "rules": [
+        {"from": "layer<i>.w", "to": "block{i-2}.weight", "apply": calls},
+        {"from": "<n:word>", "to": "kept.{n}"}]}))
+    fwd, rev, back = d / "fwd.npz", d / "rev.yaml", d / "back.npz"
+    assert run("apply", spec, "-s", src, "-o", fwd, "-q")[0] == 0
+    code, _, err = run("invert", spec, "-s", src, "-o", rev)
+    assert code == 0, (calls, err)
+    code, _, err = run("apply", rev, "-s", fwd, "-o", back, "-q")
+    assert code == 0, (calls, rev.read_text(), err)
+    assert_identical(tensors(src), tensors(back))
+
+
+def test_concat_is_undone_and_its_parts_written(tmp_path):
+    """concat joins a referenced tensor in: the reverse slices both parts out, the referenced one as an output."""
+    src = tmp_path / "src.npz"
+    a = {f"a{i}": np.arange(6 * i, 6 * i + 6, dtype=np.float32).reshape(2, 3) for i in (1, 2)}
+    b = {f"b{i}": np.arange(100 + 4 * i, 104 + 4 * i, dtype=np.float32).reshape(2, 2) for i in (1, 2)}
+    module("npz").save(str(src), {**a, **b})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"mapspec": 1, "source": {"format": "npz"}, "target": {"format": "npz"}, "rules": [
+        {"from": "a<i>", "to": "joined.{i-1}", "apply": [{"concat": {"after": ["b{i}"], "axis": 1}},
+                                                         {"transpose": [1, 0]}]}]}))
+    code, _, err = run("invert", spec)
+    assert code == 1 and "concat: the reverse needs the sizes of the joined parts" in err
+    back, rev, _ = round_trip(tmp_path, spec, src, ".npz", "--source", src)
+    assert_identical({**a, **b}, tensors(back))
+    rule = yaml.safe_load(rev.read_text())["rules"][0]
+    assert rule["also"] == [{"to": "b{_i+1}", "apply": [{"transpose": [1, 0]}, {"slice": {"start": 3, "stop": 5,
+                                                                                              "axis": 1}}]}]
+
+
+@pytest.mark.parametrize("src_dtype,want,lossy", [("float16", "float32", False), ("float32", "float16", True)])
+def test_target_dtype_is_undone(tmp_path, src_dtype, want, lossy):
+    x = {f"w{i}": (np.arange(6, dtype=np.float32).reshape(2, 3) / 4 + i).astype(src_dtype) for i in range(2)}
+    src = tmp_path / "src.npz"
+    module("npz").save(str(src), {**x, "steps": np.arange(3, dtype=np.int64)})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"mapspec": 1, "source": {"format": "npz"},
+                                    "target": {"format": "npz", "dtype": want},
+                                    "rules": [{"from": "<n:word>", "to": "m.{n}"}]}))
+    code, _, err = run("invert", spec)
+    assert code == 1 and f"target.dtype casts every float output to {want}" in err and "--source" in err
+    if lossy:
+        code, _, err = run("invert", spec, "-s", src)
+        assert code == 1 and "target.dtype casts float32 to float16, which rounds" in err
+    back, rev, notes = round_trip(tmp_path, spec, src, ".npz", "-s", src, *(["--lossy"] if lossy else []))
+    assert yaml.safe_load(rev.read_text())["target"]["dtype"] == src_dtype
+    got = tensors(back)
+    if lossy:
+        assert "inexact: target.dtype: float32 -> float16 rounds" in notes
+        assert got["steps"].dtype == np.int64 and all(got[k].dtype == np.float32 for k in x)
+    else:
+        assert_identical({**x, "steps": np.arange(3, dtype=np.int64)}, got)
+
+
+def test_transforms_command_names_each_inverse():
+    code, out, _ = run("transforms", "transpose")
+    assert code == 0 and "  inverse (mapspec invert): The inverse permutation" in out
+    code, out, _ = run("transforms", "fold_bn")
+    assert "  inverse (mapspec invert): None: the folded weight or bias mixes the BatchNorm in" in out
+
+
+def _shipped():
+    from mapspec.resources import shipped_specs
+
+    return sorted(shipped_specs())
+
+
+@pytest.mark.parametrize("name", _shipped())
+@pytest.mark.parametrize("lossy", [False, True])
+def test_every_shipped_spec_is_reversed_or_refused_by_rule(name, lossy, tmp_path):
+    """Without a source file: a reverse that validates, or one line per rule saying why not; never a traceback."""
+    out = tmp_path / "r.yaml"
+    code, text, err = run("invert", name, "-o", out, *(["--lossy"] if lossy else []))
+    assert "Traceback" not in err
+    if code == 0:
+        assert run("validate", out)[0] == 0
+    else:
+        assert code == 1 and not out.exists()
+        lines = [l for l in err.splitlines() if "cannot be reversed: " in l]
+        assert lines and all(": rule " in l or "target.dtype" in l or "ignores" in l for l in lines), err
