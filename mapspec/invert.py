@@ -37,7 +37,7 @@ from .errors import ErrorList, MapspecError, SpecError
 from .spec import expr as E
 from .spec.expr import ExprError, Template
 from .spec.model import Rule, Spec
-from .spec.pattern import AmbiguousMatch, Pattern, Placeholder
+from .spec.pattern import AmbiguousMatch, Choice, Pattern, Placeholder
 from .transforms.inverse import Inverse, InverseContext, Lossy, NotInvertible
 
 
@@ -57,7 +57,10 @@ def unparse(n) -> str:
         return f"-{wrap(n.operand)}"
     if isinstance(n, E.BinOp):
         return f"{wrap(n.left)}{n.op}{wrap(n.right)}"
-    return f"{unparse(n.target)}[{unparse(n.index)}]"
+    if isinstance(n, E.Index):
+        return f"{unparse(n.target)}[{unparse(n.index)}]"
+    raise NotInvertible(f"{getattr(n, 'func', '?')}() is about the tensor the rule matched, which in the reverse is "
+                        f"another one")
 
 
 def substitute(n, mapping: dict):
@@ -138,12 +141,19 @@ def template_text(t: Template, mapping: dict) -> str:
     return "".join(out)
 
 
-def pattern_template(p: Pattern, mapping: dict) -> str:
-    """A forward ``from`` pattern as the reverse's ``to`` template."""
+def pattern_template(p: Pattern, mapping: dict, notes: Optional[list] = None) -> str:
+    """A forward ``from`` pattern as the reverse's ``to`` template.  An alternative the pattern does not
+    capture (``<?transformer.>``) is written as its first option (said in ``notes``)."""
     out = []
     for tok in p.tokens:
-        if isinstance(tok, Placeholder):
+        if isinstance(tok, Placeholder) or (isinstance(tok, Choice) and tok.name):
             out.append("{" + unparse(mapping.get(tok.name, E.Name(tok.name, 0))) + "}")
+        elif isinstance(tok, Choice):
+            first = tok.options[0]
+            if notes is not None:
+                notes.append(f"'{p.text}' accepts {' or '.join(repr(o) for o in tok.options)} there: the reverse "
+                             f"writes {first!r}")
+            out.append(first.replace("{", "{{").replace("}", "}}"))
         else:
             out.append(tok.replace("{", "{{").replace("}", "}}"))
     return "".join(out)
@@ -220,8 +230,19 @@ def template_pattern(t: Template, kinds: dict, fixed: dict) -> tuple[str, dict]:
     return "".join(out), solved
 
 
-def _ph(name: str, kind: str) -> str:
+def _ph(name: str, kind) -> str:
+    if isinstance(kind, tuple):  # a captured alternative: the same alternatives in the reverse
+        return f"<{name}:{'|'.join(kind)}>"
     return f"<{name}>" if kind == "int" else f"<{name}:{kind}>"
+
+
+def capture_kinds(p: Pattern) -> dict:
+    """Capture name -> ``int``/``word``/``path``, or the tuple of options of a captured alternative."""
+    kinds = dict(p.captures)
+    for tok in p.tokens:
+        if isinstance(tok, Choice) and tok.name:
+            kinds[tok.name] = tuple(tok.options)
+    return kinds
 
 
 def rewrite(value, mapping: dict):
@@ -288,6 +309,7 @@ class _Inverter:
         self.lossy = lossy
         self.notes: list[str] = []
         self.inexact: dict = {}  # with lossy: rule -> why its reverse gives values close to, not equal to, the source
+        self.alternatives: list = []  # alternatives of source patterns the reverse writes one way
 
     def drops(self, rule: Rule, kinds: dict, optional: bool) -> list[_Out]:
         out = []
@@ -305,7 +327,7 @@ class _Inverter:
             if r.drop:
                 continue
             try:
-                kinds = dict(rule.source.captures) if rule.source is not None else {}
+                kinds = capture_kinds(rule.source) if rule.source is not None else {}
                 out += [t for t in (template_pattern(r.to, kinds, {**self.spec.vars, **env})[0]
                                     for env in _each_values(r, self.spec.vars)) if t not in out]
             except NotInvertible:
@@ -366,7 +388,10 @@ class _Inverter:
             return self.drops(rule, {}, rule.optional)
         if rule.drop:
             raise Lossy(f"the forward drops the source tensors matching {rule.source_text!r}")
-        kinds = dict(rule.source.captures)
+        if getattr(rule, "stack", None):
+            raise NotInvertible("stack: the reverse would take the stacked tensor apart into one output per "
+                                f"<{rule.stack.get('over')}>, which invert does not write yet")
+        kinds = capture_kinds(rule.source)
         envs = _each_values(rule, self.spec.vars)
         invs = self.inverses(rule)
         gathers = [i for i, inv in enumerate(invs) if inv.gather]
@@ -393,7 +418,7 @@ class _Inverter:
                     parts.append({"to": rewrite(raw, solved),
                                   "apply": list(chain) + [{"slice": {"start": a, "stop": b, "axis": p["axis"]}}]})
             chain += [{name: rewrite(args, solved)} for name, args in invs[k].calls]
-        out_rule = {"from": from_text, "to": pattern_template(rule.source, solved)}
+        out_rule = {"from": from_text, "to": pattern_template(rule.source, solved, self.alternatives)}
         if chain:
             out_rule["apply"] = chain
         if parts:
@@ -419,7 +444,13 @@ _SAMPLES = {"int": ("0", "7", "12"), "word": ("a", "x_1", "B2"), "path": ("a", "
 
 
 def _samples(p: Pattern) -> list[str]:
-    return ["".join(t if isinstance(t, str) else _SAMPLES[t.kind][k] for t in p.tokens) for k in range(3)]
+    def one(t, k: int) -> str:
+        if isinstance(t, str):
+            return t
+        if isinstance(t, Choice):
+            return t.options[k % len(t.options)]
+        return _SAMPLES.get(t.kind, _SAMPLES["word"])[k]
+    return ["".join(one(t, k) for t in p.tokens) for k in range(3)]
 
 
 def _matches(p: Pattern, name: str) -> bool:
@@ -486,7 +517,7 @@ def _planned_steps(spec: Spec, source, source_format: Optional[str], template) -
                 return [meta_of(x) for x in v]
             return v
 
-        out: dict = {"float dtypes": set()}  # of the outputs before target.dtype's cast
+        out: dict = {"float dtypes": set(), "ignored": list(p.ignored)}  # dtypes: before target.dtype's cast
         for step in p.steps:
             meta = step.in_meta
             for i, bc in enumerate(step.calls):
@@ -511,6 +542,7 @@ def invert(spec: Union[str, Spec], source=None, source_format: Optional[str] = N
     from .engine import _as_spec, with_vars
 
     spec = with_vars(_as_spec(spec), vars)
+    spec = _config_vars(spec, source, vars)
     steps = _planned_steps(spec, source, source_format, template) if source is not None else None
     inv = _Inverter(spec, steps, lossy)
     outs: list[_Out] = []
@@ -529,6 +561,8 @@ def invert(spec: Union[str, Spec], source=None, source_format: Optional[str] = N
                 else ""
             errors.append(SpecError(f"cannot be reversed: {e}{hint}", rule.loc, rule.label))
     for p, loc in spec.ignore:
+        if steps is not None and not any(_matches(p, n) for n in steps["ignored"]):
+            continue  # nothing of the source is ignored: nothing is lost
         if lossy:
             missing.append(f"source tensors matching {p.text!r} (ignored by the forward)")
         else:
@@ -542,10 +576,37 @@ def invert(spec: Union[str, Spec], source=None, source_format: Optional[str] = N
             errors.append(SpecError(f"cannot be reversed: {e}", spec.target.loc))
     if errors:
         raise errors[0] if len(errors) == 1 else ErrorList(errors)
+    inv.notes += [a for i, a in enumerate(inv.alternatives) if a not in inv.alternatives[:i]]
     placed = order(outs, inv.notes)
     inexact = [f"{label}: {'; '.join(why)}" for label, why in inv.inexact.items()]
     return Reverse(_render(spec, placed, inv.notes, missing, inexact, ignore, source is not None, target_dtype),
                    len(placed), inv.notes, missing, inexact)
+
+
+def _config_vars(spec: Spec, source, given: Optional[dict]) -> Spec:
+    """Vars the forward reads from the model's config file: the reverse needs their values (the reverse's
+    source has another config file, or none): read beside ``source``, or given with --var."""
+    from .spec.config import with_config
+
+    wanted = [k for k in (spec.config or {}).get("vars", {}) if k not in spec.vars]
+    if not wanted:
+        return spec
+    if source is None:
+        raise MapspecError(f"{spec.path}: the spec reads {', '.join(wanted)} from the model's config file; the "
+                           f"reverse needs their values: give invert --source FILE (with its config file beside "
+                           f"it) or --var {wanted[0]}=VALUE")
+    return with_config(spec, source if isinstance(source, str) else source.path, None, given=set(given or ()))
+
+
+def _version(spec: Spec):
+    """The forward's spec language version (the reverse uses the same features)."""
+    from .spec.yamlsafe import load_file
+
+    try:
+        v = load_file(spec.path).get("mapspec", 1)
+    except MapspecError:
+        return 1
+    return v if v in (1, 1.1) else 1
 
 
 def _target_dtype(want: str, steps: Optional[dict], lossy: bool, inexact: dict) -> str:
@@ -570,7 +631,7 @@ def _render(spec: Spec, outs: list[_Out], notes: list, missing: list, inexact: l
     def endpoint(ep) -> dict:
         return {"format": ep.format} if ep.format else {}
 
-    doc: dict = {"mapspec": 1, "name": f"{spec.name}-reversed",
+    doc: dict = {"mapspec": _version(spec), "name": f"{spec.name}-reversed",
                  "description": f"the reverse of {spec.name} (mapspec invert)"}
     src, dst = endpoint(spec.target), endpoint(spec.source)
     if src:

@@ -306,4 +306,30 @@ def test_every_shipped_spec_is_reversed_or_refused_by_rule(name, lossy, tmp_path
     else:
         assert code == 1 and not out.exists()
         lines = [l for l in err.splitlines() if "cannot be reversed: " in l]
-        assert lines and all(": rule " in l or "target.dtype" in l or "ignores" in l for l in lines), err
+        config = "from the model's config file; the reverse needs their values: give invert --source FILE" in err
+        assert config or lines and all(": rule " in l or "target.dtype" in l or "ignores" in l for l in lines), err
+
+
+def test_llama_meta_to_hf_reversed_with_rope_permute(tmp_path):
+    """rope_permute's inverse is the other direction; the head counts come from params.json beside the source."""
+    import json
+
+    dim, heads, kv, hd, hidden = 16, 4, 2, 4, 24
+    shapes = {"tok_embeddings.weight": (40, dim), "norm.weight": (dim,), "output.weight": (40, dim)}
+    per_layer = {"attention.wq": (heads * hd, dim), "attention.wk": (kv * hd, dim), "attention.wv": (kv * hd, dim),
+                 "attention.wo": (dim, heads * hd), "feed_forward.w1": (hidden, dim),
+                 "feed_forward.w2": (dim, hidden), "feed_forward.w3": (hidden, dim), "attention_norm": (dim,),
+                 "ffn_norm": (dim,)}
+    shapes.update({f"layers.{i}.{k}.weight": s for i in range(2) for k, s in per_layer.items()})
+    sd = {k: np.arange(np.prod(s), dtype=np.float32).reshape(s) + 1000 * n for n, (k, s) in enumerate(shapes.items())}
+    src = tmp_path / "meta" / "consolidated.00.pth"
+    src.parent.mkdir()
+    module("torch").save(str(src), sd)
+    (src.parent / "params.json").write_text(json.dumps({"dim": dim, "n_layers": 2, "n_heads": heads,
+                                                        "n_kv_heads": kv, "vocab_size": 40, "norm_eps": 1e-5}))
+    code, _, err = run("invert", "llama/meta-to-hf")
+    assert code == 1 and "the spec reads n_heads, n_kv_heads from the model's config file" in err
+    back, rev, _ = round_trip(tmp_path, "llama/meta-to-hf", src, ".safetensors", "--source", src)
+    assert_identical(sd, tensors(back))
+    text = rev.read_text()
+    assert "rope_permute: {heads: '{n_heads}', to: meta}" in text and "n_heads: 4" in text

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .inverse import Inverse, InverseContext
 from .registry import Arg, Meta, TransformError, static_check, transform
 
 
@@ -31,7 +32,13 @@ def rope_permute(x: np.ndarray, heads: int, to: str) -> np.ndarray:
     return np.ascontiguousarray(x.reshape((heads,) + inner + rest).swapaxes(1, 2)).reshape(x.shape)
 
 
-@transform("rope_permute", kernel=rope_permute, args={
+def inverse(ctx: InverseContext) -> Inverse:
+    """The other direction: ``to: meta`` undoes ``to: hf`` and the reverse (each head's rows move, axes stay)."""
+    back = {"hf": "meta", "meta": "hf"}[ctx.args["to"]]
+    return Inverse([("rope_permute", {"heads": ctx.args["heads"], "to": back})], axis=lambda a: a if a != 0 else None)
+
+
+@transform("rope_permute", kernel=rope_permute, inverse=inverse, args={
     "heads": Arg("int", required=True, doc="attention heads (key/value heads for k)"),
     "to": Arg("choice", required=True, choices=("hf", "meta"), doc="the layout produced"),
 })
