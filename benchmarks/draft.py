@@ -69,6 +69,42 @@ def _model_template(d: Path, module: str, factory: str) -> Path:
     return path
 
 
+def _llm_pairs(d: Path) -> list:
+    """GPT-2 as transformers saves it (safetensors) and a Meta Llama checkpoint (consolidated.00.pth +
+    params.json), tiny and seeded."""
+    import json
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=40, n_positions=16, n_embd=24, n_layer=2, n_head=4)).save_pretrained(
+        d / "gpt2")
+    dim, heads, kv, hidden, layers = 32, 4, 2, 40, 2
+    hd = dim // heads
+    shapes = {"tok_embeddings.weight": (48, dim), "norm.weight": (dim,), "output.weight": (48, dim)}
+    for i in range(layers):
+        for name, shape in (("attention.wq", (heads * hd, dim)), ("attention.wk", (kv * hd, dim)),
+                            ("attention.wv", (kv * hd, dim)), ("attention.wo", (dim, heads * hd)),
+                            ("feed_forward.w1", (hidden, dim)), ("feed_forward.w2", (dim, hidden)),
+                            ("feed_forward.w3", (hidden, dim)), ("attention_norm", (dim,)), ("ffn_norm", (dim,))):
+            shapes[f"layers.{i}.{name}.weight"] = shape
+    (d / "llama").mkdir(exist_ok=True)
+    torch.save({k: torch.randn(s) for k, s in shapes.items()}, d / "llama" / "consolidated.00.pth")
+    (d / "llama" / "params.json").write_text(json.dumps({"dim": dim, "n_layers": layers, "n_heads": heads,
+                                                         "n_kv_heads": kv, "vocab_size": 48, "norm_eps": 1e-5}))
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=48, hidden_size=dim, intermediate_size=hidden, num_hidden_layers=layers,
+                                 num_attention_heads=heads, num_key_value_heads=kv, tie_word_embeddings=False)
+                     ).save_pretrained(d / "hf-llama")  # names sorted, as every safetensors file has them
+    return [("GPT-2 HF -> nanoGPT", "gpt2/hf-to-nanogpt", d / "gpt2" / "model.safetensors", ".pt", None),
+            ("Llama Meta -> HF (template in the converter's order)", "llama/meta-to-hf",
+             d / "llama" / "consolidated.00.pth", ".safetensors", None),
+            ("Llama Meta -> HF (template as transformers saves it)", "llama/meta-to-hf",
+             d / "llama" / "consolidated.00.pth", ".safetensors", d / "hf-llama" / "model.safetensors")]
+
+
 def _pairs(d: Path, fixtures: Path) -> list:
     from mapspec.models.caffenet import TINY
     from mapspec.models.caffenet import caffe_prototxt as caffenet_prototxt
@@ -99,6 +135,7 @@ def _pairs(d: Path, fixtures: Path) -> list:
                   ".h5", None))
     pairs.append(("CaffeNet Caffe -> Keras (split groups)", "caffenet/caffe-to-keras", d / "caffenet.caffemodel",
                   ".h5", None))
+    pairs += _llm_pairs(d)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from gen import vgg16_caffemodel
 

@@ -72,8 +72,8 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
             f"open.", "# Review every rule before use; prove the result with `mapspec verify`."]
     head += [f"# NOTE {n}" for n in al.notes]
     for path in shuffled:
-        head.append(f"# NOTE {os.path.basename(path)} is not in graph order (a layer's tensors are apart), so layers "
-                    f"were matched only where shape and kind leave one choice")
+        head.append(f"# NOTE {os.path.basename(path)} is not in graph order (sorted by name, or a layer's tensors "
+                    f"apart), so layers were matched by name or where shape and kind leave one choice")
     for u, cands, why in al.open:
         names = ", ".join(i.name for i in u.tensors.values())
         head.append(f"# TODO {u.key} ({names}): " + (why + "; " if why else "")

@@ -109,7 +109,7 @@ def unit_mappings(s: Unit, t: Unit, prev_conv_c: Optional[int] = None) -> Option
             layout = ""
             sc, tc = _to_canon(s, role)[1], _to_canon(t, role)[1]
             if role == "weight" and len(sc) == len(tc) == 2 and "keras" not in (s.fmt, t.fmt):
-                layout = "square" if sc[0] == sc[1] else "transposed" if tuple(sc) != tuple(tc) else ""
+                layout = "square" if sc[0] == sc[1] else "transposed" if tuple(sc) != tuple(tc) else "straight"
             out.append(Mapping(info.name, s.tensors[role].name, chain, [], layout))
         if set(s.tensors) - set(t.tensors):
             return None  # a bias the target has no place for: not this unit
@@ -246,9 +246,21 @@ class Alignment(NamedTuple):
     notes: list = []  # what the draft assumed and could not check
 
 
+def _same_names(S: list, T: list, last_c: list) -> dict:
+    """Layers of the same name on both sides that fit each other: target index -> (source index, mappings)."""
+    tindex = {u.key: j for j, u in enumerate(T)}
+    out = {}
+    for i, s in enumerate(S):
+        j = tindex.get(s.key)
+        maps = unit_mappings(s, T[j], last_c[i]) if j is not None and s.kind == T[j].kind else None
+        if maps is not None:
+            out[j] = (i, maps, False)
+    return out
+
+
 def unique_pairs(src: list[Unit], tgt: list[Unit]) -> Alignment:
-    """Without a usable order: a target layer is mapped only when exactly one source layer fits it and
-    it fits no other target layer."""
+    """Without a usable order: layers of the same name, then a target layer that exactly one source layer
+    fits when that source layer fits no other target layer."""
     S = [u for u in src if u.kind != "other"]
     T = [u for u in tgt if u.kind != "other"]
     if len(S) * len(T) > MAX_CELLS:
@@ -256,16 +268,67 @@ def unique_pairs(src: list[Unit], tgt: list[Unit]) -> Alignment:
 
         raise MapspecError(f"draft: {len(S)} source layers x {len(T)} target layers is more than it compares "
                            f"({MAX_CELLS:,} pairs)")
-    fits = {(i, j): unit_mappings(s, t) for i, s in enumerate(S) for j, t in enumerate(T) if s.kind == t.kind}
+    matched = _same_names(S, T, [None] * len(S))
+    taken = {i for i, _, _ in matched.values()}
+    fits = {(i, j): unit_mappings(s, t) for i, s in enumerate(S) for j, t in enumerate(T)
+            if s.kind == t.kind and i not in taken and j not in matched}
     fits = {k: v for k, v in fits.items() if v is not None}
-    maps, open_ = [], []
-    for j, t in enumerate(T):
+    for j in range(len(T)):
         cands = [i for (i, jj) in fits if jj == j]
         if len(cands) == 1 and sum(1 for (i, _) in fits if i == cands[0]) == 1:
-            maps += fits[(cands[0], j)]
-        else:
-            open_.append((t, [S[i].key for i in cands][:5], ""))
-    return Alignment(maps, open_)
+            matched[j] = (cands[0], fits[(cands[0], j)], False)
+    return _finish(S, T, matched, [None] * len(S))
+
+
+def _finish(S: list, T: list, matched: dict, last_c: list) -> Alignment:
+    """From the matched layers (target index -> (source index, mappings, tied)) to the alignment: what is
+    not certain is left open with the reason, and the candidates are listed."""
+    n = len(S)
+    maps: list = []
+    open_: list = []
+    why: dict[int, str] = {}  # target unit -> why a match found is not taken
+    notes: list = []
+    # A square 2-D weight fits as it is and transposed.  Layers of the same make (the same roles) whose
+    # weights are not square tell which: all transposed (GPT-2's Conv1D against Linear) or all as they are.
+    evidence: dict = {}
+    for i, mps, tie in matched.values():
+        for mp in mps:
+            if mp.layout in ("transposed", "straight"):
+                evidence.setdefault(frozenset(S[i].tensors), set()).add(mp.layout)
+    for j, (i, mps, tie) in matched.items():
+        if not any(mp.layout == "square" for mp in mps):
+            continue
+        seen = evidence.get(frozenset(S[i].tensors), set())
+        if seen == {"transposed"}:
+            matched[j] = (i, [mp._replace(apply=mp.apply + [{"transpose": [1, 0]}], layout="transposed")
+                              if mp.layout == "square" else mp for mp in mps], tie)
+            note = ("square 2-D weights transposed like every other weight of layers with the same roles "
+                    "(their non-square weights all needed it)")
+            if note not in notes:
+                notes.append(note)
+        elif "transposed" in seen:
+            why[j] = f"{S[i].key} fits, but square: stored as is or transposed?"
+    for j, (i, mps, tie) in matched.items():
+        if tie:
+            why.setdefault(j, "another source layer fits as well")
+        elif mps and _rotary_layouts_differ(S[i].key, T[j].key):
+            why[j] = (f"{S[i].key} fits, but Meta and HF order a q/k projection's rotary rows differently: "
+                      f"rope_permute, with the head count from the model's config")
+    used = set()
+    for j, u in enumerate(T):
+        if j in matched and j not in why:
+            maps += matched[j][1]
+            used.add(matched[j][0])
+    for j, u in enumerate(T):
+        if j not in matched or j in why:
+            cands = [S[i].key for i in range(n) if i not in used and S[i].kind == u.kind
+                     and unit_mappings(S[i], u, last_c[i]) is not None][:5]
+            open_.append((u, cands, why.get(j, "")))
+    unknown = sorted({u.fmt for j, (i, mps, tie) in matched.items() if j not in why and S[i].kind == "bn"
+                      for u in (S[i], T[j]) if _eps(u) is None})
+    notes += [f"{fmt} weights do not say a BatchNorm's eps: the draft assumes both sides use the same one; check "
+              f"the model's (Keras defaults to 1e-3, Caffe and torch to 1e-5)" for fmt in unknown]
+    return Alignment(maps, open_, notes)
 
 
 MAX_CELLS = 16_000_000  # layers x layers aligned (a few seconds, ~150 MB); beyond it draft refuses
@@ -289,6 +352,14 @@ def align(src: list[Unit], tgt: list[Unit]) -> Alignment:
             prev = canon[0]
         elif u.kind == "w":
             prev = None
+    # The same layer name on both sides is taken as it is (when the layers fit); the rest is aligned in order.
+    S_all, T_all, last_c_all = S, T, last_c
+    fixed = {j: (i, mps) for j, (i, mps, _) in _same_names(S, T, last_c).items()}
+    taken_s = {i for i, _ in fixed.values()}
+    Si = [i for i in range(len(S)) if i not in taken_s]
+    Tj = [j for j in range(len(T)) if j not in fixed]
+    S, T, last_c = [S_all[i] for i in Si], [T_all[j] for j in Tj], [last_c[i] for i in Si]
+    n, m = len(S), len(T)
     cache: dict = {}
 
     def pair(i: int, j: int):
@@ -318,7 +389,6 @@ def align(src: list[Unit], tgt: list[Unit]) -> Alignment:
                                                     + _similarity(S[i].key, T[j].key))
         return cache[key]
 
-    NEG = float("-inf")
     f = [[0.0] * (m + 1) for _ in range(n + 1)]
     for i in range(1, n + 1):
         fi, fp = f[i], f[i - 1]
@@ -339,7 +409,6 @@ def align(src: list[Unit], tgt: list[Unit]) -> Alignment:
                 if p is not None:
                     best = max(best, f[i - 2][j - 1] + p[1])
             fi[j] = best
-    maps, open_ = [], []
     i, j = n, m
     matched: dict[int, tuple] = {}  # target unit -> (source unit, mappings, ambiguous)
     while i > 0 and j > 0:
@@ -363,33 +432,9 @@ def align(src: list[Unit], tgt: list[Unit]) -> Alignment:
             i -= 1
         else:
             j -= 1
-    why: dict[int, str] = {}  # target unit -> why a match found is not taken
-    # Once some 2-D weights are stored transposed on one side, a square one could be either way.
-    if any(mp.layout == "transposed" for v in matched.values() for mp in v[1]):
-        for j, (i, mps, tie) in matched.items():
-            if any(mp.layout == "square" for mp in mps):
-                why[j] = f"{S[i].key} fits, but square: stored as is or transposed?"
-    for j, (i, mps, tie) in matched.items():
-        if tie:
-            why.setdefault(j, "another source layer fits as well")
-        elif mps and _rotary_layouts_differ(S[i].key, T[j].key):
-            why[j] = (f"{S[i].key} fits, but Meta and HF order a q/k projection's rotary rows differently: "
-                      f"rope_permute, with the head count from the model's config")
-    used = set()
-    for j, u in enumerate(T):
-        if j in matched and j not in why:
-            maps += matched[j][1]
-            used.add(matched[j][0])
-    for j, u in enumerate(T):
-        if j not in matched or j in why:
-            cands = [S[i].key for i in range(n) if i not in used and S[i].kind == u.kind
-                     and unit_mappings(S[i], u, last_c[i]) is not None][:5]
-            open_.append((u, cands, why.get(j, "")))
-    unknown = sorted({u.fmt for j, (i, mps, tie) in matched.items() if j not in why and S[i].kind == "bn"
-                      for u in (S[i], T[j]) if _eps(u) is None})
-    notes = [f"{fmt} weights do not say a BatchNorm's eps: the draft assumes both sides use the same one; check "
-             f"the model's (Keras defaults to 1e-3, Caffe and torch to 1e-5)" for fmt in unknown]
-    return Alignment(maps, open_, notes)
+    matched = {Tj[j]: (Si[i], mps, tie) for j, (i, mps, tie) in matched.items()}
+    matched.update({j: (i, mps, False) for j, (i, mps) in fixed.items()})
+    return _finish(S_all, T_all, matched, last_c_all)
 
 
 # Where q and k projections are named so (Meta's llama code, Hugging Face's): the rotary embedding

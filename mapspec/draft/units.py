@@ -51,11 +51,15 @@ class Unit:
 
 def in_graph_order(reader, us: list[Unit]) -> bool:
     """Whether the file's order can stand for graph order: Caffe files and MXNet with a symbol are;
-    elsewhere, a unit whose tensors are not next to each other betrays a shuffled (re-saved) file."""
+    elsewhere, names in sorted order (safetensors) or a unit whose tensors are not next to each other (a
+    re-saved dict) are not."""
     if reader.format in ("caffe", "prototxt") or (_SAME_LAYOUT.get(reader.format, reader.format) == "mxnet"
                                                   and reader.nodes()):
         return True
-    index = {n: i for i, n in enumerate(reader.names())}
+    names = reader.names()
+    if len(us) > 4 and names == sorted(names):
+        return False  # sorted by name (safetensors files are): not the order layers run in
+    index = {n: i for i, n in enumerate(names)}
     for u in us:
         pos = sorted(index[i.name] for i in u.tensors.values())
         if pos and pos[-1] - pos[0] + 1 != len(pos):

@@ -192,19 +192,55 @@ def test_printed_draft_is_checked_and_holds_anywhere(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz"]  # nothing written
 
 
-def test_transposed_weights_and_square_ones_left_open(tmp_path):
-    """Conv1D-style (in, out) weights against Linear (out, in): non-square ones are transposed; a square one
-    could be stored either way, so it is left open instead of guessed."""
-    src = {"h.0.fc.weight": np.arange(12, dtype=np.float32).reshape(3, 4), "h.0.fc.bias": np.zeros(4, np.float32),
-           "h.0.proj.weight": np.arange(16, dtype=np.float32).reshape(4, 4), "h.0.proj.bias": np.ones(4, np.float32)}
-    tgt = {"b.0.fc.weight": np.zeros((4, 3), np.float32), "b.0.fc.bias": np.zeros(4, np.float32),
-           "b.0.proj.weight": np.zeros((4, 4), np.float32), "b.0.proj.bias": np.zeros(4, np.float32)}
-    spec, out, got = drafted_output(tmp_path, _npz(tmp_path / "a.npz", src), _npz(tmp_path / "b.npz", tgt), ".npz",
-                                    relax=["missing-target", "unused-source"])
+def test_transposed_weights_and_square_ones(tmp_path):
+    """Conv1D-style (in, out) weights against Linear (out, in): non-square ones are transposed.  A square one
+    fits both ways: transposed when every non-square weight of layers like it was, else left open."""
+    def case(d, extra):
+        d.mkdir()
+        src = {"h.0.fc.weight": np.arange(12, dtype=np.float32).reshape(3, 4), "h.0.fc.bias": np.zeros(4, np.float32),
+               "h.0.proj.weight": np.arange(16, dtype=np.float32).reshape(4, 4), "h.0.proj.bias": np.ones(4, np.float32)}
+        tgt = {"b.0.fc.weight": np.zeros((4, 3), np.float32), "b.0.fc.bias": np.zeros(4, np.float32),
+               "b.0.proj.weight": np.zeros((4, 4), np.float32), "b.0.proj.bias": np.zeros(4, np.float32)}
+        if extra:  # a layer of the same make stored the same way on both sides: the evidence disagrees
+            src.update({"h.0.out.weight": np.ones((2, 4), np.float32), "h.0.out.bias": np.ones(2, np.float32)})
+            tgt.update({"b.0.out.weight": np.zeros((2, 4), np.float32), "b.0.out.bias": np.zeros(2, np.float32)})
+        return src, drafted_output(d, _npz(d / "a.npz", src), _npz(d / "b.npz", tgt), ".npz",
+                                   relax=["missing-target", "unused-source"])
+    src, (spec, out, got) = case(tmp_path / "same", False)
     assert np.array_equal(got["b.0.fc.weight"], src["h.0.fc.weight"].T)
-    assert "b.0.proj.weight" not in got
+    assert np.array_equal(got["b.0.proj.weight"], src["h.0.proj.weight"].T)
+    assert "# NOTE square 2-D weights transposed like every other weight of layers with the same roles" \
+        in spec.read_text()
+    src, (spec, out, got) = case(tmp_path / "mixed", True)
+    assert np.array_equal(got["b.0.fc.weight"], src["h.0.fc.weight"].T) and "b.0.proj.weight" not in got
     assert "# TODO b.0.proj (b.0.proj.weight, b.0.proj.bias): h.0.proj fits, but square: stored as is or " \
            "transposed?" in spec.read_text()
+
+
+def test_rotary_layouts_are_not_guessed(tmp_path):
+    """Meta's wq/wk against HF's q_proj/k_proj: same shapes, rows in another order (rotary): left open."""
+    src, tgt = {}, {}
+    for i in range(2):
+        for m, h in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
+            src[f"layers.{i}.attention.{m}.weight"] = np.full((8, 8), i, np.float32)
+            tgt[f"model.layers.{i}.self_attn.{h}.weight"] = np.zeros((8, 8), np.float32)
+    spec, out, got = drafted_output(tmp_path, _npz(tmp_path / "a.npz", src), _npz(tmp_path / "b.npz", tgt), ".npz",
+                                    relax=["missing-target", "unused-source"])
+    assert sorted(got) == sorted(f"model.layers.{i}.self_attn.{h}_proj.weight" for i in range(2) for h in "vo")
+    assert "# TODO model.layers.0.self_attn.q_proj (model.layers.0.self_attn.q_proj.weight): layers.0.attention.wq " \
+           "fits, but Meta and HF order a q/k projection's rotary rows differently" in spec.read_text()
+
+
+def test_unknown_batchnorm_eps_is_said(tmp_path):
+    """A Keras weights file does not say its BatchNorm's epsilon (Keras defaults to 1e-3): the draft says so."""
+    src = _npz(tmp_path / "a.npz", {f"bn.{k}": np.full(4, i + 1, np.float32)
+                                    for i, k in enumerate(("weight", "bias", "running_mean", "running_var"))})
+    tgt = tmp_path / "b.h5"
+    module("keras").save(str(tgt), {f"bn/{k}": np.zeros(4, np.float32)
+                                    for k in ("gamma", "beta", "moving_mean", "moving_variance")})
+    spec, out, got = drafted_output(tmp_path, src, tgt, ".h5")
+    assert got["bn/moving_variance"][0] == 4 and got["bn/gamma"][0] == 1
+    assert "# NOTE keras weights do not say a BatchNorm's eps" in spec.read_text()
 
 
 def test_densenet_caffe_to_torchvision_draft(tmp_path):
@@ -232,27 +268,16 @@ def test_densenet_caffe_to_torchvision_draft(tmp_path):
     assert len(rules) <= 25  # as compact as the hand-written spec
 
 
-def test_rotary_layouts_are_not_guessed(tmp_path):
-    """Meta's wq/wk against HF's q_proj/k_proj: same shapes, rows in another order (rotary): left open."""
-    src, tgt = {}, {}
-    for i in range(2):
-        for m, h in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
-            src[f"layers.{i}.attention.{m}.weight"] = np.full((8, 8), i, np.float32)
-            tgt[f"model.layers.{i}.self_attn.{h}.weight"] = np.zeros((8, 8), np.float32)
-    spec, out, got = drafted_output(tmp_path, _npz(tmp_path / "a.npz", src), _npz(tmp_path / "b.npz", tgt), ".npz",
-                                    relax=["missing-target", "unused-source"])
-    assert sorted(got) == sorted(f"model.layers.{i}.self_attn.{h}_proj.weight" for i in range(2) for h in "vo")
-    assert "# TODO model.layers.0.self_attn.q_proj (model.layers.0.self_attn.q_proj.weight): layers.0.attention.wq " \
-           "fits, but Meta and HF order a q/k projection's rotary rows differently" in spec.read_text()
-
-
-def test_unknown_batchnorm_eps_is_said(tmp_path):
-    """A Keras weights file does not say its BatchNorm's epsilon (Keras defaults to 1e-3): the draft says so."""
-    src = _npz(tmp_path / "a.npz", {f"bn.{k}": np.full(4, i + 1, np.float32)
-                                    for i, k in enumerate(("weight", "bias", "running_mean", "running_var"))})
-    tgt = tmp_path / "b.h5"
-    module("keras").save(str(tgt), {f"bn/{k}": np.zeros(4, np.float32)
-                                    for k in ("gamma", "beta", "moving_mean", "moving_variance")})
-    spec, out, got = drafted_output(tmp_path, src, tgt, ".h5")
-    assert got["bn/moving_variance"][0] == 4 and got["bn/gamma"][0] == 1
-    assert "# NOTE keras weights do not say a BatchNorm's eps" in spec.read_text()
+def test_names_sorted_are_not_graph_order_but_same_names_still_map(tmp_path):
+    """A safetensors file lists names sorted, not in the order layers run: same names are still mapped (GPT-2 HF
+    -> nanoGPT keeps them), other layers only where kind and shape leave one choice."""
+    src = {f"h.{i}.{m}.weight": np.full((4, 4), 10 * i + k, np.float32)
+           for i in range(3) for k, m in enumerate(("attn", "mlp"))}
+    src["zz.weight"] = np.ones((2, 4), np.float32)  # sorted last here, yet the one 2x4 layer
+    src = dict(sorted(src.items()))
+    tgt = {f"h.{i}.{m}.weight": np.zeros((4, 4), np.float32) for i in range(3) for m in ("attn", "mlp")}
+    tgt["aa.weight"] = np.zeros((2, 4), np.float32)
+    spec, out, got = drafted_output(tmp_path, _npz(tmp_path / "a.npz", src), _npz(tmp_path / "b.npz", dict(sorted(
+        tgt.items()))), ".npz", relax=["missing-target", "unused-source"])
+    assert "a.npz is not in graph order (sorted by name" in spec.read_text()
+    assert sorted(got) == sorted(tgt) and got["h.2.mlp.weight"][0, 0] == 21 and got["aa.weight"][0, 0] == 1
