@@ -41,6 +41,13 @@ from .spec.pattern import AmbiguousMatch, Choice, Pattern, Placeholder
 from .transforms.inverse import Inverse, InverseContext, Lossy, NotInvertible
 
 
+class SpecDumper(yaml.SafeDumper):
+    """YAML for a spec a person reads: no anchors and aliases for values that happen to be shared."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
 # -- expressions -----------------------------------------------------------------------
 
 def unparse(n) -> str:
@@ -383,24 +390,38 @@ class _Inverter:
             args["after"] = after
         return {"concat": args}
 
+    def unstack(self, rule: Rule) -> tuple[dict, str]:
+        """The reverse of ``stack: {over: e, axis: a}``: one output per e = 0..N-1 (N from the source's plan),
+        each taking its slice of the stacked tensor: ``({"each": ..., "apply": [...]}, e)``."""
+        over, axis = rule.stack["over"], rule.stack.get("axis", 0)
+        counts = self.steps.get(("stack", id(rule))) if self.steps is not None else None
+        if not counts:
+            raise NotInvertible(f"stack: the reverse needs how many <{over}> were stacked, which only a source file "
+                                f"can tell (give invert --source FILE)")
+        if len(counts) != 1:
+            raise NotInvertible(f"stack: different numbers of <{over}> were stacked ({sorted(counts)})")
+        return {"each": {over: {"range": [0, next(iter(counts))]}},
+                "apply": [{"take": {"indices": ["{" + over + "}"], "axis": axis}}, {"squeeze": [axis]}]}, over
+
     def rule(self, rule: Rule) -> list[_Out]:
         if rule.is_constant:
             return self.drops(rule, {}, rule.optional)
         if rule.drop:
             raise Lossy(f"the forward drops the source tensors matching {rule.source_text!r}")
-        if getattr(rule, "stack", None):
-            raise NotInvertible("stack: the reverse would take the stacked tensor apart into one output per "
-                                f"<{rule.stack.get('over')}>, which invert does not write yet")
         kinds = capture_kinds(rule.source)
         envs = _each_values(rule, self.spec.vars)
+        unstack, over = self.unstack(rule) if getattr(rule, "stack", None) else ({}, None)
         invs = self.inverses(rule)
         gathers = [i for i, inv in enumerate(invs) if inv.gather]
         if len(gathers) > 1:
             raise NotInvertible("more than one split in one rule")
-        from_text, solved = template_pattern(rule.to, kinds, {**self.spec.vars, **envs[0]})
+        from_text, solved = template_pattern(rule.to, {k: v for k, v in kinds.items() if k != over},
+                                             {**self.spec.vars, **envs[0]})
         others = envs[1:]
         split = gathers[0] if gathers else None
-        chain: list = [self.gather(rule, invs, envs, solved, split)] if gathers else []
+        if unstack and (gathers or others):
+            raise NotInvertible("stack together with each: not reversed")
+        chain: list = [self.gather(rule, invs, envs, solved, split)] if gathers else list(unstack.get("apply", []))
         if not gathers and others:
             if any(_uses(c.args, set(rule.each)) for c in rule.calls):
                 raise NotInvertible("its each gives different outputs from one tensor; only a split into every "
@@ -421,6 +442,10 @@ class _Inverter:
         out_rule = {"from": from_text, "to": pattern_template(rule.source, solved, self.alternatives)}
         if chain:
             out_rule["apply"] = chain
+        if unstack:
+            out_rule["each"] = unstack["each"]
+            for item in parts:  # the parts a concat joined in were stacked too: one per stacked value
+                item["each"] = unstack["each"]
         if parts:
             out_rule["also"] = parts
         if rule.optional:
@@ -518,7 +543,12 @@ def _planned_steps(spec: Spec, source, source_format: Optional[str], template) -
             return v
 
         out: dict = {"float dtypes": set(), "ignored": list(p.ignored)}  # dtypes: before target.dtype's cast
+        flat = []
         for step in p.steps:
+            if step.parts:  # a stack: its parts ran the rule's transforms, one source tensor each
+                out.setdefault(("stack", id(step.rule)), set()).add(len(step.parts))
+            flat += step.parts or [step]
+        for step in flat:
             meta = step.in_meta
             for i, bc in enumerate(step.calls):
                 if bc.call is _IMPLICIT_CAST:
@@ -650,7 +680,7 @@ def _render(spec: Spec, outs: list[_Out], notes: list, missing: list, inexact: l
     head += [f"# note: {n}" for n in notes]
     head += [f"# missing from the reverse output: {m}" for m in missing]
     head += [f"# inexact (values rounded) in the reverse output: {m}" for m in inexact]
-    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
+    body = yaml.dump(doc, Dumper=SpecDumper, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
     return "\n".join(head) + "\n" + body
 
 

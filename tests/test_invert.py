@@ -333,3 +333,28 @@ def test_llama_meta_to_hf_reversed_with_rope_permute(tmp_path):
     assert_identical(sd, tensors(back))
     text = rev.read_text()
     assert "rope_permute: {heads: '{n_heads}', to: meta}" in text and "n_heads: 4" in text
+
+
+def test_stack_is_undone_one_output_per_stacked_value(tmp_path):
+    """Mixtral per-expert -> fused (stack over e, each expert's w1 and w3 concatenated): the reverse takes expert e
+    back out of the stacked tensor and slices w1 and w3 apart again."""
+    shapes = {"model.embed_tokens.weight": (10, 4), "model.norm.weight": (4,), "lm_head.weight": (10, 4)}
+    for i in range(2):
+        shapes[f"model.layers.{i}.block_sparse_moe.gate.weight"] = (3, 4)
+        for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"):
+            shapes[f"model.layers.{i}.{m}.weight"] = (4, 4)
+        for m in ("input_layernorm", "post_attention_layernorm"):
+            shapes[f"model.layers.{i}.{m}.weight"] = (4,)
+        for e in range(3):
+            for w, s in (("w1", (6, 4)), ("w2", (4, 6)), ("w3", (6, 4))):
+                shapes[f"model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight"] = s
+    sd = {k: np.arange(np.prod(s), dtype=np.float32).reshape(s) + 100 * n for n, (k, s) in enumerate(shapes.items())}
+    src = tmp_path / "per-expert.safetensors"
+    module("safetensors").save(str(src), sd)
+    code, _, err = run("invert", "mixtral/per-expert-to-fused")
+    assert code == 1 and "stack: the reverse needs how many <e> were stacked" in err
+    back, rev, _ = round_trip(tmp_path, "mixtral/per-expert-to-fused", src, ".safetensors", "--source", src)
+    assert_identical(sd, tensors(back))
+    rule = yaml.safe_load(rev.read_text())["rules"][0]
+    assert rule["each"] == {"e": {"range": [0, 3]}}
+    assert rule["apply"][:2] == [{"take": {"indices": ["{e}"], "axis": 0}}, {"squeeze": [0]}]

@@ -16,6 +16,7 @@ from typing import Optional
 
 import yaml
 
+from ..invert import SpecDumper
 from .generalize import expressible, generalize
 from .match import align, unique_pairs
 from .units import in_graph_order, units
@@ -83,7 +84,7 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
         head.append(f"# TODO source tensors not used: {shown}")
     if not rules:
         doc["rules"] = []
-    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
+    body = yaml.dump(doc, Dumper=SpecDumper, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
     return Draft("\n".join(head) + "\n" + body, len(total), len(total) - len(open_targets), open_targets, unused,
                  shuffled)
 

@@ -105,7 +105,8 @@ def inverse(ctx: InverseContext):
     raise Lossy(f"{ctx.name} folds a BatchNorm in; its statistics and the unfolded values are not in the target")
 
 
-@transform("fold_bn", inverse=inverse, kernel=fold_bn, args={**_BN, "axis": Arg("int", default=0, doc="output-channel axis")})
+@transform("fold_bn", inverse=inverse, kernel=fold_bn,
+           args={**_BN, "axis": Arg("int", default=0, doc="output-channel axis")})
 def infer_fold_bn(meta: Meta, var, eps, factor=None, gamma=None, axis: int = 0) -> Meta:
     """Conv/fc weight -> weight with the following BatchNorm (+Scale) folded in."""
     ax = norm_axis(axis, len(meta.shape))

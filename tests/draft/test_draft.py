@@ -122,7 +122,8 @@ def test_shuffled_template_is_not_read_as_graph_order(tmp_path):
     src = _npz(tmp_path / "a.npz", {"c1.weight": np.full((4, 3), 1, np.float32), "c1.bias": np.ones(4, np.float32),
                                     "c2.weight": np.full((4, 4), 2, np.float32), "c2.bias": np.ones(4, np.float32),
                                     "c3.weight": np.full((4, 4), 3, np.float32), "c3.bias": np.ones(4, np.float32)})
-    tgt = _npz(tmp_path / "b.npz", {"l3.weight": np.zeros((4, 4), np.float32), "l1.weight": np.zeros((4, 3), np.float32),
+    tgt = _npz(tmp_path / "b.npz", {"l3.weight": np.zeros((4, 4), np.float32),
+                                    "l1.weight": np.zeros((4, 3), np.float32),
                                     "l2.weight": np.zeros((4, 4), np.float32), "l1.bias": np.zeros(4, np.float32),
                                     "l2.bias": np.zeros(4, np.float32), "l3.bias": np.zeros(4, np.float32)})
     spec, out, got = drafted_output(tmp_path, src, tgt, ".npz", relax=["missing-target", "unused-source"])
@@ -197,8 +198,10 @@ def test_transposed_weights_and_square_ones(tmp_path):
     fits both ways: transposed when every non-square weight of layers like it was, else left open."""
     def case(d, extra):
         d.mkdir()
-        src = {"h.0.fc.weight": np.arange(12, dtype=np.float32).reshape(3, 4), "h.0.fc.bias": np.zeros(4, np.float32),
-               "h.0.proj.weight": np.arange(16, dtype=np.float32).reshape(4, 4), "h.0.proj.bias": np.ones(4, np.float32)}
+        src = {"h.0.fc.weight": np.arange(12, dtype=np.float32).reshape(3, 4),
+               "h.0.fc.bias": np.zeros(4, np.float32),
+               "h.0.proj.weight": np.arange(16, dtype=np.float32).reshape(4, 4),
+               "h.0.proj.bias": np.ones(4, np.float32)}
         tgt = {"b.0.fc.weight": np.zeros((4, 3), np.float32), "b.0.fc.bias": np.zeros(4, np.float32),
                "b.0.proj.weight": np.zeros((4, 4), np.float32), "b.0.proj.bias": np.zeros(4, np.float32)}
         if extra:  # a layer of the same make stored the same way on both sides: the evidence disagrees
