@@ -17,7 +17,7 @@ from typing import Optional, Sequence, TextIO
 import numpy as np
 
 from . import __version__
-from .errors import OPTIONAL_PACKAGES, MapspecError, MissingDependency, UsageError
+from .errors import OPTIONAL_PACKAGES, MapspecError, MissingDependency, UsageError, escape
 from .options import parse_pairs, parse_shape
 
 
@@ -65,6 +65,18 @@ def _jobs(text: str) -> int:
     return n
 
 
+def _size_arg(text: str):
+    """--max-output-size: a size as for max_shard_size (5GB, 512MiB, bytes), or 'any'."""
+    if text.strip().lower() in ("any", "unlimited"):
+        return float("inf")
+    from .formats.sharded import parse_size
+
+    try:
+        return parse_size(text, "--max-output-size")
+    except MapspecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _shape(shape) -> str:
     if shape is None:
         return "?"
@@ -80,6 +92,7 @@ def _size(n: int) -> str:
 
 
 def _table(rows: list[list[str]], out: TextIO, header: list[str]) -> None:
+    rows = [[escape(c) for c in r] for r in rows]  # names from files: no control characters reach the terminal
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     print(fmt.format(*header).rstrip(), file=out)
@@ -95,12 +108,12 @@ def cmd_validate(args, out: TextIO, err: TextIO) -> int:
 
     status = 0
     for path in args.specs:
-        spec, errors = check_spec(path)
+        spec, errors = check_spec(path, args.allow_path or ())
         if errors:
             status = 1
             for e in errors:
                 for single in e.errors:
-                    print(str(single), file=err)
+                    print(escape(single, keep_newlines=True), file=err)
             print(f"{path}: {len(errors)} error{'s' if len(errors) > 1 else ''}", file=err)
         else:
             n = len(spec.rules)
@@ -207,7 +220,7 @@ def _spec_from_args(args):
     from .formats import detect
     from .spec.load import load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, args.allow_path or ())
     src = parse_pairs(args.source_option, "--source-option")
     tmpl = parse_pairs(args.template_option, "--template-option")
     _check_flag_options("--source-option", args.source_format or spec.source.format or (detect(args.source) if src
@@ -247,7 +260,7 @@ def _print_plan(p, out: TextIO) -> None:
           f"{sm['unused']} unused; "
           f"{sm['constants']} constants", file=out)
     for w in p.warnings:
-        print(f"warning: {w}", file=out)
+        print(f"warning: {escape(w, keep_newlines=True)}", file=out)
 
 
 def cmd_plan(args, out: TextIO, err: TextIO) -> int:
@@ -266,8 +279,15 @@ def _report_plan(p, args, out: TextIO, err: TextIO) -> int:
         _print_plan(p, out)
         for e in p.errors:
             for single in e.errors:
-                print(str(single), file=err)
+                print(escape(single, keep_newlines=True), file=err)
         print(f"coverage: {p.verdict}", file=out)
+        if p.ok:
+            from .engine import check_size
+
+            try:
+                check_size(p)
+            except MapspecError as e:  # what apply would refuse unless allowed
+                print(f"note: apply would refuse this: {escape(e)}", file=out)
     return 0 if p.ok else 1
 
 
@@ -279,12 +299,39 @@ def cmd_apply(args, out: TextIO, err: TextIO) -> int:
         _close(p)
 
 
+def _same_file(a: str, b: Optional[str]) -> bool:
+    import os
+
+    if not b:
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_paths(p, args) -> None:
+    """--output and --report: never a source or template, never each other; the same rules for both."""
+    from .formats.base import check_output_path
+
+    inputs = [("source", p.source.path)] + ([("template", p.template.path)] if p.template is not None else [])
+    outputs = [("output", args.output)] + ([("--report", args.report)] if args.report else [])
+    for what, path in outputs:
+        check_output_path(path, args.force, what)
+        for kind, other in inputs:
+            if _same_file(path, other):
+                raise MapspecError(f"{path}: the {what} is the {kind} file; write it somewhere else")
+    if args.report and _same_file(args.report, args.output):
+        raise MapspecError(f"{args.report}: --report and --output name the same file")
+
+
 def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
     from .engine import execute
-    from .formats import output_format
+    from .formats import atomic_output, output_format
     from .progress import plan_progress
 
     p.check()
+    _check_paths(p, args)
     flag = args.progress if args.progress is not None or not args.quiet else False
     target_options = parse_pairs(args.target_option, "--target-option")
     if args.max_shard_size is not None:
@@ -295,19 +342,29 @@ def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
                         {k: v for k, v in target_options.items() if k != "max_shard_size"}, "write")
     with plan_progress(err, p, "apply", flag) as progress:
         result = execute(p, args.output, force=args.force, progress=progress, target_options=target_options,
-                         jobs=args.jobs)
+                         jobs=args.jobs, max_output=args.max_output_size)
+    sm = p.summary()
+    wrote = (f"wrote {escape(result.output)}: {result.tensors} tensors, {_size(result.bytes_written)} in "
+             f"{result.seconds:.2f} s ({sm['matched']} matched, {sm['referenced']} referenced, "
+             f"{sm['ignored']} ignored, {sm['dropped']} dropped, {sm['constants']} constants)")
     if args.report:
-        from .formats import atomic_output
+        try:
+            with atomic_output(args.report, force=args.force, what="--report") as tmp, \
+                    open(tmp, "w", encoding="utf-8") as f:
+                json.dump(result.report, f, indent=1)
+        except MapspecError as e:
+            raise MapspecError(f"{wrote}, but the report was not written: {e}") from None
+        except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP after the output was in place
+            from .formats.base import PUBLISHED
 
-        with atomic_output(args.report, force=True) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            json.dump(result.report, f, indent=1)
+            if PUBLISHED and PUBLISHED[-1] == str(args.report):  # ... and after the report was too
+                raise
+            print(f"mapspec: {wrote}, but the report was not written (interrupted)", file=err)
+            return 128 + getattr(e, "signum", 2)
     if not args.quiet:
         for w in p.warnings:
-            print(f"warning: {w}", file=err)
-        sm = p.summary()
-        print(f"wrote {result.output}: {result.tensors} tensors, {_size(result.bytes_written)} in "
-              f"{result.seconds:.2f} s ({sm['matched']} matched, {sm['referenced']} referenced, "
-              f"{sm['ignored']} ignored, {sm['dropped']} dropped, {sm['constants']} constants)", file=out)
+            print(f"warning: {escape(w, keep_newlines=True)}", file=err)
+        print(wrote, file=out)
     return 0
 
 
@@ -377,9 +434,9 @@ def cmd_diff(args, out: TextIO, err: TextIO) -> int:
             if rows:
                 _table(rows, out, ["name", "shape", "max |a-b|", "status"])
             for n in only_a:
-                print(f"only in {ra.path}: {n} ({_shape(ia[n].shape)})", file=out)
+                print(f"only in {escape(ra.path)}: {escape(n)} ({_shape(ia[n].shape)})", file=out)
             for n in only_b:
-                print(f"only in {rb.path}: {n} ({_shape(ib[n].shape)})", file=out)
+                print(f"only in {escape(rb.path)}: {escape(n)} ({_shape(ib[n].shape)})", file=out)
             common = len(ia) - len(only_a)
             print(f"{common} common tensors, {differ} differ (atol {args.atol:g}), max |a-b| {worst:.3g}; "
                   f"{len(only_a)} only in A, {len(only_b)} only in B", file=out)
@@ -391,7 +448,7 @@ def cmd_verify(args, out: TextIO, err: TextIO) -> int:
     from .engine import plan
     from .spec.load import load_spec
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, args.allow_path or ())
     cfg = V.spec_verify_config(spec)
     src_cfg, tgt_cfg = dict(cfg["source"]), dict(cfg["target"])
     src_cfg["_side"], tgt_cfg["_side"] = "source", "target"
@@ -440,9 +497,9 @@ def cmd_verify(args, out: TextIO, err: TextIO) -> int:
     print(f"output {_shape(o.shape)}: max |a-b| {o.max_abs:.3g}, relative {o.max_rel:.3g}, cosine {o.cosine:.9f}",
           file=out)
     if v.first_bad is not None:
-        print(f"first divergence: {v.first_bad.source} -> {v.first_bad.target}", file=out)
+        print(f"first divergence: {escape(v.first_bad.source)} -> {escape(v.first_bad.target)}", file=out)
         for c in v.causes:
-            print(f"  likely cause: {c}", file=out)
+            print(f"  likely cause: {escape(c, keep_newlines=True)}", file=out)
     verdict = "PASS" if v.ok else "FAIL"
     print(f"{verdict} (max |a-b| <= {atol:g} and cosine >= {cos:g})", file=out)
     return 0 if v.ok else 1
@@ -460,9 +517,9 @@ def cmd_fold_bn(args, out: TextIO, err: TextIO) -> int:
                 verify=args.verify, seed=args.seed, progress=lambda p: plan_progress(err, p, "fold-bn", args.progress))
     for c in r.chains:
         parts = [c.conv, c.bn] + ([c.scale] if c.scale else [])
-        print(f"folded {' -> '.join(parts)}", file=out)
+        print(f"folded {escape(' -> '.join(parts))}", file=out)
     for n in r.notes:
-        print(f"note: {n}", file=out)
+        print(f"note: {escape(n, keep_newlines=True)}", file=out)
     print(f"wrote {r.prototxt} and {r.caffemodel}: {len(r.chains)} chains folded"
           + (f"; spec in {args.emit_spec}" if args.emit_spec else ""), file=out)
     if r.verify is not None:
@@ -570,6 +627,15 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--relax", action="append", choices=list(RELAXATIONS), help=RELAX_HELP)
     _add_vars(p)
+    _add_allow_path(p)
+
+
+ALLOW_PATH_HELP = ("let the spec's paths (include, template, verify graph, symbol) reach files under DIR too "
+                   "(by default only under the spec's own folder)")
+
+
+def _add_allow_path(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-path", action="append", metavar="DIR", help=ALLOW_PATH_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -580,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check specs (schema and semantics) without reading any data")
     p.add_argument("specs", nargs="+", metavar="SPEC")
+    _add_allow_path(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("inspect", help="list a checkpoint's (or template's) tensors")
@@ -612,7 +679,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a writer option of the output's format, added to the spec's target.options")
     p.add_argument("--option", dest="target_option", action=_Deprecated, new="--target-option", append=True,
                    help=argparse.SUPPRESS)
-    p.add_argument("--report", metavar="FILE", help="write a JSON report of every tensor written")
+    p.add_argument("--report", metavar="FILE", help="write a JSON report of every tensor written (the same rules "
+                                                    "as --output: no overwrite without --force, never a source or "
+                                                    "the output)")
+    p.add_argument("--max-output-size", type=_size_arg, default=None, metavar="SIZE",
+                   help="largest output allowed (e.g. 20GB, 512MiB, or 'any'); default: 4 x the source plus 1 GiB")
     _add_progress(p)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_apply, output_required=True)
@@ -641,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. 1,3,224,224 or 1x3x224x224 (default: the spec's verify.input.shape)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
     _add_vars(p)
+    _add_allow_path(p)
     p.add_argument("--layers", action="store_true", help="compare intermediate activations and name the first "
                                                          "layer that diverges")
     p.add_argument("--atol", type=float, help="largest allowed max |a-b| of the outputs (default: spec, else 1e-4)")
@@ -723,6 +795,10 @@ def run(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
     err = stderr if stderr is not None else sys.stderr
     parser = build_parser()
     args = None
+    restore = _handle_signals()
+    from .formats.base import PUBLISHED
+
+    published_before = len(PUBLISHED)
     try:
         try:
             args = parser.parse_args(list(argv) if argv is not None else None)
@@ -744,13 +820,65 @@ def run(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
         print(f"mapspec: error: {MissingDependency(e.name, what)}", file=err)
         return 1
     except MapspecError as e:
-        print(f"mapspec: error: {e}", file=err)
+        print(f"mapspec: error: {escape(e, keep_newlines=True)}", file=err)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("mapspec: interrupted; no output was written", file=err)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated)
+        from .formats.base import PUBLISHED
+
+        done = PUBLISHED[published_before:]
+        what = (f"{' and '.join(escape(d) for d in done)} {'was' if len(done) == 1 else 'were'} written completely "
+                f"before it" if done else "no output was written")
+        print(f"mapspec: {getattr(e, 'name', 'interrupted')}: stopped; {what}" if isinstance(e, Terminated) else
+              f"mapspec: interrupted; {what}", file=err)
+        return 128 + getattr(e, "signum", 2)
     except BrokenPipeError:
         return 1
+    finally:
+        restore()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C (temporary files removed, nothing replaced)."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+def _raise_terminated(signum, frame):
+    import signal
+
+    from .formats.base import interrupt
+
+    interrupt(KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum))
+
+
+def _handle_signals():
+    """Turn SIGTERM/SIGHUP into :class:`Terminated` (and SIGINT into KeyboardInterrupt) while ``run``
+    works, deferred while an output is being put in place; returns the undo."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    saved = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        old = signal.getsignal(sig)
+        if old is signal.SIG_IGN:  # nohup: the user asked to survive it
+            continue
+        saved[sig] = old
+        signal.signal(sig, _raise_terminated)
+
+    def restore() -> None:
+        for sig, old in saved.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+    return restore
 
 
 def main() -> None:

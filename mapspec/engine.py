@@ -24,8 +24,8 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import coverage, dtypes, parallel, stacking
-from .errors import ConversionError, CoverageError, ErrorList, Location, MapspecError, SpecError
+from . import coverage, dtypes, numeric, parallel, stacking
+from .errors import ConversionError, CoverageError, ErrorList, Location, MapspecError, SpecError, escape
 from .formats import Reader, TensorInfo, atomic_output, create_writer, module, open_checkpoint, output_format, sharded
 from .spec.args import Binder, Ref
 from .spec.config import with_config
@@ -70,6 +70,7 @@ class Step:
     meta: Optional[dict] = None  # the template's format-specific facts for this target
     parts: list = field(default_factory=list)  # stack: one Step per stacked match, in order
     stack_axis: int = 0
+    peak: int = 0  # bytes of the largest array along the chain (input, intermediates, output)
 
     @property
     def refs(self) -> list[str]:
@@ -157,8 +158,23 @@ def _shape_text(shape) -> str:
     return "x".join(str(d) for d in shape) if len(shape) else "scalar"
 
 
+MAX_SUGGESTIONS = 50  # findings of one plan that get "closest names" hints
+MAX_SUGGEST = 2000  # names compared per suggestion (difflib is quadratic in the name length)
+MAX_SUGGEST_LEN = 400  # longer texts are not compared at all
+
+
 def _closest(text: str, names: list[str], n: int = 3, cutoff: float = 0.5) -> list[str]:
-    """The names most similar to ``text`` (ties in name order)."""
+    """The names most similar to ``text`` (ties in name order), with bounded work: at most
+    ``MAX_SUGGEST`` names of at most ``MAX_SUGGEST_LEN`` characters are compared (those sharing
+    ``text``'s first characters first, then an even sample of the rest)."""
+    if len(text) > MAX_SUGGEST_LEN:
+        return []
+    if len(names) > MAX_SUGGEST:
+        head = text[:3]
+        near = [x for x in names if x.startswith(head)] if head else []
+        rest = names[::max(1, len(names) // MAX_SUGGEST)]
+        names = list(dict.fromkeys(near[:MAX_SUGGEST // 2] + rest))[:MAX_SUGGEST]
+    names = [x for x in names if len(x) <= MAX_SUGGEST_LEN]
     m = difflib.SequenceMatcher()
     m.set_seq2(text)
     scored = []
@@ -172,7 +188,7 @@ def _closest(text: str, names: list[str], n: int = 3, cutoff: float = 0.5) -> li
 
 
 def _listing(names: list[str], describe: Callable[[str], str]) -> str:
-    shown = [f"  {describe(n)}" for n in names[:MAX_LISTED]]
+    shown = [f"  {escape(describe(n))}" for n in names[:MAX_LISTED]]
     if len(names) > MAX_LISTED:
         shown.append(f"  ... and {len(names) - MAX_LISTED} more")
     return "\n".join(shown)
@@ -225,11 +241,17 @@ class _Planner:
         self.infos = source.infos()
         self._attr_cache: dict[str, dict] = {}
         self._reported: set = set()
+        self._suggestions = 0
 
     def attrs(self, node: str) -> dict:
         if node not in self._attr_cache:
             self._attr_cache[node] = self.source.attrs(node) or {}
         return self._attr_cache[node]
+
+    def suggest(self, text: str, names: list) -> list:
+        """Closest names for the first ``MAX_SUGGESTIONS`` findings of a plan (bounded work)."""
+        self._suggestions += 1
+        return _closest(text, names) if self._suggestions <= MAX_SUGGESTIONS else []
 
     def error(self, e: MapspecError) -> None:
         self.plan.errors.append(e)
@@ -297,7 +319,7 @@ class _Planner:
 
         for rule in from_rules:
             if matches[rule.index] == 0 and not rule.optional:
-                near = _closest(rule.source_text, names)
+                near = self.suggest(rule.source_text, names)
                 hint = f"; closest source names: {', '.join(repr(n) for n in near)}" if near else \
                     f"; the source has {len(names)} tensors (see `mapspec inspect`)"
                 if rule.index in excluded:
@@ -478,8 +500,10 @@ class _Planner:
             shape = tuple(binder.int_value(d, rule.loc, "shape") for d in rule.shape) if rule.shape is not None \
                 else ()
             meta = Meta(shape, rule.dtype)
+            _possible(meta, fail, rule.loc, "the constant")
             constant = _constant_array(rule, shape, fail)
         in_meta = meta
+        peak = _nbytes(meta)
         calls = []
         for call in rule.calls:
             args = {}
@@ -495,9 +519,11 @@ class _Planner:
             except TransformError as e:
                 raise ConversionError(f"{label}: {e} (input {_shape_text(meta.shape)} {meta.dtype})", tensor=source,
                                       rule=rule.label, loc=call.loc) from None
+            _possible(meta, fail, call.loc, label)
+            peak = max(peak, _nbytes(meta))
             calls.append(BoundCall(call, args, label))
         return Step(target, rule, None if rule.constant else source, calls, in_meta, meta, env=env,
-                    constant=constant)
+                    constant=constant, peak=peak)
 
     def _meta_of(self, v):
         if isinstance(v, Ref):
@@ -562,9 +588,10 @@ class _Planner:
                 f"{'are' if n > 1 else 'is'} not produced by any rule:\n" + _listing(self.plan.missing_targets,
                                                                                      describe)))
         extra = [s for s in self.plan.steps if s.target not in tinfos]
+        tnames = list(tinfos)
         self.plan.unexpected_targets = [s.target for s in extra]
         for s in extra:
-            near = _closest(s.target, list(tinfos))
+            near = self.suggest(s.target, tnames)
             hint = f" (closest template names: {', '.join(repr(n) for n in near)})" if near else ""
             self.relaxable("unexpected-target", ConversionError(
                 f"target {s.target!r} is not in the template {self.template.path}{hint}",
@@ -598,16 +625,34 @@ def _ambiguous(pattern, name) -> bool:
         return True
 
 
+_INTP_MAX = 2 ** 63 - 1
+
+
+def _nbytes(meta: Meta) -> int:
+    return TensorInfo("", meta.shape, meta.dtype).nbytes
+
+
+def _possible(meta: Meta, fail, loc: Location, what: str) -> None:
+    """A shape numpy can describe (at most 64 dimensions, no overflowing product even when empty)."""
+    if len(meta.shape) > 64:
+        raise fail(f"{what} gives {len(meta.shape)} dimensions; at most 64 are possible", loc)
+    n = 1
+    for d in meta.shape:
+        n *= max(int(d), 1)
+    if n > _INTP_MAX:
+        raise fail(f"{what} gives shape {_shape_text(meta.shape)}, which no array can have (its size overflows "
+                   f"64 bits)", loc)
+
+
 def _constant_array(rule: Rule, shape: tuple, fail) -> np.ndarray:
+    """The constant as a read-only array: a scalar is broadcast (a view, nothing allocated at plan)."""
     dt = dtypes.to_numpy(rule.dtype)
-    try:
-        value = np.array(rule.value, dtype=dt)
-    except (ValueError, TypeError, OverflowError) as e:
-        raise fail(f"'value' cannot be a {rule.dtype} array: {e}", rule.loc) from None
+    value = numeric.literal(rule.value, dt, lambda msg: fail(f"'value': {msg}", rule.loc),
+                            allow=rule.allow)
     if value.shape == tuple(shape):
         return value
     if value.ndim == 0:
-        return np.full(shape, value, dtype=dt)
+        return np.broadcast_to(value, shape)
     raise fail(f"'value' has shape {value.shape} but the rule's shape is {tuple(shape)}", rule.loc)
 
 
@@ -690,15 +735,45 @@ def _read_counts(p: Plan) -> Counter:
     return uses
 
 
+DEFAULT_GROWTH = 4  # an output may be this many times its source (plus DEFAULT_SLACK) unless allowed
+DEFAULT_SLACK = 1 << 30
+
+
+def check_size(p: Plan, max_output: Optional[float] = None) -> None:
+    """Refuse, before anything is written, a conversion whose output (or any array along a rule's
+    chain) is far larger than its source, unless ``max_output`` (bytes; ``--max-output-size``)
+    allows it.  The default is ``DEFAULT_GROWTH`` times the source plus ``DEFAULT_SLACK``."""
+    source_bytes = sum(i.nbytes for i in p.source.infos().values())
+    limit = max_output if max_output is not None else DEFAULT_GROWTH * source_bytes + DEFAULT_SLACK
+    total = sum(_nbytes(s.out_meta) for s in p.steps)
+    biggest = max(p.steps, key=lambda s: s.peak, default=None)
+    worst = max(total, biggest.peak if biggest is not None else 0)
+    if worst <= limit:
+        return
+    what = (f"the output would be {worst:,} bytes" if worst == total else
+            f"{biggest.rule.label} makes an array of {worst:,} bytes for target {biggest.target!r}")
+    largest = sorted(p.steps, key=lambda s: -s.peak)[:3]
+    names = ", ".join(f"{s.target!r} ({s.peak:,} B)" for s in largest)
+    raise MapspecError(f"{what}, more than the allowed {limit:,.0f} bytes "
+                       + (f"(the source holds {source_bytes:,}; default limit {DEFAULT_GROWTH} x source + 1 GiB)"
+                          if max_output is None else "(--max-output-size)")
+                       + f"; largest: {names}. Pass --max-output-size SIZE (e.g. 20GB, or 'any') if this is "
+                         f"intended")
+
+
 def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callable[[int, int, Step], None]] = None,
-            target_options: Optional[dict] = None, jobs: Optional[int] = None) -> Result:
+            target_options: Optional[dict] = None, jobs: Optional[int] = None,
+            max_output: Optional[float] = None) -> Result:
     """Stream the planned conversion into ``output`` (atomically).
 
     ``output`` may be a directory or a ``*.index.json`` (a sharded checkpoint, see
     :mod:`mapspec.formats.sharded`).  ``jobs``: worker threads (default: the cores) for writers
     that place tensors at known offsets; other writers get the tensors one by one, in order.
+    An output beyond ``max_output`` bytes (default: see :func:`check_size`) is refused before
+    anything is written.
     """
     p.check()
+    check_size(p, max_output)
     spec, reader = p.spec, p.source
     fmt = output_format(output, p.target_format)
     infos = [TensorInfo(s.target, tuple(s.out_meta.shape), s.out_meta.dtype, s.meta) for s in p.steps]
@@ -747,7 +822,7 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
         args = [{k: _materialize(v, get) for k, v in c.args.items()} for c in s.calls]
         if s.parts:
             return [inputs(part) for part in s.parts], args
-        return (get(s.source) if s.source is not None else s.constant), args
+        return (get(s.source) if s.source is not None else np.array(s.constant)), args
 
     def prepare(i: int):
         return inputs(p.steps[i])
@@ -789,7 +864,7 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
             progress(i + 1, len(p.steps), s)
 
     with sharded.output_dir(output) if route is not None else contextlib.nullcontext(), \
-            atomic_output(output, force=force) as tmp:
+            atomic_output(output, force=force, anonymous=not getattr(module(fmt), "NAMED_TEMP", False)) as tmp:
         writer = create_writer(tmp, infos, format=fmt, final_path=str(output), **options)
         try:
             if getattr(writer, "positional", False):
@@ -826,8 +901,15 @@ def _compute(s: Step, x, args_per_call: list) -> np.ndarray:
             out[(slice(None),) * s.stack_axis + (j,)] = _compute(part, px, pargs)
         x = out
     for c, args in zip(s.calls, args_per_call):
+        numeric_kernel = _takes_allow(c.call.tdef.kernel)
+        if numeric_kernel:
+            args = {**args, "allow": s.rule.allow}
         try:
-            x = c.call.tdef.kernel(x, **args)
+            y = c.call.tdef.kernel(x, **args)
+            if numeric_kernel:
+                numeric.check_result(y, [x, *_arrays(args)], s.rule.allow)
+            x = y
+            del y
         except TransformError as e:
             raise ConversionError(f"{c.label}: {e}", tensor=s.source or s.target, rule=s.rule.label,
                                   loc=c.call.loc) from None
@@ -837,6 +919,28 @@ def _compute(s: Step, x, args_per_call: list) -> np.ndarray:
             f"{_shape_text(s.out_meta.shape)} {s.out_meta.dtype} (the source file's header and its "
             f"data disagree)", tensor=s.source or s.target, rule=s.rule.label)
     return x
+
+
+_ALLOW_KERNELS: dict = {}
+
+
+def _takes_allow(kernel) -> bool:
+    """Does this kernel take the rule's numeric allowances (``allow=``, see :mod:`mapspec.numeric`)?"""
+    if kernel not in _ALLOW_KERNELS:
+        import inspect
+
+        _ALLOW_KERNELS[kernel] = "allow" in inspect.signature(kernel).parameters
+    return _ALLOW_KERNELS[kernel]
+
+
+def _arrays(args: dict) -> list:
+    out = []
+    for v in args.values():
+        if isinstance(v, np.ndarray):
+            out.append(v)
+        elif isinstance(v, list):
+            out += [a for a in v if isinstance(a, np.ndarray)]
+    return out
 
 
 def _materialize(v, get):
@@ -851,8 +955,9 @@ def apply(spec: Union[str, Spec], source: Union[str, Reader], output: str, templ
           force: bool = False, target_format: Optional[str] = None, relax: tuple = (),
           progress: Optional[Callable[[int, int, Step], None]] = None, source_format: Optional[str] = None,
           vars: Optional[dict] = None, vars_file: Optional[str] = None, jobs: Optional[int] = None,
-          target_options: Optional[dict] = None) -> Result:
+          target_options: Optional[dict] = None, max_output: Optional[float] = None) -> Result:
     """Plan, check and stream a conversion into ``output``; raises on any problem, leaving no partial file."""
     p = plan(spec, source, template=template, target_format=target_format, output=output, relax=relax,
              source_format=source_format, vars=vars, vars_file=vars_file)
-    return execute(p, output, force=force, progress=progress, jobs=jobs, target_options=target_options)
+    return execute(p, output, force=force, progress=progress, jobs=jobs, target_options=target_options,
+                   max_output=max_output)

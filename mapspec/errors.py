@@ -14,8 +14,27 @@ Every error a user can cause is a :class:`MapspecError`.  The CLI prints
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
+
+# C0/C1 controls (ANSI escapes, newlines, carriage returns), DEL, and the bidirectional overrides
+# that reorder what a terminal shows.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNSAFE_KEEP_LINES = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                                "\ud800-\udfff]")
+
+
+def escape(text, keep_newlines: bool = False) -> str:
+    """``text`` safe to print on a terminal: control characters as ``\\x1b``, ``\\n``, ``\\u202e``.
+
+    Every name that came from a file or spec goes through this where it is printed (tables,
+    listings); JSON output is left exact.  ``keep_newlines`` keeps line breaks (multi-line
+    messages whose names were escaped already).
+    """
+    pattern = _UNSAFE_KEEP_LINES if keep_newlines else _UNSAFE
+    return pattern.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii")
+                       if not "\ud800" <= m.group() <= "\udfff" else f"\\u{ord(m.group()):04x}", str(text))
 
 
 class MapspecError(Exception):

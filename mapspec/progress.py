@@ -59,12 +59,13 @@ def byte_bar(stream: TextIO, total: int, desc: str, flag: Optional[bool]):
 @contextlib.contextmanager
 def plan_progress(stream: TextIO, plan, desc: str, flag: Optional[bool]):
     """A bar over a plan's output bytes; yields the ``progress`` callback ``engine.execute`` takes."""
+    from .errors import escape
     from .formats import TensorInfo
 
     sizes = [TensorInfo(s.target, tuple(s.out_meta.shape), s.out_meta.dtype).nbytes for s in plan.steps]
     with byte_bar(stream, sum(sizes), desc, flag) as bar:
         def progress(done: int, total: int, step) -> None:
-            bar.set_postfix_str(step.target[-40:], refresh=False)
+            bar.set_postfix_str(escape(step.target)[-40:], refresh=False)  # no control characters on stderr
             bar.update(sizes[done - 1])
 
         yield progress

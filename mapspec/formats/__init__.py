@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
 from ..errors import FormatError, MapspecError, MissingDependency
-from .base import Reader, TensorInfo, Writer, atomic_output, read_head
+from .base import Reader, TensorInfo, Writer, atomic_output, check_regular, read_head
 
 
 class FormatEntry(NamedTuple):
@@ -158,6 +158,7 @@ def open_checkpoint(path, format: Optional[str] = None, **options) -> Reader:
 
     A directory opens its one ``*.index.json`` (or its one checkpoint file); an index opens as
     a sharded checkpoint whose shards are of ``format`` (default: by their names)."""
+    check_regular(path)
     from . import sharded
 
     path = sharded.source_path(path)

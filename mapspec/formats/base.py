@@ -11,7 +11,10 @@ A format is one small module with the same four functions (see
     A streaming writer: it is told every tensor's name, shape and dtype up front
     (``infos``, in output order) and then receives the tensors one at a time.
     ``path`` is a temporary file; option ``final_path`` is the name it will get
-    (for formats whose layout depends on the file name).
+    (for formats whose layout depends on the file name).  On Linux ``path`` is an
+    unnamed file reached through ``/proc/self/fd/N`` (see :func:`atomic_output`): a
+    writer that needs a real name (a library that resolves it, files written beside
+    it) sets ``NAMED_TEMP = True`` in its module.
 ``save(path, tensors, **options)``
     Convenience: write a whole ``{name: array}`` mapping through ``create``.
 
@@ -23,8 +26,10 @@ Template-only formats (a ``.prototxt``, a ``-symbol.json``) are readers with
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple, Optional, Sequence
@@ -133,6 +138,12 @@ class Writer:
     def __init__(self, path, infos: Sequence[TensorInfo], **options):
         self.path = str(path)
         self.infos = list(infos)
+        for i in self.infos:
+            if not _utf8(i.name):
+                from ..errors import escape
+
+                raise MapspecError(f"tensor name '{escape(i.name)}' is not valid Unicode text (a lone surrogate); "
+                                   f"no checkpoint format can store it")
         self._expected = {i.name: i for i in self.infos}
         self._order = [i.name for i in self.infos]
         self._next = 0
@@ -180,6 +191,14 @@ class Writer:
         """Release resources after a failure; the engine removes the temporary file."""
 
 
+def _utf8(text) -> bool:
+    try:
+        str(text).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def announced_dtype(info: TensorInfo) -> str:
     """The announced dtype of a tensor; one whose dtype the source format did not fix is float32."""
     return dtypes.canonical(info.dtype) if info.dtype else "float32"
@@ -189,7 +208,10 @@ def save_with(create, path, tensors: Mapping[str, np.ndarray], **options) -> Non
     """Write a whole mapping through a format's ``create`` (atomically)."""
     arrays = {k: np.asarray(v) for k, v in tensors.items()}
     infos = [TensorInfo(k, tuple(a.shape), dtypes.name_of(a.dtype)) for k, a in arrays.items()]
-    with atomic_output(path, force=True) as tmp:
+    import inspect
+
+    named = getattr(inspect.getmodule(create), "NAMED_TEMP", False)
+    with atomic_output(path, force=True, anonymous=not named) as tmp:
         w = create(tmp, infos, final_path=str(path), **options)
         try:
             for k, a in arrays.items():
@@ -301,7 +323,29 @@ def check_shape(path, shape, itemsize: int, what: str, offset: Optional[int] = N
     return size
 
 
+def check_regular(path) -> None:
+    """Refuse a FIFO, device or socket as an input (reading one could block forever or never end).
+
+    Directories pass (formats that are folders handle them; others say it is a directory)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return  # the open that follows reports it
+    except (OSError, ValueError) as e:  # a name too long, a loop of symlinks, a NUL byte, ...
+        raise FormatError(path, f"cannot open: {getattr(e, 'strerror', None) or e}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise FormatError(path, f"is {_kind(mode)}, not a regular file; mapspec reads only files")
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
 def read_head(path, n: int = 64) -> bytes:
+    check_regular(path)
     try:
         with open(path, "rb") as f:
             return f.read(n)
@@ -331,46 +375,210 @@ def _name_output(e: MapspecError, tmp: str, target: str) -> None:
             err.path = target
 
 
-@contextlib.contextmanager
-def atomic_output(path, force: bool = False) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+def check_output_path(path, force: bool = False, what: str = "output") -> Path:
+    """Refuse an output path mapspec must not write: one that is not (a symlink to) a regular file.
 
-    On any error or interrupt the temporary file is removed and an existing
-    ``path`` is left untouched.  Without ``force`` an existing ``path`` is an error.
+    A directory, FIFO, device or socket is never replaced (as root, ``--force`` would otherwise
+    turn ``/dev/null`` into a regular file); a dangling symlink, like an existing file, needs
+    ``force``; a name ending in a slash names a directory and is refused.
     """
-    target = Path(path)
-    if target.exists() and not force:
-        raise MapspecError(f"{target}: output exists; pass --force to overwrite it")
-    if target.exists() and target.is_dir():
-        raise MapspecError(f"{target}: output is a directory")
+    text = os.fspath(path)
+    if not text or text.endswith(("/", os.sep)):
+        raise MapspecError(f"{text!r}: {what} names a directory (trailing slash); give a file name")
+    target = Path(text)
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise MapspecError(f"{target}: cannot check the {what}: {e.strerror or e}") from None
+    if st is not None:
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                st = os.stat(target)
+            except OSError:
+                if not force:
+                    raise MapspecError(f"{target}: {what} is a dangling symlink; pass --force to replace it") \
+                        from None
+                st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise MapspecError(f"{target}: {what} is {_kind(st.st_mode)}, not a regular file; mapspec never "
+                               f"replaces it")
+        if st is not None and not force:
+            raise MapspecError(f"{target}: {what} exists; pass --force to overwrite it")
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
-        raise MapspecError(f"{target}: output directory {str(parent)!r} does not exist")
+        raise MapspecError(f"{target}: {what} directory {str(parent)!r} does not exist")
+    return target
+
+
+def _anonymous_file(parent: Path):
+    """An unnamed file in ``parent`` (Linux O_TMPFILE), or None where the platform or file system lacks it.
+
+    Nothing of it survives the process, not even a SIGKILL; :func:`_publish` links it into place.
+    """
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not os.path.isdir("/proc/self/fd"):
+        return None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise MapspecError(f"{target}: cannot create a file in {str(parent)!r}: {e.strerror or e}") from None
-    os.close(fd)
+        fd = os.open(parent, flag | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o666 & ~_umask())
+    except OSError:
+        return None
+    return fd
+
+
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the output the usual permissions
+    return umask
+
+
+def _short_name(parent: Path) -> str:
+    """A fresh short name in ``parent`` (kept short so that a 250-character output name still works)."""
+    import secrets
+
+    return str(parent / f".ms{secrets.token_hex(4)}.tmp")
+
+
+_NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK}
+
+
+def _publish(source: str, target: Path, force: bool, named: bool, what: str) -> None:
+    """Give the finished temporary file the name ``target``.
+
+    Without ``force`` the no-overwrite check is the link itself (``link`` fails if the name
+    exists), so of two concurrent runs exactly one wins.  With ``force`` it is linked under a
+    short temporary name and renamed over the target.  ``named``: ``source`` is a named
+    temporary file (removed here once linked), else a ``/proc/self/fd`` link to an unnamed one.
+    """
+    check_output_path(target, True, what)  # its kind may have changed while we wrote; existence: the link
+    if force:
+        if named:
+            os.replace(source, target)
+            return
+        tmp = _short_name(target.parent)
+        _link(source, tmp)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return
+    try:
+        _link(source, str(target))
+    except FileExistsError:
+        raise MapspecError(f"{target}: {what} was created by someone else while mapspec wrote it; it is "
+                           f"unchanged (pass --force to overwrite it)") from None
+    except OSError as e:
+        if e.errno not in _NO_LINK or not named:
+            raise
+        # A file system without hard links: the check and the rename are two steps here.
+        if os.path.lexists(target):
+            raise MapspecError(f"{target}: {what} was created by someone else while mapspec wrote it; it is "
+                               f"unchanged (pass --force to overwrite it)") from None
+        os.replace(source, target)
+        return
+    if named:
+        with contextlib.suppress(OSError):
+            os.unlink(source)
+
+
+def _link(source: str, dest: str) -> None:
+    """``linkat(source, dest, AT_SYMLINK_FOLLOW)``: a ``/proc/self/fd`` source links the open file itself.
+
+    (``os.link`` calls plain ``link()``, which would link the magic symlink, unless a dir fd is given.)
+    """
+    parent = os.path.dirname(dest) or "."
+    dfd = os.open(parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.link(source, os.path.basename(dest), dst_dir_fd=dfd, follow_symlinks=True)
+    finally:
+        os.close(dfd)
+
+
+@contextlib.contextmanager
+def atomic_output(path, force: bool = False, what: str = "output", anonymous: bool = True) -> Iterator[str]:
+    """Yield a temporary path for ``path``'s content; give it the name ``path`` on success.
+
+    On any error or interrupt the temporary file is removed and an existing ``path`` is left
+    untouched.  Without ``force`` an existing ``path`` is an error, checked again atomically by
+    the final link (:func:`_publish`).  Only a regular file (or a symlink to one) is ever
+    replaced (:func:`check_output_path`).  With ``anonymous`` (Linux) the temporary file has no
+    name at all (O_TMPFILE, written through ``/proc/self/fd``), so that even a killed process
+    leaves nothing behind; elsewhere it is a short-named hidden file beside the target.
+    """
+    target = check_output_path(path, force, what)
+    parent = target.parent if str(target.parent) else Path(".")
+    published = False
+    fd = _anonymous_file(parent) if anonymous else None
+    if fd is not None:
+        tmp, named = f"/proc/self/fd/{fd}", False
+    else:
+        try:
+            tfd, tmp = tempfile.mkstemp(prefix=".ms", suffix=".tmp", dir=parent)
+        except OSError as e:
+            raise MapspecError(f"{target}: cannot create a file in {str(parent)!r}: {e.strerror or e}") from None
+        os.close(tfd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the output the usual permissions
+        named = True
     try:
         yield tmp
-        os.replace(tmp, target)
+        with _signals_held():  # published and recorded as one step, as far as a signal can tell
+            _publish(tmp, target, force, named, what)
+            published = True
+            PUBLISHED.append(str(target))
     except OSError as e:
         # Disk full, quota, I/O error while writing (or reading a source mid-way): the user's
         # problem, reported in one line like every other, never a traceback.
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _discard(tmp, named)
         where = e.filename if isinstance(e.filename, str) and e.filename != tmp else str(target)
         raise MapspecError(f"{where}: {e.strerror or e}; {target} was not written"
                            + (" (the existing file is unchanged)" if target.exists() else "")) from None
     except MapspecError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _discard(tmp, named)
         _name_output(e, tmp, str(target))
         raise
     except BaseException:
+        if not published:  # (a signal once the output is in place: PUBLISHED tells the command line)
+            _discard(tmp, named)
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+# Every output put in place by this process, in order: what an interrupted command has written
+# (a signal can arrive at any moment after the final link; the command line reports these).
+PUBLISHED: list = []
+
+
+_HOLD = {"depth": 0, "pending": None}
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Defer an interrupt (raised by the command line's signal handlers through :func:`interrupt`)
+    until the end of the block, so that the block runs whole or not at all."""
+    _HOLD["depth"] += 1
+    try:
+        yield
+    finally:
+        _HOLD["depth"] -= 1
+        pending, _HOLD["pending"] = _HOLD["pending"], None
+        if pending is not None and _HOLD["depth"] == 0:
+            raise pending
+
+
+def interrupt(exc: BaseException) -> None:
+    """Raise ``exc`` (a KeyboardInterrupt) now, or at the end of a :func:`_signals_held` block."""
+    if _HOLD["depth"]:
+        _HOLD["pending"] = _HOLD["pending"] or exc
+        return
+    raise exc
+
+
+def _discard(tmp: str, named: bool) -> None:
+    if named:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise

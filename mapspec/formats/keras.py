@@ -111,6 +111,7 @@ LEGACY_KERAS_VERSION = "3.0.0"
 # HDF5 cannot hold bfloat16/float8 natively; Keras 3 stores bfloat16 as 2-byte opaque
 # data with attribute dtype="bfloat16" (the legacy loader cannot read that back).
 WRITE_DTYPES = tuple(n for n in dtypes.known() if not n.startswith("float8"))
+NAMED_TEMP = True  # libhdf5 resolves the real path of the file it creates: no unnamed (O_TMPFILE) output
 
 
 def _h5py():
@@ -826,9 +827,21 @@ READ_OPTIONS = ("isolate", "timeout")
 WRITE_OPTIONS = ("layout",)
 
 
+MAX_TIMEOUT = 86400.0  # seconds
+
+
 def open(path: str, **options) -> KerasReader:  # noqa: A001 - the format API's name
-    """Options: ``isolate`` (default True: parse in a child process first), ``timeout`` (seconds)."""
-    return KerasReader(path, isolate=options.get("isolate", True), timeout=options.get("timeout", PROBE_TIMEOUT))
+    """Options: ``isolate`` (default True: parse in a child process first), ``timeout`` (seconds, > 0).
+
+    Both are safety options: a spec may not set them (the spec loader refuses), only the command line."""
+    isolate = options.get("isolate", True)
+    if not isinstance(isolate, bool):
+        raise MapspecError(f"{path}: option isolate must be true or false, not {isolate!r}")
+    timeout = options.get("timeout", PROBE_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
+        raise MapspecError(f"{path}: option timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], not "
+                           f"{timeout!r}")
+    return KerasReader(path, isolate=isolate, timeout=float(timeout))
 
 
 def create(path: str, infos: Sequence[TensorInfo], **options) -> KerasWriter:

@@ -28,6 +28,7 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EO
                NotImplementedError, RuntimeError, IndexError, KeyError, OverflowError, zlib.error)
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # zip local file header, 30 bytes
 _NPY_MAGIC = b"\x93NUMPY"
+_INFLATE_CHUNK = 1 << 20  # bytes decompressed per step
 _MAX_DEFLATE_RATIO = 1040  # deflate expands at most ~1032:1; a larger claim is a lie
 
 
@@ -153,19 +154,40 @@ class NpzReader(Reader):
         if data_start is not None:
             flat = self._file.array(data_start + hlen, dt, (info.numel,), f"tensor {info.name!r}")
         else:
-            try:
-                with self._zip.open(zi) as f:
-                    f.seek(hlen)
-                    raw = f.read(info.numel * dt.itemsize + 1)  # never more than the header promised
-            except _ZIP_ERRORS as e:
-                raise FormatError(self.path, f"{e}", tensor=info.name) from None
-            if len(raw) != info.numel * dt.itemsize:
-                raise FormatError(self.path, "member data is truncated", tensor=info.name)
-            flat = np.frombuffer(raw, dtype=dt)
+            flat = self._inflate(zi, dt, hlen, info)
         arr = flat.reshape(info.shape, order="F" if fortran else "C")
         if not dt.isnative:
             arr = arr.astype(dt.newbyteorder("="))
         return arr
+
+    def _inflate(self, zi, dt: np.dtype, hlen: int, info: TensorInfo) -> np.ndarray:
+        """A deflated member, decompressed in bounded chunks straight into its array (peak memory: the
+        tensor plus one chunk, never twice the tensor)."""
+        nbytes = info.numel * dt.itemsize
+        try:
+            out = np.empty(info.numel, dtype=dt)
+        except MemoryError:
+            raise FormatError(self.path, f"member {zi.filename!r} needs {nbytes:,} bytes of memory to decompress; "
+                              f"store it uncompressed (np.savez, not savez_compressed) so that it can be "
+                              f"memory-mapped", tensor=info.name) from None
+        view = memoryview(out.view(np.uint8).reshape(-1))
+        done = 0
+        try:
+            with self._zip.open(zi) as f:
+                f.seek(hlen)
+                while done < nbytes:
+                    chunk = f.read(min(_INFLATE_CHUNK, nbytes - done))
+                    if not chunk:
+                        break
+                    view[done:done + len(chunk)] = chunk
+                    done += len(chunk)
+                extra = f.read(1)
+        except _ZIP_ERRORS as e:
+            raise FormatError(self.path, f"{e}", tensor=info.name) from None
+        if done != nbytes or extra:
+            raise FormatError(self.path, "member data is truncated" if done != nbytes else
+                              "member holds more data than its header says", tensor=info.name)
+        return out
 
     def close(self) -> None:
         self._zip.close()

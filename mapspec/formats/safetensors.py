@@ -83,8 +83,17 @@ def _no_duplicates(pairs):
     for k, v in pairs:
         if k in out:
             raise _Duplicate(k)
+        for text in (k, v) if isinstance(v, str) else (k,):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # JSON's "\ud800": a lone surrogate, not text
+                raise _Surrogate(text) from None
         out[k] = v
     return out
+
+
+class _Surrogate(Exception):
+    pass
 
 
 class _Duplicate(Exception):
@@ -124,8 +133,13 @@ class Header:
             obj = json.loads(text, object_pairs_hook=_no_duplicates)
         except _Duplicate as e:
             raise FormatError(path, f"header names {e.args[0]!r} twice", offset=8) from None
+        except _Surrogate as e:
+            raise FormatError(path, f"header holds {e.args[0]!r}, which has a lone surrogate escape (not Unicode "
+                              f"text)", offset=8) from None
         except json.JSONDecodeError as e:
             raise FormatError(path, f"header is not valid JSON: {e.msg}", offset=8 + e.pos) from None
+        except ValueError as e:  # e.g. an integer of more than 4300 digits
+            raise FormatError(path, f"header is not acceptable JSON ({str(e).split(':')[0]})", offset=8) from None
         except RecursionError:
             raise FormatError(path, "header JSON is nested too deeply", offset=8) from None
         if not isinstance(obj, dict):

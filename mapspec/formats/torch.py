@@ -273,6 +273,20 @@ def flatten(obj, torch) -> tuple:
     return out, skipped
 
 
+def _check_view(path: str, name: str, t) -> None:
+    """Refuse a view whose logical size exceeds its storage (stride 0, overlapping strides): 2 KB of
+    storage could otherwise claim gigabytes that a conversion would write out."""
+    logical = t.numel() * t.element_size()
+    try:
+        storage = t.untyped_storage().nbytes() - t.storage_offset() * t.element_size()
+    except (RuntimeError, NotImplementedError):
+        return
+    if logical > max(storage, 0):
+        raise FormatError(path, f"tensor is a view of shape {tuple(t.shape)} and strides {tuple(t.stride())} "
+                          f"claiming {logical:,} bytes over {max(storage, 0):,} bytes of storage (a stride-0 or "
+                          f"overlapping view); save it with .contiguous() / .clone() first", tensor=name)
+
+
 class TorchReader(Reader):
     """A state dict opened through ``torch.load(weights_only=True, mmap=True)``.
 
@@ -305,6 +319,7 @@ class TorchReader(Reader):
             if why:
                 self.skipped[name] = why
                 continue
+            _check_view(path, name, t)
             self._tensors[name] = t
             self._infos[name] = TensorInfo(name, tuple(int(d) for d in t.shape), names[t.dtype], meta)
 

@@ -32,13 +32,18 @@ _CALL = re.compile(r"\{[^{}]*\b(?:" + "|".join(FUNCTIONS) + r")\s*\(")  # shape(
 # transforms that keep the element count (and, but for squeeze/unsqueeze, the number of axes)
 SAME_ELEMENTS = ("reshape", "transpose", "squeeze", "unsqueeze", "rope_permute", "cast", "reverse", "fill",
                  "mul", "div", "add", "sub")
+MAX_SPEC_FILES = 256  # spec files loaded for one spec, includes counted each time they are loaded
+MAX_RULES = 100_000  # rules of a spec and everything it includes
 
 
 def resolve_spec_path(name_or_path: str) -> str:
     """A path to an existing file, or the name of a shipped spec (``densenet/caffe-to-torchvision``)."""
     p = Path(name_or_path)
-    if p.is_file():
-        return str(p)
+    try:
+        if p.is_file():
+            return str(p)
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte, ...
+        raise SpecError(f"cannot open: {getattr(e, 'strerror', None) or e}", Location(name_or_path)) from None
     shipped = shipped_specs()
     key = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
     if key in shipped:
@@ -52,6 +57,36 @@ def resolve_spec_path(name_or_path: str) -> str:
     else:
         msg += "; `mapspec specs` lists the shipped specs"
     raise SpecError(msg, Location(name_or_path))
+
+
+PATH_OPTIONS = ("symbol",)  # reader options that name a file (MXNet's -symbol.json)
+# Reader options that guard against hostile files: only the command line may set them.
+SAFETY_OPTIONS = ("isolate", "timeout")
+
+
+class _Budget:
+    """What one spec and all it includes may load (shared by the builders of an include tree)."""
+
+    def __init__(self, roots: tuple):
+        self.roots = roots
+        self.files = 0
+        self.rules = 0
+
+
+def spec_roots(path: str, allow_paths=()) -> tuple:
+    """The folders a spec's paths may reach: its own folder (a shipped spec: the shipped specs' folder)
+    and the folders the user allowed on the command line (``--allow-path``)."""
+    from ..resources import specs_dir
+
+    real = os.path.realpath(path)
+    shipped = os.path.realpath(specs_dir())
+    own = shipped if real.startswith(shipped + os.sep) else os.path.dirname(real)
+    return (own,) + tuple(os.path.realpath(p) for p in allow_paths)
+
+
+def _inside(path: str, roots: tuple) -> bool:
+    real = os.path.realpath(path)
+    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
 def _loc(d, key, default: Location) -> Location:
@@ -73,7 +108,11 @@ def _endpoint(raw, spec_dir: str, default: Location) -> Endpoint:
     template = text("template")
     if template is not None:
         template = os.path.normpath(os.path.join(spec_dir, template))
-    return Endpoint(format=text("format"), template=template, dtype=text("dtype"), options=mapping("options"),
+    options = mapping("options")
+    for key in PATH_OPTIONS:
+        if isinstance(options.get(key), str):  # like every path in a spec: relative to the spec
+            options[key] = os.path.normpath(os.path.join(spec_dir, options[key]))
+    return Endpoint(format=text("format"), template=template, dtype=text("dtype"), options=options,
                     template_options=mapping("template_options"), loc=getattr(raw, "loc", default))
 
 
@@ -111,10 +150,21 @@ def _names_for(rule_raw: dict, pattern: Optional[Pattern], vars_: dict) -> dict[
 
 
 class _Builder:
-    def __init__(self, path: str, stack: tuple = ()):
+    def __init__(self, path: str, stack: tuple = (), budget: Optional[_Budget] = None, allow_paths=()):
         self.path = path
         self.stack = stack + (os.path.abspath(path),)
         self.errors: list[MapspecError] = []
+        self.budget = budget or _Budget(spec_roots(path, allow_paths))
+
+    def confined(self, path: str, raw: str, what: str, loc: Location) -> bool:
+        """Is ``path`` (``raw`` as the spec wrote it) inside the spec's folders?  Else an error, and
+        the file is not opened."""
+        if _inside(path, self.budget.roots):
+            return True
+        self.errors.append(SpecError(f"{what} {raw!r} is outside the spec's folder {self.budget.roots[0]}; a spec "
+                                     f"reaches only files under its own folder (pass --allow-path DIR to allow "
+                                     f"another)", loc))
+        return False
 
     def build(self, first_index: int = 1) -> Optional[Spec]:
         try:
@@ -145,6 +195,7 @@ class _Builder:
             ignore=[],
             relax={r for r in doc.get("relax") if isinstance(r, str)} if isinstance(doc.get("relax"), list) else set(),
             verify=doc.get("verify") if isinstance(doc.get("verify"), dict) else None,
+            allow=_allow(doc.get("allow")),
         )
         raw_config = doc.get("config")
         if raw_config is not None:
@@ -158,7 +209,13 @@ class _Builder:
                 self._needs_11(f"relax {r!r}", doc["relax"].loc_of(i))
         self._check_endpoint(spec.source, doc, "source")
         self._check_endpoint(spec.target, doc, "target")
+        self._check_verify(spec.verify, spec_dir, doc)
         raw_rules = doc.get("rules") if isinstance(doc.get("rules"), list) else []
+        self.budget.rules += len(raw_rules)
+        if self.budget.rules > MAX_RULES:
+            self.errors.append(SpecError(f"the spec and its includes hold more than {MAX_RULES} rules "
+                                         f"(include chain: {self.chain()})", doc.loc))
+            return None
         # Included specs first: their vars are visible here (ours win); their rules come after ours.
         included = []
         includes = doc.get("include") if isinstance(doc.get("include"), list) else []
@@ -179,7 +236,7 @@ class _Builder:
         for i, raw in enumerate(raw_rules):
             if i in skip or not isinstance(raw, LocDict):
                 continue
-            rule = self._rule(raw, first_index + i, known_vars, raw_rules.loc_of(i))
+            rule = self._rule(raw, first_index + i, known_vars, raw_rules.loc_of(i), allow=spec.allow)
             if rule is not None:
                 spec.rules.append(rule)
         ignore = doc.get("ignore") if isinstance(doc.get("ignore"), list) else []
@@ -198,8 +255,36 @@ class _Builder:
             spec.ignore += other.ignore
         return spec
 
+    def chain(self) -> str:
+        return " -> ".join(os.path.basename(p) for p in self.stack)
+
+    def _check_verify(self, cfg, spec_dir: str, doc: LocDict) -> None:
+        """verify.source.graph / verify.target.graph: files the spec names, confined like the others."""
+        if not isinstance(cfg, dict):
+            return
+        for side in ("source", "target"):
+            sc = cfg.get(side)
+            if isinstance(sc, dict) and isinstance(sc.get("graph"), str):
+                path = os.path.join(spec_dir, sc["graph"])
+                self.confined(path, sc["graph"], f"verify {side} graph", _loc(sc, "graph", doc.loc))
+
     def _check_endpoint(self, ep: Endpoint, doc: LocDict, key: str) -> None:
         raw = doc.get(key)
+        for okey in ("options", "template_options"):
+            opts = raw.get(okey) if isinstance(raw, dict) else None
+            for name in (opts or {}) if isinstance(opts, dict) else ():
+                if name in SAFETY_OPTIONS:
+                    self.errors.append(SpecError(
+                        f"{key}.{okey}: {name!r} is a safety option of the reader; only the command line may set "
+                        f"it (a spec must not turn off the guards against hostile files)",
+                        _loc(opts, name, doc.loc)))
+        for name in PATH_OPTIONS:
+            if isinstance(ep.options.get(name), str):
+                self.confined(ep.options[name], raw["options"][name], f"{key}.options.{name}",
+                              _loc(raw.get("options"), name, doc.loc))
+        if ep.template is not None and not self.confined(ep.template, raw.get("template"), f"{key} template",
+                                                         _loc(raw, "template", ep.loc or doc.loc)):
+            ep.template = None
         if ep.template is not None and not os.path.isfile(ep.template):
             self.errors.append(SpecError(f"{key} template {ep.template!r} does not exist (paths are relative to "
                                          f"the spec file)", _loc(raw, "template", ep.loc or doc.loc)))
@@ -223,23 +308,40 @@ class _Builder:
 
     def _include(self, inc: str, loc: Location, spec_dir: str, first_index: int) -> Optional[Spec]:
         path = os.path.normpath(os.path.join(spec_dir, inc))
+        if self.budget.files > MAX_SPEC_FILES:
+            return None  # reported once already; load nothing more
+        if not self.confined(path, inc, "include", loc):
+            return None
         if os.path.abspath(path) in self.stack:
-            self.errors.append(SpecError(f"include {inc!r} includes itself (cycle)", loc))
+            self.errors.append(SpecError(f"include {inc!r} includes itself (cycle: {self.chain()} -> "
+                                         f"{os.path.basename(path)})", loc))
             return None
         if len(self.stack) >= MAX_INCLUDE_DEPTH:
-            self.errors.append(SpecError(f"includes nested deeper than {MAX_INCLUDE_DEPTH}", loc))
+            self.errors.append(SpecError(f"includes nested deeper than {MAX_INCLUDE_DEPTH} (chain: {self.chain()} "
+                                         f"-> {os.path.basename(path)})", loc))
             return None
         if not os.path.isfile(path):
-            self.errors.append(SpecError(f"included spec {inc!r} does not exist (paths are relative to the spec "
-                                         f"file)", loc))
+            self.errors.append(SpecError(f"included spec {inc!r} does not exist or is not a regular file (paths "
+                                         f"are relative to the spec file)", loc))
             return None
-        sub = _Builder(path, self.stack)
+        self.budget.files += 1
+        if self.budget.files > MAX_SPEC_FILES:
+            if self.budget.files == MAX_SPEC_FILES + 1:  # once, not once per remaining include
+                self.errors.append(SpecError(f"includes load more than {MAX_SPEC_FILES} spec files (each include "
+                                             f"counts every time it is loaded; chain: {self.chain()} -> "
+                                             f"{os.path.basename(path)})", loc))
+            return None
+        sub = _Builder(path, self.stack, self.budget)
         other = sub.build(first_index)
+        if sub.errors and not _looks_like_spec(path):
+            # Not a spec at all: say so without repeating anything of its content.
+            self.errors.append(SpecError(f"included file {inc!r} is not a mapspec spec", loc))
+            return None
         self.errors += sub.errors
         return other
 
     def _rule(self, raw: LocDict, index: int, vars_: dict, loc: Location, parent: Optional[Rule] = None,
-              also_index: int = 0) -> Optional[Rule]:
+              also_index: int = 0, allow: frozenset = frozenset()) -> Optional[Rule]:
         n_before = len(self.errors)
         pattern = parent.source if parent is not None else None
         source_text = parent.source_text if parent is not None else raw.get("from")
@@ -355,7 +457,8 @@ class _Builder:
                     calls=calls, each=each, each_loc=raw.loc_of("each") if "each" in raw else None,
                     require=conditions["require"], absent=conditions["absent"], when=when, optional=bool(raw.get("optional", False)), value=value, dtype=dtype,
                     shape=shape, name=raw.get("name"), constant=constant, parent=parent, also_index=also_index,
-                    drop=drop, stack=dict(stack) if isinstance(stack, dict) else None)
+                    drop=drop, stack=dict(stack) if isinstance(stack, dict) else None,
+                    allow=allow | _allow(raw.get("allow")) | (parent.allow if parent is not None else frozenset()))
         if parent is None and isinstance(raw.get("also"), list):
             for k, item in enumerate(raw["also"]):
                 if isinstance(item, LocDict):
@@ -506,6 +609,22 @@ def _strings(node, top=None):
             yield from _strings(v, top)
 
 
+def _looks_like_spec(path: str) -> bool:
+    """Does the file parse as a YAML mapping with a ``mapspec:`` key?"""
+    try:
+        doc = load_file(path)
+    except SpecError:
+        return False
+    return isinstance(doc, dict) and "mapspec" in doc
+
+
+def _allow(raw) -> frozenset:
+    """The numeric allowances of an 'allow:' list (wrong entries were reported by the schema)."""
+    from ..numeric import ALLOW
+
+    return frozenset(a for a in raw if a in ALLOW) if isinstance(raw, list) else frozenset()
+
+
 def _value_shape(value) -> Optional[tuple]:
     if not isinstance(value, list):
         return ()
@@ -517,27 +636,32 @@ def _value_shape(value) -> Optional[tuple]:
     return (len(value),) + subs[0]
 
 
-def check_spec(path: str) -> tuple[Optional[Spec], list[MapspecError]]:
-    """Load and check a spec; returns (spec, errors) without raising for spec mistakes."""
+def check_spec(path: str, allow_paths=()) -> tuple[Optional[Spec], list[MapspecError]]:
+    """Load and check a spec; returns (spec, errors) without raising for spec mistakes.
+
+    Paths in the spec (includes, templates, verify graphs, a symbol file) must lie under the
+    spec's folder (a shipped spec: the shipped specs' folder) or one of ``allow_paths``."""
     try:
         resolved = resolve_spec_path(path)
     except SpecError as e:
         return None, [e]
-    b = _Builder(resolved)
+    b = _Builder(resolved, allow_paths=allow_paths)
     spec = b.build()
-    # Best first: in file order, so that the first message is the first mistake in the file.
-    errors = sorted(b.errors, key=lambda e: (getattr(e, "file", "") or "", getattr(e, "line", 0),
+    # Best first: in file order, so that the first message is the first mistake in the file.  A file
+    # included several times reports its mistakes once.
+    unique = list({str(e): e for e in b.errors}.values())
+    errors = sorted(unique, key=lambda e: (getattr(e, "file", "") or "", getattr(e, "line", 0),
                                              getattr(e, "col", 0)))
     return spec, errors
 
 
-def load_spec(path: str) -> Spec:
+def load_spec(path: str, allow_paths=()) -> Spec:
     """Load, schema-check and semantically check a spec (a path or a shipped spec's name).
 
     Raises :class:`~mapspec.errors.SpecError` (one mistake) or
     :class:`~mapspec.errors.ErrorList` (several), each located at file:line:col.
     """
-    spec, errors = check_spec(path)
+    spec, errors = check_spec(path, allow_paths)
     if errors:
         if len(errors) == 1:
             raise errors[0]

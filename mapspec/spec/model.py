@@ -65,6 +65,7 @@ class Rule:
     constant: bool = False  # produces 'value' rather than transforming a source tensor
     drop: bool = False  # discards what 'from' matches
     stack: Optional[dict] = None  # {over: capture, axis: int}: matches differing only in 'over' become one output
+    allow: frozenset = frozenset()  # numeric effects the spec permits (mapspec.numeric.ALLOW)
     parent: Optional["Rule"] = None
     also_index: int = 0
 
@@ -95,6 +96,7 @@ class Spec:
     rules: list
     ignore: list  # [(Pattern, Location)]
     relax: set
+    allow: frozenset = frozenset()  # the top-level 'allow:' (already merged into each of its rules)
     includes: list = field(default_factory=list)
     verify: Optional[dict] = None  # the 'verify:' section, for mapspec verify
     config: Optional[dict] = None  # {file: [names], vars: {var: [keys]}}: vars from the model's config file

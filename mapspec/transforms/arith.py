@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, numeric
 import math
 
 from .inverse import Inverse, InverseContext, Lossy, NotInvertible, same_axis
@@ -51,7 +51,7 @@ def _compute_dtype(x: np.ndarray) -> np.dtype:
     return x.dtype
 
 
-def _prepare(x: np.ndarray, by, axis):
+def _prepare(x: np.ndarray, by, axis, allow: frozenset = frozenset()):
     if isinstance(by, np.ndarray):
         b = by.reshape(_operand_shape(x.shape, by.shape, axis))
     else:
@@ -63,31 +63,43 @@ def _prepare(x: np.ndarray, by, axis):
         if bad:
             raise TransformError(f"arithmetic on an integer tensor ({x.dtype}) with a non-integer operand; "
                                  f"cast the tensor to a float dtype first")
+        if isinstance(b, np.ndarray):
+            b = numeric.cast(b, ct, allow)  # an int64 operand that does not fit an int8 tensor is refused
+        else:
+            b = numeric.scalar(b, ct, allow)
+    elif not isinstance(b, np.ndarray):
+        b = numeric.scalar(b, ct, allow)  # 1e300 by a float32: overflow, refused unless allowed
     return np.asarray(x, dtype=ct) if x.dtype != ct else x, (
-        b.astype(ct) if isinstance(b, np.ndarray) else ct.type(b)), ct
+        b.astype(ct) if isinstance(b, np.ndarray) else b), ct
 
 
-def _finish(out: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return out if out.dtype == x.dtype else out.astype(x.dtype)
+def _finish(out: np.ndarray, x: np.ndarray, allow: frozenset = frozenset()) -> np.ndarray:
+    """Back to the input's dtype (half precision was computed in float32): overflow to inf is refused."""
+    return out if out.dtype == x.dtype else numeric.cast(out, x.dtype, allow)
 
 
-def mul(x: np.ndarray, by, axis=None) -> np.ndarray:
-    a, b, _ = _prepare(x, by, axis)
-    return _finish(np.multiply(a, b), x)
+def _apply(op: str, ufunc, x: np.ndarray, by, axis, allow: frozenset) -> np.ndarray:
+    a, b, _ = _prepare(x, by, axis, allow)
+    with np.errstate(over="ignore", invalid="ignore"):  # judged below, not warned about
+        out = ufunc(a, b)
+    numeric.int_arith(op, a, b, out, allow)
+    return _finish(out, x, allow)
 
 
-def add(x: np.ndarray, by, axis=None) -> np.ndarray:
-    a, b, _ = _prepare(x, by, axis)
-    return _finish(np.add(a, b), x)
+def mul(x: np.ndarray, by, axis=None, allow: frozenset = frozenset()) -> np.ndarray:
+    return _apply("mul", np.multiply, x, by, axis, allow)
 
 
-def sub(x: np.ndarray, by, axis=None) -> np.ndarray:
-    a, b, _ = _prepare(x, by, axis)
-    return _finish(np.subtract(a, b), x)
+def add(x: np.ndarray, by, axis=None, allow: frozenset = frozenset()) -> np.ndarray:
+    return _apply("add", np.add, x, by, axis, allow)
 
 
-def div(x: np.ndarray, by, axis=None, zero=None) -> np.ndarray:
-    a, b, ct = _prepare(x, by, axis)
+def sub(x: np.ndarray, by, axis=None, allow: frozenset = frozenset()) -> np.ndarray:
+    return _apply("sub", np.subtract, x, by, axis, allow)
+
+
+def div(x: np.ndarray, by, axis=None, zero=None, allow: frozenset = frozenset()) -> np.ndarray:
+    a, b, ct = _prepare(x, by, axis, allow)
     zeros = np.asarray(b) == 0
     if zeros.any():
         if zero is None:
@@ -96,11 +108,15 @@ def div(x: np.ndarray, by, axis=None, zero=None) -> np.ndarray:
                                  f"add 'zero: 0' to div to give 0 there (Caffe's convention for a zero "
                                  f"BatchNorm factor), or fix the source")
         safe = np.where(zeros, 1, b).astype(ct) if isinstance(b, np.ndarray) else ct.type(1)
-        out = np.divide(a, safe) if ct.kind == "f" else np.floor_divide(a, safe)
-        out = np.where(np.broadcast_to(zeros, out.shape), ct.type(zero), out)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.divide(a, safe) if ct.kind == "f" else np.floor_divide(a, safe)
+        numeric.int_arith("div", a, safe, out, allow)
+        out = np.where(np.broadcast_to(zeros, out.shape), numeric.scalar(zero, ct, allow), out)
     else:
-        out = np.divide(a, b) if ct.kind == "f" else np.floor_divide(a, b)
-    return _finish(np.asarray(out, dtype=ct), x)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.divide(a, b) if ct.kind == "f" else np.floor_divide(a, b)
+        numeric.int_arith("div", a, b, out, allow)
+    return _finish(np.asarray(out, dtype=ct), x, allow)
 
 
 def _infer(meta: Meta, by, axis=None, zero=None) -> Meta:

@@ -1,26 +1,24 @@
-"""cast: change the dtype (refusing NaN/inf or out-of-range values when casting to an integer type)."""
+"""cast: change the dtype, refusing what would corrupt values (see :mod:`mapspec.numeric`).
+
+NaN or infinity never becomes an integer; a value outside the target's range (an integer
+that would wrap, a float that would become infinity in float16) and a fraction an integer
+would drop are refused unless the rule says ``allow: [overflow]`` / ``allow: [truncate]``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .. import dtypes
+from .. import dtypes, numeric
 from .inverse import Inverse, InverseContext, Lossy, same_axis
 from .registry import Arg, Meta, TransformError, transform
 
 
-def cast(x: np.ndarray, dtype: str) -> np.ndarray:
+def cast(x: np.ndarray, dtype: str, allow: frozenset = frozenset()) -> np.ndarray:
     target = dtypes.DTYPES[dtype]
     if x.dtype == target.numpy:
         return x
-    if target.kind in ("int", "uint") and dtypes.DTYPES[dtypes.name_of(x.dtype)].kind == "float":
-        xf = np.asarray(x, dtype=np.float64)
-        if not np.isfinite(xf).all():
-            raise TransformError(f"cannot cast NaN or infinity to {dtype}")
-        info = np.iinfo(target.numpy)
-        if xf.size and (xf.min() < info.min or xf.max() > info.max):
-            raise TransformError(f"values {xf.min()}..{xf.max()} do not fit {dtype} ({info.min}..{info.max})")
-    return x.astype(target.numpy)
+    return numeric.cast(x, target.numpy, allow)
 
 
 def inverse(ctx: InverseContext) -> Inverse:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import numeric
 from .inverse import Inverse, InverseContext, Lossy, same_axis
 from .registry import Arg, Meta, transform
 
 
-def fill(x: np.ndarray, value: float, when: bool = True) -> np.ndarray:
+def fill(x: np.ndarray, value: float, when: bool = True, allow: frozenset = frozenset()) -> np.ndarray:
+    """``value`` must be exact in the tensor's dtype (no NaN/1e30/2.7 into an integer, see
+    :mod:`mapspec.numeric`); a scalar broadcast until written."""
     if not when:
         return x
-    return np.full(x.shape, value, dtype=x.dtype)
+    return np.full(x.shape, numeric.scalar(value, x.dtype, allow), dtype=x.dtype)
 
 
 def inverse(ctx: InverseContext) -> Inverse:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import numeric
 from .inverse import InverseContext, Lossy
 from .registry import Arg, Meta, TransformError, norm_axis, transform
 
@@ -48,29 +49,45 @@ def _stats(channels: int, var, mean=None, factor=None, gamma=None, beta=None):
     return var, mean, gamma, beta
 
 
-def _alpha(var, gamma, eps: float) -> np.ndarray:
+def _alpha(var, gamma, eps: float, allow: frozenset = frozenset()) -> np.ndarray:
+    """gamma / sqrt(var + eps); NaN/infinite statistics or eps are refused (unless ``non-finite``
+    is allowed), since they would fold into NaN or all-zero weights."""
+    if "non-finite" not in allow:
+        if not np.isfinite(float(eps)):
+            raise TransformError(f"eps is {eps}: folding would give NaN or all-zero weights; check eps")
+        for name, v in (("var", var), ("gamma", gamma)):
+            if v is not None and not np.isfinite(v).all():
+                n = int((~np.isfinite(v)).sum())
+                raise TransformError(f"{name} has {n} NaN/infinite value{'s' if n > 1 else ''} (channel "
+                                     f"{int(np.flatnonzero(~np.isfinite(v))[0])}); folding would spread them "
+                                     f"into the weights")
     denom = var + eps
-    if np.any(denom <= 0):
-        raise TransformError(f"var + eps is not positive for {int((denom <= 0).sum())} channel(s); "
+    bad = ~(denom > 0)  # NaN counts as not positive
+    if np.any(bad) and not ("non-finite" in allow and not np.any(denom[bad] <= 0)):
+        raise TransformError(f"var + eps is not positive for {int(bad.sum())} channel(s); "
                              f"check eps ({eps}) and the variance blob")
     alpha = 1.0 / np.sqrt(denom)
     return alpha if gamma is None else alpha * gamma
 
 
-def fold_bn(x: np.ndarray, var, eps: float, factor=None, gamma=None, axis: int = 0) -> np.ndarray:
+def fold_bn(x: np.ndarray, var, eps: float, factor=None, gamma=None, axis: int = 0,
+            allow: frozenset = frozenset()) -> np.ndarray:
     ax = norm_axis(axis, x.ndim)
     var, _, gamma, _ = _stats(x.shape[ax], var, factor=factor, gamma=gamma)
-    alpha = _alpha(var, gamma, eps)
+    alpha = _alpha(var, gamma, eps, allow)
     shape = [1] * x.ndim
     shape[ax] = -1
     ct = x.dtype if x.dtype.itemsize >= 4 else np.dtype(np.float32)
-    return (x.astype(ct, copy=False) * alpha.astype(ct).reshape(shape)).astype(x.dtype, copy=False)
+    with np.errstate(over="ignore"):
+        out = x.astype(ct, copy=False) * alpha.astype(ct).reshape(shape)
+    return numeric.cast(out, x.dtype, allow) if out.dtype != x.dtype else out
 
 
-def fold_bn_bias(mean: np.ndarray, var, eps: float, factor=None, gamma=None, beta=None, bias=None) -> np.ndarray:
+def fold_bn_bias(mean: np.ndarray, var, eps: float, factor=None, gamma=None, beta=None, bias=None,
+                 allow: frozenset = frozenset()) -> np.ndarray:
     c = int(np.asarray(mean).size)
     var, mean64, gamma, beta = _stats(c, var, mean=mean, factor=factor, gamma=gamma, beta=beta)
-    alpha = _alpha(var, gamma, eps)
+    alpha = _alpha(var, gamma, eps, allow)
     b = np.zeros(c) if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
     if b.size != c:
         raise TransformError(f"bias has {b.size} values but the layer has {c} channels")
@@ -78,7 +95,7 @@ def fold_bn_bias(mean: np.ndarray, var, eps: float, factor=None, gamma=None, bet
     if beta is not None:
         out = out + beta
     dt = mean.dtype if mean.dtype.kind == "f" else np.dtype(np.float32)
-    return out.reshape(mean.shape).astype(dt)
+    return numeric.cast(out.reshape(mean.shape), dt, allow)
 
 
 def _check_vecs(c: int, **refs) -> None:

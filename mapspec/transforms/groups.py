@@ -29,6 +29,8 @@ def _check(shape, groups: int, what: str) -> tuple[int, int]:
 def ungroup(x: np.ndarray, groups: int) -> np.ndarray:
     out_g, in_g = _check(x.shape, groups, "ungroup")
     dense = np.zeros((x.shape[0], in_g * groups) + tuple(x.shape[2:]), dtype=x.dtype)
+    if not x.size:  # nothing to place (and `groups` may be huge: no loop over empty blocks)
+        return dense
     for g in range(groups):
         dense[g * out_g:(g + 1) * out_g, g * in_g:(g + 1) * in_g] = x[g * out_g:(g + 1) * out_g]
     return dense
@@ -39,6 +41,8 @@ def group(x: np.ndarray, groups: int) -> np.ndarray:
     if in_total % groups:
         raise TransformError(f"{in_total} input channels cannot be divided into {groups} groups")
     in_g = in_total // groups
+    if not x.size:
+        return np.zeros((out_g * groups, in_g) + tuple(x.shape[2:]), dtype=x.dtype)
     parts = []
     for g in range(groups):
         rows = x[g * out_g:(g + 1) * out_g]

@@ -391,10 +391,11 @@ def test_engine_writes_caffemodel_in_template_order(tmp_path):
     import mapspec
     from mapspec.formats import module
 
-    proto = DATA / "tiny_net.prototxt"
+    proto = tmp_path / "tiny_net.prototxt"  # beside the spec: a spec reaches only files under its folder
+    proto.write_bytes((DATA / "tiny_net.prototxt").read_bytes())
     spec = tmp_path / "identity.yaml"
     spec.write_text("mapspec: 1\nname: identity\nsource: {format: npz}\n"
-                    f"target: {{format: caffe, template: {proto}}}\n"
+                    "target: {format: caffe, template: tiny_net.prototxt}\n"
                     'rules:\n  - from: "<x:path>"\n    to: "{x}"\n')
     tmpl = pt.open(str(proto))
     # the source lists the tensors in reverse: the engine must reorder them for the writer

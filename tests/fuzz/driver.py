@@ -237,7 +237,7 @@ def supervise(target: Target, seconds: float, seed: int, out: Path, timeout: flo
              "contained": [], "restarts": 0, "counts": {"accepted": 0, "rejected": 0, "bug": 0, "known": 0}}
     left = seconds
     attempt = 0
-    while left > 0.5 and attempt < 10:
+    while attempt == 0 or (left > 0.5 and attempt < 10):  # a tiny share still runs one campaign
         run_dir = out / f"run{attempt}"
         stats_file = run_dir / "stats.json"
         progress_file = run_dir / "progress.json"

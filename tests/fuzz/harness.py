@@ -90,8 +90,13 @@ def alarm(seconds: float):
 
 
 def support_files(target: Target, workdir: Path) -> None:
-    """Files an input may refer to by relative path (the spec target's templates)."""
-    if target.name == "spec":
+    """Files an input may refer to by relative path (the spec target's templates, the commands'
+    source and outputs)."""
+    if target.exercise:
+        from .commands import support
+
+        support(workdir)
+    elif target.name == "spec":
         from .seeds import spec_support
 
         spec_support(workdir)
@@ -182,7 +187,14 @@ def run_file(target: Target, path: Path, timeout: float = DEFAULT_TIMEOUT, produ
     try:
         with alarm(timeout):
             try:
-                if target.format is None:
+                if target.exercise:
+                    from .commands import EXERCISES, Broken as CommandBroken
+
+                    try:
+                        what = EXERCISES[target.exercise](path)
+                    except CommandBroken as e:
+                        raise Broken(str(e)) from None
+                elif target.format is None:
                     what = _exercise_spec(path)
                 else:
                     what = _exercise_reader(target, path, product)

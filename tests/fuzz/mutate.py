@@ -408,7 +408,10 @@ def mutate_yaml(data: bytes, rng: random.Random, others: Sequence[bytes] = ()) -
         if isinstance(doc, (dict, list)):
             for _ in range(rng.choice((1, 1, 2, 3))):
                 doc = mutate_tree(doc, rng, ("{i}", "<i:int>", "conv<i>.weight", "{1/0}", "{i * 99999999999}",
-                                             "*", "**", "float99", "transpose", {"range": [0, 10 ** 9]}))
+                                             "*", "**", "float99", "transpose", {"range": [0, 10 ** 9]},
+                                             # numeric and size edges for the apply target
+                                             1.0e30, float("nan"), 2 ** 63, -2 ** 63 - 1, "float16", "int8",
+                                             ["overflow"], {"take": [0] * 64}, [2 ** 62, 2 ** 62, 0]))
             try:
                 return yaml.safe_dump(doc, default_flow_style=rng.random() < 0.5).encode()
             except Exception:  # noqa: BLE001 - an unrepresentable tree (cycles, depth): edit the text instead

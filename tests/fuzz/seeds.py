@@ -271,8 +271,10 @@ BUILDERS: dict[str, Callable[[Path], list]] = {
 
 def build(target: str, directory: Path) -> list[Path]:
     """Write the seeds of ``target`` into ``directory`` (plus its regression corpus); their paths."""
+    from .commands import SEEDS
+
     directory.mkdir(parents=True, exist_ok=True)
-    paths = list(BUILDERS[target](directory))
+    paths = list((BUILDERS.get(target) or SEEDS[target])(directory))
     cdir = CORPUS / target
     if cdir.is_dir():
         paths += sorted(p for p in cdir.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix != ".md")

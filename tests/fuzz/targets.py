@@ -24,6 +24,7 @@ class Target(NamedTuple):
     product_options: Optional[Mapping] = None  # options of the shipped code path, if different (see keras)
     compressed: bool = False  # may a valid file hold tensors larger than itself (deflate, gzip)?
     requires: tuple = ()  # third-party modules the target needs
+    exercise: Optional[str] = None  # a whole command instead of a reader (see fuzz.commands)
 
     def available(self) -> Optional[str]:
         """None if the target can run, else why not (for a clean skip).
@@ -76,6 +77,11 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     # A sharded checkpoint's index; its shards lie beside it (harness.support_files), so a small
     # index may describe tensors larger than itself (compressed=True).
     Target("sharded", "sharded", "mapspec.formats.sharded", ".index.json", "json", compressed=True),
+    # Whole commands (fuzz.commands): mutated specs through plan/apply, mutated command lines,
+    # signals at random moments of an apply.
+    Target("apply", None, "mapspec.engine", ".yaml", "yaml", exercise="apply"),
+    Target("flags", None, "mapspec.cli", ".args", "text", exercise="flags"),
+    Target("signals", None, "mapspec.cli", ".sig", "binary", exercise="signals"),
 )}
 
 

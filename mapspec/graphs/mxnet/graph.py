@@ -93,6 +93,9 @@ def _fail(path: str, msg: str) -> FormatError:
 
 
 def _read_json(path: str):
+    from ...formats.base import check_regular  # noqa: PLC0415 - formats imports graphs
+
+    check_regular(path)  # a FIFO would block forever
     try:
         size = os.path.getsize(path)
         if size > MAX_JSON_BYTES:
