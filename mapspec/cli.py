@@ -349,7 +349,7 @@ def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
              f"{sm['ignored']} ignored, {sm['dropped']} dropped, {sm['constants']} constants)")
     if args.report:
         try:
-            with atomic_output(args.report, force=args.force, what="--report") as tmp, \
+            with atomic_output(args.report, force=args.force, what="--report", anonymous=True) as tmp, \
                     open(tmp, "w", encoding="utf-8") as f:
                 json.dump(result.report, f, indent=1)
         except MapspecError as e:

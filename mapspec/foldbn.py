@@ -188,7 +188,7 @@ def fold_bn(prototxt: str, caffemodel: str, out_prefix: str, force: bool = False
     for p in (out_proto, out_model) + ((emit_spec,) if emit_spec else ()):
         if os.path.exists(p) and not force:
             raise MapspecError(f"{p}: output exists; pass --force to overwrite it")
-    with atomic_output(out_proto, force=force, anonymous=False) as tmp_proto:  # names files beside it
+    with atomic_output(out_proto, force=force) as tmp_proto:
         with open(tmp_proto, "w", encoding="utf-8") as f:
             f.write(f"# {os.path.basename(prototxt)} with {len(chains)} BatchNorm/Scale chains folded by mapspec "
                     f"fold-bn\n")

@@ -498,15 +498,16 @@ def _link(source: str, dest: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path, force: bool = False, what: str = "output", anonymous: bool = True) -> Iterator[str]:
+def atomic_output(path, force: bool = False, what: str = "output", anonymous: bool = False) -> Iterator[str]:
     """Yield a temporary path for ``path``'s content; give it the name ``path`` on success.
 
     On any error or interrupt the temporary file is removed and an existing ``path`` is left
     untouched.  Without ``force`` an existing ``path`` is an error, checked again atomically by
     the final link (:func:`_publish`).  Only a regular file (or a symlink to one) is ever
-    replaced (:func:`check_output_path`).  With ``anonymous`` (Linux) the temporary file has no
-    name at all (O_TMPFILE, written through ``/proc/self/fd``), so that even a killed process
-    leaves nothing behind; elsewhere it is a short-named hidden file beside the target.
+    replaced (:func:`check_output_path`).  With ``anonymous`` (Linux; for callers that only write
+    the file, never look for files beside it) the temporary file has no name at all (O_TMPFILE,
+    written through ``/proc/self/fd``), so that even a killed process leaves nothing behind;
+    otherwise it is a short-named hidden file beside the target.
     """
     target = check_output_path(path, force, what)
     parent = target.parent if str(target.parent) else Path(".")
