@@ -32,6 +32,7 @@ class Draft:
     open: list = field(default_factory=list)  # target tensor names left open
     unused: list = field(default_factory=list)  # source tensors the draft does not use
     shuffled: list = field(default_factory=list)  # files whose order could not stand for graph order
+    template_dir: Optional[str] = None  # the template's folder: the drafted spec names a file there
 
 
 def draft(source: str, template: str, output: Optional[str] = None, source_format: Optional[str] = None,
@@ -86,7 +87,7 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
         doc["rules"] = []
     body = yaml.dump(doc, Dumper=SpecDumper, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
     return Draft("\n".join(head) + "\n" + body, len(total), len(total) - len(open_targets), open_targets, unused,
-                 shuffled)
+                 shuffled, template_dir=os.path.dirname(os.path.abspath(template)))
 
 
 def _collect_refs(obj, names: set, out: set) -> None:
@@ -115,7 +116,8 @@ def write(d: Draft, output: Optional[str], source: str, source_format: Optional[
     def checked(path: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
             f.write(d.text)
-        spec, errors = check_spec(path)
+        # the spec names the template the user gave, wherever it lies (spec paths are confined otherwise)
+        spec, errors = check_spec(path, allow_paths=[d.template_dir] if d.template_dir else ())
         if errors:  # a bug of draft, never the user's: say so plainly
             raise MapspecError("draft wrote a spec that does not validate: " + "; ".join(map(str, errors[:3])))
         p = plan(spec, source, source_format=source_format)
