@@ -375,12 +375,13 @@ def _name_output(e: MapspecError, tmp: str, target: str) -> None:
             err.path = target
 
 
-def check_output_path(path, force: bool = False, what: str = "output") -> Path:
+def check_output_path(path, force: bool = False, what: str = "output", make_parent: bool = False) -> Path:
     """Refuse an output path mapspec must not write: one that is not (a symlink to) a regular file.
 
     A directory, FIFO, device or socket is never replaced (as root, ``--force`` would otherwise
     turn ``/dev/null`` into a regular file); a dangling symlink, like an existing file, needs
-    ``force``; a name ending in a slash names a directory and is refused.
+    ``force``; a name ending in a slash names a directory and is refused.  ``make_parent``: the
+    caller creates the folder (a sharded output), so it need not exist yet.
     """
     text = os.fspath(path)
     if not text or text.endswith(("/", os.sep)):
@@ -407,7 +408,7 @@ def check_output_path(path, force: bool = False, what: str = "output") -> Path:
         if st is not None and not force:
             raise MapspecError(f"{target}: {what} exists; pass --force to overwrite it")
     parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
+    if not parent.is_dir() and not make_parent:
         raise MapspecError(f"{target}: {what} directory {str(parent)!r} does not exist")
     return target
 
