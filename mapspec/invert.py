@@ -148,13 +148,17 @@ def template_text(t: Template, mapping: dict) -> str:
     return "".join(out)
 
 
-def pattern_template(p: Pattern, mapping: dict, notes: Optional[list] = None) -> str:
+def pattern_template(p: Pattern, mapping: dict, notes: Optional[list] = None, chosen: Optional[dict] = None) -> str:
     """A forward ``from`` pattern as the reverse's ``to`` template.  An alternative the pattern does not
-    capture (``<?transformer.>``) is written as its first option (said in ``notes``)."""
+    capture (``<?transformer.>``) is written as the option every source name took (``chosen``: token
+    index -> option, from planning the forward on a source file), else as its first option (said in
+    ``notes``)."""
     out = []
-    for tok in p.tokens:
+    for k, tok in enumerate(p.tokens):
         if isinstance(tok, Placeholder) or (isinstance(tok, Choice) and tok.name):
             out.append("{" + unparse(mapping.get(tok.name, E.Name(tok.name, 0))) + "}")
+        elif isinstance(tok, Choice) and chosen and k in chosen:
+            out.append(chosen[k].replace("{", "{{").replace("}", "}}"))
         elif isinstance(tok, Choice):
             first = tok.options[0]
             if notes is not None:
@@ -235,6 +239,35 @@ def template_pattern(t: Template, kinds: dict, fixed: dict) -> tuple[str, dict]:
                 raise NotInvertible(f"the target name {t.text!r} contains '<' or '>', which a pattern cannot hold")
         out.append(text)
     return "".join(out), solved
+
+
+def _token_text(tok) -> str:
+    if isinstance(tok, str):
+        return tok
+    if isinstance(tok, Placeholder):
+        return _ph(tok.name, tok.kind)
+    if tok.name:
+        return f"<{tok.name}:{'|'.join(tok.options)}>"
+    if len(tok.options) == 2 and tok.options[1] == "":
+        return f"<?{tok.options[0]}>"
+    return f"<{'|'.join(tok.options)}>"
+
+
+def chosen_options(p: Pattern, names: list) -> dict:
+    """Token index -> option, for each alternative ``p`` does not capture that every one of ``names`` matched
+    with the same option (``<?transformer.>``: whether the source's names had the prefix)."""
+    out = {}
+    for k, tok in enumerate(p.tokens):
+        if not (isinstance(tok, Choice) and not tok.name) or not names:
+            continue
+        fits = []
+        for option in tok.options:
+            fixed = Pattern("".join(option if j == k else _token_text(t) for j, t in enumerate(p.tokens)))
+            if all(_matches(fixed, n) for n in names):
+                fits.append(option)
+        if len(fits) == 1:
+            out[k] = fits[0]
+    return out
 
 
 def _ph(name: str, kind) -> str:
@@ -439,7 +472,9 @@ class _Inverter:
                     parts.append({"to": rewrite(raw, solved),
                                   "apply": list(chain) + [{"slice": {"start": a, "stop": b, "axis": p["axis"]}}]})
             chain += [{name: rewrite(args, solved)} for name, args in invs[k].calls]
-        out_rule = {"from": from_text, "to": pattern_template(rule.source, solved, self.alternatives)}
+        names = self.steps.get(("sources", id(rule)), []) if self.steps is not None else []
+        out_rule = {"from": from_text, "to": pattern_template(rule.source, solved, self.alternatives,
+                                                              chosen_options(rule.source, names))}
         if chain:
             out_rule["apply"] = chain
         if unstack:
@@ -549,6 +584,9 @@ def _planned_steps(spec: Spec, source, source_format: Optional[str], template) -
                 out.setdefault(("stack", id(step.rule)), set()).add(len(step.parts))
             flat += step.parts or [step]
         for step in flat:
+            for r in (step.rule, step.rule.parent):
+                if r is not None:
+                    out.setdefault(("sources", id(r)), []).extend([step.source] if step.source else [])
             meta = step.in_meta
             for i, bc in enumerate(step.calls):
                 if bc.call is _IMPLICIT_CAST:
@@ -580,6 +618,10 @@ def invert(spec: Union[str, Spec], source=None, source_format: Optional[str] = N
     missing: list[str] = []
     ignore: list[str] = []  # with lossy: the targets of left-out rules, unused by the reverse
     for rule in spec.rules:
+        if steps is not None and rule.optional and ("sources", id(rule)) not in steps:
+            inv.notes.append(f"{rule.label}: optional, and nothing of the source matched it: left out (the reverse "
+                             f"writes the layout the source had)")
+            continue
         try:
             outs += inv.rule(rule)
         except NotInvertible as e:

@@ -358,3 +358,26 @@ def test_stack_is_undone_one_output_per_stacked_value(tmp_path):
     rule = yaml.safe_load(rev.read_text())["rules"][0]
     assert rule["each"] == {"e": {"range": [0, 3]}}
     assert rule["apply"][:2] == [{"take": {"indices": ["{e}"], "axis": 0}}, {"squeeze": [0]}]
+
+
+def _gpt2(prefix: str, lm_head: bool) -> dict:
+    shapes = {f"{prefix}wte.weight": (10, 4), f"{prefix}wpe.weight": (6, 4), f"{prefix}ln_f.weight": (4,),
+              f"{prefix}ln_f.bias": (4,), **({"lm_head.weight": (10, 4)} if lm_head else {})}
+    for i in range(2):
+        for m, s in (("attn.c_attn", (4, 12)), ("attn.c_proj", (4, 4)), ("mlp.c_fc", (4, 16)), ("mlp.c_proj", (16, 4))):
+            shapes[f"{prefix}h.{i}.{m}.weight"], shapes[f"{prefix}h.{i}.{m}.bias"] = s, (s[1],)
+        shapes.update({f"{prefix}h.{i}.{m}.{p}": (4,) for m in ("ln_1", "ln_2") for p in ("weight", "bias")})
+    return {k: np.arange(np.prod(s), dtype=np.float32).reshape(s) + 1000 * n for n, (k, s) in enumerate(shapes.items())}
+
+
+@pytest.mark.parametrize("prefix,lm_head", [("transformer.", False), ("", False), ("transformer.", True)])
+def test_gpt2_round_trip_writes_the_layout_the_source_had(tmp_path, prefix, lm_head):
+    """HF GPT-2 -> nanoGPT accepts two layouts (optional `transformer.` prefix) and a tied or untied lm_head: the
+    reverse, planned on the source, writes the prefix the source had and only the rules that matched it."""
+    sd = _gpt2(prefix, lm_head)
+    src = tmp_path / "gpt2.safetensors"
+    module("safetensors").save(str(src), sd)
+    back, rev, notes = round_trip(tmp_path, "gpt2/hf-to-nanogpt", src, ".pth", "--source", src)
+    assert_identical(sd, tensors(back))
+    assert "nothing of the source matched it: left out" in notes
+    assert "the reverse writes 'transformer.'" not in notes  # the prefix was read from the source, not guessed
