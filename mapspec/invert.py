@@ -333,6 +333,9 @@ class _Out:
     origin: str
 
 
+_ORDER_KEEPING = {"reshape", "squeeze", "unsqueeze"}  # keep the elements' C order: undone by one reshape
+
+
 def _each_values(rule: Rule, vars_: dict) -> list[dict]:
     from .engine import _each_envs
 
@@ -390,8 +393,11 @@ class _Inverter:
                 self.inexact.setdefault(rule.label, []).append(str(e))
         return invs
 
-    def gather(self, rule: Rule, invs: list, envs: list, solved: dict, k: int) -> dict:
-        """The concat that joins the parts a split under ``each`` made (the split is call ``k``)."""
+    def gather(self, rule: Rule, invs: list, envs: list, solved: dict, k: int) -> tuple[list, bool]:
+        """The concat that joins the parts a split (or a one-index take) under ``each`` made (call ``k``):
+        ``(calls, flat)``.  The parts' axis is followed through the transforms after it; where those only
+        reshape (``flat``: their inverses are not needed), the parts are joined on their first axis and
+        reshaped, with the parts' axis moved back, to the input of call ``k``."""
         g = invs[k].gather
         takes = []
         for env in envs:
@@ -399,18 +405,22 @@ class _Inverter:
             try:
                 takes.append(Template(raw).value({**self.spec.vars, **env}) if isinstance(raw, str) else raw)
             except ExprError as e:
-                raise NotInvertible(f"split take: {e}") from None
+                raise NotInvertible(f"{rule.calls[k].name} take: {e}") from None
         if sorted(takes) != list(range(g["parts"])):
-            raise Lossy(f"split into {g['parts']} parts keeps only part(s) {sorted(set(takes))}"
+            raise Lossy(f"{rule.calls[k].name} into {g['parts']} parts keeps only part(s) {sorted(set(takes))}"
                         + (" (the rule's each must take every part)" if not rule.each else ""))
-        axis = g["axis"]
+        axis, flat = g["axis"], False
         for j in range(k + 1, len(invs)):
             if _uses(rule.calls[j].args, set(rule.each)):
-                raise NotInvertible(f"{rule.calls[j].name} after the split differs between the parts")
+                raise NotInvertible(f"{rule.calls[j].name} after the {rule.calls[k].name} differs between the parts")
             axis = invs[j].axis(axis) if invs[j].axis is not None and axis is not None else None
             if axis is None:
-                raise NotInvertible(f"split followed by {rule.calls[j].name}: the reverse cannot tell which "
-                                    f"axis to join the parts on")
+                flat = all(c.name in _ORDER_KEEPING for c in rule.calls[k + 1:])
+                if not flat:
+                    raise NotInvertible(f"{rule.calls[k].name} followed by {rule.calls[j].name}: the reverse cannot "
+                                        f"tell which axis to join the parts on")
+                axis = 0
+                break
         names = [template_text(rule.to, {**solved, **{v: E.Num(x) if isinstance(x, int) else E.Str(x)
                                                       for v, x in env.items()}}) for env in envs]
         ordered = sorted(zip(takes, names))
@@ -421,7 +431,20 @@ class _Inverter:
             args["before"] = before
         if after:
             args["after"] = after
-        return {"concat": args}
+        if not flat:
+            return [{"concat": args}], False
+        steps = self.steps.get((id(rule), k)) if self.steps is not None else None
+        shapes = {(tuple(s[0].shape), tuple(s[1].shape)) for s in steps or []}
+        if len(shapes) != 1:
+            raise NotInvertible(f"{rule.calls[k].name}: the reverse needs the one shape before and after it, which "
+                                f"only a source file can tell (give invert --source FILE)" if not shapes else
+                                f"{rule.calls[k].name}: its inputs have different shapes ({sorted(shapes)[:2]})")
+        before_k, after_k = (list(x) for x in shapes.pop())
+        a = g["axis"]
+        calls = [{"concat": args}, {"reshape": [g["parts"]] + after_k}]
+        if a:
+            calls.append({"transpose": list(range(1, a + 1)) + [0] + list(range(a + 1, len(after_k) + 1))})
+        return calls + [{"reshape": before_k}], True
 
     def unstack(self, rule: Rule) -> tuple[dict, str]:
         """The reverse of ``stack: {over: e, axis: a}``: one output per e = 0..N-1 (N from the source's plan),
@@ -454,7 +477,8 @@ class _Inverter:
         split = gathers[0] if gathers else None
         if unstack and (gathers or others):
             raise NotInvertible("stack together with each: not reversed")
-        chain: list = [self.gather(rule, invs, envs, solved, split)] if gathers else list(unstack.get("apply", []))
+        chain, flat = self.gather(rule, invs, envs, solved, split) if gathers else (list(unstack.get("apply", [])),
+                                                                                    False)
         if not gathers and others:
             if any(_uses(c.args, set(rule.each)) for c in rule.calls):
                 raise NotInvertible("its each gives different outputs from one tensor; only a split into every "
@@ -462,7 +486,7 @@ class _Inverter:
             self.notes.append(f"{rule.label}: each makes {len(envs)} copies; the reverse reads the first")
         parts = []  # referenced tensors a concat joined in: outputs of their own in the reverse
         for k in reversed(range(len(invs))):
-            if k == split:
+            if k == split or (flat and k > split):
                 continue
             if invs[k].parts:
                 if others:
@@ -698,6 +722,15 @@ def _target_dtype(want: str, steps: Optional[dict], lossy: bool, inexact: dict) 
     return src
 
 
+def _plain(v):
+    """Vars as plain YAML values (a var list may be a tuple or a subclass of list)."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
 def _render(spec: Spec, outs: list[_Out], notes: list, missing: list, inexact: list, ignore: list,
             planned: bool, target_dtype: Optional[str] = None) -> str:
     def endpoint(ep) -> dict:
@@ -713,7 +746,7 @@ def _render(spec: Spec, outs: list[_Out], notes: list, missing: list, inexact: l
     if dst:
         doc["target"] = dst
     if spec.vars:
-        doc["vars"] = spec.vars
+        doc["vars"] = _plain(spec.vars)
     doc["rules"] = [o.rule for o in outs]
     if ignore:
         doc["ignore"] = ignore

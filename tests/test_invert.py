@@ -381,3 +381,27 @@ def test_gpt2_round_trip_writes_the_layout_the_source_had(tmp_path, prefix, lm_h
     assert_identical(sd, tensors(back))
     assert "nothing of the source matched it: left out" in notes
     assert "the reverse writes 'transformer.'" not in notes  # the prefix was read from the source, not guessed
+
+
+def test_gpt_neox_take_under_each_is_joined_again(tmp_path):
+    """Fused QKV -> q/k/v (reshape per head, take ["{j}"] under each j, reshape): the reverse joins the three
+    outputs and puts each head's q, k, v rows back in place (head count from config.json beside the source)."""
+    import json
+
+    heads, hd, dim = 2, 4, 8
+    shapes = {"gpt_neox.embed_in.weight": (10, dim), "gpt_neox.final_layer_norm.weight": (dim,),
+              "gpt_neox.final_layer_norm.bias": (dim,), "embed_out.weight": (10, dim)}
+    for i in range(2):
+        shapes[f"gpt_neox.layers.{i}.attention.query_key_value.weight"] = (3 * heads * hd, dim)
+        shapes[f"gpt_neox.layers.{i}.attention.query_key_value.bias"] = (3 * heads * hd,)
+        shapes[f"gpt_neox.layers.{i}.attention.dense.weight"] = (dim, dim)
+    sd = {k: np.arange(np.prod(s), dtype=np.float32).reshape(s) + 1000 * n for n, (k, s) in enumerate(shapes.items())}
+    src = tmp_path / "neox" / "model.safetensors"
+    src.parent.mkdir()
+    module("safetensors").save(str(src), sd)
+    (src.parent / "config.json").write_text(json.dumps({"num_attention_heads": heads}))
+    back, rev, _ = round_trip(tmp_path, "gpt-neox/fused-qkv-to-split", src, ".safetensors", "--source", src)
+    assert_identical(sd, tensors(back))
+    rule = yaml.safe_load(rev.read_text())["rules"][0]
+    assert rule["apply"][0] == {"concat": {"axis": 0, "after": ["gpt_neox.layers.{i}.attention.{qkv[1]}.weight",
+                                                                "gpt_neox.layers.{i}.attention.{qkv[2]}.weight"]}}

@@ -27,7 +27,7 @@ def slice_(x: np.ndarray, start=None, stop=None, step: int = 1, axis: int = 0) -
 
 def inverse(ctx: InverseContext) -> Inverse:
     """Only a slice that keeps the whole axis in order (the identity) is undone; others lose values."""
-    if ctx.steps and all(tuple(i.shape) == tuple(o.shape) for i, o, _ in ctx.steps) and \
+    if ctx.steps and all(tuple(st[0].shape) == tuple(st[1].shape) for st in ctx.steps) and \
             ctx.static_ints("step", 1) == 1:
         return Inverse([], axis=same_axis)
     raise Lossy("slice keeps part of an axis; the rest is not in the target")

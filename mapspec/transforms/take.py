@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .inverse import Inverse, InverseContext, Lossy, same_axis
+from .inverse import Inverse, InverseContext, Lossy, NotInvertible, same_axis
 from .registry import Arg, Meta, TransformError, norm_axis, selects, static_check, transform
 
 
@@ -25,9 +25,18 @@ def take(x: np.ndarray, indices, axis: int = 0) -> np.ndarray:
 
 
 def inverse(ctx: InverseContext) -> Inverse:
-    """A permutation of the whole axis is undone by its inverse permutation; anything else loses values."""
-    indices = ctx.static_ints("indices")
+    """A permutation of the whole axis is undone by its inverse permutation; one index per value of the rule's
+    ``each`` (``take: ["{j}"]``) by joining what every value took; anything else loses values."""
     axis = ctx.static_ints("axis", 0)
+    raw = ctx.args.get("indices")
+    if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], str):
+        shape = ctx.in_shape()
+        axis = axis % len(shape)
+        if shape[axis] < 0:
+            raise NotInvertible(f"take: the size of axis {axis} differs between tensors")
+        return Inverse([], axis=lambda a: a if a != axis else None,
+                       gather={"axis": axis, "parts": shape[axis], "take": raw[0]})
+    indices = ctx.static_ints("indices")
     n = len(indices)
     if sorted(i % n if -n <= i < n else None for i in indices) != list(range(n)):
         raise Lossy(f"take {indices} is not a permutation: values are dropped or repeated")
