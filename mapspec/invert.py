@@ -38,6 +38,7 @@ from .spec import expr as E
 from .spec.expr import ExprError, Template
 from .spec.model import Rule, Spec
 from .spec.pattern import AmbiguousMatch, Choice, Pattern, Placeholder
+from .spec.args import Ref
 from .transforms.inverse import Inverse, InverseContext, Lossy, NotInvertible
 
 
@@ -155,7 +156,10 @@ def pattern_template(p: Pattern, mapping: dict, notes: Optional[list] = None, ch
     ``notes``)."""
     out = []
     for k, tok in enumerate(p.tokens):
-        if isinstance(tok, Placeholder) or (isinstance(tok, Choice) and tok.name):
+        value = mapping.get(tok.name) if isinstance(tok, (Placeholder, Choice)) and tok.name else None
+        if isinstance(value, (E.Num, E.Str)):  # one value in every source name: written as text
+            out.append(str(value.value).replace("{", "{{").replace("}", "}}"))
+        elif isinstance(tok, Placeholder) or (isinstance(tok, Choice) and tok.name):
             out.append("{" + unparse(mapping.get(tok.name, E.Name(tok.name, 0))) + "}")
         elif isinstance(tok, Choice) and chosen and k in chosen:
             out.append(chosen[k].replace("{", "{{").replace("}", "}}"))
@@ -370,7 +374,9 @@ class _Inverter:
             if r.drop:
                 continue
             try:
-                kinds = capture_kinds(rule.source) if rule.source is not None else {}
+                constant = self.constant_captures(rule) if rule.source is not None else {}
+                kinds = {k: v for k, v in capture_kinds(rule.source).items() if k not in constant} \
+                    if rule.source is not None else {}
                 out += [t for t in (template_pattern(r.to, kinds, {**self.spec.vars, **env})[0]
                                     for env in _each_values(r, self.spec.vars)) if t not in out]
             except NotInvertible:
@@ -387,11 +393,51 @@ class _Inverter:
             try:
                 invs.append(call.tdef.inverse(InverseContext(call.name, dict(call.args), steps)))
             except Lossy as e:
+                if e.ref is not None:
+                    raise Lossy(self.fate(call.args.get(e.ref), steps, call.tdef.name)) from None
                 if not (self.lossy and e.approx is not None):
                     raise
                 invs.append(e.approx)
                 self.inexact.setdefault(rule.label, []).append(str(e))
         return invs
+
+    def constant_captures(self, rule: Rule) -> dict:
+        """Captures the target names do not contain but that had one value in every source name the rule
+        matched (``conv5<t:path>blk`` -> ``features.norm5``): known from planning on a source file."""
+        used = {n for r in [rule] + list(rule.also) if r.to is not None for n, _ in r.to.names()}
+        names = self.steps.get(("sources", id(rule)), []) if self.steps is not None else []
+        values: dict = {}
+        for n in names:
+            for k, v in (rule.source.match(n) or {}).items():
+                values.setdefault(k, set()).add(v)
+        return {k: E.Num(v.copy().pop()) if isinstance(next(iter(v)), int) else E.Str(v.copy().pop())
+                for k, v in values.items() if k not in used and len(v) == 1}
+
+    def fate(self, raw, steps: Optional[list], op: str) -> str:
+        """Why arithmetic by a referenced tensor cannot be undone: what the forward does with that tensor."""
+        undo = {"mul": "divide", "div": "multiply", "add": "subtract", "sub": "add"}.get(op, "undo it")
+        head = f"{op} by the tensor {raw!r}"
+        refs = sorted({s[2]["by"].name for s in steps or [] if isinstance(s[2].get("by"), Ref)})
+        if not refs:
+            return (f"{head}: the reverse would need that tensor, unchanged, in the target to {undo} by (give invert "
+                    f"--source FILE to see what the forward does with it)")
+        name = refs[0]
+        head += f" (e.g. {name!r})" if name != raw else ""
+        if name in self.steps["ignored"]:
+            return f"{head}, which the forward ignores: it does not survive the trip, so the " \
+                   f"reverse has nothing to {undo} by"
+        for r in self.spec.rules:
+            if name in self.steps.get(("sources", id(r)), ()):
+                if r.drop:
+                    what = f"which {r.label} drops"
+                elif r.calls:
+                    what = f"which {r.label} changes ({', '.join(c.name for c in r.calls)})"
+                else:
+                    return (f"{head}, which {r.label} writes unchanged: invert does not yet "
+                            f"read a reference from the target, so the reverse cannot {undo} by it")
+                return f"{head}, {what}: it does not survive the trip, so the reverse has " \
+                       f"nothing to {undo} by"
+        return f"{head}, which no rule writes into the target: the reverse has nothing to {undo} by"
 
     def gather(self, rule: Rule, invs: list, envs: list, solved: dict, k: int) -> tuple[list, bool]:
         """The concat that joins the parts a split (or a one-index take) under ``each`` made (call ``k``):
@@ -471,8 +517,10 @@ class _Inverter:
         gathers = [i for i, inv in enumerate(invs) if inv.gather]
         if len(gathers) > 1:
             raise NotInvertible("more than one split in one rule")
-        from_text, solved = template_pattern(rule.to, {k: v for k, v in kinds.items() if k != over},
-                                             {**self.spec.vars, **envs[0]})
+        constant = self.constant_captures(rule)
+        from_text, solved = template_pattern(rule.to, {k: v for k, v in kinds.items() if k != over and
+                                                       k not in constant}, {**self.spec.vars, **envs[0]})
+        solved.update(constant)
         others = envs[1:]
         split = gathers[0] if gathers else None
         if unstack and (gathers or others):

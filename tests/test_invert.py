@@ -405,3 +405,36 @@ def test_gpt_neox_take_under_each_is_joined_again(tmp_path):
     rule = yaml.safe_load(rev.read_text())["rules"][0]
     assert rule["apply"][0] == {"concat": {"axis": 0, "after": ["gpt_neox.layers.{i}.attention.{qkv[1]}.weight",
                                                                 "gpt_neox.layers.{i}.attention.{qkv[2]}.weight"]}}
+
+
+def test_division_by_a_tensor_that_does_not_survive_is_refused_naming_it(tmp_path):
+    """DenseNet Caffe -> torchvision divides mean and var by the factor blob, which becomes num_batches_tracked (0):
+    refused naming the rule, the reference and what the forward did with it; --lossy leaves those blobs out."""
+    from densenet_util import caffe_blobs
+    from mapspec.formats import open_checkpoint
+    from mapspec.models.densenet_caffe import caffe_prototxt
+
+    proto = tmp_path / "DenseNet_121.prototxt"
+    proto.write_text(caffe_prototxt(121))
+    blobs = caffe_blobs("121", seed=3)
+    src = tmp_path / "DenseNet_121.caffemodel"
+    module("caffe").save(src, {k: blobs[k] for k in open_checkpoint(str(proto)).names()}, template=str(proto))
+    code, _, err = run("invert", "densenet/caffe-to-torchvision", "-s", src)
+    assert code == 1
+    assert "rule 8 (from 'conv<b>_<l>/x<k>/bn[0]'): cannot be reversed: div by the tensor 'conv{b}_{l}/x{k}/bn[2]' " \
+           "(e.g. 'conv2_1/x1/bn[2]'), which rule 10 (from 'conv<b>_<l>/x<k>/bn[2]') changes (squeeze, fill, cast): " \
+           "it does not survive the trip, so the reverse has nothing to multiply by; --lossy leaves the rule out" in err
+    code, _, err = run("invert", "densenet/caffe-to-torchvision")
+    assert "div by the tensor 'conv1/bn[2]': the reverse would need that tensor, unchanged, in the target to " \
+           "multiply by (give invert --source FILE" in err
+    fwd, rev, back = tmp_path / "tv.pth", tmp_path / "rev.yaml", tmp_path / "back.caffemodel"
+    assert run("apply", "densenet/caffe-to-torchvision", "-s", src, "-o", fwd, "-q")[0] == 0
+    code, _, notes = run("invert", "densenet/caffe-to-torchvision", "-s", src, "--lossy", "-o", rev)
+    assert code == 0, notes
+    assert "missing: source tensors matching 'conv1/bn[0]'" in notes
+    code, _, err = run("apply", rev, "-s", fwd, "-o", back, "-t", proto, "--relax", "missing-target", "-q")
+    assert code == 0, err
+    got = tensors(back)
+    assert set(got) == {k for k in blobs if "/bn[" not in k}  # conv5_blk's own name comes back from the source
+    for k, v in got.items():
+        assert np.array_equal(v, blobs[k]), k

@@ -23,12 +23,14 @@ class Lossy(NotInvertible):
 
     ``approx``: an :class:`Inverse` that gets close (a cast back, the opposite arithmetic): with
     ``--lossy`` the reverse uses it and says the values are inexact; without one the rule's
-    source tensors are missing from the reverse output.
+    source tensors are missing from the reverse output.  ``ref``: the argument naming a tensor
+    the transform computed with (``div: {by: "conv1/bn[2]"}``), whose fate invert reports.
     """
 
-    def __init__(self, message: str, approx: "Optional[Inverse]" = None):
+    def __init__(self, message: str, approx: "Optional[Inverse]" = None, ref: Optional[str] = None):
         super().__init__(message)
         self.approx = approx
+        self.ref = ref  # arithmetic by a referenced tensor: the argument that names it (invert says its fate)
 
 
 class Inverse(NamedTuple):
