@@ -44,7 +44,8 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
             open_checkpoint(template, format=template_format, **template_options) as tpl:
         su, tu = units(src), units(tpl)
         shuffled = [r.path for r, us in ((src, su), (tpl, tu)) if not in_graph_order(r, us)]
-        al = unique_pairs(su, tu) if shuffled else align(su, tu)
+        rope = rotary_heads(source, template)
+        al = unique_pairs(su, tu, rope) if shuffled else align(su, tu, rope)
         src_names = src.names()
         # a name with '<' or '>' cannot be a pattern: its targets stay open
         maps = [m for m in al.mappings if expressible(m.source)]
@@ -60,7 +61,9 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
     # relative to the spec written (printed: absolute, so that it holds wherever it is saved)
     template_ref = os.path.relpath(os.path.abspath(template), os.path.dirname(os.path.abspath(output))) if output \
         else os.path.abspath(template)
-    doc = {"mapspec": 1, "name": "draft",
+    version = 1.1 if any("rope_permute" in c for r in rules for c in r.get("apply", []) if isinstance(c, dict)) \
+        else 1
+    doc = {"mapspec": version, "name": "draft",
            "description": f"drafted by mapspec draft: {os.path.basename(source)} -> {os.path.basename(template)}",
            "source": {"format": src_fmt},
            "target": {"format": tgt_fmt, "template": template_ref,
@@ -88,6 +91,31 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
     body = yaml.dump(doc, Dumper=SpecDumper, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
     return Draft("\n".join(head) + "\n" + body, len(total), len(total) - len(open_targets), open_targets, unused,
                  shuffled, template_dir=os.path.dirname(os.path.abspath(template)))
+
+
+def rotary_heads(*paths: str) -> Optional[dict]:
+    """The attention head counts from a model config beside either file (Meta's params.json, Hugging Face's
+    config.json): ``{"q": heads, "k": key/value heads, "file": name}``, or None."""
+    import json
+
+    from .names import ROTARY
+
+    for path in paths:
+        for _, filename, (kq, kk) in ROTARY.values():
+            cfg = os.path.join(os.path.dirname(os.path.abspath(path)), filename)
+            if not os.path.isfile(cfg) or os.path.getsize(cfg) > 1 << 20:
+                continue
+            try:
+                with open(cfg, encoding="utf-8") as f:
+                    doc = json.load(f)
+            except (OSError, ValueError):
+                continue
+            q = doc.get(kq) if isinstance(doc, dict) else None
+            k = doc.get(kk, q) if isinstance(doc, dict) else None
+            k = q if k is None else k
+            if all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (q, k)):
+                return {"q": q, "k": k, "file": filename}
+    return None
 
 
 def _collect_refs(obj, names: set, out: set) -> None:

@@ -16,6 +16,7 @@ import difflib
 import re
 from typing import NamedTuple, Optional
 
+from .names import ROTARY, reading, rotary_family
 from .units import Unit
 
 TORCH_EPS = 1e-5
@@ -236,7 +237,9 @@ _WORD = re.compile(r"[A-Za-z]+")
 
 
 def _similarity(a: str, b: str) -> float:
-    wa, wb = _WORD.findall(a.lower()), _WORD.findall(b.lower())
+    """Word-level similarity of two layer names, known synonyms read as the same word."""
+    wa = [w for w in reading(a) if _WORD.fullmatch(w) or "_" in w]
+    wb = [w for w in reading(b) if _WORD.fullmatch(w) or "_" in w]
     return difflib.SequenceMatcher(None, wa, wb).ratio()
 
 
@@ -247,7 +250,9 @@ class Alignment(NamedTuple):
 
 
 def _same_names(S: list, T: list, last_c: list) -> dict:
-    """Layers of the same name on both sides that fit each other: target index -> (source index, mappings)."""
+    """Layers of the same name on both sides that fit each other, then layers that read the same (known
+    synonyms, placement words dropped, the same layer index) where each is the only one on its side that
+    reads so: target index -> (source index, mappings, tied)."""
     tindex = {u.key: j for j, u in enumerate(T)}
     out = {}
     for i, s in enumerate(S):
@@ -255,10 +260,21 @@ def _same_names(S: list, T: list, last_c: list) -> dict:
         maps = unit_mappings(s, T[j], last_c[i]) if j is not None and s.kind == T[j].kind else None
         if maps is not None:
             out[j] = (i, maps, False)
+    taken = {i for i, _, _ in out.values()}
+    by_reading: dict = {}
+    for side, units_, skip in ((0, S, taken), (1, T, set(out))):
+        for k, u in enumerate(units_):
+            if k not in skip:
+                by_reading.setdefault(reading(u.key), ([], []))[side].append(k)
+    for si, tj in by_reading.values():
+        if len(si) == 1 and len(tj) == 1 and S[si[0]].kind == T[tj[0]].kind:
+            maps = unit_mappings(S[si[0]], T[tj[0]], last_c[si[0]])
+            if maps is not None:
+                out[tj[0]] = (si[0], maps, False)
     return out
 
 
-def unique_pairs(src: list[Unit], tgt: list[Unit]) -> Alignment:
+def unique_pairs(src: list[Unit], tgt: list[Unit], rope: Optional[dict] = None) -> Alignment:
     """Without a usable order: layers of the same name, then a target layer that exactly one source layer
     fits when that source layer fits no other target layer."""
     S = [u for u in src if u.kind != "other"]
@@ -277,10 +293,10 @@ def unique_pairs(src: list[Unit], tgt: list[Unit]) -> Alignment:
         cands = [i for (i, jj) in fits if jj == j]
         if len(cands) == 1 and sum(1 for (i, _) in fits if i == cands[0]) == 1:
             matched[j] = (cands[0], fits[(cands[0], j)], False)
-    return _finish(S, T, matched, [None] * len(S))
+    return _finish(S, T, matched, [None] * len(S), rope)
 
 
-def _finish(S: list, T: list, matched: dict, last_c: list) -> Alignment:
+def _finish(S: list, T: list, matched: dict, last_c: list, rope: Optional[dict] = None) -> Alignment:
     """From the matched layers (target index -> (source index, mappings, tied)) to the alignment: what is
     not certain is left open with the reason, and the candidates are listed."""
     n = len(S)
@@ -312,8 +328,19 @@ def _finish(S: list, T: list, matched: dict, last_c: list) -> Alignment:
         if tie:
             why.setdefault(j, "another source layer fits as well")
         elif mps and _rotary_layouts_differ(S[i].key, T[j].key):
-            why[j] = (f"{S[i].key} fits, but Meta and HF order a q/k projection's rotary rows differently: "
-                      f"rope_permute, with the head count from the model's config")
+            fam = rotary_family(T[j].key)
+            heads = (rope or {}).get("k" if T[j].key.endswith(ROTARY[fam][0][1]) else "q")
+            if heads is None:
+                why[j] = (f"{S[i].key} fits, but Meta and HF order a q/k projection's rotary rows differently: "
+                          f"rope_permute, with the head count from the model's config (no "
+                          f"{' or '.join(c for _, c, _ in ROTARY.values())} beside the files)")
+            else:
+                matched[j] = (i, [mp._replace(apply=mp.apply + [{"rope_permute": {"heads": heads, "to": fam}}])
+                                  for mp in mps], tie)
+                note = (f"q/k projections: rope_permute to {fam}'s rotary row order, the head counts from "
+                        f"{rope['file']}")
+                if note not in notes:
+                    notes.append(note)
     used = set()
     for j, u in enumerate(T):
         if j in matched and j not in why:
@@ -334,7 +361,7 @@ def _finish(S: list, T: list, matched: dict, last_c: list) -> Alignment:
 MAX_CELLS = 16_000_000  # layers x layers aligned (a few seconds, ~150 MB); beyond it draft refuses
 
 
-def align(src: list[Unit], tgt: list[Unit]) -> Alignment:
+def align(src: list[Unit], tgt: list[Unit], rope: Optional[dict] = None) -> Alignment:
     S = [u for u in src if u.kind != "other"]
     T = [u for u in tgt if u.kind != "other"]
     n, m = len(S), len(T)
@@ -434,17 +461,11 @@ def align(src: list[Unit], tgt: list[Unit]) -> Alignment:
             j -= 1
     matched = {Tj[j]: (Si[i], mps, tie) for j, (i, mps, tie) in matched.items()}
     matched.update({j: (i, mps, False) for j, (i, mps) in fixed.items()})
-    return _finish(S_all, T_all, matched, last_c_all)
-
-
-# Where q and k projections are named so (Meta's llama code, Hugging Face's): the rotary embedding
-# pairs rows differently in the two (interleaved vs halves), which shapes cannot show.
-_ROTARY = {"meta": (".attention.wq", ".attention.wk"), "hf": (".self_attn.q_proj", ".self_attn.k_proj")}
+    return _finish(S_all, T_all, matched, last_c_all, rope)
 
 
 def _rotary_layouts_differ(a: str, b: str) -> bool:
-    def family(key: str):
-        return next((f for f, ends in _ROTARY.items() if key.endswith(ends)), None)
-
-    fa, fb = family(a), family(b)
+    """Meta's and Hugging Face's q/k projections pair the rotary rows differently (interleaved vs halves),
+    which shapes cannot show (:data:`.names.ROTARY`)."""
+    fa, fb = rotary_family(a), rotary_family(b)
     return fa is not None and fb is not None and fa != fb

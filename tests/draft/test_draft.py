@@ -287,3 +287,68 @@ def test_names_sorted_are_not_graph_order_but_same_names_still_map(tmp_path):
         tgt.items()))), ".npz", relax=["missing-target", "unused-source"])
     assert "a.npz is not in graph order (sorted by name" in spec.read_text()
     assert sorted(got) == sorted(tgt) and got["h.2.mlp.weight"][0, 0] == 21 and got["aa.weight"][0, 0] == 1
+
+
+def _meta_llama(d, heads=4, kv=2, dim=16, hidden=24, layers=2):
+    """A tiny Meta Llama checkpoint (distinct values per tensor) with its params.json."""
+    import json
+
+    hd = dim // heads
+    shapes = {"tok_embeddings.weight": (40, dim), "norm.weight": (dim,), "output.weight": (40, dim)}
+    for i in range(layers):
+        for name, shape in (("attention.wq", (heads * hd, dim)), ("attention.wk", (kv * hd, dim)),
+                            ("attention.wv", (kv * hd, dim)), ("attention.wo", (dim, heads * hd)),
+                            ("feed_forward.w1", (hidden, dim)), ("feed_forward.w2", (dim, hidden)),
+                            ("feed_forward.w3", (hidden, dim)), ("attention_norm", (dim,)), ("ffn_norm", (dim,))):
+            shapes[f"layers.{i}.{name}.weight"] = shape
+    d.mkdir()
+    src = d / "consolidated.00.pth"
+    module("torch").save(str(src), {k: np.arange(np.prod(s), dtype=np.float32).reshape(s) + 1000 * n
+                                    for n, (k, s) in enumerate(shapes.items())})
+    (d / "params.json").write_text(json.dumps({"dim": dim, "n_layers": layers, "n_heads": heads, "n_kv_heads": kv,
+                                               "vocab_size": 40, "norm_eps": 1e-5}))
+    return src
+
+
+def sorted_zeros(path, out):
+    """A template as transformers saves one: names sorted (no graph order), zeros."""
+    module("safetensors").save(str(out), {k: np.zeros_like(v) for k, v in sorted(tensors(path).items())})
+    assert list(open_checkpoint(str(out)).names()) == sorted(tensors(path))
+    return out
+
+
+def test_llama_meta_to_hf_against_a_sorted_template_maps_every_tensor(tmp_path):
+    """Every name differs (synonyms: attention.wq <-> self_attn.q_proj, feed_forward.w1 <-> mlp.gate_proj,
+    tok_embeddings <-> embed_tokens, output <-> lm_head, ...), shapes repeat and the template's names are sorted
+    (as safetensors stores them): layers read the same through the synonym table and layer index, and q/k get
+    rope_permute with the head counts of params.json. Equal to the shipped spec's output, tensor for tensor."""
+    src = _meta_llama(tmp_path / "meta")
+    shipped = tmp_path / "shipped.safetensors"
+    assert run("apply", "llama/meta-to-hf", "-s", src, "-o", shipped, "-q")[0] == 0
+    template = sorted_zeros(shipped, tmp_path / "template.safetensors")
+    spec, out, got = drafted_output(tmp_path, src, template, ".safetensors")
+    want = tensors(shipped)
+    assert sorted(got) == sorted(want) and len(want) == 21
+    for k in want:
+        assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), k
+    text = spec.read_text()
+    assert "21 of 21 targets mapped, 0 left open" in text and "TODO" not in text
+    assert "rope_permute: {heads: 2, to: hf}" in text and "rope_permute: {heads: 4, to: hf}" in text
+
+
+def test_llama_without_a_config_leaves_q_and_k_open(tmp_path):
+    """Without params.json (or config.json) the head count is unknown: q/k are left open, saying what is missing;
+    every other layer is still mapped."""
+    src = _meta_llama(tmp_path / "meta")
+    shipped = tmp_path / "shipped.safetensors"
+    assert run("apply", "llama/meta-to-hf", "-s", src, "-o", shipped, "-q")[0] == 0
+    (tmp_path / "meta" / "params.json").unlink()
+    template = sorted_zeros(shipped, tmp_path / "template.safetensors")
+    spec, out, got = drafted_output(tmp_path, src, template, ".safetensors", relax=["missing-target",
+                                                                                    "unused-source"])
+    want = tensors(shipped)
+    assert sorted(set(want) - set(got)) == sorted(f"model.layers.{i}.self_attn.{p}_proj.weight" for i in range(2)
+                                                  for p in "qk")
+    assert all(np.array_equal(got[k], want[k]) for k in got)
+    assert "rotary rows differently: rope_permute, with the head count from the model's config (no params.json " \
+           "or config.json beside the files)" in spec.read_text()
