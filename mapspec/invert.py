@@ -358,9 +358,24 @@ class _Inverter:
         self.inexact: dict = {}  # with lossy: rule -> why its reverse gives values close to, not equal to, the source
         self.alternatives: list = []  # alternatives of source patterns the reverse writes one way
 
+    def each_values(self, rule: Rule) -> list[dict]:
+        """The values of the rule's ``each``; a range read from the data (``{shape()[0]}``) from planning the
+        forward on a source file, where every tensor the rule matched gave the same values."""
+        try:
+            return _each_values(rule, self.spec.vars)
+        except NotInvertible as e:
+            per_source = self.steps.get(("envs", id(rule))) if self.steps is not None else None
+            if not per_source:
+                raise NotInvertible(f"{e} (give invert --source FILE)") from None
+            values = list(per_source.values())
+            if any(v != values[0] for v in values[1:]):
+                raise NotInvertible(f"{e}: the source's tensors give different values, so one reverse rule "
+                                    f"cannot undo them") from None
+            return values[0]
+
     def drops(self, rule: Rule, kinds: dict, optional: bool) -> list[_Out]:
         out = []
-        for env in _each_values(rule, self.spec.vars):
+        for env in self.each_values(rule):
             text, _ = template_pattern(rule.to, kinds, {**self.spec.vars, **env})
             origin = rule.parent.label if rule.parent is not None else rule.label  # also: its rule's label
             out.append(_Out({"from": text, "drop": True, **({"optional": True} if optional else {})},
@@ -378,15 +393,19 @@ class _Inverter:
                 kinds = {k: v for k, v in capture_kinds(rule.source).items() if k not in constant} \
                     if rule.source is not None else {}
                 out += [t for t in (template_pattern(r.to, kinds, {**self.spec.vars, **env})[0]
-                                    for env in _each_values(r, self.spec.vars)) if t not in out]
+                                    for env in self.each_values(r)) if t not in out]
             except NotInvertible:
                 continue
         return out
 
-    def inverses(self, rule: Rule) -> list[Inverse]:
-        """Each transform's declared inverse, in forward order (approximate ones only with lossy)."""
+    def inverses(self, rule: Rule, skip: frozenset = frozenset()) -> list[Inverse]:
+        """Each transform's declared inverse, in forward order (approximate ones only with lossy); calls in
+        ``skip`` are undone otherwise by the caller."""
         invs = []
         for i, call in enumerate(rule.calls):
+            if i in skip:
+                invs.append(Inverse([]))
+                continue
             if call.tdef.inverse is None:
                 raise NotInvertible(f"transform {call.name!r} declares no inverse")
             steps = self.steps.get((id(rule), i)) if self.steps is not None else None
@@ -400,6 +419,88 @@ class _Inverter:
                 invs.append(e.approx)
                 self.inexact.setdefault(rule.label, []).append(str(e))
         return invs
+
+    def restack(self, rule: Rule, kinds: dict, envs: list) -> Optional[list]:
+        """``take: ["{e}"]`` then ``squeeze`` of that axis under ``each: e`` over the whole axis (one output per
+        slice of a stacked tensor: Mixtral's fused experts) is undone by ``stack: {over: e}`` of the outputs,
+        the rest of the chain reversed per output; ``also`` outputs that slice the rest of an axis the main
+        output slices (w1 and w3 from one gate_up block) are joined back by a concat.  None: not this shape."""
+        calls = rule.calls
+        if len(rule.each) != 1 or len(calls) < 2 or calls[0].name != "take" or calls[1].name != "squeeze":
+            return None
+        e = next(iter(rule.each))
+        axis = calls[0].args.get("axis", 0)
+        if calls[0].args.get("indices") != ["{" + e + "}"] or not isinstance(axis, int) or \
+                calls[1].args.get("axes") not in ([axis], axis):
+            return None
+        steps = self.steps.get((id(rule), 0)) if self.steps is not None else None
+        sizes = {tuple(st[0].shape)[axis] for st in steps or []}
+        if len(sizes) != 1:
+            raise NotInvertible(f"take under each {e}: the reverse needs the size of the axis taken from, which "
+                                f"only a source file can tell (give invert --source FILE)")
+        if sorted(env[e] for env in envs) != list(range(sizes.pop())):
+            raise Lossy(f"take under each {e} does not take every entry of axis {axis} once")
+        ekinds = {**kinds, e: "int"}
+        from_text, solved = template_pattern(rule.to, ekinds, dict(self.spec.vars))
+        pieces = self.pieces(rule, solved) if rule.also else None
+        if rule.also and pieces is None:
+            return None
+        chain: list = []
+        invs = self.inverses(rule, skip={0, 1} | ({len(calls) - 1} if pieces else set()))
+        if pieces:
+            chain.append({"concat": pieces})
+        for k in reversed(range(2, len(calls) - (1 if pieces else 0))):
+            if invs[k].gather or invs[k].parts:
+                raise NotInvertible(f"{calls[k].name} after a take under each: not reversed")
+            chain += [{name: rewrite(args, solved)} for name, args in invs[k].calls]
+        out_rule = {"from": from_text, "to": pattern_template(rule.source, solved, self.alternatives,
+                                                              chosen_options(rule.source, self.steps.get(
+                                                                  ("sources", id(rule)), []))),
+                    "stack": {"over": e, "axis": axis}}
+        if chain:
+            out_rule["apply"] = chain
+        if rule.optional:
+            out_rule["optional"] = True
+        return [_Out(out_rule, Pattern(from_text), rule.optional, rule.label)]
+
+    def pieces(self, rule: Rule, solved: dict) -> Optional[dict]:
+        """The concat arguments joining a rule's ``also`` outputs back to its own, where each ends with a
+        slice of one axis after the same transforms and the slices cover that axis once; else None."""
+        last = len(rule.calls) - 1
+        spans = []
+        for r in [rule] + list(rule.also):
+            if len(r.calls) != len(rule.calls) or r.calls[last].name != "slice" or \
+                    any((a.name, a.args) != (b.name, b.args) for a, b in zip(r.calls[:last], rule.calls[:last])):
+                return None
+            steps = self.steps.get((id(r), last)) if self.steps is not None else None
+            bounds = set()
+            for st in steps or []:
+                b = st[2]
+                ax = b.get("axis", 0) % len(st[0].shape)
+                start, stop, step = slice(b.get("start"), b.get("stop"), b.get("step", 1)).indices(st[0].shape[ax])
+                bounds.add((ax, start, stop, step, st[0].shape[ax]))
+            if len(bounds) != 1:
+                return None
+            spans.append((bounds.pop(), r))
+        axes = {(ax, size) for (ax, _, _, step, size), _ in spans if step == 1}
+        if len(axes) != 1 or len(spans) != len(rule.also) + 1:
+            return None
+        spans.sort(key=lambda x: x[0][1])
+        edge = 0
+        for (ax, start, stop, _, size), _ in spans:
+            if start != edge:
+                return None
+            edge = stop
+        if edge != next(iter(axes))[1]:
+            return None
+        names = [(start, template_text(r.to, solved)) for (_, start, _, _, _), r in spans if r is not rule]
+        own = next(start for (_, start, _, _, _), r in spans if r is rule)
+        args: dict = {"axis": next(iter(axes))[0]}
+        if [n for s_, n in names if s_ < own]:
+            args["before"] = [n for s_, n in names if s_ < own]
+        if [n for s_, n in names if s_ > own]:
+            args["after"] = [n for s_, n in names if s_ > own]
+        return args
 
     def constant_captures(self, rule: Rule) -> dict:
         """Captures the target names do not contain but that had one value in every source name the rule
@@ -511,7 +612,10 @@ class _Inverter:
         if rule.drop:
             raise Lossy(f"the forward drops the source tensors matching {rule.source_text!r}")
         kinds = capture_kinds(rule.source)
-        envs = _each_values(rule, self.spec.vars)
+        envs = self.each_values(rule)
+        restacked = self.restack(rule, kinds, envs)
+        if restacked is not None:
+            return restacked
         unstack, over = self.unstack(rule) if getattr(rule, "stack", None) else ({}, None)
         invs = self.inverses(rule)
         gathers = [i for i, inv in enumerate(invs) if inv.gather]
@@ -659,6 +763,9 @@ def _planned_steps(spec: Spec, source, source_format: Optional[str], template) -
             for r in (step.rule, step.rule.parent):
                 if r is not None:
                     out.setdefault(("sources", id(r)), []).extend([step.source] if step.source else [])
+            if step.rule.each:
+                out.setdefault(("envs", id(step.rule)), {}).setdefault(step.source, []).append(
+                    {k: step.env[k] for k in step.rule.each if k in step.env})
             meta = step.in_meta
             for i, bc in enumerate(step.calls):
                 if bc.call is _IMPLICIT_CAST:

@@ -438,3 +438,31 @@ def test_division_by_a_tensor_that_does_not_survive_is_refused_naming_it(tmp_pat
     assert set(got) == {k for k in blobs if "/bn[" not in k}  # conv5_blk's own name comes back from the source
     for k, v in got.items():
         assert np.array_equal(v, blobs[k]), k
+
+
+def test_take_under_each_from_the_data_is_undone_by_a_stack(tmp_path):
+    """Mixtral fused -> per-expert: each e over range(shape()[0]) (read from the source when planning), take e and
+    squeeze; w1 and w3 slice the two halves of one block. The reverse stacks the experts back and concatenates
+    w1 with w3: the hand-written per-expert -> fused spec, found by invert."""
+    shapes = {"model.embed_tokens.weight": (10, 4), "model.norm.weight": (4,), "lm_head.weight": (10, 4)}
+    for i in range(2):
+        shapes[f"model.layers.{i}.mlp.gate.weight"] = (3, 4)
+        shapes[f"model.layers.{i}.mlp.experts.gate_up_proj"] = (3, 12, 4)
+        shapes[f"model.layers.{i}.mlp.experts.down_proj"] = (3, 4, 6)
+        for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"):
+            shapes[f"model.layers.{i}.{m}.weight"] = (4, 4)
+        for m in ("input_layernorm", "post_attention_layernorm"):
+            shapes[f"model.layers.{i}.{m}.weight"] = (4,)
+    sd = {k: np.arange(np.prod(s), dtype=np.float32).reshape(s) + 1000 * n for n, (k, s) in enumerate(shapes.items())}
+    src = tmp_path / "fused.safetensors"
+    module("safetensors").save(str(src), sd)
+    code, _, err = run("invert", "mixtral/fused-to-per-expert")
+    assert code == 1 and "each e range: shape() is known only when planning against a source checkpoint (give " \
+                         "invert --source FILE)" in err
+    back, rev, _ = round_trip(tmp_path, "mixtral/fused-to-per-expert", src, ".safetensors", "--source", src)
+    assert_identical(sd, tensors(back))
+    rules = yaml.safe_load(rev.read_text())["rules"]
+    assert rules[0] == {"from": "model.layers.<i>.block_sparse_moe.experts.<e>.w1.weight",
+                        "to": "model.layers.{i}.mlp.experts.gate_up_proj", "stack": {"over": "e", "axis": 0},
+                        "apply": [{"concat": {"axis": 0, "after": [
+                            "model.layers.{i}.block_sparse_moe.experts.{e}.w3.weight"]}}]}
