@@ -538,6 +538,11 @@ class _Inverter:
                             f"read a reference from the target, so the reverse cannot {undo} by it")
                 return f"{head}, {what}: it does not survive the trip, so the reverse has " \
                        f"nothing to {undo} by"
+        dropper = next((r for r in self.spec.rules if r.drop and r.source is not None and _matches(r.source, name)),
+                       None)
+        if dropper is not None:
+            return f"{head}, which {dropper.label} drops: it does not survive the trip, so the reverse has nothing " \
+                   f"to {undo} by"
         return f"{head}, which no rule writes into the target: the reverse has nothing to {undo} by"
 
     def gather(self, rule: Rule, invs: list, envs: list, solved: dict, k: int) -> tuple[list, bool]:
