@@ -520,8 +520,8 @@ class _Inverter:
         head = f"{op} by the tensor {raw!r}"
         refs = sorted({s[2]["by"].name for s in steps or [] if isinstance(s[2].get("by"), Ref)})
         if not refs:
-            return (f"{head}: the reverse would need that tensor, unchanged, in the target to {undo} by (give invert "
-                    f"--source FILE to see what the forward does with it)")
+            hint = " (give invert --source FILE to see what the forward does with it)" if self.steps is None else ""
+            return f"{head}: the reverse would need that tensor, unchanged, in the target to {undo} by{hint}"
         name = refs[0]
         head += f" (e.g. {name!r})" if name != raw else ""
         if name in self.steps["ignored"]:

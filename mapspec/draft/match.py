@@ -16,7 +16,7 @@ import difflib
 import re
 from typing import NamedTuple, Optional
 
-from .names import ROTARY, reading, rotary_family
+from .names import ROTARY, SYNONYMS, reading, rotary_family
 from .units import Unit
 
 TORCH_EPS = 1e-5
@@ -238,9 +238,10 @@ _WORD = re.compile(r"[A-Za-z]+")
 
 def _similarity(a: str, b: str) -> float:
     """Word-level similarity of two layer names, known synonyms read as the same word."""
-    wa = [w for w in reading(a) if _WORD.fullmatch(w) or "_" in w]
-    wb = [w for w in reading(b) if _WORD.fullmatch(w) or "_" in w]
-    return difflib.SequenceMatcher(None, wa, wb).ratio()
+    def words(key: str) -> list:
+        return [x for w in reading(key) for x in ([w] if w in SYNONYMS else _WORD.findall(w))]
+
+    return difflib.SequenceMatcher(None, words(a), words(b)).ratio()
 
 
 class Alignment(NamedTuple):
