@@ -39,7 +39,7 @@ from .spec.expr import ExprError, Template
 from .spec.model import Rule, Spec
 from .spec.pattern import AmbiguousMatch, Choice, Pattern, Placeholder
 from .spec.args import Ref
-from .transforms.inverse import Inverse, InverseContext, Lossy, NotInvertible
+from .transforms.inverse import Inverse, InverseContext, Lossy, NotInvertible, same_axis
 
 
 class SpecDumper(yaml.SafeDumper):
@@ -413,9 +413,16 @@ class _Inverter:
                 invs.append(call.tdef.inverse(InverseContext(call.name, dict(call.args), steps)))
             except Lossy as e:
                 if e.ref is not None:
-                    raise Lossy(self.fate(call.args.get(e.ref), steps, call.tdef.name)) from None
+                    raw = call.args.get(e.ref)
+                    there = self.surviving(rule, raw) if isinstance(raw, str) and e.approx is not None else None
+                    if there is None:
+                        raise Lossy(self.fate(raw, steps, call.tdef.name)) from None
+                    name, args = e.approx.calls[0]
+                    e = Lossy(f"{call.tdef.name} by the tensor {raw!r}, which reaches the target unchanged as "
+                              f"{there!r}: {name} by it there may round: not bit-exact",
+                              approx=Inverse([(name, {**args, e.ref: there})], axis=same_axis))
                 if not (self.lossy and e.approx is not None):
-                    raise
+                    raise e from None
                 invs.append(e.approx)
                 self.inexact.setdefault(rule.label, []).append(str(e))
         return invs
@@ -513,6 +520,41 @@ class _Inverter:
                 values.setdefault(k, set()).add(v)
         return {k: E.Num(v.copy().pop()) if isinstance(next(iter(v)), int) else E.Str(v.copy().pop())
                 for k, v in values.items() if k not in used and len(v) == 1}
+
+    def surviving(self, rule: Rule, raw: str) -> Optional[str]:
+        """Where a tensor the rule computes with (``raw``, a template over the rule's captures) reaches the target
+        unchanged: the target name as a template over the same captures, or None.  Found by rendering ``raw``
+        with a marker value per capture and following the first forward rule that matches it."""
+        marks: dict = {}
+        for n, (cap, kind) in enumerate(capture_kinds(rule.source).items()):
+            if isinstance(kind, tuple):
+                return None  # an alternative has no marker value
+            marks[cap] = 7_300_001 + 7919 * n if kind == "int" else f"zq{n}qz"
+        try:
+            name = Template(raw).render({**self.spec.vars, **marks})
+        except (ExprError, MapspecError):
+            return None
+        for r in self.spec.rules:
+            if r.source is None or not _matches(r.source, name):
+                continue
+            if r.drop or r.calls or r.each or getattr(r, "stack", None) or r.is_constant:
+                return None
+            if self.steps is not None and ("sources", id(r)) not in self.steps:
+                return None
+            try:
+                target = r.to.render({**self.spec.vars, **(r.source.match(name) or {})})
+            except (ExprError, MapspecError, AmbiguousMatch):
+                return None
+            out = target.replace("{", "{{").replace("}", "}}")
+            for cap, v in marks.items():
+                out = out.replace(str(v), "{" + cap + "}")
+            try:
+                if Template(out).render({**self.spec.vars, **marks}) != target:
+                    return None
+            except (ExprError, MapspecError):
+                return None
+            return out
+        return None
 
     def fate(self, raw, steps: Optional[list], op: str) -> str:
         """Why arithmetic by a referenced tensor cannot be undone: what the forward does with that tensor."""

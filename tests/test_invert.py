@@ -525,3 +525,28 @@ def test_counterpart_specs_round_trip(tmp_path, spec, made_by, suffix, suffix_ba
                                                      "num_key_value_heads": 2, "rms_norm_eps": 1e-5}))
     back, _, _ = round_trip(tmp_path, spec, src, suffix, "--source", src)
     assert_identical(tensors(src), tensors(back))
+
+
+def test_arithmetic_by_a_tensor_that_survives_uses_it_in_the_reverse(tmp_path):
+    """div by a referenced tensor that another rule copies unchanged into the target: the reverse multiplies by
+    the copy (approximately: listed as inexact, so only with --lossy)."""
+    src = tmp_path / "src.npz"
+    x = {"bn1.mean": np.arange(4, dtype=np.float32) * 3 + 1, "bn1.factor": np.float32([2, 4, 0.5, 8]),
+         "bn2.mean": np.arange(4, dtype=np.float32) / 7, "bn2.factor": np.float32([3, 5, 7, 9])}
+    module("npz").save(str(src), x)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"mapspec": 1, "source": {"format": "npz"}, "target": {"format": "npz"}, "rules": [
+        {"from": "bn<i>.mean", "to": "norm.{i}.running_mean", "apply": [{"div": {"by": "bn{i}.factor"}}]},
+        {"from": "bn<i>.factor", "to": "norm.{i}.scale"}]}))
+    code, _, err = run("invert", spec)
+    assert code == 1 and "rule 1 (from 'bn<i>.mean'): cannot be reversed: div by the tensor 'bn{i}.factor', which " \
+                         "reaches the target unchanged as 'norm.{i}.scale': mul by it there may round" in err
+    back, rev, notes = round_trip(tmp_path, spec, src, ".npz", "--lossy")
+    assert "inexact: rule 1 (from 'bn<i>.mean'): div by the tensor 'bn{i}.factor'" in notes
+    assert yaml.safe_load(rev.read_text())["rules"][0]["apply"] == [{"mul": {"by": "norm.{i}.scale"}}]
+    got = tensors(back)
+    assert sorted(got) == sorted(x)
+    for k in x:
+        np.testing.assert_allclose(got[k], x[k], rtol=1e-6, err_msg=k)
+        if k.startswith("bn1"):  # powers of two: exact
+            assert np.array_equal(got[k], x[k]), k

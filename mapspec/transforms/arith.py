@@ -139,8 +139,9 @@ def _inverse(name: str):
         if isinstance(by, dict) and "attr" in by:
             by = ctx.bound("by")  # the same attribute value for every tensor: written as a number
         if isinstance(by, bool) or not isinstance(by, (int, float)):
+            args = {"by": by, **({"axis": ctx.args["axis"]} if ctx.args.get("axis") is not None else {})}
             raise Lossy(f"{name} by the tensor {by!r}: the reverse would need that tensor, unchanged, in the target "
-                        f"to {_UNDO[name]} by", ref="by")
+                        f"to {_UNDO[name]} by", ref="by", approx=Inverse([(_UNDO[name], args)], axis=same_axis))
         if by == 0 and name in ("mul", "div"):
             raise Lossy(f"{name} by 0 leaves no values to restore")
         exact = by == 0 if name in ("add", "sub") else math.frexp(float(by))[0] in (0.5, -0.5)
