@@ -28,8 +28,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .errors import MapspecError, SpecError
-from .formats import open_checkpoint
+from ..errors import MapspecError, SpecError
+from ..formats import open_checkpoint
 
 SPEC_FACTORY_PREFIX = "mapspec.models."
 
@@ -279,11 +279,11 @@ def make_runner(cfg: dict, weights: str, spec_dir: Optional[str], graph: Optiona
                                f" pass it with --{'source' if cfg.get('_side') == 'source' else 'target'}-graph")
         reader = open_checkpoint(weights)
         if kind == "caffe":
-            from .executors.caffe import CaffeExecutor
+            from ..executors.caffe import CaffeExecutor
 
             ex = CaffeExecutor(g, reader)
         else:
-            from .executors.mxnet import MXNetExecutor
+            from ..executors.mxnet import MXNetExecutor
 
             ex = MXNetExecutor(g, reader)
         r: Runner = ExecutorRunner(kind, ex, cfg.get("input"), cfg.get("output"))
