@@ -446,65 +446,60 @@ def cmd_diff(args, out: TextIO, err: TextIO) -> int:
     return 0 if not differ and not only_a and not only_b else 1
 
 
+def _layer_rows(v, limit: int = 16) -> tuple[list, int]:
+    """The layer table for one screen: the first rows and those around the first divergence."""
+    layers = v.layers
+    keep = set(range(min(4, len(layers))))
+    if v.first_bad is not None:
+        i = layers.index(v.first_bad)
+        keep |= set(range(max(0, i - 3), min(len(layers), i + 3)))
+    keep |= set(range(len(layers)))if len(layers) <= limit else set()
+    rows, last = [], -1
+    for i in sorted(keep):
+        if i > last + 1:
+            rows.append(["...", "", "", "", "", ""])
+        l = layers[i]
+        rows.append([escape(l.source), escape(l.target), "-" if l.cmp is None else f"{l.cmp.max_abs:.3g}",
+                     "-" if l.cmp is None else f"{l.cmp.max_rel:.3g}", "-" if l.cmp is None else f"{l.cmp.cosine:.7f}",
+                     "<-- first divergence" if l is v.first_bad else l.note])
+        last = i
+    return rows, len(layers) - len(keep)
+
+
 def cmd_verify(args, out: TextIO, err: TextIO) -> int:
-    from . import verify as V
-    from .engine import plan
     from .spec.load import load_spec
+    from .verify import run_verify
 
     spec = load_spec(args.spec, args.allow_path or ())
-    cfg = V.spec_verify_config(spec)
-    src_cfg, tgt_cfg = dict(cfg["source"]), dict(cfg["target"])
-    src_cfg["_side"], tgt_cfg["_side"] = "source", "target"
-    source_graph = args.source_graph
-    if source_graph is None and src_cfg["run"] == "mxnet" and not src_cfg.get("graph"):
-        from .formats import open_checkpoint
-
-        with open_checkpoint(args.source, format=spec.source.format) as r:
-            finder = getattr(r, "symbol_path", None)
-            source_graph = finder() if finder else None
-    src = V.make_runner(src_cfg, args.source, spec.spec_dir, graph=source_graph)
-    tgt = V.make_runner(tgt_cfg, args.converted, spec.spec_dir, graph=args.target_graph, model=args.target_model)
-    shape = tuple(parse_shape(args.input_shape)) if args.input_shape else tuple(cfg.get("input", {}).get("shape") or ())
-    if not shape:
-        shapes = getattr(getattr(src, "ex", None), "input_shapes", {}) or {}
-        shape = tuple(next(iter(shapes.values()))) if shapes else ()
-    if not shape:
-        raise MapspecError("verify needs the input shape: give verify.input.shape in the spec or --input-shape")
-    rng = tuple(cfg.get("input", {}).get("range") or (0.0, 1.0))
-    x = V.load_input(args.input, shape, rng, seed=args.seed)
-    desc = args.input or f"seeded random uniform{list(rng)} (seed {args.seed})"
-    pairs = None
-    if args.layers:
-        if cfg.get("layers"):
-            pairs = [(a, b) for a, b in cfg["layers"]]
-        else:
-            p = plan(spec, args.source, template=None, relax=("missing-target", "unexpected-target"),
-                     vars=parse_pairs(args.var, "--var"), vars_file=getattr(args, "vars_file", None))
-            pairs = V.derive_layers(p, src_cfg["run"], tgt_cfg["run"])
-    tol = cfg.get("tolerance", {})
-    atol = args.atol if args.atol is not None else tol.get("atol", 1e-4)
-    cos = args.cosine if args.cosine is not None else tol.get("cosine", 0.99999)
-    v = V.verify(src, tgt, x, atol=atol, cosine=cos, pairs=pairs, input_desc=desc)
+    v = run_verify(spec, args.source, args.converted, source_graph=args.source_graph, target_graph=args.target_graph,
+                   source_model=args.source_model, target_model=args.target_model,
+                   source_config=args.source_config, target_config=args.target_config, input=args.input,
+                   input_shape=parse_shape(args.input_shape) if args.input_shape else None, seed=args.seed,
+                   layers=args.layers, atol=args.atol, cosine=args.cosine, vars=parse_pairs(args.var, "--var"),
+                   vars_file=args.vars_file)
     if args.json:
         json.dump(v.to_json(), out, indent=1)
         print(file=out)
         return 0 if v.ok else 1
-    o = v.output
     if v.layers:
-        rows = [[l.source, l.target, "-" if l.cmp is None else f"{l.cmp.max_abs:.3g}",
-                 "-" if l.cmp is None else f"{l.cmp.max_rel:.3g}", "-" if l.cmp is None else f"{l.cmp.cosine:.7f}",
-                 "<-- first divergence" if l is v.first_bad else l.note] for l in v.layers]
+        rows, hidden = _layer_rows(v)
         _table(rows, out, ["source layer", "target layer", "max |a-b|", "rel", "cosine", ""])
+        if hidden:
+            print(f"({len(v.layers)} layers compared, {hidden} not shown: --json lists every one)", file=out)
         print(file=out)
-    print(f"input: {desc}, shape {_shape(shape)}", file=out)
-    print(f"output {_shape(o.shape)}: max |a-b| {o.max_abs:.3g}, relative {o.max_rel:.3g}, cosine {o.cosine:.9f}",
-          file=out)
+    print(f"input: {v.input_desc}, shape {_shape(v.input_shape)}", file=out)
+    for name, o in v.outputs:
+        label = "output" if name == "output" else f"output ({escape(name)})"
+        print(f"{label} {_shape(o.shape)}: max |a-b| {o.max_abs:.3g}, relative {o.max_rel:.3g}, "
+              f"cosine {o.cosine:.9f}", file=out)
+    if v.error:
+        print(f"error: {v.error}", file=out)
     if v.first_bad is not None:
         print(f"first divergence: {escape(v.first_bad.source)} -> {escape(v.first_bad.target)}", file=out)
         for c in v.causes:
             print(f"  likely cause: {escape(c, keep_newlines=True)}", file=out)
     verdict = "PASS" if v.ok else "FAIL"
-    print(f"{verdict} (max |a-b| <= {atol:g} and cosine >= {cos:g})", file=out)
+    print(f"{verdict} (max |a-b| <= {v.atol:g} and cosine >= {v.cosine:g})", file=out)
     return 0 if v.ok else 1
 
 
@@ -526,13 +521,15 @@ def cmd_fold_bn(args, out: TextIO, err: TextIO) -> int:
     print(f"wrote {r.prototxt} and {r.caffemodel}: {len(r.chains)} chains folded"
           + (f"; spec in {args.emit_spec}" if args.emit_spec else ""), file=out)
     if r.verify is not None:
+        from .verify.metrics import ATOL, COSINE
+
         ok = True
         for name, c in r.verify.items():
             if "(worst of" in name:  # intermediate activations can be large: judged by relative error
-                good = bool(c.max_rel <= 1e-4 and c.cosine >= 0.99999)
+                good = bool(c.max_rel <= ATOL and c.cosine >= COSINE)
                 crit = f"relative {c.max_rel:.3g}"
             else:  # outputs: absolute, or relative to their magnitude when they are large
-                good = bool((c.max_abs <= args.atol or c.max_rel <= 1e-5) and c.cosine >= 0.99999)
+                good = bool((c.max_abs <= args.atol or c.max_rel <= 1e-5) and c.cosine >= COSINE)
                 crit = f"max |a-b| {c.max_abs:.3g}, relative {c.max_rel:.3g}"
             ok &= good
             print(f"verify {name}: {crit}, cosine {c.cosine:.9f} ({'PASS' if good else 'FAIL'})", file=out)
@@ -642,6 +639,8 @@ def _add_allow_path(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .verify.metrics import ATOL, COSINE
+
     parser = _Parser(prog="mapspec", description="Move pretrained weights between frameworks and checkpoint "
                                                  "layouts with a declarative YAML spec.")
     parser.add_argument("--version", action="version", version=f"mapspec {__version__}")
@@ -709,8 +708,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--converted", "-c", required=True, metavar="FILE", help="the converted weights (apply's output)")
     p.add_argument("--source-graph", help="the original graph (.prototxt / -symbol.json) if the spec does not say")
     p.add_argument("--target-graph", help="the converted model's graph, if the spec does not say")
-    p.add_argument("--target-model", help="a torch/keras model factory module:function (overrides the spec's)")
-    p.add_argument("--input", "-i", help="an image (RGB, resized), a .npy array, or 'random' (default)")
+    p.add_argument("--source-model", help="the original model: a factory module:function or file.py:function "
+                                          "returning a torch nn.Module or keras Model (overrides the spec's)")
+    p.add_argument("--target-model", help="the converted model's factory, as --source-model")
+    p.add_argument("--source-config", help="a transformers config.json for the original (default: beside it)")
+    p.add_argument("--target-config", help="a transformers config.json for the converted model (default: beside it)")
+    p.add_argument("--input", "-i", help="an image (RGB, resized), a .npy array, tokens:ID,ID,..., "
+                                         "random-tokens:LENGTH, or 'random' (default)")
     p.add_argument("--input-shape", type=lambda t: t,
                    help="e.g. 1,3,224,224 or 1x3x224x224 (default: the spec's verify.input.shape)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
@@ -718,8 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_allow_path(p)
     p.add_argument("--layers", action="store_true", help="compare intermediate activations and name the first "
                                                          "layer that diverges")
-    p.add_argument("--atol", type=float, help="largest allowed max |a-b| of the outputs (default: spec, else 1e-4)")
-    p.add_argument("--cosine", type=float, help="smallest allowed cosine similarity (default: spec, else 0.99999)")
+    p.add_argument("--atol", type=float,
+                   help=f"largest allowed max |a-b| of the outputs (default: spec, else {ATOL:g})")
+    p.add_argument("--cosine", type=float, help=f"smallest allowed cosine similarity (default: spec, else {COSINE:g})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 
@@ -732,8 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress(p)
     p.add_argument("--verify", action="store_true",
                    help="run both nets on a seeded random input and compare: outputs within --atol (or 1e-5 "
-                        "relative), every shared layer within 1e-4 relative, cosine >= 0.99999")
-    p.add_argument("--atol", type=float, default=1e-4)
+                        f"relative), every shared layer within {ATOL:g} relative, cosine >= {COSINE:g}")
+    p.add_argument("--atol", type=float, default=ATOL)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_fold_bn, output_required=True)
 

@@ -210,6 +210,7 @@ class _Builder:
         self._check_endpoint(spec.source, doc, "source")
         self._check_endpoint(spec.target, doc, "target")
         self._check_verify(spec.verify, spec_dir, doc)
+        self._check_runners(doc.get("verify"), doc.loc)
         raw_rules = doc.get("rules") if isinstance(doc.get("rules"), list) else []
         self.budget.rules += len(raw_rules)
         if self.budget.rules > MAX_RULES:
@@ -259,14 +260,15 @@ class _Builder:
         return " -> ".join(os.path.basename(p) for p in self.stack)
 
     def _check_verify(self, cfg, spec_dir: str, doc: LocDict) -> None:
-        """verify.source.graph / verify.target.graph: files the spec names, confined like the others."""
+        """verify.source/target.graph and .config: files the spec names, confined like the others."""
         if not isinstance(cfg, dict):
             return
         for side in ("source", "target"):
             sc = cfg.get(side)
-            if isinstance(sc, dict) and isinstance(sc.get("graph"), str):
-                path = os.path.join(spec_dir, sc["graph"])
-                self.confined(path, sc["graph"], f"verify {side} graph", _loc(sc, "graph", doc.loc))
+            for key in ("graph", "config"):
+                if isinstance(sc, dict) and isinstance(sc.get(key), str):
+                    path = os.path.join(spec_dir, sc[key])
+                    self.confined(path, sc[key], f"verify {side} {key}", _loc(sc, key, doc.loc))
 
     def _check_endpoint(self, ep: Endpoint, doc: LocDict, key: str) -> None:
         raw = doc.get(key)
@@ -305,6 +307,20 @@ class _Builder:
                     _loc(raw, "format", doc.loc)))
             else:
                 ep.format = name
+
+    def _check_runners(self, verify, default: Location) -> None:
+        """verify.source/target.run names a registered runner (the registry, not the schema, lists them)."""
+        from ..verify.runners import RUNNERS
+
+        for side in ("source", "target"):
+            raw = verify.get(side) if isinstance(verify, dict) else None
+            run = raw.get("run") if isinstance(raw, dict) else None
+            if isinstance(run, str) and run and run not in RUNNERS:
+                hint = difflib.get_close_matches(run, list(RUNNERS), n=1)
+                self.errors.append(SpecError(
+                    f"verify.{side}.run: unknown runner {run!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
+                                                                   f"; known: {', '.join(RUNNERS)}"),
+                    _loc(raw, "run", default)))
 
     def _include(self, inc: str, loc: Location, spec_dir: str, first_index: int) -> Optional[Spec]:
         path = os.path.normpath(os.path.join(spec_dir, inc))

@@ -1,4 +1,18 @@
-"""mapspec verify: run the original and the converted model on the same input and compare."""
+"""mapspec verify: run the original and the converted model on the same input and compare.
 
-from .core import *  # noqa: F401,F403
-from .core import compare, diagnose, load_input, make_runner, spec_verify_config, verify  # noqa: F401
+``runners/`` runs one side each (a registry: Caffe and MXNet executors, torch modules, Keras
+models, transformers models), ``inputs`` makes the bounded input, ``metrics`` compares and holds
+the tolerances, ``layers`` lines up layers from the spec, ``diagnose`` says what most likely
+differs, ``core`` puts them together.
+"""
+
+from .core import Verdict, align_outputs, run_verify, spec_verify_config, verify
+from .diagnose import diagnose, diagnose_weights
+from .inputs import load_input
+from .layers import LayerPair, LayerResult, compare_layers, derive_layers
+from .metrics import ATOL, COSINE, LAYER_REL_TOL, Comparison, compare
+from .runners import RUNNERS, Runner, Side, make_runner
+
+__all__ = ["ATOL", "COSINE", "LAYER_REL_TOL", "RUNNERS", "Comparison", "LayerPair", "LayerResult", "Runner",
+           "Side", "Verdict", "align_outputs", "compare", "compare_layers", "derive_layers", "diagnose",
+           "diagnose_weights", "load_input", "make_runner", "run_verify", "spec_verify_config", "verify"]

@@ -71,6 +71,12 @@ EXPECTED = {
     "unknown_dtype.yaml": (
         "validate", "7:20: rule 1 (from 'conv<i>[0]'): cast dtype: unknown dtype 'float23' (did you mean "
                     "'float32'?)"),
+    "verify_user_factory.yaml": (
+        "validate", "9:32: verify.target.model: a spec may only name model factories inside mapspec.models "
+                    "(module:function), not 'check_gpt2:HF'; pass your own with --target-model on the command line"),
+    "verify_unknown_runner.yaml": (
+        "validate", "8:17: verify.source.run: unknown runner 'tensorflow'; known: caffe, mxnet, torch, keras, "
+                    "transformers, model"),
     "rule_matches_nothing.yaml": (
         "plan", "6:12: rule 1 (from 'cnv<i>[<k>]'): matches no source tensor; closest source names: 'conv1[0]', "
                 "'conv1[1]'"),

@@ -119,8 +119,29 @@ def test_efficient_caffe_without_the_flip_is_caught(densenet121, tmp_path):
     out = tmp_path / "eff.caffemodel"
     assert run("apply", spec, "-s", d / "DenseNet_121.caffemodel", "-t", eff, "-o", out, "-q")[0] == 0
     code, text, _ = run("verify", spec, "-s", d / "DenseNet_121.caffemodel", "-c", out,
-                        "--source-graph", d / "DenseNet_121.prototxt", "--target-graph", eff)
+                        "--source-graph", d / "DenseNet_121.prototxt", "--target-graph", eff, "--layers")
     assert code == 1 and "FAIL" in text
+    assert "first divergence: conv2_6/x2 -> denseblock1" in text and "likely cause: kernels copied unchanged (denseblock1[" in text, text
+
+
+def test_densenet_factor_not_divided_out_is_diagnosed(densenet121, tmp_path):
+    """Caffe stores BatchNorm statistics times a moving-average factor (blob 2); forgetting to divide it
+    out of conv1's statistics scales every channel of norm0 by about 1/sqrt(factor)."""
+    from mapspec.resources import shipped_specs
+
+    d, _ = densenet121
+    text = shipped_specs()["densenet/caffe-to-torchvision"].read_text()
+    broken = text.replace('    apply: [{div: {by: "conv1/bn[2]", zero: 0}}]\n', "")
+    assert broken.count("conv1/bn[2]") == text.count("conv1/bn[2]") - 2
+    spec = tmp_path / "broken.yaml"
+    spec.write_text(broken)
+    out = tmp_path / "b.pth"
+    assert run("apply", spec, "-s", d / "DenseNet_121.caffemodel", "-O", out, "-q")[0] == 0
+    code, text, err = run("verify", spec, "-s", d / "DenseNet_121.caffemodel", "-c", out,
+                          "--source-graph", d / "DenseNet_121.prototxt", "--layers")
+    assert code == 1 and "FAIL" in text, text + err
+    assert "first divergence: conv1/scale -> features.norm0" in text, text
+    assert "likely cause: every channel is scaled by the same" in text and "moving-average factor" in text
 
 
 # -- CaffeNet -> Keras ---------------------------------------------------------------------------

@@ -58,8 +58,8 @@ def test_diagnose_offset_channel_order_and_transpose():
     rng = np.random.default_rng(3)
     s = _bn_like(rng)
     assert "offset" in diagnose(s, s + rng.uniform(1, 2, 8)[None, :, None, None])[0]
-    assert "RGB vs BGR" in diagnose(s, s[:, ::-1])[0]
-    assert "height and width are swapped" in diagnose(s, s.swapaxes(2, 3))[0]
+    assert "output channels are in reverse order" in diagnose(s, s[:, ::-1])[0]
+    assert "transposed in height and width" in diagnose(s, s.swapaxes(2, 3))[0]
     assert "different shapes" in diagnose(s, s[:, :, :4])[0]
 
 

@@ -1,0 +1,42 @@
+"""The verify runners: one module per way of running a model, registered in ``RUNNERS``.
+
+``RUNNERS`` is data: runner name -> module.  Modules are imported on first use (so that
+naming a runner never imports torch, keras or transformers until it runs) and each defines
+``build(side) -> Runner`` for a :class:`Side`.  Adding a runner is one module plus one
+line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ...errors import MapspecError
+from .base import Runner, RunError, Side, load_factory
+
+RUNNERS: dict[str, str] = {
+    "caffe": "mapspec.verify.runners.caffe",
+    "mxnet": "mapspec.verify.runners.mxnet",
+    "torch": "mapspec.verify.runners.torch",
+    "keras": "mapspec.verify.runners.keras",
+    "transformers": "mapspec.verify.runners.transformers",
+    "model": "mapspec.verify.runners.model",   # torch or keras, whichever the factory returns
+}
+
+__all__ = ["RUNNERS", "RunError", "Runner", "Side", "load_factory", "make_runner", "check_name"]
+
+
+def check_name(kind) -> None:
+    if kind not in RUNNERS:
+        raise MapspecError(f"unknown runner {kind!r}; known runners: {', '.join(RUNNERS)}")
+
+
+def make_runner(side: Side) -> Runner:
+    check_name(side.kind)
+    try:
+        mod = importlib.import_module(RUNNERS[side.kind])
+    except ModuleNotFoundError as e:
+        raise MapspecError(f"the {side.kind} runner needs the Python package {e.name!r}; install it "
+                           f"(pip install {e.name})") from None
+    runner = mod.build(side)
+    runner.channels = side.channels
+    return runner

@@ -1,0 +1,13 @@
+"""Runs a Caffe net (prototxt + caffemodel) with mapspec's Caffe executor."""
+
+from __future__ import annotations
+
+from .base import Side
+from .executor import ExecutorRunner, open_weights
+
+
+def build(side: Side) -> ExecutorRunner:
+    from ...executors.caffe import CaffeExecutor
+
+    reader = open_weights(side, ".prototxt")
+    return ExecutorRunner("caffe", CaffeExecutor(side.graph, reader), side.input, side.output)

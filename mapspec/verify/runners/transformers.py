@@ -1,0 +1,82 @@
+"""Runs a Hugging Face transformers model: built from a ``config.json`` (beside the weights, or
+given with ``config:`` / ``--source-config`` / ``--target-config``) with ``from_config``, the
+weights loaded strictly (tied weights need only one name), fed token ids; compares logits.
+
+The model class is the config's ``architectures[0]`` when transformers defines it, else the
+causal-LM auto class.  No code from the checkpoint is run (no ``trust_remote_code``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+
+from ...errors import MapspecError
+from .base import Side
+from .torch import TorchRunner, _first_tensor
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise MapspecError(f"{path}: no such transformers config (give config.json beside the weights, or pass it "
+                           f"with --source-config / --target-config)")
+    if os.path.getsize(path) > MAX_CONFIG_BYTES:
+        raise MapspecError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes: not a transformers config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise MapspecError(f"{path}: not a readable JSON config: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("model_type"), str):
+        raise MapspecError(f"{path}: a transformers config.json is an object with a 'model_type'")
+    return doc
+
+
+def _model_class(transformers, doc: dict):
+    archs = doc.get("architectures")
+    if isinstance(archs, list) and archs and isinstance(archs[0], str):
+        cls = getattr(transformers, archs[0], None)
+        if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
+            return cls
+    return None
+
+
+class TransformersRunner(TorchRunner):
+    kind = "transformers"
+
+    def __init__(self, model, weights: str, weights_format=None):
+        super().__init__(model, weights, weights_format)
+        self.vocab_size = getattr(model.config, "vocab_size", None) or self.vocab_size
+
+    def forward(self, x):
+        return self.model(input_ids=x) if x.dtype == self.torch.int64 else self.model(x)
+
+    def outputs(self, y):
+        logits = getattr(y, "logits", None)
+        t = logits if logits is not None else _first_tensor(y)
+        if t is None:
+            raise MapspecError(f"the transformers model returned {type(y).__name__} without logits or a tensor")
+        return OrderedDict([("logits" if logits is not None else "output", t.detach().float().numpy())])
+
+
+def build(side: Side) -> TransformersRunner:
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # its warnings about a config would bury the verdict
+    path = side.config or os.path.join(os.path.dirname(os.path.abspath(side.weights)), "config.json")
+    doc = _read_config(path)
+    try:
+        rest = {k: v for k, v in doc.items() if k != "model_type"}
+        config = transformers.AutoConfig.for_model(doc["model_type"], **rest)
+    except (ValueError, TypeError, KeyError) as e:
+        raise MapspecError(f"{path}: transformers cannot build a config from it: {e}") from None
+    config._attn_implementation = "eager"  # plain attention: deterministic, and hooks see every module
+    cls = _model_class(transformers, doc)
+    try:
+        model = cls(config) if cls is not None else transformers.AutoModelForCausalLM.from_config(config)
+    except (ValueError, TypeError, KeyError) as e:
+        raise MapspecError(f"{path}: transformers cannot build a model from this config: {e}") from None
+    return TransformersRunner(model, side.weights, side.weights_format)

@@ -1,0 +1,146 @@
+"""verify proves language-model conversions with no hand-written check: HF GPT-2 -> nanoGPT (a nanoGPT
+factory given on the command line, token inputs) and Meta's Llama layout -> transformers'
+LlamaForCausalLM (a small Meta-style reference model as the source).  The models are tiny, built
+from configs with seeded random weights; transformers itself runs the HF side."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mapspec import cli
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+HERE = Path(__file__).resolve().parent
+GPT2_SPEC = HERE / "specs" / "gpt2-hf-to-nanogpt.yaml"
+LLAMA_SPEC = HERE / "specs" / "llama-meta-to-hf.yaml"
+NANOGPT = f"{HERE / 'nanogpt_model.py'}:gpt"
+
+
+def run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run([str(a) for a in argv], stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    """A tiny HF GPT-2 saved as transformers saves it (config.json + model.safetensors), converted to nanoGPT."""
+    d = tmp_path_factory.mktemp("gpt2")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=64, n_positions=32, bos_token_id=0,
+                                  eos_token_id=0)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(d / "hf")
+    out = d / "nanogpt.pt"
+    code, _, err = run("apply", GPT2_SPEC, "-s", d / "hf" / "model.safetensors", "-O", out, "-q")
+    assert code == 0, err
+    return d / "hf" / "model.safetensors", out
+
+
+def test_gpt2_to_nanogpt_passes_with_token_inputs(gpt2):
+    src, out = gpt2
+    code, text, err = run("verify", GPT2_SPEC, "-s", src, "-c", out, "--target-model", NANOGPT,
+                          "--input", "tokens:5,17,63,0,9,9,2")
+    assert code == 0, text + err
+    assert "input: token ids 5,17,63,0,9,9,2, shape 1x7" in text
+    assert "output (logits, last position) 1x1x64" in text and "PASS" in text
+
+
+def test_gpt2_to_nanogpt_layers_and_json(gpt2):
+    src, out = gpt2
+    code, text, err = run("verify", GPT2_SPEC, "-s", src, "-c", out, "--target-model", NANOGPT,
+                          "--input", "random-tokens:12", "--layers", "--json")
+    assert code == 0, text + err
+    doc = json.loads(text)
+    assert doc["ok"] and doc["input_shape"] == [1, 12] and doc["first_divergence"] is None
+    compared = {(l["source"], l["target"]) for l in doc["layers"]}
+    # every module holding weights was compared, each with its metrics
+    assert ("transformer.h.1.attn.c_attn", "transformer.h.1.attn.c_attn") in compared
+    assert ("transformer.wte", "transformer.wte") in compared and len(compared) >= 2 * 6 + 3
+    assert all(l["max_rel"] < 1e-5 and l["cosine"] > 0.99999 for l in doc["layers"])
+    assert doc["outputs"][0]["name"] == "logits, last position" and doc["outputs"][0]["shape"] == [1, 1, 64]
+
+
+def test_gpt2_without_the_conv1d_transpose_fails_at_the_first_attention(gpt2, tmp_path):
+    src, _ = gpt2
+    text = GPT2_SPEC.read_text()
+    broken = tmp_path / "broken.yaml"
+    # transpose only c_proj/c_fc (square c_proj keeps the shapes loadable): c_attn is (16, 48) vs (48, 16),
+    # so instead break the square attention output projection of block 0
+    broken.write_text(text.replace('  - from: "transformer.h.<i>.<part:word>.<proj:word>.weight"',
+                                   '  - from: "transformer.h.0.attn.c_proj.weight"\n'
+                                   '    to: "transformer.h.0.attn.c_proj.weight"\n'
+                                   '  - from: "transformer.h.<i>.<part:word>.<proj:word>.weight"'))
+    out = tmp_path / "b.pt"
+    assert run("apply", broken, "-s", src, "-O", out, "-q")[0] == 0
+    code, text, err = run("verify", broken, "-s", src, "-c", out, "--target-model", NANOGPT, "--layers")
+    assert code == 1 and "FAIL" in text, text + err
+    assert "first divergence: transformer.h.0.attn.c_proj -> transformer.h.0.attn.c_proj" in text
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory, monkeypatch_module):
+    """A Meta-layout checkpoint from the reference model, converted; the transformers config beside it."""
+    monkeypatch_module.syspath_prepend(str(HERE))
+    import meta_llama
+
+    d = tmp_path_factory.mktemp("llama")
+    torch.manual_seed(0)
+    model = meta_llama.llama(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden=48,
+                             norm_eps=1e-6, rope_theta=10000.0)
+    torch.save(model.state_dict(), d / "consolidated.pth")
+    hf = d / "hf"
+    hf.mkdir()
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+                                   rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0,
+                                   architectures=["LlamaForCausalLM"])
+    (hf / "config.json").write_text(cfg.to_json_string())
+    out = hf / "model.safetensors"
+    code, _, err = run("apply", LLAMA_SPEC, "-s", d / "consolidated.pth", "-O", out, "-q")
+    assert code == 0, err
+    return d / "consolidated.pth", out
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_meta_llama_to_hf_llama_passes(llama):
+    src, out = llama
+    code, text, err = run("verify", LLAMA_SPEC, "-s", src, "-c", out, "--source-model", "meta_llama:llama",
+                          "--input", "random-tokens:10", "--layers")
+    assert code == 0, text + err
+    assert "output (logits) 1x10x64" in text and "PASS" in text and "first divergence" not in text
+
+
+def test_meta_llama_without_the_rotary_permutation_is_caught(llama, tmp_path):
+    src, _ = llama
+    text = LLAMA_SPEC.read_text()
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(text.replace('    apply: [{reshape: ["{n_heads}", -1, 2, "{dim}"]}, {transpose: [0, 2, 1, 3]}, '
+                                   '{reshape: [-1, "{dim}"]}]\n', "", 1))
+    assert broken.read_text() != text
+    out = tmp_path / "hf" / "model.safetensors"
+    out.parent.mkdir()
+    (out.parent / "config.json").write_text((Path(str(llama[1])).parent / "config.json").read_text())
+    assert run("apply", broken, "-s", src, "-O", out, "-q")[0] == 0
+    code, text, err = run("verify", broken, "-s", src, "-c", out, "--source-model", "meta_llama:llama",
+                          "--input", "random-tokens:10", "--layers")
+    assert code == 1 and "FAIL" in text, text + err
+    assert "first divergence: layers.0.attention" in text
+
+
+def test_token_input_outside_the_vocabulary_is_one_error(gpt2):
+    src, out = gpt2
+    code, _, err = run("verify", GPT2_SPEC, "-s", src, "-c", out, "--target-model", NANOGPT, "--input", "tokens:64")
+    assert code == 1 and "token id 64 is outside the vocabulary (64 ids)" in err and "Traceback" not in err
