@@ -136,7 +136,7 @@ def test_densenet_factor_not_divided_out_is_diagnosed(densenet121, tmp_path):
     spec = tmp_path / "broken.yaml"
     spec.write_text(broken)
     out = tmp_path / "b.pth"
-    assert run("apply", spec, "-s", d / "DenseNet_121.caffemodel", "-O", out, "-q")[0] == 0
+    assert run("apply", spec, "-s", d / "DenseNet_121.caffemodel", "-o", out, "-q")[0] == 0
     code, text, err = run("verify", spec, "-s", d / "DenseNet_121.caffemodel", "-c", out,
                           "--source-graph", d / "DenseNet_121.prototxt", "--layers")
     assert code == 1 and "FAIL" in text, text + err

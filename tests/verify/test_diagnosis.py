@@ -65,7 +65,7 @@ def test_each_documented_cause_is_diagnosed(cause, params, tmp_path):
     spec = tmp_path / "broken.yaml"
     spec.write_text(text.replace(old, new, 1))
     out = tmp_path / "broken.pth"
-    code, _, err = run("apply", spec, "-s", params, "-O", out, "-q")
+    code, _, err = run("apply", spec, "-s", params, "-o", out, "-q")
     assert code == 0, err
     code, text, err = run("verify", spec, "-s", params, "-c", out, "--layers")
     assert code == 1 and "FAIL" in text, text + err
@@ -79,7 +79,7 @@ def test_shape_difference_is_diagnosed_even_when_the_model_then_fails(params, tm
     """A target model whose first convolution pads by 2, not 1: the layers up to where the model breaks are
     compared, the first is named with different shapes, and the failure is reported in one line."""
     out = tmp_path / "mfn.pth"
-    assert run("apply", "mobilefacenet/mxnet-to-torch", "-s", params, "-O", out, "-q")[0] == 0
+    assert run("apply", "mobilefacenet/mxnet-to-torch", "-s", params, "-o", out, "-q")[0] == 0
     code, text, err = run("verify", "mobilefacenet/mxnet-to-torch", "-s", params, "-c", out, "--layers",
                           "--target-model", f"{HERE / 'bad_models.py'}:mobilefacenet_pad2")
     assert code == 1 and "FAIL" in text, text + err

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mapspec import cli
+from mapspec.errors import MapspecError
 from mapspec.verify import compare, load_input
 
 torch = pytest.importorskip("torch")
@@ -51,9 +52,9 @@ def verify(tiny, *extra):
     return run("verify", spec, "-s", a, "-c", b, "--source-model", TINY, *extra)
 
 
-def one_error(result, *words):
-    code, out, err = result
-    assert code == 1, out + err
+def one_error(result, *words, code=1):
+    status, out, err = result
+    assert status == code, out + err
     assert err.startswith("mapspec: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     for w in words:
         assert w in err, err
@@ -106,19 +107,24 @@ def test_png_decompression_bomb(tiny, tmp_path):
 
 @pytest.mark.parametrize("shape,words", [
     ("100000,100000,100", "more than 67,108,864 values"),
-    ("1,-3,4,4", "has a dimension below 1"),
     ("1,0", "has a dimension below 1"),
-    ("1,a", "write integers separated by commas"),
     ("1,1,1,1,1,1,1,1,1", "must have 1 to 8 dimensions"),
 ])
 def test_bad_input_shapes(tiny, shape, words):
     one_error(verify(tiny, "--target-model", TINY, "--input-shape", shape), words)
 
 
-def test_spec_input_shape_is_bounded_too():
-    with pytest.raises(Exception) as e:
-        load_input(None, (1 << 20, 1 << 20))
-    assert "too large for an input" in str(e.value)
+@pytest.mark.parametrize("shape", ["1,-3,4,4", "1,a"])
+def test_input_shapes_that_are_not_shapes_are_usage_errors(tiny, shape):
+    one_error(verify(tiny, "--target-model", TINY, "--input-shape", shape), "is not a shape", code=2)
+
+
+@pytest.mark.parametrize("shape,words", [((1 << 20, 1 << 20), "too large for an input"),
+                                         ((1, -3, 4, 4), "has a dimension below 1")])
+def test_shapes_from_a_spec_or_the_api_are_bounded_too(shape, words):
+    with pytest.raises(MapspecError) as e:
+        load_input(None, shape)
+    assert words in str(e.value)
 
 
 @pytest.mark.parametrize("text,words", [

@@ -38,7 +38,7 @@ def gpt2(tmp_path_factory):
                                   eos_token_id=0)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(d / "hf")
     out = d / "nanogpt.pt"
-    code, _, err = run("apply", GPT2_SPEC, "-s", d / "hf" / "model.safetensors", "-O", out, "-q")
+    code, _, err = run("apply", GPT2_SPEC, "-s", d / "hf" / "model.safetensors", "-o", out, "-q")
     assert code == 0, err
     return d / "hf" / "model.safetensors", out
 
@@ -78,7 +78,7 @@ def test_gpt2_without_the_conv1d_transpose_fails_at_the_first_attention(gpt2, tm
                                    '    to: "transformer.h.0.attn.c_proj.weight"\n'
                                    '  - from: "transformer.h.<i>.<part:word>.<proj:word>.weight"'))
     out = tmp_path / "b.pt"
-    assert run("apply", broken, "-s", src, "-O", out, "-q")[0] == 0
+    assert run("apply", broken, "-s", src, "-o", out, "-q")[0] == 0
     code, text, err = run("verify", broken, "-s", src, "-c", out, "--target-model", NANOGPT, "--layers")
     assert code == 1 and "FAIL" in text, text + err
     assert "first divergence: transformer.h.0.attn.c_proj -> transformer.h.0.attn.c_proj" in text
@@ -103,7 +103,7 @@ def llama(tmp_path_factory, monkeypatch_module):
                                    architectures=["LlamaForCausalLM"])
     (hf / "config.json").write_text(cfg.to_json_string())
     out = hf / "model.safetensors"
-    code, _, err = run("apply", LLAMA_SPEC, "-s", d / "consolidated.pth", "-O", out, "-q")
+    code, _, err = run("apply", LLAMA_SPEC, "-s", d / "consolidated.pth", "-o", out, "-q")
     assert code == 0, err
     return d / "consolidated.pth", out
 
@@ -133,7 +133,7 @@ def test_meta_llama_without_the_rotary_permutation_is_caught(llama, tmp_path):
     out = tmp_path / "hf" / "model.safetensors"
     out.parent.mkdir()
     (out.parent / "config.json").write_text((Path(str(llama[1])).parent / "config.json").read_text())
-    assert run("apply", broken, "-s", src, "-O", out, "-q")[0] == 0
+    assert run("apply", broken, "-s", src, "-o", out, "-q")[0] == 0
     code, text, err = run("verify", broken, "-s", src, "-c", out, "--source-model", "meta_llama:llama",
                           "--input", "random-tokens:10", "--layers")
     assert code == 1 and "FAIL" in text, text + err
