@@ -476,7 +476,7 @@ def cmd_verify(args, out: TextIO, err: TextIO) -> int:
                    source_config=args.source_config, target_config=args.target_config, input=args.input,
                    input_shape=parse_shape(args.input_shape) if args.input_shape else None, seed=args.seed,
                    layers=args.layers, atol=args.atol, cosine=args.cosine, vars=parse_pairs(args.var, "--var"),
-                   vars_file=args.vars_file)
+                   vars_file=args.vars_file, hidden_states=args.hidden_states)
     if args.json:
         json.dump(v.to_json(), out, indent=1)
         print(file=out)
@@ -720,6 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
     _add_vars(p)
     _add_allow_path(p)
+    p.add_argument("--hidden-states", action="store_true", help="transformers models on both sides: compare every "
+                                                                "hidden state too, not just the logits")
     p.add_argument("--layers", action="store_true", help="compare intermediate activations and name the first "
                                                          "layer that diverges")
     p.add_argument("--atol", type=float,

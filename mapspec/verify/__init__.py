@@ -6,7 +6,7 @@ the tolerances, ``layers`` lines up layers from the spec, ``diagnose`` says what
 differs, ``core`` puts them together.
 """
 
-from .core import Verdict, align_outputs, run_verify, spec_verify_config, verify
+from .core import Verdict, align_outputs, run_verify, verify
 from .diagnose import diagnose, diagnose_weights
 from .inputs import load_input
 from .layers import LayerPair, LayerResult, compare_layers, derive_layers
@@ -15,4 +15,4 @@ from .runners import RUNNERS, Runner, Side, make_runner
 
 __all__ = ["ATOL", "COSINE", "LAYER_REL_TOL", "RUNNERS", "Comparison", "LayerPair", "LayerResult", "Runner",
            "Side", "Verdict", "align_outputs", "compare", "compare_layers", "derive_layers", "diagnose",
-           "diagnose_weights", "load_input", "make_runner", "run_verify", "spec_verify_config", "verify"]
+           "diagnose_weights", "load_input", "make_runner", "run_verify", "verify"]

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import MapspecError, SpecError
+from ..errors import MapspecError
 from . import inputs as I
 from .diagnose import diagnose, diagnose_weights
 from .layers import LayerResult, candidates, last_position, compare_layers, derive_layers, explicit_layers
@@ -112,15 +112,6 @@ def verify(source_runner: Runner, target_runner: Runner, x: np.ndarray, atol: fl
     return v
 
 
-def spec_verify_config(spec) -> dict:
-    cfg = getattr(spec, "verify", None)
-    if not cfg:
-        raise SpecError("this spec has no 'verify:' section (which runners, model factory, input shape); "
-                        "add one, or say how to run each side on the command line (--source-model / "
-                        "--target-model, --source-config / --target-config, --source-graph / --target-graph)")
-    return cfg
-
-
 def _infer_kind(name: str, fmt: Optional[str], model, config, graph, weights: str) -> str:
     """How to run a side the spec's verify: section does not describe."""
     if model:
@@ -180,14 +171,13 @@ def _make_input(args_input: Optional[str], shape_arg, cfg: dict, src: Runner, tg
 
 def run_verify(spec, source: str, converted: str, *, source_graph=None, target_graph=None, source_model=None,
                target_model=None, source_config=None, target_config=None, input=None, input_shape=None,
-               seed: int = 0, layers: bool = False, atol=None, cosine=None, vars=None, vars_file=None) -> Verdict:
+               seed: int = 0, layers: bool = False, atol=None, cosine=None, vars=None, vars_file=None,
+               hidden_states: bool = False) -> Verdict:
     """What ``mapspec verify`` does (``spec`` is a loaded Spec)."""
     from ..engine import plan
     from ..formats import open_checkpoint
 
     cfg = spec.verify or {}
-    if not cfg and not (source_model or target_model or source_config or target_config):
-        spec_verify_config(spec)  # raises: nothing says how to run either side
     vars_ = dict(spec.vars)
     vars_.update(vars or {})
     if input_shape is not None:
@@ -198,6 +188,11 @@ def run_verify(spec, source: str, converted: str, *, source_graph=None, target_g
                             source_model, source_config, vars_))
     tgt = make_runner(_side("target", cfg.get("target"), spec, converted, None, target_graph, target_model,
                             target_config, vars_))
+    if hidden_states:
+        for r, name in ((src, "source"), (tgt, "target")):
+            if not hasattr(r, "hidden_states"):
+                raise MapspecError(f"--hidden-states compares transformers models; the {name} runs as {r.kind}")
+            r.hidden_states = True
     x, desc = _make_input(input, input_shape, cfg, src, tgt, seed)
     pairs, weights = None, None
     if layers:

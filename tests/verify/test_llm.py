@@ -144,3 +144,45 @@ def test_token_input_outside_the_vocabulary_is_one_error(gpt2):
     src, out = gpt2
     code, _, err = run("verify", GPT2_SPEC, "-s", src, "-c", out, "--target-model", NANOGPT, "--input", "tokens:64")
     assert code == 1 and "token id 64 is outside the vocabulary (64 ids)" in err and "Traceback" not in err
+
+
+HF_TO_HF = """mapspec: 1
+name: gpt2-hf-to-hf
+source: {format: safetensors}
+target: {format: safetensors}
+rules:
+%s  - from: "<name:path>"
+    to: "{name}"
+"""
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_hidden_states_of_two_transformers_models(gpt2, tmp_path, broken):
+    """Both sides transformers (config.json beside each file): --hidden-states compares every hidden state,
+    so a weight changed in block 1 shows in hidden state 2 and after, not before."""
+    src, _ = gpt2
+    rule = ('  - from: transformer.h.1.mlp.c_proj.weight\n    to: transformer.h.1.mlp.c_proj.weight\n'
+            '    apply: [{mul: -1.0}]\n') if broken else ""
+    spec = tmp_path / "hf.yaml"
+    spec.write_text(HF_TO_HF % rule)
+    out = tmp_path / "hf" / "model.safetensors"
+    out.parent.mkdir()
+    (out.parent / "config.json").write_text((Path(str(src)).parent / "config.json").read_text())
+    assert run("apply", spec, "-s", src, "-o", out, "-q")[0] == 0
+    code, text, err = run("verify", spec, "-s", src, "-c", out, "--input", "random-tokens:6", "--hidden-states",
+                          "--json")
+    assert text.startswith("{"), err
+    doc = json.loads(text)
+    cos = {o["name"]: o["cosine"] for o in doc["outputs"]}
+    assert list(cos) == ["logits", "hidden_states[0]", "hidden_states[1]", "hidden_states[2]"], text + err
+    if not broken:
+        assert code == 0 and doc["ok"] and all(o["max_abs"] == 0 for o in doc["outputs"])
+    else:
+        assert code == 1 and not doc["ok"]
+        assert [o["max_abs"] == 0 for o in doc["outputs"][1:]] == [True, True, False]
+
+
+def test_hidden_states_need_transformers_on_both_sides(gpt2):
+    src, out = gpt2
+    code, _, err = run("verify", GPT2_SPEC, "-s", src, "-c", out, "--target-model", NANOGPT, "--hidden-states")
+    assert code == 1 and "--hidden-states compares transformers models; the target runs as torch" in err

@@ -46,20 +46,25 @@ def _model_class(transformers, doc: dict):
 
 class TransformersRunner(TorchRunner):
     kind = "transformers"
+    hidden_states = False  # also return every hidden state (verify --hidden-states)
 
     def __init__(self, model, weights: str, weights_format=None):
         super().__init__(model, weights, weights_format)
         self.vocab_size = getattr(model.config, "vocab_size", None) or self.vocab_size
 
     def forward(self, x):
-        return self.model(input_ids=x) if x.dtype == self.torch.int64 else self.model(x)
+        extra = {"output_hidden_states": True} if self.hidden_states else {}
+        return self.model(input_ids=x, **extra) if x.dtype == self.torch.int64 else self.model(x, **extra)
 
     def outputs(self, y):
         logits = getattr(y, "logits", None)
         t = logits if logits is not None else _first_tensor(y)
         if t is None:
             raise MapspecError(f"the transformers model returned {type(y).__name__} without logits or a tensor")
-        return OrderedDict([("logits" if logits is not None else "output", t.detach().float().numpy())])
+        out = OrderedDict([("logits" if logits is not None else "output", t.detach().float().numpy())])
+        for i, h in enumerate(getattr(y, "hidden_states", None) or ()):
+            out[f"hidden_states[{i}]"] = h.detach().float().numpy()
+        return out
 
 
 def build(side: Side) -> TransformersRunner:
