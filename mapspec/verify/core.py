@@ -140,7 +140,7 @@ def _side(name: str, cfg: Optional[dict], spec, weights: str, fmt: Optional[str]
     kind = "model" if model and not cfg.get("run") else cfg.get("run")
     if kind is None:
         kind = _infer_kind(name, fmt, model, config, graph, weights)
-    return Side(name=name, kind=kind, weights=weights, weights_format=fmt if name == "source" else None,
+    return Side(name=name, kind=kind, weights=weights, weights_format=fmt,
                 graph=graph, model=model or cfg.get("model"), model_from_cli=bool(model), config=config,
                 output=cfg.get("output"), input=cfg.get("input"), channels=cfg.get("channels", "rgb"),
                 vars=vars_)
@@ -186,8 +186,8 @@ def run_verify(spec, source: str, converted: str, *, source_graph=None, target_g
         raise MapspecError(f"{input}: no such input file (or write tokens:ID,ID,... / random-tokens:LENGTH)")
     src = make_runner(_side("source", cfg.get("source"), spec, source, spec.source.format, source_graph,
                             source_model, source_config, vars_))
-    tgt = make_runner(_side("target", cfg.get("target"), spec, converted, None, target_graph, target_model,
-                            target_config, vars_))
+    tgt = make_runner(_side("target", cfg.get("target"), spec, converted, spec.target.format, target_graph,
+                            target_model, target_config, vars_))
     if hidden_states:
         for r, name in ((src, "source"), (tgt, "target")):
             if not hasattr(r, "hidden_states"):
