@@ -100,9 +100,14 @@ def load_factory(ref: str, from_cli: bool, side: str = "target") -> Callable:
         if from_cli and mod_name.endswith(".py"):
             mod = _module_from_file(mod_name)
         else:
-            if from_cli and os.getcwd() not in sys.path and "" not in sys.path:
+            added = from_cli and os.getcwd() not in sys.path and "" not in sys.path
+            if added:
                 sys.path.insert(0, os.getcwd())  # as `python -m` would: the user's own package beside them
-            mod = importlib.import_module(mod_name)
+            try:
+                mod = importlib.import_module(mod_name)
+            finally:
+                if added:
+                    sys.path.remove(os.getcwd())
     except MapspecError:
         raise
     except Exception as e:  # an import runs the user's code: any exception is theirs to see, in one line
