@@ -65,6 +65,13 @@ def test_the_tiny_identity_passes(tiny):
     assert code == 0 and "PASS" in out, out + err
 
 
+def test_factories_get_the_weights_path_and_the_spec_vars_they_name(tiny):
+    spec, a, b = tiny
+    spec.write_text(SPEC + "vars: {scale: 3, unused: 5}\n")
+    code, out, err = verify(tiny, "--target-model", f"{HERE / 'bad_models.py'}:linear_beside", "--input-shape", "1,4")
+    assert code == 0 and "PASS" in out, out + err
+
+
 def test_no_verify_section_and_no_model_says_what_to_pass(tiny):
     spec, a, b = tiny
     one_error(run("verify", spec, "-s", a, "-c", b), "no 'verify:' section", "--source-model")

@@ -132,13 +132,16 @@ def _module_from_file(path: str):
 
 
 def call_factory(fn: Callable, ref: str, side: Side, model_types: tuple, what: str):
-    """Call a factory, passing the spec's vars it names as parameters; the result must be a model."""
+    """Call a factory, passing the spec's vars it names as parameters (and ``weights``, the checkpoint's path,
+    if it takes that: a model built from the config beside its weights); the result must be a model."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         params = {}
     takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in side.vars.items() if takes_all or k in params}
+    if "weights" in params:
+        kwargs["weights"] = side.weights
     try:
         model = fn(**kwargs)
     except Exception as e:  # the user's code
