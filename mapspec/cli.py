@@ -711,8 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-model", help="the original model: a factory module:function or file.py:function "
                                           "returning a torch nn.Module or keras Model (overrides the spec's)")
     p.add_argument("--target-model", help="the converted model's factory, as --source-model")
-    p.add_argument("--source-config", help="a transformers config.json for the original (default: beside it)")
-    p.add_argument("--target-config", help="a transformers config.json for the converted model (default: beside it)")
+    p.add_argument("--source-config", help="run the original as a transformers model built from this config.json "
+                                           "(without it: the config.json beside the weights, if the spec says so)")
+    p.add_argument("--target-config", help="the same for the converted model")
     p.add_argument("--input", "-i", help="an image (RGB, resized), a .npy array, tokens:ID,ID,..., "
                                          "random-tokens:LENGTH, or 'random' (default)")
     p.add_argument("--input-shape", type=lambda t: t,

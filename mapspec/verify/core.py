@@ -91,7 +91,8 @@ def verify(source_runner: Runner, target_runner: Runner, x: np.ndarray, atol: fl
         (sname, a), (tname, b) = next(iter(ys.items())), next(iter(yt.items()))
         a, b, note = align_outputs(np.asarray(a), np.asarray(b))
         label = tname if sname in (tname, "output") else sname if tname == "output" else f"{sname} / {tname}"
-        outputs.append((label + (f", {note}" if note else ""), compare(a, b)))
+        label = note if label == "output" and note else label + (f", {note}" if note else "")
+        outputs.append((label, compare(a, b)))
         for name in list(ys)[1:]:
             if name in yt:
                 outputs.append((name, compare(*align_outputs(np.asarray(ys[name]), np.asarray(yt[name]))[:2])))
@@ -135,9 +136,14 @@ def _side(name: str, cfg: Optional[dict], spec, weights: str, fmt: Optional[str]
         v = cfg.get(key)
         return os.path.join(spec_dir, v) if v and spec_dir else v
 
+    if config:  # a config.json on the command line: run this side as a transformers model, whatever the spec says
+        kind = "transformers"
+    elif model and not cfg.get("run"):
+        kind = "model"
+    else:
+        kind = cfg.get("run")
     graph = graph or spec_path("graph")
     config = config or spec_path("config")
-    kind = "model" if model and not cfg.get("run") else cfg.get("run")
     if kind is None:
         kind = _infer_kind(name, fmt, model, config, graph, weights)
     return Side(name=name, kind=kind, weights=weights, weights_format=fmt,
@@ -177,9 +183,12 @@ def run_verify(spec, source: str, converted: str, *, source_graph=None, target_g
     from ..engine import plan
     from ..formats import open_checkpoint
 
+    from ..engine import with_vars
+    from ..spec.config import with_config
+
     cfg = spec.verify or {}
-    vars_ = dict(spec.vars)
-    vars_.update(vars or {})
+    # the vars a factory may take: the spec's, its config file's (beside the source, or vars_file), --var
+    vars_ = dict(with_vars(with_config(spec, source, vars_file, given=set(vars or ())), vars).vars)
     if input_shape is not None:
         input_shape = I.check_shape(input_shape, "--input-shape")
     if input and I.parse_tokens(input) is None and input != "random" and not os.path.isfile(input):

@@ -112,25 +112,45 @@ def candidates(a: np.ndarray, b: np.ndarray) -> list:
     return out
 
 
+def suffix_index(acts: dict) -> dict:
+    """Every dotted suffix of an activation's name that no other activation shares -> that name: a model
+    wrapped in a module (``model.transformer.h.0``) still answers to its checkpoint's names (``transformer.h.0``)."""
+    seen: dict = {}
+    for name in acts:
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            suffix = ".".join(parts[i:])
+            seen[suffix] = None if suffix in seen else name
+    return {k: v for k, v in seen.items() if v is not None and k not in acts}
+
+
 def compare_layers(pairs, src_acts: dict, tgt_acts: dict, rel_tol: float,
                    alternatives: Callable[[str], list] = lambda name: []) -> tuple[list, Optional[LayerResult]]:
     results = []
     order = {name: i for i, name in enumerate(src_acts)}
+    src_index, tgt_index = suffix_index(src_acts), suffix_index(tgt_acts)
     resolved = []
     for pair in pairs:
-        present = [s for s in pair.sources if s in src_acts]
-        if not present or pair.target not in tgt_acts:
+        present = [s if s in src_acts else src_index[s] for s in pair.sources if s in src_acts or s in src_index]
+        target = pair.target if pair.target in tgt_acts else tgt_index.get(pair.target)
+        if not present or target is None:
             continue
         src = max(present, key=lambda n: order[n])
+        if target != pair.target:
+            pair = LayerPair(pair.sources, target, pair.tensors)
         resolved.append((order[src], src, pair))
     resolved.sort(key=lambda r: r[0])
     # one source layer split into several target layers (MXNet BatchNorm -> Caffe BatchNorm + Scale):
     # the last of them in the target's execution order is the one that computes what the source computes
+    # (a target whose activation cannot line up with the source's, e.g. a tied lm_head, is not chosen)
     tgt_order = {name: i for i, name in enumerate(tgt_acts)}
     last_target: dict = {}
     for _, src, pair in resolved:
-        if src not in last_target or tgt_order[pair.target] > tgt_order[last_target[src]]:
-            last_target[src] = pair.target
+        fits = bool(candidates(src_acts[src], tgt_acts[pair.target]))
+        key = (fits, tgt_order[pair.target])
+        if src not in last_target or key > last_target[src][0]:
+            last_target[src] = (key, pair.target)
+    last_target = {k: v[1] for k, v in last_target.items()}
     resolved = [r for r in resolved if last_target[r[1]] == r[2].target]
     first_bad = None
     prev = 0.0

@@ -87,3 +87,14 @@ def not_a_model():
 
 def broken():
     raise RuntimeError("factory failed on purpose")
+
+
+def gpt_beside(weights):
+    """nanoGPT sized by the GPT-2 config.json beside its weights (nanoGPT keeps its sizes in its training
+    checkpoint, not in a state dict)."""
+    import json
+    import os
+
+    with open(os.path.join(os.path.dirname(os.path.abspath(weights)), "config.json"), encoding="utf-8") as f:
+        c = json.load(f)
+    return GPT(c["vocab_size"], c["n_positions"], c["n_layer"], c["n_head"], c["n_embd"])

@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 
 from mapspec import cli
+from mapspec.resources import shipped_specs
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 HERE = Path(__file__).resolve().parent
-GPT2_SPEC = HERE / "specs" / "gpt2-hf-to-nanogpt.yaml"
+GPT2_SPEC = "gpt2/hf-to-nanogpt"  # the shipped spec; its verify: section runs HF GPT-2 with transformers
 LLAMA_SPEC = HERE / "specs" / "llama-meta-to-hf.yaml"
-NANOGPT = f"{HERE / 'nanogpt_model.py'}:gpt"
+NANOGPT = f"{HERE / 'nanogpt_model.py'}:gpt_beside"
 
 
 def run(*argv):
@@ -37,6 +38,7 @@ def gpt2(tmp_path_factory):
     cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=64, n_positions=32, bos_token_id=0,
                                   eos_token_id=0)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(d / "hf")
+    (d / "config.json").write_text((d / "hf" / "config.json").read_text())  # nanoGPT's sizes, beside nanogpt.pt
     out = d / "nanogpt.pt"
     code, _, err = run("apply", GPT2_SPEC, "-s", d / "hf" / "model.safetensors", "-o", out, "-q")
     assert code == 0, err
@@ -49,7 +51,7 @@ def test_gpt2_to_nanogpt_passes_with_token_inputs(gpt2):
                           "--input", "tokens:5,17,63,0,9,9,2")
     assert code == 0, text + err
     assert "input: token ids 5,17,63,0,9,9,2, shape 1x7" in text
-    assert "output (logits, last position) 1x1x64" in text and "PASS" in text
+    assert "output (last position) 1x1x64" in text and "PASS" in text
 
 
 def test_gpt2_to_nanogpt_layers_and_json(gpt2):
@@ -61,27 +63,28 @@ def test_gpt2_to_nanogpt_layers_and_json(gpt2):
     assert doc["ok"] and doc["input_shape"] == [1, 12] and doc["first_divergence"] is None
     compared = {(l["source"], l["target"]) for l in doc["layers"]}
     # every module holding weights was compared, each with its metrics
-    assert ("transformer.h.1.attn.c_attn", "transformer.h.1.attn.c_attn") in compared
-    assert ("transformer.wte", "transformer.wte") in compared and len(compared) >= 2 * 6 + 3
+    assert ("model.transformer.h.1.attn.c_attn", "transformer.h.1.attn.c_attn") in compared  # the spec's HF wrapper
+    assert ("model.transformer.wte", "transformer.wte") in compared and len(compared) >= 2 * 6 + 3
     assert all(l["max_rel"] < 1e-5 and l["cosine"] > 0.99999 for l in doc["layers"])
-    assert doc["outputs"][0]["name"] == "logits, last position" and doc["outputs"][0]["shape"] == [1, 1, 64]
+    assert doc["outputs"][0]["name"] == "last position" and doc["outputs"][0]["shape"] == [1, 1, 64]
 
 
 def test_gpt2_without_the_conv1d_transpose_fails_at_the_first_attention(gpt2, tmp_path):
     src, _ = gpt2
-    text = GPT2_SPEC.read_text()
+    text = shipped_specs()[GPT2_SPEC].read_text()
     broken = tmp_path / "broken.yaml"
-    # transpose only c_proj/c_fc (square c_proj keeps the shapes loadable): c_attn is (16, 48) vs (48, 16),
-    # so instead break the square attention output projection of block 0
-    broken.write_text(text.replace('  - from: "transformer.h.<i>.<part:word>.<proj:word>.weight"',
-                                   '  - from: "transformer.h.0.attn.c_proj.weight"\n'
-                                   '    to: "transformer.h.0.attn.c_proj.weight"\n'
-                                   '  - from: "transformer.h.<i>.<part:word>.<proj:word>.weight"'))
+    # the square attention output projection of block 0 copied without its Conv1D -> Linear transpose
+    rule = '  - from: "<?transformer.>h.<i>.<m:attn.c_attn|attn.c_proj|mlp.c_fc|mlp.c_proj>.weight"'
+    assert rule in text
+    broken.write_text(text.replace(rule, '  - from: "transformer.h.0.attn.c_proj.weight"\n'
+                                         '    to: "transformer.h.0.attn.c_proj.weight"\n' + rule))
     out = tmp_path / "b.pt"
+    (tmp_path / "config.json").write_text((Path(str(src)).parent / "config.json").read_text())
     assert run("apply", broken, "-s", src, "-o", out, "-q")[0] == 0
-    code, text, err = run("verify", broken, "-s", src, "-c", out, "--target-model", NANOGPT, "--layers")
+    code, text, err = run("verify", broken, "-s", src, "-c", out, "--target-model", NANOGPT, "--layers",
+                          "--input", "random-tokens:8")
     assert code == 1 and "FAIL" in text, text + err
-    assert "first divergence: transformer.h.0.attn.c_proj -> transformer.h.0.attn.c_proj" in text
+    assert "first divergence: model.transformer.h.0.attn.c_proj -> transformer.h.0.attn.c_proj" in text
 
 
 @pytest.fixture(scope="module")
@@ -185,4 +188,4 @@ def test_hidden_states_of_two_transformers_models(gpt2, tmp_path, broken):
 def test_hidden_states_need_transformers_on_both_sides(gpt2):
     src, out = gpt2
     code, _, err = run("verify", GPT2_SPEC, "-s", src, "-c", out, "--target-model", NANOGPT, "--hidden-states")
-    assert code == 1 and "--hidden-states compares transformers models; the target runs as torch" in err
+    assert code == 1 and "--hidden-states compares transformers models; the source runs as torch" in err
