@@ -98,3 +98,13 @@ class Transformer(nn.Module):
 def llama(vocab_size, dim, n_layers, n_heads, n_kv_heads, hidden, norm_eps, rope_theta):
     """The factory given on the command line: its parameters are the spec's vars."""
     return Transformer(vocab_size, dim, n_layers, n_heads, n_kv_heads, hidden, norm_eps, rope_theta)
+
+
+def llama_beside(weights, n_heads, n_kv_heads, norm_eps, rope_theta=10000.0):
+    """The factory given on the command line with the shipped llama/meta-to-hf spec: head counts and eps are
+    the spec's config vars (from params.json beside the checkpoint), the sizes are read off the checkpoint."""
+    state = torch.load(weights, weights_only=True, map_location="cpu")
+    vocab_size, dim = state["tok_embeddings.weight"].shape
+    n_layers = len({k.split(".")[1] for k in state if k.startswith("layers.")})
+    hidden = state["layers.0.feed_forward.w1.weight"].shape[0]
+    return Transformer(vocab_size, dim, n_layers, n_heads, n_kv_heads, hidden, norm_eps, rope_theta)

@@ -20,7 +20,8 @@ transformers = pytest.importorskip("transformers")
 
 HERE = Path(__file__).resolve().parent
 GPT2_SPEC = "gpt2/hf-to-nanogpt"  # the shipped spec; its verify: section runs HF GPT-2 with transformers
-LLAMA_SPEC = HERE / "specs" / "llama-meta-to-hf.yaml"
+LLAMA_SPEC = "llama/meta-to-hf"  # the shipped spec: head counts and eps from params.json beside the checkpoint
+META = f"{HERE / 'meta_llama.py'}:llama_beside"
 NANOGPT = f"{HERE / 'nanogpt_model.py'}:gpt_beside"
 
 
@@ -98,6 +99,8 @@ def llama(tmp_path_factory, monkeypatch_module):
     model = meta_llama.llama(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden=48,
                              norm_eps=1e-6, rope_theta=10000.0)
     torch.save(model.state_dict(), d / "consolidated.pth")
+    (d / "params.json").write_text(json.dumps({"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2,
+                                               "vocab_size": 64, "norm_eps": 1e-6}))
     hf = d / "hf"
     hf.mkdir()
     cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
@@ -118,26 +121,31 @@ def monkeypatch_module():
     mp.undo()
 
 
+def hf_llama(converted):
+    """The converted side as transformers' LlamaForCausalLM, whatever the spec's verify: section says."""
+    return ["--target-config", Path(str(converted)).parent / "config.json"]
+
+
 def test_meta_llama_to_hf_llama_passes(llama):
     src, out = llama
-    code, text, err = run("verify", LLAMA_SPEC, "-s", src, "-c", out, "--source-model", "meta_llama:llama",
+    code, text, err = run("verify", LLAMA_SPEC, "-s", src, "-c", out, "--source-model", META, *hf_llama(out),
                           "--input", "random-tokens:10", "--layers")
     assert code == 0, text + err
+    assert "features permuted" in text  # q_proj's rows were permuted for rotary halves
     assert "output (logits) 1x10x64" in text and "PASS" in text and "first divergence" not in text
 
 
 def test_meta_llama_without_the_rotary_permutation_is_caught(llama, tmp_path):
     src, _ = llama
-    text = LLAMA_SPEC.read_text()
+    text = shipped_specs()[LLAMA_SPEC].read_text()
     broken = tmp_path / "broken.yaml"
-    broken.write_text(text.replace('    apply: [{reshape: ["{n_heads}", -1, 2, "{dim}"]}, {transpose: [0, 2, 1, 3]}, '
-                                   '{reshape: [-1, "{dim}"]}]\n', "", 1))
+    broken.write_text(text.replace('    apply: [{rope_permute: {heads: "{n_heads}", to: hf}}]\n', "", 1))
     assert broken.read_text() != text
     out = tmp_path / "hf" / "model.safetensors"
     out.parent.mkdir()
     (out.parent / "config.json").write_text((Path(str(llama[1])).parent / "config.json").read_text())
     assert run("apply", broken, "-s", src, "-o", out, "-q")[0] == 0
-    code, text, err = run("verify", broken, "-s", src, "-c", out, "--source-model", "meta_llama:llama",
+    code, text, err = run("verify", broken, "-s", src, "-c", out, "--source-model", META, *hf_llama(out),
                           "--input", "random-tokens:10", "--layers")
     assert code == 1 and "FAIL" in text, text + err
     assert "first divergence: layers.0.attention" in text
