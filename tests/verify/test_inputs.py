@@ -183,3 +183,13 @@ def test_unknown_runner_in_a_spec_is_named(tmp_path):
 def test_compare_handles_nan_and_inf_in_json():
     c = compare(np.array([1.0, 2.0]), np.array([1.0, np.nan]))
     assert not c.ok() and c.to_json()["max_abs"] == "inf"
+
+
+def test_a_spec_verify_config_outside_its_folder_is_refused(tmp_path):
+    (tmp_path / "s").mkdir()
+    spec = tmp_path / "s" / "spec.yaml"
+    spec.write_text(SPEC + "verify:\n  source: {run: torch, model: \"mapspec.models.densenet:densenet121\"}\n"
+                           "  target: {run: transformers, config: ../config.json}\n")
+    (tmp_path / "config.json").write_text("{}")
+    code, out, err = run("validate", spec)
+    assert code == 1 and "verify target config '../config.json' is outside the spec's folder" in err
