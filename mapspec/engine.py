@@ -522,8 +522,13 @@ class _Planner:
             _possible(meta, fail, call.loc, label)
             peak = max(peak, _nbytes(meta))
             calls.append(BoundCall(call, args, label))
-        return Step(target, rule, None if rule.constant else source, calls, in_meta, meta, env=env,
+        step = Step(target, rule, None if rule.constant else source, calls, in_meta, meta, env=env,
                     constant=constant, peak=peak)
+        if not rule.constant and not calls and self.infos[source].meta and "ggml_type" in self.infos[source].meta:
+            # Raw quantized blocks (GGUF) keep their encoding through a plain rename/copy.
+            src = self.infos[source].meta
+            step.meta = {"ggml_type": src["ggml_type"], "shape": src["shape"]}
+        return step
 
     def _meta_of(self, v):
         if isinstance(v, Ref):
@@ -562,7 +567,8 @@ class _Planner:
             if s is None:
                 self.plan.missing_targets.append(name)
                 continue
-            s.meta = dict(info.meta) if info.meta else None
+            if info.meta:
+                s.meta = dict(info.meta)
             if info.shape is not None and tuple(info.shape) != tuple(s.out_meta.shape):
                 hint = ""
                 if sorted(info.shape) == sorted(s.out_meta.shape):

@@ -39,6 +39,8 @@ FORMATS: dict[str, FormatEntry] = {
     "sharded": FormatEntry("mapspec.formats.sharded", (".index.json",),
                            "sharded checkpoint: a Hugging Face *.index.json and its safetensors or torch shards "
                            "(or a directory holding one)"),
+    "gguf": FormatEntry("mapspec.formats.gguf", (".gguf",),
+                        "GGUF (llama.cpp): typed metadata, float/integer tensors and quantized blocks"),
 }
 
 # A format name a spec may use for a source/target, mapped to the format that holds
