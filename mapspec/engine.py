@@ -33,6 +33,7 @@ from .spec.expr import SHAPE_OF, ExprError, Template
 from .spec.load import MAX_EACH, load_spec
 from .spec.model import Call, Rule, Spec
 from .spec.pattern import AmbiguousMatch
+from .spec.yamlsafe import loc_of
 from .transforms import TRANSFORMS, Meta, TransformError
 
 MAX_LISTED = 20
@@ -104,6 +105,7 @@ class Plan:
     missing_targets: list = field(default_factory=list)
     unexpected_targets: list = field(default_factory=list)
     target_format: Optional[str] = None
+    metadata: dict = field(default_factory=dict)  # target.metadata with its expressions evaluated
 
     @property
     def ok(self) -> bool:
@@ -316,6 +318,7 @@ class _Planner:
             if rule.is_constant:
                 self._expand(rule, self._env({}, None), None)
         self._ignored_and_matched(matched_by)
+        self.plan.metadata = self._metadata(spec.target.metadata)
 
         for rule in from_rules:
             if matches[rule.index] == 0 and not rule.optional:
@@ -529,6 +532,32 @@ class _Planner:
             src = self.infos[source].meta
             step.meta = {"ggml_type": src["ggml_type"], "shape": src["shape"]}
         return step
+
+    def _metadata(self, raw: dict) -> dict:
+        """``target.metadata`` with every ``{expr}`` evaluated over the spec's vars (a lone ``{expr}``
+        keeps its value's type: ``"{n_layer}"`` gives an integer, ``"{eps}"`` a float)."""
+        env = dict(self.spec.vars)
+
+        def value(v, where: Location):
+            if isinstance(v, str):
+                try:
+                    return Template(v).value(env)
+                except ExprError as e:
+                    raise SpecError(f"target metadata: {e}", where) from None
+            if isinstance(v, list):
+                return [value(x, loc_of(v, i, where)) for i, x in enumerate(v)]
+            if isinstance(v, dict):
+                return {k: value(x, loc_of(v, k, where)) for k, x in v.items()}
+            return v
+
+        out = {}
+        default = self.spec.target.loc or Location(self.spec.path)
+        for k, v in raw.items():
+            try:
+                out[k] = value(v, loc_of(raw, k, default))
+            except SpecError as e:
+                self.error(e)
+        return out
 
     def _meta_of(self, v):
         if isinstance(v, Ref):
@@ -785,6 +814,8 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     infos = [TensorInfo(s.target, tuple(s.out_meta.shape), s.out_meta.dtype, s.meta) for s in p.steps]
     options = dict(spec.target.options)
     options.update(target_options or {})
+    if p.metadata:
+        options["metadata"] = {**(options.get("metadata") or {}), **p.metadata}
     if p.template is not None:
         options.setdefault("template", p.template.path)
     route = sharded.output_target(output, fmt)

@@ -347,6 +347,8 @@ def _encode(tname: str, v, key: str) -> bytes:
             raise MapspecError(f"GGUF metadata {key!r}: type string needs text, not {v!r}")
         return _string(v)
     fmt = VALUE_TYPES[VALUE_CODES[tname]][1]
+    if isinstance(v, str) and tname != "bool":  # "1e-05" (YAML 1.1 reads it as text) given an explicit type
+        v = _number(v, float if tname.startswith("float") else int)
     if tname == "bool":
         ok, want = isinstance(v, bool), "true or false"
     elif tname.startswith("float"):
@@ -359,6 +361,13 @@ def _encode(tname: str, v, key: str) -> bytes:
         return struct.pack(fmt, v)
     except struct.error:
         raise MapspecError(f"GGUF metadata {key!r}: {v!r} does not fit {tname}") from None
+
+
+def _number(text: str, kind):
+    try:
+        return kind(text.strip())
+    except ValueError:
+        return text
 
 
 def _typed(key: str, v) -> tuple:
