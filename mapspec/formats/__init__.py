@@ -41,6 +41,8 @@ FORMATS: dict[str, FormatEntry] = {
                            "(or a directory holding one)"),
     "gguf": FormatEntry("mapspec.formats.gguf", (".gguf",),
                         "GGUF (llama.cpp): typed metadata, float/integer tensors and quantized blocks"),
+    "onnx": FormatEntry("mapspec.formats.onnx", (".onnx",),
+                        "ONNX model: the main graph's initializers (external data too); written over a template"),
 }
 
 # A format name a spec may use for a source/target, mapped to the format that holds
