@@ -194,7 +194,7 @@ def test_external_data_chosen_automatically_past_the_protobuf_limit(tmp_path, mo
     monkeypatch.setattr(mo, "PROTOBUF_LIMIT", (64 << 20) + 1000)
     out = tmp_path / "o.onnx"
     mo.save(out, {"a": np.ones((2, 3), np.float32), "big": np.arange(300, dtype=np.float32)}, template=str(tmpl))
+    where = {t.name: t.data_location for t in onnx.load(str(out), load_external_data=False).graph.initializer}
     m = onnx.load(str(out))
-    where = {t.name: t.data_location for t in m.graph.initializer}
     assert where == {"a": TensorProto.DEFAULT, "big": TensorProto.EXTERNAL}  # "a" is under size_threshold
     assert np.array_equal(numpy_helper.to_array(m.graph.initializer[1]), np.arange(300, dtype=np.float32))
