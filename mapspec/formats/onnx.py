@@ -187,6 +187,9 @@ class OnnxReader(Reader):
                 raise FormatError(self.path, f"shape {shape} of {dname} needs {want} bytes but the data has "
                                   f"{fend - at}", offset=at, tensor=name)
             return _Tensor(name, shape, dname, "raw", at, want)
+        if TensorInfo(name, shape, None).numel > end - start:  # every varint takes at least one byte
+            raise FormatError(self.path, f"shape {shape} needs more values than the initializer's "
+                              f"{end - start} bytes can hold", offset=start, tensor=name)
         return _Tensor(name, shape, dname, "varint", start, end, field=field)
 
     def _external_tensor(self, name, shape, dname, nbytes, ext: dict, start: int) -> _Tensor:
