@@ -113,7 +113,8 @@ def _endpoint(raw, spec_dir: str, default: Location) -> Endpoint:
         if isinstance(options.get(key), str):  # like every path in a spec: relative to the spec
             options[key] = os.path.normpath(os.path.join(spec_dir, options[key]))
     return Endpoint(format=text("format"), template=template, dtype=text("dtype"), options=options,
-                    template_options=mapping("template_options"), metadata=mapping("metadata"),
+                    template_options=mapping("template_options"),
+                    metadata=raw["metadata"] if isinstance(raw.get("metadata"), dict) else {},  # keeps locations
                     loc=getattr(raw, "loc", default))
 
 

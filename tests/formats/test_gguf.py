@@ -11,31 +11,19 @@ import pytest
 from mapspec.errors import FormatError, MapspecError
 from mapspec.formats import TensorInfo, detect, open_checkpoint
 from mapspec.formats import gguf as mg
-from mapspec.transforms.dequantize import dequantize
+
+from gguf_util import QUANTS, random_blocks
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType
 
 FLOATS = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "bfloat16": ml_dtypes.bfloat16,
           "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64}
-QUANTS = {"Q8_0": (32, 34), "Q4_0": (32, 18), "Q4_K": (256, 144), "Q6_K": (256, 210)}
 
 
 def arange(dtype, shape) -> np.ndarray:
     n = int(np.prod(shape))
     return (np.arange(n) % 100 + 1).astype(dtype).reshape(shape)
-
-
-def random_blocks(qtype: str, rows: int, blocks: int, seed: int = 0) -> np.ndarray:
-    """Random bytes as quantized rows, with finite float16 scales (every byte pattern is a valid block)."""
-    per, nbytes = QUANTS[qtype]
-    rng = np.random.default_rng(seed)
-    raw = rng.integers(0, 256, size=(rows, blocks, nbytes), dtype=np.uint8)
-    scales = rng.uniform(-2, 2, size=(rows, blocks, 2)).astype("<f2").view(np.uint8)
-    at = {"Q8_0": [0], "Q4_0": [0], "Q4_K": [0, 2], "Q6_K": [208]}[qtype]
-    for k, pos in enumerate(at):
-        raw[:, :, pos:pos + 2] = scales[:, :, 2 * k:2 * k + 2] if len(at) > 1 else scales[:, :, 0:2]
-    return raw.reshape(rows, blocks * nbytes)
 
 
 def gguf_py_file(path, tensors: dict, quantized: dict = (), metadata=None):
@@ -88,23 +76,6 @@ def test_reader_matches_gguf_py(tmp_path):
             assert md[key] == (pytest.approx(want) if isinstance(want, float) else want), key
         assert r.metadata_types()["tokenizer.ggml.tokens"] == "array[string]"
         assert r.metadata_types()["x.big"] == "uint64"
-
-
-@pytest.mark.parametrize("qtype", list(QUANTS))
-def test_dequantize_matches_gguf_py(qtype):
-    raw = random_blocks(qtype, 4, 3, seed=7)
-    want = gguf.quants.dequantize(raw, Q[qtype])
-    got = dequantize(raw, qtype)
-    assert got.dtype == np.float32 and got.shape == want.shape == (4, 3 * QUANTS[qtype][0])
-    assert np.array_equal(got, want)
-
-
-@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0"])
-def test_dequantize_of_gguf_py_quantization(qtype):
-    x = (np.arange(4 * 64, dtype=np.float32).reshape(4, 64) - 100) / 37
-    raw = gguf.quants.quantize(x, Q[qtype])
-    assert np.array_equal(dequantize(raw, qtype), gguf.quants.dequantize(raw, Q[qtype]))
-    assert np.abs(dequantize(raw, qtype) - x).max() < (0.05 if qtype == "Q8_0" else 0.5)
 
 
 # -- writing: gguf-py reads ours, and agrees with its own writer -----------------------------
@@ -241,3 +212,91 @@ def test_every_truncation_is_a_format_error(tmp_path):
             continue
         # a cut inside the zero padding after the last tensor loses no data
         assert n >= len(data) - 32, n
+
+
+# -- through specs: raw copy, dequantize, metadata ----------------------------------------------
+
+def _spec(tmp_path, text: str):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_spec_renames_quantized_blocks_and_dequantizes(tmp_path):
+    import mapspec
+
+    x = (np.arange(2 * 64, dtype=np.float32).reshape(2, 64) - 50) / 9
+    q8 = gguf.quants.quantize(x, Q.Q8_0)
+    k6 = random_blocks("Q6_K", 3, 1, seed=3)
+    src = gguf_py_file(tmp_path / "q.gguf", {"f": np.arange(4, dtype=np.float32)},
+                       {"blk.0.w": ("Q8_0", q8), "blk.0.k": ("Q6_K", k6)})
+    copy = _spec(tmp_path, """
+mapspec: 1
+source: {format: gguf}
+target: {format: gguf, metadata: {general.architecture: llama, n: "{layers * 2}"}}
+vars: {layers: 3}
+rules:
+  - {from: "blk.<i>.<w:word>", to: "layer.{i}.{w}"}
+  - {from: f, to: f}
+""")
+    mapspec.apply(copy, str(src), str(tmp_path / "copy.gguf"))
+    r = gguf.GGUFReader(str(tmp_path / "copy.gguf"))
+    t = {x.name: x for x in r.tensors}
+    assert t["layer.0.w"].tensor_type == Q.Q8_0 and np.array_equal(np.asarray(t["layer.0.w"].data), q8)
+    assert t["layer.0.k"].tensor_type == Q.Q6_K and np.array_equal(np.asarray(t["layer.0.k"].data), k6)
+    assert r.fields["n"].contents() == 6 and r.fields["general.architecture"].contents() == "llama"
+    deq = _spec(tmp_path, """
+mapspec: 1
+source: {format: gguf}
+target: {format: safetensors}
+rules:
+  - {from: "blk.0.w", to: w, apply: [{dequantize: Q8_0}]}
+  - {from: "blk.0.k", to: k, apply: [{dequantize: Q6_K}]}
+  - {from: f, to: f}
+""")
+    mapspec.apply(deq, str(src), str(tmp_path / "deq.safetensors"))
+    with open_checkpoint(tmp_path / "deq.safetensors") as o:
+        assert np.array_equal(o.read("w"), gguf.quants.dequantize(q8, Q.Q8_0))
+        assert np.array_equal(o.read("k"), gguf.quants.dequantize(k6, Q.Q6_K), equal_nan=True)
+
+
+def test_transformed_quantized_blocks_are_refused(tmp_path):
+    import mapspec
+
+    src = gguf_py_file(tmp_path / "q.gguf", {}, {"w": ("Q8_0", random_blocks("Q8_0", 2, 2))})
+    bad = _spec(tmp_path, """
+mapspec: 1
+source: {format: gguf}
+target: {format: gguf}
+rules:
+  - {from: w, to: w, apply: [{reshape: [4, 34]}]}
+""")
+    with pytest.raises(MapspecError, match="GGUF has no uint8 type"):
+        mapspec.apply(bad, str(src), str(tmp_path / "o.gguf"))
+    assert not (tmp_path / "o.gguf").exists()
+
+
+def test_metadata_expression_errors_name_the_spec_line(tmp_path):
+    import mapspec
+
+    src = tmp_path / "a.gguf"
+    mg.save(src, {"a": np.zeros(2, np.float32)})
+    spec = _spec(tmp_path, """
+mapspec: 1
+target:
+  format: gguf
+  metadata:
+    k: "{nope + 1}"
+rules:
+  - {from: a, to: a}
+""")
+    p = mapspec.plan(spec, str(src))
+    assert not p.ok and "s.yaml:6" in str(p.errors[0]) and "nope" in str(p.errors[0])
+    torch_out = _spec(tmp_path, """
+mapspec: 1
+target: {format: npz, metadata: {k: 1}}
+rules:
+  - {from: a, to: a}
+""")
+    with pytest.raises(MapspecError, match="no write option 'metadata'"):
+        mapspec.apply(torch_out, str(src), str(tmp_path / "o.npz"))
