@@ -54,9 +54,9 @@ def test_torchvision_to_onnx_runs_like_torch(tmp_path, old_keys, external):
     src = tmp_path / "densenet.pth"
     torch.save(state, src)
     out = tmp_path / "densenet.onnx"
-    args = ["apply", "densenet/torchvision-to-onnx", "-s", src, "-O", out, "--template", template]
+    args = ["apply", "densenet/torchvision-to-onnx", "-s", src, "-o", out, "--template", template]
     if external:
-        args += ["--option", "external_data=true"]
+        args += ["--target-option", "external_data=true"]
     code, text, err = run(*args)
     assert code == 0, err
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)

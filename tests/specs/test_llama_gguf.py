@@ -61,7 +61,7 @@ def var_args():
 def test_hf_to_gguf_matches_gguf_py_and_transformers(hf_model, tmp_path):
     src, state = hf_model
     out = tmp_path / "ours.gguf"
-    code, text, err = run("apply", "llama/hf-to-gguf", "--source", src, "--output", out, *var_args())
+    code, text, err = run("apply", "llama/hf-to-gguf", "--source", src, "-o", out, *var_args())
     assert code == 0, err
 
     # gguf-py's writer, given the same tensors permuted by llama.cpp's own formula
@@ -115,9 +115,9 @@ def test_hf_to_gguf_matches_gguf_py_and_transformers(hf_model, tmp_path):
 def test_gguf_to_hf_round_trip(hf_model, tmp_path):
     src, state = hf_model
     g = tmp_path / "m.gguf"
-    assert run("apply", "llama/hf-to-gguf", "-s", src, "-O", g, *var_args())[0] == 0
+    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g, *var_args())[0] == 0
     back = tmp_path / "back.safetensors"
-    code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-O", back,
+    code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", back,
                        "--var", "hidden_size=64", "--var", "num_attention_heads=4", "--var", "num_key_value_heads=2")
     assert code == 0, err
     with open_checkpoint(back) as r:
@@ -130,6 +130,6 @@ def test_unset_var_stops_the_conversion(hf_model, tmp_path):
     src, _ = hf_model
     args = [a for a in var_args() if not a.startswith("vocab_size")]
     args = args[:-1] if args[-1] == "--var" else args
-    code, _, err = run("apply", "llama/hf-to-gguf", "-s", src, "-O", tmp_path / "x.gguf", *args)
+    code, _, err = run("apply", "llama/hf-to-gguf", "-s", src, "-o", tmp_path / "x.gguf", *args)
     assert code == 1 and "llama.vocab_size" in err and "unset" in err
     assert not (tmp_path / "x.gguf").exists()
