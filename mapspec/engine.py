@@ -527,10 +527,10 @@ class _Planner:
             calls.append(BoundCall(call, args, label))
         step = Step(target, rule, None if rule.constant else source, calls, in_meta, meta, env=env,
                     constant=constant, peak=peak)
-        if not rule.constant and not calls and self.infos[source].meta and "ggml_type" in self.infos[source].meta:
+        src = None if rule.constant else self.infos[source]
+        if src is not None and not calls and src.dtype == "uint8" and (src.meta or {}).get("ggml_type"):
             # Raw quantized blocks (GGUF) keep their encoding through a plain rename/copy.
-            src = self.infos[source].meta
-            step.meta = {"ggml_type": src["ggml_type"], "shape": src["shape"]}
+            step.meta = {"ggml_type": src.meta["ggml_type"], "shape": src.meta["shape"]}
         return step
 
     def _metadata(self, raw: dict) -> dict:

@@ -16,7 +16,8 @@ A block-quantized tensor (Q8_0, Q4_K, ...) is handed out as its raw blocks: a
 ``uint8`` array of shape ``(*rows, bytes_per_row)`` (gguf-py's convention), with
 ``meta = {"ggml_type": "Q4_K", "shape": (..logical..)}``.  A rename or copy into another
 GGUF file writes those blocks unchanged (the type travels in the meta); the
-``dequantize`` transform turns them into float32 of the logical shape.
+``dequantize`` transform turns them into float32 of the logical shape (or the reader does, for
+every quantized tensor, with option ``dequantize: true``).
 
 Metadata is lazy: opening a file records where each key's value lies (walking a
 string array only to find its end); :attr:`GGUFReader.metadata` decodes values on
@@ -44,6 +45,8 @@ import numpy as np
 from .. import dtypes
 from ..errors import FormatError, MapspecError
 from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, read_head, save_with
+from ..transforms.dequantize import BLOCKS as DEQUANTIZE
+from ..transforms.dequantize import dequantize as dequantize_blocks
 from .chunks import c_order_chunks
 
 NAME = "gguf"
@@ -163,8 +166,11 @@ class GGUFReader(Reader):
 
     format = NAME
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, dequantize: bool = False):
         super().__init__(path)
+        if not isinstance(dequantize, bool):
+            raise MapspecError(f"{path}: option dequantize must be true or false, not {dequantize!r}")
+        self._dequantize = dequantize
         self._file = f = MappedFile(path)
         try:
             self._parse(f)
@@ -249,6 +255,12 @@ class GGUFReader(Reader):
                 raw = shape[:-1] + ((ne[0] // t.block * t.nbytes,) if ne else (t.nbytes,))
                 info = TensorInfo(name, raw, "uint8", {"ggml_type": t.name, "shape": shape})
                 self._where[name] = (self.data_start + offset, np.dtype(np.uint8), raw, nbytes)
+                if self._dequantize and ne:
+                    if t.name not in DEQUANTIZE:
+                        raise FormatError(self.path, f"mapspec cannot dequantize {t.name} (it can: "
+                                          f"{', '.join(DEQUANTIZE)}); read without option dequantize to copy its "
+                                          f"raw blocks", offset=at, tensor=name)
+                    info = TensorInfo(name, shape, "float32", {"ggml_type": t.name, "dequantized": True})
             self._infos[name] = info
         spans.sort()
         for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
@@ -282,6 +294,8 @@ class GGUFReader(Reader):
     def _read(self, info: TensorInfo) -> np.ndarray:
         offset, dt, shape, _ = self._where[info.name]
         arr = self._file.array(offset, dt, shape, f"tensor {info.name!r}")
+        if info.meta and info.meta.get("dequantized"):
+            return dequantize_blocks(arr, info.meta["ggml_type"])
         if sys.byteorder == "big" and dt.itemsize > 1:
             arr = arr.byteswap()
         return arr
@@ -483,12 +497,14 @@ def template_metadata(template: str) -> dict:
         return r.typed_metadata()
 
 
-READ_OPTIONS = ()
+READ_OPTIONS = ("dequantize",)
 WRITE_OPTIONS = ("metadata", "alignment")
 
 
 def open(path: str, **options) -> GGUFReader:  # noqa: A001 - the format API's name
-    return GGUFReader(path)
+    """Option ``dequantize`` (default false): quantized tensors as float32 of their logical shape
+    (the ``dequantize`` transform's kernels) instead of raw blocks."""
+    return GGUFReader(path, dequantize=options.get("dequantize", False))
 
 
 def create(path: str, infos: Sequence[TensorInfo], **options) -> GGUFWriter:

@@ -300,3 +300,17 @@ rules:
 """)
     with pytest.raises(MapspecError, match="no write option 'metadata'"):
         mapspec.apply(torch_out, str(src), str(tmp_path / "o.npz"))
+
+
+def test_reader_option_dequantize(tmp_path):
+    raw = random_blocks("Q4_K", 2, 1, seed=5)
+    src = gguf_py_file(tmp_path / "q.gguf", {"f": np.arange(3, dtype=np.float32)}, {"w": ("Q4_K", raw)})
+    with open_checkpoint(src, dequantize=True) as r:
+        assert r.info("w").shape == (2, 256) and r.info("w").dtype == "float32"
+        assert np.array_equal(r.read("w"), gguf.quants.dequantize(raw, Q.Q4_K))
+        assert np.array_equal(r.read("f"), np.arange(3, dtype=np.float32))
+    other = gguf_py_file(tmp_path / "q5.gguf", {}, {"w": ("Q5_K", np.zeros((1, 176), np.uint8))})
+    with pytest.raises(FormatError, match="cannot dequantize Q5_K"):
+        open_checkpoint(other, dequantize=True)
+    with open_checkpoint(other) as r:  # raw blocks of any known type still copy
+        assert r.info("w").meta == {"ggml_type": "Q5_K", "shape": (1, 256)}

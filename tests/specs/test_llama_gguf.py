@@ -133,3 +133,43 @@ def test_unset_var_stops_the_conversion(hf_model, tmp_path):
     code, _, err = run("apply", "llama/hf-to-gguf", "-s", src, "-o", tmp_path / "x.gguf", *args)
     assert code == 1 and "llama.vocab_size" in err and "unset" in err
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_quantized_gguf_to_hf_equals_transformers_loader(hf_model, tmp_path):
+    """A Q8_0 GGUF (quantized by gguf-py) read with --source-option dequantize=true: the same tensors as
+    transformers' GGUF loader (gguf-py's dequantize, its own reverse permute)."""
+    src, state = hf_model
+    g = tmp_path / "f32.gguf"
+    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g, *var_args())[0] == 0
+    q = tmp_path / "q8.gguf"
+    reader = gguf.GGUFReader(str(g))
+    w = gguf.GGUFWriter(str(q), "llama")
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        w.add_key_value(key, field.contents(), field.types[0], field.types[-1] if len(field.types) > 1 else None)
+    for t in reader.tensors:
+        a = np.asarray(t.data)
+        if a.ndim == 2 and a.shape[1] % 32 == 0:  # matrices in Q8_0 (whole blocks only, like llama-quantize)
+            w.add_tensor(t.name, gguf.quants.quantize(a, gguf.GGMLQuantizationType.Q8_0),
+                         raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            w.add_tensor(t.name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    back = tmp_path / "back.safetensors"
+    code, _, err = run("apply", "llama/gguf-to-hf", "-s", q, "-o", back, "--source-option", "dequantize=true",
+                       "--var", "hidden_size=64", "--var", "num_attention_heads=4", "--var", "num_key_value_heads=2")
+    assert code == 0, err
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**CONFIG))
+    theirs = load_gguf_checkpoint(str(q), return_tensors=True, model_to_load=model)["tensors"]
+    with open_checkpoint(back) as r:
+        assert set(r.names()) == set(theirs) == set(state)
+        for k in state:
+            assert np.array_equal(r.read(k), np.asarray(theirs[k])), k
+        assert np.abs(r.read("model.layers.0.self_attn.q_proj.weight")
+                      - state["model.layers.0.self_attn.q_proj.weight"]).max() < 1e-3  # Q8_0 is close
