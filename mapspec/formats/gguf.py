@@ -186,6 +186,9 @@ class GGUFReader(Reader):
             raise FormatError(self.path, "does not start with GGUF (not a GGUF file)", offset=0)
         c.pos = 4
         self.version = c.fixed("<I", "version")
+        if self.version not in VERSIONS and self.version.to_bytes(4, "big") in (b"\2\0\0\0", b"\3\0\0\0"):
+            raise FormatError(self.path, "a big-endian GGUF file; mapspec reads little-endian GGUF only",
+                              offset=4)
         if self.version not in VERSIONS:
             raise FormatError(self.path, f"GGUF version {self.version} is not supported (only "
                               f"{', '.join(map(str, VERSIONS))})", offset=4)

@@ -186,6 +186,7 @@ def _s(text: str) -> bytes:
     (_header(1, 0) + _s("t") + struct.pack("<IQIQ", 1, 33, 8, 0) + b"\0" * 64, "blocks of 32"),
     (_header(1, 0) + _s("t") + struct.pack("<I", 9) + b"\0" * 80, "at most 4"),
     (b"GGUF" + struct.pack("<I", 7) + b"\0" * 20, "version 7"),
+    (b"GGUF" + struct.pack(">IQQ", 3, 0, 0), "big-endian"),
     (_header(0, 1) + _s("general.alignment") + struct.pack("<II", 4, 3) + b"\0" * 8, "power of two"),
 ])
 def test_hostile_headers(tmp_path, blob, message):
