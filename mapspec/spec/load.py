@@ -270,8 +270,21 @@ class _Builder:
                 path = os.path.join(spec_dir, sc["graph"])
                 self.confined(path, sc["graph"], f"verify {side} graph", _loc(sc, "graph", doc.loc))
 
+    def _check_metadata(self, value, loc: Location) -> None:
+        """``{expr}`` holes in metadata values parse (names are checked against vars when planning)."""
+        if isinstance(value, str):
+            try:
+                Template(value)
+            except ExprError as e:
+                self.errors.append(SpecError(f"metadata: {e}", Location(loc.file, loc.line, loc.col + e.column)))
+        elif isinstance(value, (dict, list)):
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in items:
+                self._check_metadata(v, value.loc_of(k) if hasattr(value, "loc_of") else loc)
+
     def _check_endpoint(self, ep: Endpoint, doc: LocDict, key: str) -> None:
         raw = doc.get(key)
+        self._check_metadata(ep.metadata, ep.loc or doc.loc)
         for okey in ("options", "template_options"):
             opts = raw.get(okey) if isinstance(raw, dict) else None
             for name in (opts or {}) if isinstance(opts, dict) else ():
