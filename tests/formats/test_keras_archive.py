@@ -140,3 +140,29 @@ def test_truncated_and_garbage_weights(tmp_path, archive):
         z.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + b"\xff" * 600)
     with pytest.raises(FormatError, match="model.weights.h5"):
         ka.open(str(junk))
+
+
+def test_apply_into_a_keras_archive_through_the_cli(archive, tmp_path):
+    """A spec whose target is a .keras file (by name, or format keras): the template gives the architecture."""
+    import io
+
+    from mapspec import cli
+
+    with open_checkpoint(archive) as r:
+        new = distinct(r.infos())
+    src = tmp_path / "src.npz"
+    from mapspec.formats import module
+
+    module("npz").save(str(src), {k.replace("/", "__"): v for k, v in new.items()})
+    spec = tmp_path / "s.yaml"
+    spec.write_text("mapspec: 1\nsource: {format: npz}\ntarget: {format: keras}\n"
+                    "rules:\n  - {from: '<l:word>__<w:word>', to: '{l}/{w}'}\n")
+    out = tmp_path / "out.keras"
+    err = io.StringIO()
+    code = cli.run(["apply", str(spec), "-s", str(src), "-o", str(out), "-t", str(archive)], stdout=io.StringIO(),
+                   stderr=err)
+    assert code == 0, err.getvalue()
+    loaded = keras.saving.load_model(str(out))
+    for layer in loaded.layers:
+        for v in layer.weights:
+            assert np.array_equal(as_numpy(v.value), new[f"{layer.name}/{v.name}"]), v.path
