@@ -315,3 +315,49 @@ def test_reader_option_dequantize(tmp_path):
         open_checkpoint(other, dequantize=True)
     with open_checkpoint(other) as r:  # raw blocks of any known type still copy
         assert r.info("w").meta == {"ggml_type": "Q5_K", "shape": (1, 256)}
+
+
+# -- property: any typed metadata round-trips through our writer, gguf-py's reader and ours ------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_INTS = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535), "int16": (-32768, 32767),
+         "uint32": (0, 2 ** 32 - 1), "int32": (-2 ** 31, 2 ** 31 - 1), "uint64": (0, 2 ** 64 - 1),
+         "int64": (-2 ** 63, 2 ** 63 - 1)}
+
+
+def _typed_value(tname):
+    if tname in _INTS:
+        return st.integers(*_INTS[tname])
+    if tname == "float32":
+        return st.floats(width=32, allow_nan=False)
+    if tname == "float64":
+        return st.floats(allow_nan=False)
+    if tname == "bool":
+        return st.booleans()
+    return st.text(max_size=20)
+
+
+_SCALARS = list(_INTS) + ["float32", "float64", "bool", "string"]
+_entry = st.sampled_from(_SCALARS).flatmap(
+    lambda t: st.one_of(_typed_value(t).map(lambda v: (t, v)),
+                        st.lists(_typed_value(t), max_size=5).map(lambda v: (f"array[{t}]", v))))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=12),
+                       _entry, max_size=6))
+def test_metadata_round_trip(tmp_path_factory, meta):
+    path = tmp_path_factory.mktemp("m") / "m.gguf"
+    mg.save(path, {"a": np.arange(3, dtype=np.float32)},
+            metadata={k: {"type": t, "value": v} for k, (t, v) in meta.items()})
+    ref = gguf.GGUFReader(str(path))
+    with mg.open(str(path)) as r:
+        assert r.metadata_types() == {k: t for k, (t, _) in meta.items()}
+        for k, (t, v) in meta.items():
+            got, theirs = r.metadata[k], ref.fields[k].contents()
+            assert got == theirs, (k, got, theirs)
+            want = np.float32(v).item() if t == "float32" else (
+                [np.float32(x).item() for x in v] if t == "array[float32]" else v)
+            assert got == want, (k, t, got, want)
