@@ -157,8 +157,11 @@ class _Cursor:
                 return None
             arr = np.frombuffer(self.f.buffer, dtype=np.dtype(fmt), count=count, offset=start)
             return [bool(x) for x in arr] if itype == _BOOL else arr.tolist()
-        items = [self.value(itype, what, decode, depth + 1) for _ in range(count)]
-        return items if decode else None
+        if decode:
+            return [self.value(itype, what, True, depth + 1) for _ in range(count)]
+        for _ in range(count):  # skipping (on open): walk the items without keeping them
+            self.value(itype, what, False, depth + 1)
+        return None
 
 
 class GGUFReader(Reader):
