@@ -38,7 +38,7 @@ from __future__ import annotations
 import builtins
 import struct
 import sys
-from typing import Any, Mapping, NamedTuple, Optional, Sequence
+from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 

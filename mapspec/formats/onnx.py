@@ -36,7 +36,7 @@ from .. import dtypes
 from ..errors import FormatError, MapspecError
 from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, save_with
 from .chunks import c_order_chunks
-from .protowire import I32, I64, LEN, VARINT, Wire, encode_varint, len_field, signed64, tag
+from .protowire import LEN, VARINT, Wire, encode_varint, len_field, signed64, tag
 
 NAME = "onnx"
 MODEL_GRAPH, GRAPH_INITIALIZER = 7, 5

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mapspec.errors import FormatError, MapspecError
-from mapspec.formats import TensorInfo, detect, open_checkpoint
+from mapspec.formats import detect, open_checkpoint
 from mapspec.formats import onnx as mo
 
 onnx = pytest.importorskip("onnx")
