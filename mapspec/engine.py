@@ -543,8 +543,8 @@ class _Planner:
                 try:
                     return Template(v).value(env)
                 except ExprError as e:
-                    raise SpecError(f"target metadata: {e}", Location(where.file, where.line,
-                                                                      where.col + e.column if where.col else 0)) from None
+                    col = where.col + e.column if where.col else 0
+                    raise SpecError(f"target metadata: {e}", Location(where.file, where.line, col)) from None
             if isinstance(v, list):
                 return [value(x, loc_of(v, i, where)) for i, x in enumerate(v)]
             if isinstance(v, dict):
