@@ -8,8 +8,8 @@ tensors and their names are exactly those of :mod:`mapspec.formats.keras` (``den
 Reading: the zip directory is checked (one ``model.weights.h5``, sizes against the archive,
 a compressed member may not expand more than 16:1, so a zip bomb is refused before anything
 is extracted; Keras itself stores the members uncompressed), the weights member is copied,
-with a byte cap, into a private temporary file, and opened by the Keras HDF5 reader (which parses it in a child process
-first: libhdf5 can hang on damaged files).  The temporary file is removed on close.
+with a byte cap, into a private temporary file, and opened by the Keras HDF5 reader (which
+parses it in a child process first: libhdf5 can hang on damaged files).  The temporary file is removed on close.
 
 Writing: a template ``.keras`` archive is required (it holds the model's architecture).  The
 weights stream into a temporary ``.weights.h5`` through the Keras HDF5 writer with the
