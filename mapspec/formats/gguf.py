@@ -29,8 +29,8 @@ engine announces up front, so it is written first and each tensor's bytes follow
 as they arrive, padded to the alignment (gguf-py's own writer holds every tensor
 until the end).  Options: ``metadata`` ({key: value} or {key: {type: T, value: V}};
 plain values are typed as bool, uint32/int32/int64/uint64 by range, float32, string,
-or an array of one of those), ``alignment``, and a GGUF ``template`` whose metadata is
-kept (the spec's keys win).
+or an array of one of those), ``alignment`` (default: the template's, else 32), and a GGUF
+``template`` whose metadata is kept (the spec's keys win).
 """
 
 from __future__ import annotations
@@ -447,16 +447,16 @@ class GGUFWriter(Writer):
     format = NAME
 
     def __init__(self, path: str, infos: Sequence[TensorInfo], metadata: Optional[Mapping] = None,
-                 alignment: int = DEFAULT_ALIGNMENT, template: Optional[str] = None, **options):
+                 alignment: Optional[int] = None, template: Optional[str] = None, **options):
         super().__init__(path, infos)
         if len(set(self._order)) != len(self._order):
             raise MapspecError(f"{path}: the same tensor name is announced twice")
+        meta: dict = dict(template_metadata(template)) if template is not None else {}
+        if alignment is None:  # the template's, else the format's default
+            alignment = meta.get("general.alignment", ("uint32", DEFAULT_ALIGNMENT))[1]
         if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0 or \
                 alignment & (alignment - 1) or alignment > 1 << 20:
             raise MapspecError(f"{path}: GGUF alignment must be a power of two up to 1 MiB, not {alignment!r}")
-        meta: dict = {}
-        if template is not None:
-            meta.update(template_metadata(template))
         if metadata is not None and not isinstance(metadata, Mapping):
             raise MapspecError(f"{path}: GGUF metadata must be a mapping of keys to values")
         for k, v in (metadata or {}).items():

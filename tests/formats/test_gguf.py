@@ -137,6 +137,9 @@ def test_alignment_option_and_template_metadata(tmp_path):
     assert all(t.data_offset % 64 == 0 for t in r.tensors)
     with open_checkpoint(out) as m:
         assert m.alignment == 64 and np.array_equal(m.read("b"), np.arange(5, dtype=np.float16))
+    again = tmp_path / "again.gguf"  # the template's alignment is kept when none is given
+    mg.save(again, {"a": np.arange(3, dtype=np.float32)}, template=str(out))
+    assert gguf.GGUFReader(str(again)).fields["general.alignment"].contents() == 64
 
 
 @pytest.mark.parametrize("meta, message", [
