@@ -79,6 +79,8 @@ def test_hf_to_gguf_matches_gguf_py_and_transformers(hf_model, tmp_path):
             a = llama_permute(a, CONFIG["num_key_value_heads"])
         w.add_tensor(name, a)
     w.add_block_count(2)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(CONFIG["vocab_size"] - 3)])
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -96,6 +98,16 @@ def test_hf_to_gguf_matches_gguf_py_and_transformers(hf_model, tmp_path):
     assert f["llama.rope.dimension_count"].contents() == 16
     assert f["llama.attention.layer_norm_rms_epsilon"].types == [gguf.GGUFValueType.FLOAT32]
     assert f["llama.attention.layer_norm_rms_epsilon"].contents() == pytest.approx(1e-5)
+
+    # with gguf-py's file as the template, its tokenizer metadata is kept and the tensors are still ours
+    again = tmp_path / "again.gguf"
+    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", again, "-t", theirs, *var_args())[0] == 0
+    c = gguf.GGUFReader(str(again))
+    assert c.fields["tokenizer.ggml.model"].contents() == "llama"
+    assert c.fields["tokenizer.ggml.tokens"].contents()[:3] == ["<unk>", "<s>", "</s>"]
+    assert c.fields["llama.block_count"].contents() == 2
+    tc = {t.name: t for t in c.tensors}
+    assert all(np.asarray(tc[n].data).tobytes() == np.asarray(t.data).tobytes() for n, t in ta.items())
 
     # transformers' GGUF loader: config from our metadata, tensors un-permuted by its own code
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
