@@ -536,7 +536,7 @@ class _Planner:
     def _metadata(self, raw: dict) -> dict:
         """``target.metadata`` with every ``{expr}`` evaluated over the spec's vars (a lone ``{expr}``
         keeps its value's type: ``"{n_layer}"`` gives an integer, ``"{eps}"`` a float)."""
-        env = dict(self.spec.vars)
+        env = self._env({}, None)  # vars (config vars included) and shape("tensor")
 
         def value(v, where: Location):
             if isinstance(v, str):

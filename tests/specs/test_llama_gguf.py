@@ -52,16 +52,14 @@ def hf_model(tmp_path_factory):
     return d / "model.safetensors", state
 
 
-def var_args():
-    keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
-            "max_position_embeddings", "rms_norm_eps", "rope_theta", "vocab_size")
-    return [a for k in keys for a in ("--var", f"{k}={CONFIG[k]}")]
+HEADS = ["--var", "num_attention_heads=4", "--var", "num_key_value_heads=2"]
 
 
 def test_hf_to_gguf_matches_gguf_py_and_transformers(hf_model, tmp_path):
     src, state = hf_model
     out = tmp_path / "ours.gguf"
-    code, text, err = run("apply", "llama/hf-to-gguf", "--source", src, "-o", out, *var_args())
+    # the hyper-parameters come from the config.json that save_pretrained wrote beside the weights
+    code, text, err = run("apply", "llama/hf-to-gguf", "--source", src, "-o", out)
     assert code == 0, err
 
     # gguf-py's writer, given the same tensors permuted by llama.cpp's own formula
@@ -101,7 +99,7 @@ def test_hf_to_gguf_matches_gguf_py_and_transformers(hf_model, tmp_path):
 
     # with gguf-py's file as the template, its tokenizer metadata is kept and the tensors are still ours
     again = tmp_path / "again.gguf"
-    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", again, "-t", theirs, *var_args())[0] == 0
+    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", again, "-t", theirs)[0] == 0
     c = gguf.GGUFReader(str(again))
     assert c.fields["tokenizer.ggml.model"].contents() == "llama"
     assert c.fields["tokenizer.ggml.tokens"].contents()[:3] == ["<unk>", "<s>", "</s>"]
@@ -127,10 +125,9 @@ def test_hf_to_gguf_matches_gguf_py_and_transformers(hf_model, tmp_path):
 def test_gguf_to_hf_round_trip(hf_model, tmp_path):
     src, state = hf_model
     g = tmp_path / "m.gguf"
-    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g, *var_args())[0] == 0
+    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g)[0] == 0
     back = tmp_path / "back.safetensors"
-    code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", back,
-                       "--var", "hidden_size=64", "--var", "num_attention_heads=4", "--var", "num_key_value_heads=2")
+    code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", back, *HEADS)
     assert code == 0, err
     with open_checkpoint(back) as r:
         assert set(r.names()) == set(state)
@@ -138,12 +135,19 @@ def test_gguf_to_hf_round_trip(hf_model, tmp_path):
             assert np.array_equal(r.read(k), v), k
 
 
-def test_unset_var_stops_the_conversion(hf_model, tmp_path):
+def test_config_key_missing_stops_the_conversion(hf_model, tmp_path):
+    import json
+    import shutil
+
     src, _ = hf_model
-    args = [a for a in var_args() if not a.startswith("vocab_size")]
-    args = args[:-1] if args[-1] == "--var" else args
-    code, _, err = run("apply", "llama/hf-to-gguf", "-s", src, "-o", tmp_path / "x.gguf", *args)
-    assert code == 1 and "llama.vocab_size" in err and "unset" in err
+    d = tmp_path / "model"
+    d.mkdir()
+    shutil.copy(src, d / "model.safetensors")
+    config = json.loads((src.parent / "config.json").read_text())
+    del config["vocab_size"]
+    (d / "config.json").write_text(json.dumps(config))
+    code, _, err = run("apply", "llama/hf-to-gguf", "-s", d / "model.safetensors", "-o", tmp_path / "x.gguf")
+    assert code == 1 and "vocab_size" in err and "config.json" in err, err
     assert not (tmp_path / "x.gguf").exists()
 
 
@@ -152,7 +156,7 @@ def test_quantized_gguf_to_hf_equals_transformers_loader(hf_model, tmp_path):
     transformers' GGUF loader (gguf-py's dequantize, its own reverse permute)."""
     src, state = hf_model
     g = tmp_path / "f32.gguf"
-    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g, *var_args())[0] == 0
+    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g)[0] == 0
     q = tmp_path / "q8.gguf"
     reader = gguf.GGUFReader(str(g))
     w = gguf.GGUFWriter(str(q), "llama")
@@ -173,7 +177,7 @@ def test_quantized_gguf_to_hf_equals_transformers_loader(hf_model, tmp_path):
     w.close()
     back = tmp_path / "back.safetensors"
     code, _, err = run("apply", "llama/gguf-to-hf", "-s", q, "-o", back, "--source-option", "dequantize=true",
-                       "--var", "hidden_size=64", "--var", "num_attention_heads=4", "--var", "num_key_value_heads=2")
+                       *HEADS)
     assert code == 0, err
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
