@@ -467,14 +467,13 @@ class GGUFWriter(Writer):
         if alignment != DEFAULT_ALIGNMENT:
             meta["general.alignment"] = ("uint32", alignment)
         self.alignment = alignment
-        head, self._offsets, self._data_size = header_bytes(self.infos, meta, alignment)
+        head, _, self._data_size = header_bytes(self.infos, meta, alignment)
         self._end = len(head) + self._data_size
         try:
             self._fh = builtins.open(path, "wb")
         except OSError as e:
             raise MapspecError(f"{path}: cannot create: {e.strerror}") from None
         self._fh.write(head)
-        self._data_start = len(head)
 
     def write(self, name: str, array: np.ndarray) -> None:
         array = np.asarray(array)
