@@ -43,6 +43,7 @@ MAX_JSON = 64 << 20  # bytes of config.json / metadata.json
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError,
                RuntimeError, KeyError)
 WRITE_DTYPES = kh5.WRITE_DTYPES
+NAMED_TEMP = True  # the weights stream into a temporary .weights.h5 beside the output's (libhdf5 needs a name)
 
 
 def sniff(path: str, head: bytes) -> bool:
