@@ -318,7 +318,11 @@ class GGUFReader(Reader):
 # -- writing ------------------------------------------------------------------------------
 
 def _string(s: str) -> bytes:
-    b = s.encode("utf-8")
+    try:
+        b = s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MapspecError(f"GGUF metadata text {s.encode('utf-8', 'backslashreplace').decode()!r} is not valid "
+                           f"Unicode (a lone surrogate); GGUF stores UTF-8") from None
     return struct.pack("<Q", len(b)) + b
 
 

@@ -149,6 +149,8 @@ def test_alignment_option_and_template_metadata(tmp_path):
     ({"k": {"type": "nope", "value": 1}}, "unknown type"),
     ({"k": {"value": 1}}, "type: T, value: V"),
     ({"k": None}, "cannot store"),
+    ({"k\ud800": 1}, "lone surrogate"),
+    ({"k": "v\udc80"}, "lone surrogate"),
 ])
 def test_bad_metadata(tmp_path, meta, message):
     with pytest.raises(MapspecError, match=message):
