@@ -33,6 +33,7 @@ from .spec.expr import SHAPE_OF, ExprError, Template
 from .spec.load import MAX_EACH, load_spec
 from .spec.model import Call, Rule, Spec
 from .spec.pattern import AmbiguousMatch
+from .spec.yamlsafe import loc_of
 from .transforms import TRANSFORMS, Meta, TransformError
 
 MAX_LISTED = 20
@@ -104,6 +105,7 @@ class Plan:
     missing_targets: list = field(default_factory=list)
     unexpected_targets: list = field(default_factory=list)
     target_format: Optional[str] = None
+    metadata: dict = field(default_factory=dict)  # target.metadata with its expressions evaluated
 
     @property
     def ok(self) -> bool:
@@ -316,6 +318,7 @@ class _Planner:
             if rule.is_constant:
                 self._expand(rule, self._env({}, None), None)
         self._ignored_and_matched(matched_by)
+        self.plan.metadata = self._metadata(spec.target.metadata)
 
         for rule in from_rules:
             if matches[rule.index] == 0 and not rule.optional:
@@ -522,8 +525,40 @@ class _Planner:
             _possible(meta, fail, call.loc, label)
             peak = max(peak, _nbytes(meta))
             calls.append(BoundCall(call, args, label))
-        return Step(target, rule, None if rule.constant else source, calls, in_meta, meta, env=env,
+        step = Step(target, rule, None if rule.constant else source, calls, in_meta, meta, env=env,
                     constant=constant, peak=peak)
+        src = None if rule.constant else self.infos[source]
+        if src is not None and not calls and src.dtype == "uint8" and (src.meta or {}).get("ggml_type"):
+            # Raw quantized blocks (GGUF) keep their encoding through a plain rename/copy.
+            step.meta = {"ggml_type": src.meta["ggml_type"], "shape": src.meta["shape"]}
+        return step
+
+    def _metadata(self, raw: dict) -> dict:
+        """``target.metadata`` with every ``{expr}`` evaluated over the spec's vars (a lone ``{expr}``
+        keeps its value's type: ``"{n_layer}"`` gives an integer, ``"{eps}"`` a float)."""
+        env = self._env({}, None)  # vars (config vars included) and shape("tensor")
+
+        def value(v, where: Location):
+            if isinstance(v, str):
+                try:
+                    return Template(v).value(env)
+                except ExprError as e:
+                    col = where.col + e.column if where.col else 0
+                    raise SpecError(f"target metadata: {e}", Location(where.file, where.line, col)) from None
+            if isinstance(v, list):
+                return [value(x, loc_of(v, i, where)) for i, x in enumerate(v)]
+            if isinstance(v, dict):
+                return {k: value(x, loc_of(v, k, where)) for k, x in v.items()}
+            return v
+
+        out = {}
+        default = self.spec.target.loc or Location(self.spec.path)
+        for k, v in raw.items():
+            try:
+                out[k] = value(v, loc_of(raw, k, default))
+            except SpecError as e:
+                self.error(e)
+        return out
 
     def _meta_of(self, v):
         if isinstance(v, Ref):
@@ -562,7 +597,8 @@ class _Planner:
             if s is None:
                 self.plan.missing_targets.append(name)
                 continue
-            s.meta = dict(info.meta) if info.meta else None
+            if info.meta:
+                s.meta = dict(info.meta)
             if info.shape is not None and tuple(info.shape) != tuple(s.out_meta.shape):
                 hint = ""
                 if sorted(info.shape) == sorted(s.out_meta.shape):
@@ -779,6 +815,8 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     infos = [TensorInfo(s.target, tuple(s.out_meta.shape), s.out_meta.dtype, s.meta) for s in p.steps]
     options = dict(spec.target.options)
     options.update(target_options or {})
+    if p.metadata:
+        options["metadata"] = {**(options.get("metadata") or {}), **p.metadata}
     if p.template is not None:
         options.setdefault("template", p.template.path)
     route = sharded.output_target(output, fmt)

@@ -46,7 +46,8 @@ def _skip_unless_available(name: str) -> None:
 def test_fuzz_target(name, tmp_path):
     _skip_unless_available(name)
     out = Path(os.environ["MAPSPEC_FUZZ_OUT"]) / name if os.environ.get("MAPSPEC_FUZZ_OUT") else tmp_path
-    share = BUDGET / max(len(RUNNABLE), 1)
+    # At least 1 s each: the supervisor starts no campaign for less than 0.5 s (12 targets share the budget).
+    share = max(BUDGET / max(len(RUNNABLE), 1), 1.0)
     res = driver.supervise(TARGETS[name], share, SEED, out, log=sys.stderr)
     rate = res["execs"] / res["seconds"] if res["seconds"] else 0.0
     print(f"{name}: {res['execs']} executions in {res['seconds']:.1f} s ({rate:.0f}/s); {res['counts']}; "

@@ -93,6 +93,9 @@ WRITERS = {
     "caffe": ("m.caffemodel", _caffe_tensors),
     "keras": ("m.h5", lambda: {"conv1/kernel": _ar((2, 2, 3, 4)), "conv1/bias": _ar((4,)),
                                "dense/kernel": _ar((4, 2), "float64")}),
+    # the last tensor fills its 32-byte alignment unit: no padding after it that a cut could lose unnoticed
+    "gguf": ("m.gguf", lambda: {"blk.0.attn_q.weight": _ar((4, 3)), "norm": _ar((5,), "float16"),
+                                "last": _ar((8,))}),
 }
 
 
@@ -755,3 +758,46 @@ def test_guard_catches_what_it_looks_for(tmp_path):
                 if tuple(strings[i:i + len(seq)]) == seq and (i == 0 or strings[i - 1] != ".")}
     assert hits(bad) == {"eval(", "yaml.load", "pickle.loads", "weights_only=False"}
     assert hits(good) == set()
+
+
+# -- new formats through the CLI: one line, exit 1 --------------------------------------------
+
+def _hostile_gguf(d: Path) -> Path:
+    p = d / "absurd.gguf"  # 2**60 tensors claimed by a 64-byte file
+    p.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 2 ** 60, 0) + b"\0" * 40)
+    return p
+
+
+def _hostile_onnx(d: Path) -> Path:
+    """An initializer whose external data points outside the model's directory."""
+    from mapspec.formats.protowire import VARINT, encode_varint, len_field, tag
+
+    def entry(k: str, v: str) -> bytes:
+        body = len_field(1, len(k)) + k.encode() + len_field(2, len(v)) + v.encode()
+        return len_field(13, len(body)) + body
+
+    t = tag(1, VARINT) + encode_varint(4) + tag(2, VARINT) + encode_varint(1) + len_field(8, 1) + b"w"
+    t += entry("location", "../../etc/passwd") + entry("length", "16") + tag(14, VARINT) + encode_varint(1)
+    graph = len_field(5, len(t)) + t
+    p = d / "outside.onnx"
+    p.write_bytes(tag(1, VARINT) + encode_varint(8) + len_field(7, len(graph)) + graph)
+    return p
+
+
+def _hostile_keras(d: Path) -> Path:
+    p = d / "bomb.keras"
+    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("config.json", "{}")
+        z.writestr("model.weights.h5", b"\0" * (8 << 20))  # 8 MB of zeros in ~8 KB: over 16:1
+    return p
+
+
+@pytest.mark.parametrize("make,match", [(_hostile_gguf, "more than the"),
+                                        (_hostile_onnx, "leaves the model's directory"),
+                                        (_hostile_keras, "zip bomb")])
+def test_new_formats_hostile_files_one_line(tmp_path, make, match):
+    path = make(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run(["inspect", str(path)], stdout=out, stderr=err)
+    assert code == 1 and match in err.getvalue(), err.getvalue()
+    assert "Traceback" not in err.getvalue() and err.getvalue().count("\n") == 1

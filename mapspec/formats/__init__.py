@@ -39,6 +39,12 @@ FORMATS: dict[str, FormatEntry] = {
     "sharded": FormatEntry("mapspec.formats.sharded", (".index.json",),
                            "sharded checkpoint: a Hugging Face *.index.json and its safetensors or torch shards "
                            "(or a directory holding one)"),
+    "keras-archive": FormatEntry("mapspec.formats.keras_archive", (".keras",),
+                                 "Keras 3 .keras archive (config.json + model.weights.h5); written over a template"),
+    "gguf": FormatEntry("mapspec.formats.gguf", (".gguf",),
+                        "GGUF (llama.cpp): typed metadata, float/integer tensors and quantized blocks"),
+    "onnx": FormatEntry("mapspec.formats.onnx", (".onnx",),
+                        "ONNX model: the main graph's initializers (external data too); written over a template"),
 }
 
 # A format name a spec may use for a source/target, mapped to the format that holds

@@ -66,7 +66,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, save_with
+from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, read_head, save_with
 
 NAME = "keras"
 LEGACY, KERAS3 = "legacy", "keras3"
@@ -833,7 +833,18 @@ MAX_TIMEOUT = 86400.0  # seconds
 def open(path: str, **options) -> KerasReader:  # noqa: A001 - the format API's name
     """Options: ``isolate`` (default True: parse in a child process first), ``timeout`` (seconds, > 0).
 
-    Both are safety options: a spec may not set them (the spec loader refuses), only the command line."""
+    Both are safety options: a spec may not set them (the spec loader refuses), only the command line.
+    A ``.keras`` archive (a zip) named as format ``keras`` is read by :mod:`.keras_archive`."""
+    isolate, timeout = reader_options(path, options)
+    from . import keras_archive
+
+    if keras_archive.sniff(path, read_head(path)):
+        return keras_archive.KerasArchiveReader(path, isolate=isolate, timeout=timeout)
+    return KerasReader(path, isolate=isolate, timeout=timeout)
+
+
+def reader_options(path: str, options: dict) -> tuple:
+    """(isolate, timeout) from reader options, checked."""
     isolate = options.get("isolate", True)
     if not isinstance(isolate, bool):
         raise MapspecError(f"{path}: option isolate must be true or false, not {isolate!r}")
@@ -841,10 +852,16 @@ def open(path: str, **options) -> KerasReader:  # noqa: A001 - the format API's 
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
         raise MapspecError(f"{path}: option timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], not "
                            f"{timeout!r}")
-    return KerasReader(path, isolate=isolate, timeout=float(timeout))
+    return isolate, float(timeout)
 
 
 def create(path: str, infos: Sequence[TensorInfo], **options) -> KerasWriter:
+    if str(options.get("final_path") or path).lower().endswith(".keras"):
+        from . import keras_archive
+
+        if options.pop("layout", None) not in (None, KERAS3):
+            raise MapspecError(f"{path}: a .keras archive holds the Keras 3 layout only")
+        return keras_archive.create(path, infos, **options)
     return KerasWriter(path, infos, **options)
 
 

@@ -113,7 +113,9 @@ def _endpoint(raw, spec_dir: str, default: Location) -> Endpoint:
         if isinstance(options.get(key), str):  # like every path in a spec: relative to the spec
             options[key] = os.path.normpath(os.path.join(spec_dir, options[key]))
     return Endpoint(format=text("format"), template=template, dtype=text("dtype"), options=options,
-                    template_options=mapping("template_options"), loc=getattr(raw, "loc", default))
+                    template_options=mapping("template_options"),
+                    metadata=raw["metadata"] if isinstance(raw.get("metadata"), dict) else {},  # keeps locations
+                    loc=getattr(raw, "loc", default))
 
 
 def _non_text_names(mapping, what: str, default: Location, rule: Optional[str] = None) -> list[SpecError]:
@@ -270,8 +272,21 @@ class _Builder:
                     path = os.path.join(spec_dir, sc[key])
                     self.confined(path, sc[key], f"verify {side} {key}", _loc(sc, key, doc.loc))
 
+    def _check_metadata(self, value, loc: Location) -> None:
+        """``{expr}`` holes in metadata values parse (names are checked against vars when planning)."""
+        if isinstance(value, str):
+            try:
+                Template(value)
+            except ExprError as e:
+                self.errors.append(SpecError(f"metadata: {e}", Location(loc.file, loc.line, loc.col + e.column)))
+        elif isinstance(value, (dict, list)):
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in items:
+                self._check_metadata(v, value.loc_of(k) if hasattr(value, "loc_of") else loc)
+
     def _check_endpoint(self, ep: Endpoint, doc: LocDict, key: str) -> None:
         raw = doc.get(key)
+        self._check_metadata(ep.metadata, ep.loc or doc.loc)
         for okey in ("options", "template_options"):
             opts = raw.get(okey) if isinstance(raw, dict) else None
             for name in (opts or {}) if isinstance(opts, dict) else ():

@@ -23,6 +23,7 @@ class Endpoint:
     dtype: Optional[str] = None
     options: dict = field(default_factory=dict)  # for the reader (source) or the writer (target)
     template_options: dict = field(default_factory=dict)  # for opening the template (e.g. input_shape)
+    metadata: dict = field(default_factory=dict)  # file-level metadata for the writer (values may be templates)
     loc: Optional[Location] = None
 
 

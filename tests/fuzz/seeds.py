@@ -109,6 +109,59 @@ def keras(d: Path) -> list:
     return out
 
 
+def gguf(d: Path) -> list:
+    from mapspec.formats import TensorInfo
+    from mapspec.formats import gguf as mg
+
+    meta = {"general.architecture": "llama", "llama.block_count": 2, "llama.rope.freq_base": 10000.0,
+            "tokenizer.ggml.tokens": ["<s>", "a", "bc"], "x.scores": [0.5, -1.0], "x.flag": True,
+            "x.big": {"type": "uint64", "value": 7}}
+    out = [_save("gguf", d / "ours.gguf", {"token_embd.weight": _ar((4, 8)), "norm": _ar((8,), "float16"),
+                                           "i": _ar((3,), "int32")}, metadata=meta)]
+    # raw quantized blocks (Q8_0: 34 bytes per 32 values; Q4_K: 144 per 256), as a GGUF source hands them out
+    q = [TensorInfo("q8", (2, 34), "uint8", {"ggml_type": "Q8_0", "shape": (2, 32)}),
+         TensorInfo("q4k", (1, 144), "uint8", {"ggml_type": "Q4_K", "shape": (1, 256)})]
+    w = mg.create(str(d / "quant.gguf"), q, alignment=64)
+    w.write("q8", _ar((2, 34), "uint8"))
+    w.write("q4k", _ar((1, 144), "uint8"))
+    w.close()
+    return out + [d / "quant.gguf"]
+
+
+def onnx(d: Path) -> list:
+    """Models built with the protobuf wire encoders (no onnx package needed): raw, packed and varint data."""
+    from mapspec.formats.protowire import VARINT, encode_varint, len_field, tag
+
+    def tensor(name, dims, code, field, payload):
+        body = b"".join(tag(1, VARINT) + encode_varint(x) for x in dims) + tag(2, VARINT) + encode_varint(code)
+        body += len_field(8, len(name)) + name.encode() + len_field(field, len(payload)) + payload
+        return len_field(5, len(body)) + body
+
+    varints = b"".join(encode_varint(x) for x in (1, 300, 2 ** 40, 7))
+    graph = (tensor("conv.weight", (2, 3), 1, 9, _ar((2, 3)).tobytes())
+             + tensor("packed", (4,), 1, 4, _ar((4,)).tobytes())
+             + tensor("steps", (4,), 7, 7, varints)
+             + tensor("half", (2,), 10, 5, encode_varint(15360) + encode_varint(16384)))
+    graph += len_field(2, 1) + b"g"
+    model = tag(1, VARINT) + encode_varint(8) + len_field(2, 4) + b"test" + len_field(7, len(graph)) + graph
+    (d / "ours.onnx").write_bytes(model)
+    return [d / "ours.onnx"]
+
+
+def keras_archive(d: Path) -> list:
+    import zipfile
+
+    k3 = {"layers/dense/vars/0": _ar((3, 2)), "layers/dense/vars/1": _ar((2,))}
+    w = _save("keras", d / "w.weights.h5", k3)
+    out = d / "model.keras"
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "3.15.0"}))
+        z.writestr("config.json", json.dumps({"class_name": "Sequential", "config": {}}))
+        z.write(w, "model.weights.h5")
+    w.unlink()
+    return [out]
+
+
 def _params_v1_legacy() -> bytes:
     """A hand-built .params with one V1 and one legacy (pre-V1) array header, no names."""
     v1 = struct.pack("<Iiqq", 0xF993FAC8, 2, 2, 3) + struct.pack("<iii", 1, 0, 0) + _ar((2, 3)).tobytes()
@@ -266,6 +319,7 @@ def sharded(d: Path) -> list:
 BUILDERS: dict[str, Callable[[Path], list]] = {
     "npz": npz, "safetensors": safetensors, "torch": torch, "keras": keras, "mxnet": mxnet,
     "mxnet-symbol": mxnet_symbol, "caffe": caffe, "prototxt": prototxt, "spec": spec, "sharded": sharded,
+    "gguf": gguf, "onnx": onnx, "keras-archive": keras_archive,
 }
 
 

@@ -73,6 +73,11 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            options=_MFN_INPUT),
     Target("caffe", "caffe", "mapspec.formats.caffe", ".caffemodel", "binary"),
     Target("prototxt", "prototxt", "mapspec.formats.prototxt", ".prototxt", "text"),
+    Target("gguf", "gguf", "mapspec.formats.gguf", ".gguf", "binary"),
+    # varint-encoded initializers (int64_data) take fewer bytes than their values: up to 8:1
+    Target("onnx", "onnx", "mapspec.formats.onnx", ".onnx", "binary", compressed=True),
+    Target("keras-archive", "keras-archive", "mapspec.formats.keras_archive", ".keras", "zip",
+           options={"isolate": False}, product_options={"timeout": 10.0}, compressed=True, requires=("h5py",)),
     Target("spec", None, "mapspec.spec.load", ".yaml", "yaml"),
     # A sharded checkpoint's index; its shards lie beside it (harness.support_files), so a small
     # index may describe tensors larger than itself (compressed=True).

@@ -93,6 +93,10 @@ EXPECTED = {
     "reference_missing.yaml": (
         "plan", "9:15: rule 1 (from 'bn<i>[0]'): tensor 'bn1[0]': div by refers to 'bn1[3]', which is not in "
                 "the source"),
+    "metadata_bad_expression.yaml": (
+        "validate", "7:34: metadata: expected a number, a name or '(', found 'end of expression'"),
+    "metadata_undefined_var.yaml": (
+        "plan", "8:48: target metadata: undefined name 'n_layers'"),
     "unused_source.yaml": (
         "plan", "{spec}: 3 source tensors are not matched by any rule, not referenced and not ignored (add rules, "
                 "or list them under 'ignore:'):\n  bn1[0] (4 float32)\n  bn1[1] (4 float32)\n  bn1[2] (1 float32)"),

@@ -1,0 +1,524 @@
+"""GGUF files (llama.cpp): a typed key/value header, tensor infos, aligned tensor data.
+
+Layout (version 2 and 3, little-endian; https://github.com/ggml-org/ggml/blob/master/docs/gguf.md)::
+
+    "GGUF" | u32 version | u64 tensor_count | u64 kv_count
+    kv_count x  (string key | u32 value type | value)
+    tensor_count x (string name | u32 n_dims | u64 ne[n_dims] | u32 ggml type | u64 offset)
+    padding to `general.alignment` (default 32) | data area (each tensor at an aligned offset)
+
+A string is ``u64 length | bytes``; an array ``u32 item type | u64 count | items``.
+``ne[0]`` is the fastest-varying dimension, so the numpy shape is ``ne`` reversed
+(what llama.cpp's converter and gguf-py hand out too).
+
+Names and values: float and integer tensors are numpy arrays (memory-mapped views).
+A block-quantized tensor (Q8_0, Q4_K, ...) is handed out as its raw blocks: a
+``uint8`` array of shape ``(*rows, bytes_per_row)`` (gguf-py's convention), with
+``meta = {"ggml_type": "Q4_K", "shape": (..logical..)}``.  A rename or copy into another
+GGUF file writes those blocks unchanged (the type travels in the meta); the
+``dequantize`` transform turns them into float32 of the logical shape (or the reader does, for
+every quantized tensor, with option ``dequantize: true``).
+
+Metadata is lazy: opening a file records where each key's value lies (walking a
+string array only to find its end); :attr:`GGUFReader.metadata` decodes values on
+first use.  Every count, length and offset is checked against the bytes left in the
+file before anything is allocated.
+
+The writer streams: the header depends only on names, shapes and types, which the
+engine announces up front, so it is written first and each tensor's bytes follow
+as they arrive, padded to the alignment (gguf-py's own writer holds every tensor
+until the end).  Options: ``metadata`` ({key: value} or {key: {type: T, value: V}};
+plain values are typed as bool, uint32/int32/int64/uint64 by range, float32, string,
+or an array of one of those), ``alignment`` (default: the template's, else 32), and a GGUF
+``template`` whose metadata is kept (the spec's keys win).
+"""
+
+from __future__ import annotations
+
+import builtins
+import struct
+import sys
+from typing import Mapping, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from .. import dtypes
+from ..errors import FormatError, MapspecError
+from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, read_head, save_with
+from ..transforms.dequantize import BLOCKS as DEQUANTIZE
+from ..transforms.dequantize import dequantize as dequantize_blocks
+from .chunks import c_order_chunks
+
+NAME = "gguf"
+MAGIC = b"GGUF"
+VERSIONS = (2, 3)
+DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4  # GGML_MAX_DIMS
+MAX_NAME = 63  # GGML_MAX_NAME is 64 bytes with the terminating zero
+MAX_DEPTH = 4  # nesting of arrays in metadata values
+
+
+class GGMLType(NamedTuple):
+    name: str
+    block: int  # elements per block
+    nbytes: int  # bytes per block
+    dtype: Optional[str]  # mapspec dtype of an element; None for a block-quantized type
+
+
+QK_K = 256
+# ggml type code -> layout (ggml.h / gguf-py's GGML_QUANT_SIZES).  Codes not listed are unknown.
+TYPES: dict[int, GGMLType] = {code: GGMLType(*t) for code, t in {
+    0: ("F32", 1, 4, "float32"), 1: ("F16", 1, 2, "float16"), 2: ("Q4_0", 32, 18, None),
+    3: ("Q4_1", 32, 20, None), 6: ("Q5_0", 32, 22, None), 7: ("Q5_1", 32, 24, None),
+    8: ("Q8_0", 32, 34, None), 9: ("Q8_1", 32, 40, None), 10: ("Q2_K", QK_K, 84, None),
+    11: ("Q3_K", QK_K, 110, None), 12: ("Q4_K", QK_K, 144, None), 13: ("Q5_K", QK_K, 176, None),
+    14: ("Q6_K", QK_K, 210, None), 15: ("Q8_K", QK_K, 292, None), 16: ("IQ2_XXS", QK_K, 66, None),
+    17: ("IQ2_XS", QK_K, 74, None), 18: ("IQ3_XXS", QK_K, 98, None), 19: ("IQ1_S", QK_K, 50, None),
+    20: ("IQ4_NL", 32, 18, None), 21: ("IQ3_S", QK_K, 110, None), 22: ("IQ2_S", QK_K, 82, None),
+    23: ("IQ4_XS", QK_K, 136, None), 24: ("I8", 1, 1, "int8"), 25: ("I16", 1, 2, "int16"),
+    26: ("I32", 1, 4, "int32"), 27: ("I64", 1, 8, "int64"), 28: ("F64", 1, 8, "float64"),
+    29: ("IQ1_M", QK_K, 56, None), 30: ("BF16", 1, 2, "bfloat16"), 34: ("TQ1_0", QK_K, 54, None),
+    35: ("TQ2_0", QK_K, 66, None), 39: ("MXFP4", 32, 17, None),
+}.items()}
+BY_NAME: dict[str, int] = {t.name: code for code, t in TYPES.items()}
+BY_DTYPE: dict[str, int] = {t.dtype: code for code, t in TYPES.items() if t.dtype}
+WRITE_DTYPES = tuple(BY_DTYPE) + ("uint8",)  # uint8: raw blocks of a quantized type (see meta)
+
+
+# -- metadata value types --------------------------------------------------------------
+# GGUF value type code -> (name, struct format or None for string/array)
+VALUE_TYPES: dict[int, tuple] = {
+    0: ("uint8", "<B"), 1: ("int8", "<b"), 2: ("uint16", "<H"), 3: ("int16", "<h"), 4: ("uint32", "<I"),
+    5: ("int32", "<i"), 6: ("float32", "<f"), 7: ("bool", "<?"), 8: ("string", None), 9: ("array", None),
+    10: ("uint64", "<Q"), 11: ("int64", "<q"), 12: ("float64", "<d"),
+}
+VALUE_CODES = {name: code for code, (name, _) in VALUE_TYPES.items()}
+_STRING, _ARRAY, _BOOL = 8, 9, 7
+
+
+def sniff(path: str, head: bytes) -> bool:
+    return head[:4] == MAGIC and len(head) >= 8 and struct.unpack("<I", head[4:8])[0] in VERSIONS
+
+
+class _Cursor:
+    """Reads little-endian fields from a memory map, each checked against the file size."""
+
+    def __init__(self, f: MappedFile, pos: int):
+        self.f, self.pos = f, pos
+
+    def fixed(self, fmt: str, what: str):
+        n = struct.calcsize(fmt)
+        self.f.check_span(self.pos, n, what)
+        (v,) = struct.unpack_from(fmt, self.f.buffer, self.pos)
+        self.pos += n
+        return v
+
+    def left(self) -> int:
+        return self.f.size - self.pos
+
+    def string(self, what: str, decode: bool = True):
+        at = self.pos
+        n = self.fixed("<Q", what)
+        if n > self.left():
+            raise FormatError(self.f.path, f"{what}: a string of {n} bytes runs past the end of the file",
+                              offset=at)
+        raw = self.f.buffer[self.pos:self.pos + n]
+        self.pos += n
+        if not decode:
+            return None
+        try:
+            return bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(self.f.path, f"{what} is not UTF-8", offset=at) from None
+
+    def value(self, vtype: int, what: str, decode: bool, depth: int = 0):
+        at = self.pos
+        if vtype not in VALUE_TYPES:
+            raise FormatError(self.f.path, f"{what}: unknown value type {vtype}", offset=at)
+        if vtype == _STRING:
+            return self.string(what, decode)
+        if vtype != _ARRAY:
+            return self.fixed(VALUE_TYPES[vtype][1], what)
+        if depth >= MAX_DEPTH:
+            raise FormatError(self.f.path, f"{what}: arrays nested more than {MAX_DEPTH} deep", offset=at)
+        itype = self.fixed("<I", what)
+        count = self.fixed("<Q", what)
+        if itype not in VALUE_TYPES:
+            raise FormatError(self.f.path, f"{what}: unknown array item type {itype}", offset=at)
+        fmt = VALUE_TYPES[itype][1]
+        least = struct.calcsize(fmt) if fmt else (8 if itype == _STRING else 12)
+        if count * least > self.left():
+            raise FormatError(self.f.path, f"{what}: an array of {count} items cannot fit in the "
+                              f"{self.left()} bytes left in the file", offset=at)
+        if fmt:  # numbers: one slice, decoded by numpy on demand
+            start = self.pos
+            self.pos += count * least
+            if not decode:
+                return None
+            arr = np.frombuffer(self.f.buffer, dtype=np.dtype(fmt), count=count, offset=start)
+            return [bool(x) for x in arr] if itype == _BOOL else arr.tolist()
+        if decode:
+            return [self.value(itype, what, True, depth + 1) for _ in range(count)]
+        for _ in range(count):  # skipping (on open): walk the items without keeping them
+            self.value(itype, what, False, depth + 1)
+        return None
+
+
+class GGUFReader(Reader):
+    """Lazy GGUF reader: tensor infos on open, metadata values and tensor data on demand."""
+
+    format = NAME
+
+    def __init__(self, path: str, dequantize: bool = False):
+        super().__init__(path)
+        if not isinstance(dequantize, bool):
+            raise MapspecError(f"{path}: option dequantize must be true or false, not {dequantize!r}")
+        self._dequantize = dequantize
+        self._file = f = MappedFile(path)
+        try:
+            self._parse(f)
+        except BaseException:
+            f.close()
+            raise
+        self._metadata: Optional[dict] = None
+
+    def _parse(self, f: MappedFile) -> None:
+        c = _Cursor(f, 0)
+        f.check_span(0, 24, "GGUF header")
+        if bytes(f.buffer[:4]) != MAGIC:
+            raise FormatError(self.path, "does not start with GGUF (not a GGUF file)", offset=0)
+        c.pos = 4
+        self.version = c.fixed("<I", "version")
+        if self.version not in VERSIONS and self.version.to_bytes(4, "big") in (b"\2\0\0\0", b"\3\0\0\0"):
+            raise FormatError(self.path, "a big-endian GGUF file; mapspec reads little-endian GGUF only",
+                              offset=4)
+        if self.version not in VERSIONS:
+            raise FormatError(self.path, f"GGUF version {self.version} is not supported (only "
+                              f"{', '.join(map(str, VERSIONS))})", offset=4)
+        n_tensors = c.fixed("<Q", "tensor count")
+        n_kv = c.fixed("<Q", "metadata count")
+        # Each key/value needs at least 8+4+1 bytes, each tensor info 8+4+4+8 bytes.
+        if n_kv * 13 > c.left() or n_tensors * 24 > c.left():
+            raise FormatError(self.path, f"header claims {n_tensors} tensors and {n_kv} metadata keys, more "
+                              f"than the {f.size} bytes of the file can hold (corrupt file)", offset=8)
+        self._kv: dict[str, tuple] = {}  # key -> (value type, offset of the value)
+        for _ in range(n_kv):
+            at = c.pos
+            key = c.string("metadata key")
+            vtype = c.fixed("<I", f"metadata {key!r} type")
+            if key in self._kv:
+                raise FormatError(self.path, f"metadata key {key!r} appears twice", offset=at)
+            self._kv[key] = (vtype, c.pos)
+            c.value(vtype, f"metadata {key!r}", decode=False)
+        self.alignment = DEFAULT_ALIGNMENT
+        if "general.alignment" in self._kv:
+            vtype, pos = self._kv["general.alignment"]
+            a = _Cursor(f, pos).value(vtype, "general.alignment", True) if vtype != _ARRAY else None
+            if vtype != VALUE_CODES["uint32"] or not a or a & (a - 1):
+                raise FormatError(self.path, f"general.alignment must be a uint32 power of two, not {a!r}",
+                                  offset=pos)
+            self.alignment = a
+        entries = []
+        for _ in range(n_tensors):
+            at = c.pos
+            name = c.string("tensor name")
+            n_dims = c.fixed("<I", f"tensor {name!r} dimension count")
+            if n_dims > MAX_DIMS:
+                raise FormatError(self.path, f"tensor {name!r} has {n_dims} dimensions; GGUF allows at most "
+                                  f"{MAX_DIMS}", offset=at, tensor=name)
+            ne = [c.fixed("<Q", f"tensor {name!r} dimensions") for _ in range(n_dims)]
+            code = c.fixed("<I", f"tensor {name!r} type")
+            offset = c.fixed("<Q", f"tensor {name!r} offset")
+            if name in self._infos:
+                raise FormatError(self.path, f"tensor {name!r} appears twice", offset=at, tensor=name)
+            entries.append((name, ne, code, offset, at))
+            self._infos[name] = None  # placeholder: keeps file order, catches duplicates
+        self.data_start = -(-c.pos // self.alignment) * self.alignment
+        self._where: dict[str, tuple] = {}
+        spans = []
+        for name, ne, code, offset, at in entries:
+            t = TYPES.get(code)
+            if t is None:
+                raise FormatError(self.path, f"unknown ggml type {code}", offset=at, tensor=name)
+            shape = tuple(reversed(ne))
+            check_shape(self.path, shape, 1, f"tensor {name!r}", offset=at)
+            if ne and ne[0] % t.block:
+                raise FormatError(self.path, f"{t.name} stores blocks of {t.block} values but the row length "
+                                  f"is {ne[0]}", offset=at, tensor=name)
+            numel = 1
+            for d in ne:
+                numel *= d
+            nbytes = numel // t.block * t.nbytes
+            if offset % self.alignment:
+                raise FormatError(self.path, f"data offset {offset} is not a multiple of the alignment "
+                                  f"{self.alignment}", offset=at, tensor=name)
+            f.check_span(self.data_start + offset, nbytes, f"tensor {name!r}")
+            spans.append((offset, offset + nbytes, name))
+            if t.dtype:
+                info = TensorInfo(name, shape, t.dtype)
+                self._where[name] = (self.data_start + offset, dtypes.to_numpy(t.dtype), shape, nbytes)
+            else:
+                raw = shape[:-1] + ((ne[0] // t.block * t.nbytes,) if ne else (t.nbytes,))
+                info = TensorInfo(name, raw, "uint8", {"ggml_type": t.name, "shape": shape})
+                self._where[name] = (self.data_start + offset, np.dtype(np.uint8), raw, nbytes)
+                if self._dequantize and ne:
+                    if t.name not in DEQUANTIZE:
+                        raise FormatError(self.path, f"mapspec cannot dequantize {t.name} (it can: "
+                                          f"{', '.join(DEQUANTIZE)}); read without option dequantize to copy its "
+                                          f"raw blocks", offset=at, tensor=name)
+                    info = TensorInfo(name, shape, "float32", {"ggml_type": t.name, "dequantized": True})
+            self._infos[name] = info
+        spans.sort()
+        for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+            if b1 < e0 and e1 > b1:
+                raise FormatError(self.path, f"tensor data overlaps tensor {n0!r}", offset=self.data_start + b1,
+                                  tensor=n1)
+
+    @property
+    def metadata(self) -> dict:
+        """Every metadata key -> its value (numbers, text, lists), decoded on first use."""
+        if self._metadata is None:
+            self._metadata = {k: _Cursor(self._file, pos).value(t, f"metadata {k!r}", True)
+                              for k, (t, pos) in self._kv.items()}
+        return self._metadata
+
+    def metadata_types(self) -> dict:
+        """Every metadata key -> its GGUF type name (``uint32``, ``array[string]``, ...)."""
+        out = {}
+        for k, (t, pos) in self._kv.items():
+            name = VALUE_TYPES[t][0]
+            if t == _ARRAY:
+                name += f"[{VALUE_TYPES[_Cursor(self._file, pos).fixed('<I', k)][0]}]"
+            out[k] = name
+        return out
+
+    def typed_metadata(self) -> dict:
+        """{key: (type name, value)}: what a writer needs to reproduce the metadata exactly."""
+        types, values = self.metadata_types(), self.metadata
+        return {k: (types[k], values[k]) for k in self._kv}
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        offset, dt, shape, _ = self._where[info.name]
+        arr = self._file.array(offset, dt, shape, f"tensor {info.name!r}")
+        if info.meta and info.meta.get("dequantized"):
+            return dequantize_blocks(arr, info.meta["ggml_type"])
+        if sys.byteorder == "big" and dt.itemsize > 1:
+            arr = arr.byteswap()
+        return arr
+
+    def release(self, name: str) -> None:
+        where = self._where.get(name)
+        if where is not None:
+            self._file.drop(where[0], where[3])
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# -- writing ------------------------------------------------------------------------------
+
+def _string(s: str) -> bytes:
+    try:
+        b = s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MapspecError(f"GGUF metadata text {s.encode('utf-8', 'backslashreplace').decode()!r} is not valid "
+                           f"Unicode (a lone surrogate); GGUF stores UTF-8") from None
+    return struct.pack("<Q", len(b)) + b
+
+
+def _infer_type(v, key: str) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, np.integer)):
+        v = int(v)
+        if 0 <= v < 2 ** 32:
+            return "uint32"
+        if -2 ** 31 <= v < 0:
+            return "int32"
+        if -2 ** 63 <= v < 0:
+            return "int64"
+        if 0 <= v < 2 ** 64:
+            return "uint64"
+        raise MapspecError(f"GGUF metadata {key!r}: integer {v} does not fit 64 bits")
+    if isinstance(v, (float, np.floating)):
+        return "float32"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, (list, tuple)):
+        items = {_infer_type(x, key) for x in v} or {"uint32"}
+        if items <= {"uint32", "int32", "int64", "uint64"} and len(items) > 1:
+            items = {"int64"} if not {"uint64"} & items else items
+        if len(items) != 1:
+            raise MapspecError(f"GGUF metadata {key!r}: an array must hold values of one type, not "
+                               f"{', '.join(sorted(items))}")
+        return f"array[{items.pop()}]"
+    raise MapspecError(f"GGUF metadata {key!r}: cannot store a {type(v).__name__} ({v!r})")
+
+
+def _encode(tname: str, v, key: str) -> bytes:
+    if tname.startswith("array[") and tname.endswith("]"):
+        inner = tname[6:-1]
+        if not isinstance(v, (list, tuple)):
+            raise MapspecError(f"GGUF metadata {key!r}: type {tname} needs a list, not {v!r}")
+        if inner not in VALUE_CODES or inner == "array":
+            raise MapspecError(f"GGUF metadata {key!r}: unknown array item type {inner!r}")
+        return struct.pack("<IQ", VALUE_CODES[inner], len(v)) + b"".join(_encode(inner, x, key) for x in v)
+    if tname not in VALUE_CODES or tname == "array":
+        raise MapspecError(f"GGUF metadata {key!r}: unknown type {tname!r} (known: "
+                           f"{', '.join(n for n in VALUE_CODES if n != 'array')}, array[T])")
+    if tname == "string":
+        if not isinstance(v, str):
+            raise MapspecError(f"GGUF metadata {key!r}: type string needs text, not {v!r}")
+        return _string(v)
+    fmt = VALUE_TYPES[VALUE_CODES[tname]][1]
+    if isinstance(v, str) and tname != "bool":  # "1e-05" (YAML 1.1 reads it as text) given an explicit type
+        v = _number(v, float if tname.startswith("float") else int)
+    if tname == "bool":
+        ok, want = isinstance(v, bool), "true or false"
+    elif tname.startswith("float"):
+        ok, want = isinstance(v, (int, float)) and not isinstance(v, bool), "a number"
+    else:
+        ok, want = isinstance(v, int) and not isinstance(v, bool), "an integer"
+    if not ok:
+        raise MapspecError(f"GGUF metadata {key!r}: type {tname} needs {want}, not {v!r}")
+    try:
+        return struct.pack(fmt, v)
+    except struct.error:
+        raise MapspecError(f"GGUF metadata {key!r}: {v!r} does not fit {tname}") from None
+
+
+def _number(text: str, kind):
+    try:
+        return kind(text.strip())
+    except ValueError:
+        return text
+
+
+def _typed(key: str, v) -> tuple:
+    """(type name, value) of a metadata entry given as a value or {type: T, value: V}."""
+    if isinstance(v, Mapping):
+        if set(v) != {"type", "value"}:
+            raise MapspecError(f"GGUF metadata {key!r}: give a value or {{type: T, value: V}}, not {dict(v)!r}")
+        return str(v["type"]), v["value"]
+    return _infer_type(v, key), v
+
+
+def header_bytes(infos: Sequence[TensorInfo], metadata: Mapping[str, tuple], alignment: int) -> tuple:
+    """(header bytes padded to the alignment, [data offset of each tensor], data size)."""
+    out = [MAGIC, struct.pack("<IQQ", 3, len(infos), len(metadata))]
+    for key, (tname, v) in metadata.items():
+        tcode = VALUE_CODES["array"] if tname.startswith("array[") else VALUE_CODES.get(tname, -1)
+        out.append(_string(key) + struct.pack("<I", max(tcode, 0)) + _encode(tname, v, key))
+    offsets, pos = [], 0
+    for info in infos:
+        code, ne, nbytes = tensor_layout(info)
+        if len(info.name.encode("utf-8")) > MAX_NAME:
+            raise MapspecError(f"GGUF tensor name {info.name!r} is longer than {MAX_NAME} bytes "
+                               f"(llama.cpp's limit); rename it")
+        out.append(_string(info.name) + struct.pack(f"<I{len(ne)}QIQ", len(ne), *ne, code, pos))
+        offsets.append(pos)
+        pos += -(-nbytes // alignment) * alignment
+    head = b"".join(out)
+    head += b"\0" * (-len(head) % alignment)
+    return head, offsets, pos
+
+
+def tensor_layout(info: TensorInfo) -> tuple:
+    """(ggml type code, ne (fastest first), byte size) of an announced tensor."""
+    dname = announced_dtype(info)
+    meta = info.meta or {}
+    if dname == "uint8" and meta.get("ggml_type"):
+        code = BY_NAME.get(meta["ggml_type"])
+        t = TYPES.get(code) if code is not None else None
+        logical = tuple(meta.get("shape") or ())
+        if t is None or t.dtype is not None or not logical:
+            raise MapspecError(f"tensor {info.name!r}: {meta['ggml_type']!r} is not a block-quantized ggml type")
+        if logical[:-1] != tuple(info.shape[:-1]) or logical[-1] % t.block or \
+                logical[-1] // t.block * t.nbytes != info.shape[-1]:
+            raise MapspecError(f"tensor {info.name!r}: raw {t.name} blocks of shape {tuple(info.shape)} do not "
+                               f"hold a tensor of shape {logical} (only renames keep quantized blocks; "
+                               f"dequantize it before reshaping)")
+        return code, list(reversed(logical)), TensorInfo(info.name, info.shape, "uint8").nbytes
+    if dname not in BY_DTYPE:
+        raise MapspecError(f"tensor {info.name!r}: GGUF has no {dname} type (it holds "
+                           f"{', '.join(BY_DTYPE)} and quantized blocks from a GGUF source); cast it")
+    return BY_DTYPE[dname], list(reversed(info.shape)), info.nbytes
+
+
+class GGUFWriter(Writer):
+    """Streaming GGUF writer (version 3); see the module docstring for its options."""
+
+    format = NAME
+
+    def __init__(self, path: str, infos: Sequence[TensorInfo], metadata: Optional[Mapping] = None,
+                 alignment: Optional[int] = None, template: Optional[str] = None, **options):
+        super().__init__(path, infos)
+        if len(set(self._order)) != len(self._order):
+            raise MapspecError(f"{path}: the same tensor name is announced twice")
+        meta: dict = dict(template_metadata(template)) if template is not None else {}
+        if alignment is None:  # the template's, else the format's default
+            alignment = meta.get("general.alignment", ("uint32", DEFAULT_ALIGNMENT))[1]
+        if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0 or \
+                alignment & (alignment - 1) or alignment > 1 << 20:
+            raise MapspecError(f"{path}: GGUF alignment must be a power of two up to 1 MiB, not {alignment!r}")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise MapspecError(f"{path}: GGUF metadata must be a mapping of keys to values")
+        for k, v in (metadata or {}).items():
+            if not isinstance(k, str) or not k:
+                raise MapspecError(f"{path}: GGUF metadata keys must be non-empty text, not {k!r}")
+            meta[k] = _typed(k, v)
+        meta.pop("general.alignment", None)
+        if alignment != DEFAULT_ALIGNMENT:
+            meta["general.alignment"] = ("uint32", alignment)
+        self.alignment = alignment
+        head, _, self._data_size = header_bytes(self.infos, meta, alignment)
+        self._end = len(head) + self._data_size
+        try:
+            self._fh = builtins.open(path, "wb")
+        except OSError as e:
+            raise MapspecError(f"{path}: cannot create: {e.strerror}") from None
+        self._fh.write(head)
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        array = np.asarray(array)
+        info = self._check(name, array)
+        self._check_dtype(name, info, array, why="the header is already written (cast it before writing)")
+        for piece in c_order_chunks(array, 16 << 20, byteorder="<"):
+            self._fh.write(piece)
+        self._fh.write(b"\0" * (-self._fh.tell() % self.alignment))  # the header is padded too
+
+    def close(self) -> None:
+        super().close()
+        pos = self._fh.tell()
+        self._fh.close()
+        if pos != self._end:  # pragma: no cover - would be a bug in the layout
+            raise MapspecError(f"{self.path}: wrote {pos} bytes, expected {self._end}")
+
+    def abort(self) -> None:
+        self._fh.close()
+
+
+def template_metadata(template: str) -> dict:
+    """The typed metadata of a GGUF template ({} when the template is another format)."""
+    if not sniff(template, read_head(template)):
+        return {}
+    with GGUFReader(template) as r:
+        return r.typed_metadata()
+
+
+READ_OPTIONS = ("dequantize",)
+WRITE_OPTIONS = ("metadata", "alignment")
+
+
+def open(path: str, **options) -> GGUFReader:  # noqa: A001 - the format API's name
+    """Option ``dequantize`` (default false): quantized tensors as float32 of their logical shape
+    (the ``dequantize`` transform's kernels) instead of raw blocks."""
+    return GGUFReader(path, dequantize=options.get("dequantize", False))
+
+
+def create(path: str, infos: Sequence[TensorInfo], **options) -> GGUFWriter:
+    return GGUFWriter(path, infos, **options)
+
+
+def save(path: str, tensors, **options) -> None:
+    save_with(create, path, tensors, **options)

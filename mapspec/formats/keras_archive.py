@@ -1,0 +1,223 @@
+"""Keras 3 ``.keras`` archives: a zip of ``metadata.json``, ``config.json`` and ``model.weights.h5``.
+
+``model.save("x.keras")`` writes the three members (stored, not compressed; a model with
+assets adds ``assets/...``).  The weights member is a Keras 3 ``.weights.h5`` file, so the
+tensors and their names are exactly those of :mod:`mapspec.formats.keras` (``dense/kernel``,
+``block1/conv1/kernel``); this module only handles the zip around it.
+
+Reading: the zip directory is checked (one ``model.weights.h5``, sizes against the archive,
+a compressed member may not expand more than 16:1, so a zip bomb is refused before anything
+is extracted; Keras itself stores the members uncompressed), the weights member is copied,
+with a byte cap, into a private temporary file, and opened by the Keras HDF5 reader (which
+parses it in a child process first: libhdf5 can hang on damaged files).  The temporary file is removed on close.
+
+Writing: a template ``.keras`` archive is required (it holds the model's architecture).  The
+weights stream into a temporary ``.weights.h5`` through the Keras HDF5 writer with the
+template's weights as its template (same groups, names and shapes); ``close`` writes the
+output archive: every member of the template in its order, with ``model.weights.h5``
+replaced by ours, so ``keras.saving.load_model`` builds the template's model and loads the
+converted weights.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import shutil
+import tempfile
+import zipfile
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..errors import FormatError, MapspecError
+from . import keras as kh5
+from .base import Reader, TensorInfo, Writer, read_head, save_with
+
+NAME = "keras-archive"
+WEIGHTS = "model.weights.h5"
+MEMBERS = ("metadata.json", "config.json", WEIGHTS)
+MAX_RATIO = 16  # a compressed member may expand at most this much (weights are extracted to disk)
+MAX_JSON = 64 << 20  # bytes of config.json / metadata.json
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError,
+               RuntimeError, KeyError)
+WRITE_DTYPES = kh5.WRITE_DTYPES
+NAMED_TEMP = True  # the weights stream into a temporary .weights.h5 beside the output's (libhdf5 needs a name)
+
+
+def sniff(path: str, head: bytes) -> bool:
+    """A zip whose first member is one of the files Keras puts in a ``.keras`` archive."""
+    if head[:4] != b"PK\x03\x04" or len(head) < 30:
+        return False
+    n = int.from_bytes(head[26:28], "little")
+    return head[30:30 + n].decode("latin-1") in MEMBERS
+
+
+def _open_zip(path: str) -> zipfile.ZipFile:
+    try:
+        zf = zipfile.ZipFile(path)
+        members = zf.infolist()
+    except _ZIP_ERRORS as e:
+        raise FormatError(path, f"not a readable zip archive (a .keras file is one): {e}") from None
+    size = os.path.getsize(path)
+    names = [m.filename for m in members]
+    for zi in members:
+        if zi.compress_size > size or zi.header_offset > size:
+            zf.close()
+            raise FormatError(path, f"zip member {zi.filename!r} claims {zi.compress_size} bytes at "
+                              f"{zi.header_offset}, past the end of the {size}-byte archive", offset=zi.header_offset)
+        if zi.compress_type != zipfile.ZIP_STORED and zi.file_size > MAX_RATIO * zi.compress_size + (1 << 20):
+            zf.close()
+            raise FormatError(path, f"zip member {zi.filename!r} claims {zi.file_size} bytes from "
+                              f"{zi.compress_size} compressed, more than {MAX_RATIO}:1 (a zip bomb, or an archive "
+                              f"re-compressed by another tool: Keras stores its members uncompressed)",
+                              offset=zi.header_offset)
+    if names.count(WEIGHTS) != 1 or "config.json" not in names:
+        zf.close()
+        raise FormatError(path, f"a .keras archive holds exactly one {WEIGHTS} and a config.json; this zip "
+                          f"has {', '.join(names[:8]) or 'no members'}")
+    return zf
+
+
+def _extract(path: str, zf: zipfile.ZipFile, dest: str) -> None:
+    """Copy the weights member to ``dest``, never more bytes than the directory promised."""
+    zi = zf.getinfo(WEIGHTS)
+    written = 0
+    try:
+        with zf.open(zi) as src, builtins.open(dest, "wb") as out:
+            while True:
+                chunk = src.read(16 << 20)
+                if not chunk:
+                    break
+                written += len(chunk)
+                if written > zi.file_size:
+                    raise FormatError(path, f"{WEIGHTS} expands past its declared {zi.file_size} bytes "
+                                      f"(corrupt file or zip bomb)", offset=zi.header_offset)
+                out.write(chunk)
+    except _ZIP_ERRORS as e:
+        if isinstance(e, FormatError):
+            raise
+        raise FormatError(path, f"cannot read {WEIGHTS} from the archive: {e}", offset=zi.header_offset) from None
+
+
+class KerasArchiveReader(Reader):
+    """The weights of a ``.keras`` archive, named as the Keras HDF5 reader names them."""
+
+    format = NAME
+
+    def __init__(self, path: str, isolate: bool = True, timeout: float = kh5.PROBE_TIMEOUT):
+        super().__init__(path)
+        self._tmp = tempfile.mkdtemp(prefix="mapspec-keras-archive-")
+        self._inner: Optional[kh5.KerasReader] = None
+        try:
+            with _open_zip(path) as zf:
+                self.members = [zi.filename for zi in zf.infolist()]
+                weights = os.path.join(self._tmp, WEIGHTS)
+                _extract(path, zf, weights)
+            try:
+                self._inner = kh5.KerasReader(weights, isolate=isolate, timeout=timeout)
+            except FormatError as e:
+                raise FormatError(path, f"{WEIGHTS} in the archive: {e.bare}", offset=e.offset,
+                                  tensor=e.tensor) from None
+            if self._inner.layout != kh5.KERAS3:
+                raise FormatError(path, f"{WEIGHTS} in the archive is not in the Keras 3 layout")
+        except BaseException:
+            self.close()
+            raise
+        self._infos = self._inner.infos()
+        self.layout = self._inner.layout
+        self.entries = self._inner.entries
+
+    def nodes(self) -> list:
+        return self._inner.nodes()
+
+    def attrs(self, node: str) -> dict:
+        return self._inner.attrs(node)
+
+    def _read(self, info: TensorInfo) -> np.ndarray:
+        return self._inner.read(info.name)
+
+    @property
+    def weights_path(self) -> str:
+        """The extracted ``model.weights.h5`` (valid until :meth:`close`)."""
+        return self._inner.path
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+            self._inner = None
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class KerasArchiveWriter(Writer):
+    """Streams the weights into a temporary ``.weights.h5``; ``close`` writes the archive (see module doc)."""
+
+    format = NAME
+
+    def __init__(self, path: str, infos: Sequence[TensorInfo], template: Optional[str] = None,
+                 final_path: Optional[str] = None, **options):
+        super().__init__(path, infos)
+        if template is None or not sniff(str(template), read_head(str(template))):
+            raise MapspecError(f"{path}: writing a .keras archive needs a template .keras file (target: "
+                               f"{{template: model.keras}} or --template): it holds the model's architecture")
+        self._template = KerasArchiveReader(str(template))
+        self._h5path = path + ".weights.h5"
+        try:
+            self._inner = kh5.KerasWriter(self._h5path, infos, layout=kh5.KERAS3,
+                                          template=self._template.weights_path)
+        except BaseException:
+            self._template.close()
+            raise
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        self._check(name, np.asarray(array))
+        self._inner.write(name, array)
+
+    def close(self) -> None:
+        super().close()
+        self._inner.close()
+        try:
+            with zipfile.ZipFile(self._template.path) as src, \
+                    zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as out:
+                for zi in src.infolist():
+                    if zi.filename == WEIGHTS:
+                        out.write(self._h5path, WEIGHTS)
+                    elif zi.filename.endswith(".json") and zi.file_size > MAX_JSON:
+                        raise MapspecError(f"{self._template.path}: {zi.filename} is {zi.file_size} bytes; "
+                                           f"more than {MAX_JSON} is not a Keras config")
+                    else:
+                        with src.open(zi) as f, out.open(zipfile.ZipInfo(zi.filename, zi.date_time), "w",
+                                                         force_zip64=zi.file_size > 1 << 31) as o:
+                            shutil.copyfileobj(f, o, 16 << 20)
+        except _ZIP_ERRORS as e:
+            raise MapspecError(f"{self._template.path}: cannot copy the template archive: {e}") from None
+        finally:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self._h5path)
+        self._template.close()
+
+    def abort(self) -> None:
+        self._inner.abort()
+        self._cleanup()
+
+
+READ_OPTIONS = ("isolate", "timeout")
+WRITE_OPTIONS = ()
+
+
+def open(path: str, **options) -> KerasArchiveReader:  # noqa: A001 - the format API's name
+    """Options: ``isolate`` and ``timeout``, as for the Keras HDF5 reader."""
+    isolate, timeout = kh5.reader_options(path, options)
+    return KerasArchiveReader(path, isolate=isolate, timeout=timeout)
+
+
+def create(path: str, infos: Sequence[TensorInfo], **options) -> KerasArchiveWriter:
+    return KerasArchiveWriter(path, infos, **options)
+
+
+def save(path: str, tensors, **options) -> None:
+    save_with(create, path, tensors, **options)
