@@ -120,7 +120,7 @@ def _infer_kind(name: str, fmt: Optional[str], model, config, graph, weights: st
     if config or (weights and os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(weights)),
                                                           "config.json"))):
         return "transformers"
-    if fmt in ("caffe", "mxnet") and (graph or fmt == "mxnet"):
+    if fmt == "onnx" or (fmt in ("caffe", "mxnet") and (graph or fmt == "mxnet")):
         return fmt
     raise MapspecError(f"the spec has no 'verify:' section and nothing says how to run the {name}: pass "
                        f"--{name}-model (a factory module:function), --{name}-config (a transformers config.json) "

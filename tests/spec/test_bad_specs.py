@@ -76,7 +76,7 @@ EXPECTED = {
                     "(module:function), not 'check_gpt2:HF'; pass your own with --target-model on the command line"),
     "verify_unknown_runner.yaml": (
         "validate", "8:17: verify.source.run: unknown runner 'tensorflow'; known: caffe, mxnet, torch, keras, "
-                    "transformers, model"),
+                    "transformers, onnx, model"),
     "rule_matches_nothing.yaml": (
         "plan", "6:12: rule 1 (from 'cnv<i>[<k>]'): matches no source tensor; closest source names: 'conv1[0]', "
                 "'conv1[1]'"),

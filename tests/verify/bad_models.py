@@ -29,3 +29,12 @@ def linear_beside(weights, scale=1):
     out, inp = state["weight"].shape
     assert scale == 3  # the spec's var, passed by name
     return torch.nn.Linear(inp, out)
+
+
+def tiny_conv():
+    """Conv -> ReLU -> Flatten -> Linear, small enough to export to ONNX in a test."""
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 6 * 6, 5))

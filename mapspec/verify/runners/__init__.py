@@ -19,6 +19,7 @@ RUNNERS: dict[str, str] = {
     "torch": "mapspec.verify.runners.torch",
     "keras": "mapspec.verify.runners.keras",
     "transformers": "mapspec.verify.runners.transformers",
+    "onnx": "mapspec.verify.runners.onnx",
     "model": "mapspec.verify.runners.model",   # torch or keras, whichever the factory returns
 }
 
