@@ -467,16 +467,19 @@ def _layer_rows(v, limit: int = 16) -> tuple[list, int]:
 
 
 def cmd_verify(args, out: TextIO, err: TextIO) -> int:
+    from .progress import byte_bar, wanted
     from .spec.load import load_spec
     from .verify import run_verify
 
     spec = load_spec(args.spec, args.allow_path or ())
+    bars = (lambda desc, total, unit: byte_bar(err, total, desc, args.progress, unit)) \
+        if wanted(args.progress, err) else None
     v = run_verify(spec, args.source, args.converted, source_graph=args.source_graph, target_graph=args.target_graph,
                    source_model=args.source_model, target_model=args.target_model,
                    source_config=args.source_config, target_config=args.target_config, input=args.input,
                    input_shape=parse_shape(args.input_shape) if args.input_shape else None, seed=args.seed,
                    layers=args.layers, atol=args.atol, cosine=args.cosine, vars=parse_pairs(args.var, "--var"),
-                   vars_file=args.vars_file, hidden_states=args.hidden_states)
+                   vars_file=args.vars_file, hidden_states=args.hidden_states, progress=bars)
     if args.json:
         json.dump(v.to_json(), out, indent=1)
         print(file=out)
@@ -728,6 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float,
                    help=f"largest allowed max |a-b| of the outputs (default: spec, else {ATOL:g})")
     p.add_argument("--cosine", type=float, help=f"smallest allowed cosine similarity (default: spec, else {COSINE:g})")
+    _add_progress(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 

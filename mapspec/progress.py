@@ -1,4 +1,5 @@
-"""Progress bars on stderr for long work (``apply``, ``diff``, ``fold-bn``): bytes done, rate, time left.
+"""Progress bars on stderr for long work (``apply``, ``diff``, ``fold-bn``, ``verify``, ``inspect``):
+bytes (or steps) done, rate, time left.
 
 tqdm draws them.  ``--progress`` forces a bar, ``--no-progress`` suppresses it; by default a
 bar appears only when stderr is a terminal and the work takes longer than ``AUTO_DELAY``
@@ -30,6 +31,11 @@ class _NoBar:
         pass
 
 
+def no_bar(desc: str = "", total: int = 0, unit: str = "iB") -> _NoBar:
+    """What a bar factory gives when no bar is wanted (the signature of ``verify``'s ``progress``)."""
+    return _NoBar()
+
+
 def wanted(flag: Optional[bool], stream: TextIO) -> bool:
     """``--progress``/``--no-progress`` if given, else whether ``stream`` is a terminal."""
     if flag is not None:
@@ -41,8 +47,10 @@ def wanted(flag: Optional[bool], stream: TextIO) -> bool:
         return False
 
 
-def byte_bar(stream: TextIO, total: int, desc: str, flag: Optional[bool]):
-    """A context manager with ``update(nbytes)`` and ``set_postfix_str(text)``: a bar, or nothing."""
+def byte_bar(stream: TextIO, total: int, desc: str, flag: Optional[bool], unit: str = "iB"):
+    """A context manager with ``update(n)`` and ``set_postfix_str(text)``: a bar, or nothing.
+
+    ``unit`` "iB" counts bytes (KiB, MiB, ...); any other unit (``step``, ``shard``) counts whole things."""
     if not wanted(flag, stream):
         return _NoBar()
     import shutil
@@ -50,9 +58,10 @@ def byte_bar(stream: TextIO, total: int, desc: str, flag: Optional[bool]):
     from tqdm import tqdm
 
     width = shutil.get_terminal_size((100, 24)).columns  # a terminal that reports no width: 100 columns
-    return tqdm(total=total, desc=desc, file=stream, unit="iB", unit_scale=True, unit_divisor=1024,
+    counts = "{n_fmt}{unit}/{total_fmt}{unit}" if unit == "iB" else "{n_fmt}/{total_fmt} {unit}s"
+    return tqdm(total=total, desc=desc, file=stream, unit=unit, unit_scale=unit == "iB", unit_divisor=1024,
                 delay=0 if flag else AUTO_DELAY, mininterval=0.2, ncols=max(width, 60), leave=flag is True,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}{unit}/{total_fmt}{unit} [{elapsed}<{remaining}, "
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| " + counts + " [{elapsed}<{remaining}, "
                            "{rate_fmt}{postfix}]")
 
 

@@ -14,7 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import MapspecError
+from ..errors import MapspecError, escape
+from ..progress import no_bar
 from . import inputs as I
 from .diagnose import diagnose, diagnose_weights
 from .layers import LayerResult, candidates, last_position, compare_layers, derive_layers, explicit_layers
@@ -70,12 +71,19 @@ def align_outputs(ys: np.ndarray, yt: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def verify(source_runner: Runner, target_runner: Runner, x: np.ndarray, atol: float = ATOL,
            cosine: float = COSINE, pairs=None, input_desc: str = "", layer_rel_tol: float = LAYER_REL_TOL,
-           weights=None) -> Verdict:
-    """Run both sides on ``x``; ``weights(pair)`` gives (src name, src, tgt name, tgt) for a layer pair."""
+           weights=None, progress=no_bar) -> Verdict:
+    """Run both sides on ``x``; ``weights(pair)`` gives (src name, src, tgt name, tgt) for a layer pair;
+    ``progress(desc, total, unit)`` a bar over the steps (running each side, comparing each layer)."""
+    with progress("verify", 2 + (len(pairs) if pairs is not None else 0), "step") as bar:
+        return _verify(source_runner, target_runner, x, atol, cosine, pairs, input_desc, layer_rel_tol, weights, bar)
+
+
+def _verify(source_runner, target_runner, x, atol, cosine, pairs, input_desc, layer_rel_tol, weights, bar):
     capture = pairs is not None
     errors = []
 
     def side(runner, name):
+        bar.set_postfix_str(f"run {name}")
         try:
             return runner.run(x, capture=capture)
         except RunError as e:
@@ -83,6 +91,8 @@ def verify(source_runner: Runner, target_runner: Runner, x: np.ndarray, atol: fl
                 raise
             errors.append(f"{name}: {e}")
             return None, e.acts
+        finally:
+            bar.update(1)
 
     ys, src_acts = side(source_runner, "source")
     yt, tgt_acts = side(target_runner, "target")
@@ -98,7 +108,10 @@ def verify(source_runner: Runner, target_runner: Runner, x: np.ndarray, atol: fl
                 outputs.append((name, compare(*align_outputs(np.asarray(ys[name]), np.asarray(yt[name]))[:2])))
     v = Verdict(outputs, atol, cosine, input_desc=input_desc, input_shape=tuple(x.shape), error="; ".join(errors))
     if capture:
-        v.layers, v.first_bad = compare_layers(pairs, src_acts, tgt_acts, layer_rel_tol, source_runner.alternatives)
+        bar.set_postfix_str("compare layers")
+        v.layers, v.first_bad = compare_layers(pairs, src_acts, tgt_acts, layer_rel_tol, source_runner.alternatives,
+                                               done=lambda: bar.update(1))
+        bar.update(len(pairs) - len(v.layers))  # the pairs with no activation on a side: nothing to compare
         bad = v.first_bad
         if bad is not None:
             if weights is not None and bad.pair is not None:
@@ -178,8 +191,9 @@ def _make_input(args_input: Optional[str], shape_arg, cfg: dict, src: Runner, tg
 def run_verify(spec, source: str, converted: str, *, source_graph=None, target_graph=None, source_model=None,
                target_model=None, source_config=None, target_config=None, input=None, input_shape=None,
                seed: int = 0, layers: bool = False, atol=None, cosine=None, vars=None, vars_file=None,
-               hidden_states: bool = False) -> Verdict:
-    """What ``mapspec verify`` does (``spec`` is a loaded Spec)."""
+               hidden_states: bool = False, progress=None) -> Verdict:
+    """What ``mapspec verify`` does (``spec`` is a loaded Spec); ``progress(desc, total, unit)``, if given, makes
+    the bars: the bytes of weights each side loads, then the steps of :func:`verify`."""
     from ..engine import plan
     from ..formats import open_checkpoint
 
@@ -193,10 +207,10 @@ def run_verify(spec, source: str, converted: str, *, source_graph=None, target_g
         input_shape = I.check_shape(input_shape, "--input-shape")
     if input and I.parse_tokens(input) is None and input != "random" and not os.path.isfile(input):
         raise MapspecError(f"{input}: no such input file (or write tokens:ID,ID,... / random-tokens:LENGTH)")
-    src = make_runner(_side("source", cfg.get("source"), spec, source, spec.source.format, source_graph,
-                            source_model, source_config, vars_))
-    tgt = make_runner(_side("target", cfg.get("target"), spec, converted, spec.target.format, target_graph,
-                            target_model, target_config, vars_))
+    src, tgt = _load([_side("source", cfg.get("source"), spec, source, spec.source.format, source_graph,
+                            source_model, source_config, vars_),
+                      _side("target", cfg.get("target"), spec, converted, spec.target.format, target_graph,
+                            target_model, target_config, vars_)], progress)
     if hidden_states:
         for r, name in ((src, "source"), (tgt, "target")):
             if not hasattr(r, "hidden_states"):
@@ -227,4 +241,38 @@ def run_verify(spec, source: str, converted: str, *, source_graph=None, target_g
     tol = cfg.get("tolerance", {})
     atol = atol if atol is not None else tol.get("atol", ATOL)
     cosine = cosine if cosine is not None else tol.get("cosine", COSINE)
-    return verify(src, tgt, x, atol=atol, cosine=cosine, pairs=pairs, input_desc=desc, weights=weights)
+    return verify(src, tgt, x, atol=atol, cosine=cosine, pairs=pairs, input_desc=desc, weights=weights,
+                  progress=progress or no_bar)
+
+
+def _nbytes(path: str, fmt: Optional[str]) -> int:
+    """The bytes of a checkpoint's tensors, from its metadata (0 if mapspec cannot open it: its runner will say)."""
+    from ..formats import open_checkpoint
+
+    try:
+        with open_checkpoint(path, format=fmt) as r:
+            return sum(i.nbytes for i in r.infos().values())
+    except MapspecError:
+        return 0
+
+
+def _load(sides: list, progress) -> list:
+    """Build each side's runner; with ``progress``, under a bar over the bytes of weights they load."""
+    if progress is None:
+        return [make_runner(s) for s in sides]
+    sizes = [_nbytes(s.weights, s.weights_format) for s in sides]
+    runners = []
+    with progress("load", sum(sizes), "iB") as bar:
+        for side, size in zip(sides, sizes):
+            bar.set_postfix_str(f"{side.name} " + escape(os.path.basename(side.weights))[-30:])
+            done = [0]
+
+            def loaded(n: int) -> None:
+                n = min(n, size - done[0])  # never past this side's share
+                done[0] += n
+                bar.update(n)
+
+            side.loaded = loaded
+            runners.append(make_runner(side))
+            bar.update(size - done[0])  # runners that load a file whole (keras, onnx, the executors) at once
+    return runners

@@ -125,7 +125,8 @@ def suffix_index(acts: dict) -> dict:
 
 
 def compare_layers(pairs, src_acts: dict, tgt_acts: dict, rel_tol: float,
-                   alternatives: Callable[[str], list] = lambda name: []) -> tuple[list, Optional[LayerResult]]:
+                   alternatives: Callable[[str], list] = lambda name: [],
+                   done: Callable[[], None] = lambda: None) -> tuple[list, Optional[LayerResult]]:
     results = []
     order = {name: i for i, name in enumerate(src_acts)}
     src_index, tgt_index = suffix_index(src_acts), suffix_index(tgt_acts)
@@ -171,6 +172,7 @@ def compare_layers(pairs, src_acts: dict, tgt_acts: dict, rel_tol: float,
         res = best or LayerResult(src, tgt, None, f"shapes {src_acts[src].shape} and {tgt_acts[tgt].shape} "
                                                   f"cannot be compared", pair)
         results.append(res)
+        done()
         if first_bad is None:
             rel = math.inf if res.cmp is None else res.cmp.max_rel
             if not rel <= rel_tol and not rel <= 10 * prev:  # NaN counts as a divergence

@@ -40,6 +40,7 @@ class Side:
     input: Optional[str] = None
     channels: str = "rgb"
     vars: dict = field(default_factory=dict)
+    loaded: Optional[Callable[[int], None]] = None  # told the bytes of each tensor read (a progress bar)
 
     @property
     def flag(self) -> str:

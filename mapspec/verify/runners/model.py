@@ -19,11 +19,11 @@ def build(side: Side) -> Runner:
     if _is(model, "transformers", "PreTrainedModel"):
         from .transformers import TransformersRunner
 
-        return TransformersRunner(model, side.weights, side.weights_format)
+        return TransformersRunner(model, side.weights, side.weights_format, side.loaded)
     if _is(model, "torch.nn", "Module"):
         from .torch import TorchRunner
 
-        return TorchRunner(model, side.weights, side.weights_format)
+        return TorchRunner(model, side.weights, side.weights_format, side.loaded)
     if _is(model, "keras", "Model"):
         from .keras import KerasRunner
 

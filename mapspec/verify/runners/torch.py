@@ -16,13 +16,15 @@ from ...formats import open_checkpoint
 from .base import Runner, RunError, Side, call_factory, load_factory
 
 
-def state_dict(path: str, fmt=None) -> dict:
+def state_dict(path: str, fmt=None, loaded=None) -> dict:
     import torch
 
     state = {}
     with open_checkpoint(path, format=fmt) as r:
         for k in r.names():
             a = np.array(r.read(k))
+            if loaded is not None:
+                loaded(a.nbytes)
             if a.dtype.name == "bfloat16":
                 state[k] = torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
             else:
@@ -48,12 +50,12 @@ class TorchRunner(Runner):
     kind = "torch"
     takes_tokens = True
 
-    def __init__(self, model, weights: str, weights_format=None):
+    def __init__(self, model, weights: str, weights_format=None, loaded=None):
         import torch
 
         self.torch = torch
         self.model = model
-        self.load(state_dict(weights, weights_format), weights)
+        self.load(state_dict(weights, weights_format, loaded), weights)
         self.model.train(False)  # inference mode: BatchNorm uses running stats, dropout is off
         self.vocab_size = self._vocab()
 
@@ -125,4 +127,4 @@ def build(side: Side) -> TorchRunner:
         raise MapspecError(f"the torch {side.name} needs a model factory (module:function): pass {side.flag}-model")
     factory = load_factory(side.model, side.model_from_cli, side.name)
     model = call_factory(factory, side.model, side, (torch.nn.Module,), "a torch.nn.Module")
-    return TorchRunner(model, side.weights, side.weights_format)
+    return TorchRunner(model, side.weights, side.weights_format, side.loaded)

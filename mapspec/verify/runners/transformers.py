@@ -48,8 +48,8 @@ class TransformersRunner(TorchRunner):
     kind = "transformers"
     hidden_states = False  # also return every hidden state (verify --hidden-states)
 
-    def __init__(self, model, weights: str, weights_format=None):
-        super().__init__(model, weights, weights_format)
+    def __init__(self, model, weights: str, weights_format=None, loaded=None):
+        super().__init__(model, weights, weights_format, loaded)
         self.vocab_size = getattr(model.config, "vocab_size", None) or self.vocab_size
 
     def forward(self, x):
@@ -84,4 +84,4 @@ def build(side: Side) -> TransformersRunner:
         model = cls(config) if cls is not None else transformers.AutoModelForCausalLM.from_config(config)
     except (ValueError, TypeError, KeyError) as e:
         raise MapspecError(f"{path}: transformers cannot build a model from this config: {e}") from None
-    return TransformersRunner(model, side.weights, side.weights_format)
+    return TransformersRunner(model, side.weights, side.weights_format, side.loaded)
