@@ -123,13 +123,15 @@ def cmd_validate(args, out: TextIO, err: TextIO) -> int:
 
 def cmd_inspect(args, out: TextIO, err: TextIO) -> int:
     from .formats import open_checkpoint
+    from .progress import count_bar
 
     from .formats import detect
 
     options = parse_pairs(args.option, "--option")
     if options:
         _check_flag_options("--option", args.format or detect(args.file), options, "read")
-    with open_checkpoint(args.file, format=args.format, **options) as r:
+    with count_bar(err, "inspect", args.progress, "shard") as opened, \
+            open_checkpoint(args.file, format=args.format, opened=opened, **options) as r:
         infos = r.infos()
         total_n = sum(i.numel for i in infos.values())
         total_b = sum(i.nbytes for i in infos.values())
@@ -662,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
                         + VALUE_HELP)
     p.add_argument("-o", dest="option", action=_Deprecated, new="--option", append=True, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true")
+    _add_progress(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("plan", help="dry run: what apply would do, from metadata only, with the coverage verdict")

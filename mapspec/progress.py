@@ -78,3 +78,24 @@ def plan_progress(stream: TextIO, plan, desc: str, flag: Optional[bool]):
             bar.update(sizes[done - 1])
 
         yield progress
+
+
+@contextlib.contextmanager
+def count_bar(stream: TextIO, desc: str, flag: Optional[bool], unit: str):
+    """A bar over things counted as they are done, whose total only the work knows: yields ``tick(total, label)``,
+    called once per thing done; the first tick makes the bar (``inspect``: shards opened)."""
+    bars: list = []
+
+    def tick(total: int, label: str) -> None:
+        from .errors import escape
+
+        if not bars:
+            bars.append(byte_bar(stream, total, desc, flag, unit))
+        bars[0].set_postfix_str(escape(label)[-40:], refresh=False)  # no control characters on stderr
+        bars[0].update(1)
+
+    try:
+        yield tick
+    finally:
+        if bars:
+            bars[0].close()

@@ -159,11 +159,14 @@ def check_options(name: str, mod, options: dict, kind: str) -> None:
                               f" (it takes no {kind} options)"))
 
 
-def open_checkpoint(path, format: Optional[str] = None, **options) -> Reader:
+def open_checkpoint(path, format: Optional[str] = None, opened=None, **options) -> Reader:
     """Open a checkpoint or template lazily: names, shapes and dtypes without reading data.
 
     A directory opens its one ``*.index.json`` (or its one checkpoint file); an index opens as
-    a sharded checkpoint whose shards are of ``format`` (default: by their names)."""
+    a sharded checkpoint whose shards are of ``format`` (default: by their names), telling
+    ``opened(total, shard)`` of each shard opened, if given."""
+    if opened is not None and not callable(opened):  # an option named so, from a spec or a flag: never ignored
+        raise MapspecError("no format has a read option 'opened'")
     check_regular(path)
     from . import sharded
 
@@ -171,7 +174,7 @@ def open_checkpoint(path, format: Optional[str] = None, **options) -> Reader:
     if sharded.is_index(path) and Path(path).is_file():
         if format and canonical(format) != sharded.NAME:
             options = {"shard_format": canonical(format), **options}
-        return sharded.open(path, **options)
+        return sharded.open(path, opened=opened, **options)
     name = canonical(format) if format else detect(path)
     if not Path(path).exists():
         raise FormatError(path, "no such file")

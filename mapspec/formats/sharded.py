@@ -200,7 +200,8 @@ class ShardedReader(Reader):
 
     format = NAME
 
-    def __init__(self, path: str, shard_format: Optional[str] = None, **shard_options):
+    def __init__(self, path: str, shard_format: Optional[str] = None, opened=None, **shard_options):
+        """``opened(total, shard)``, if given, is told of each shard opened (``inspect``'s progress bar)."""
         super().__init__(path)
         from . import check_options, module
 
@@ -229,6 +230,8 @@ class ShardedReader(Reader):
                 except FormatError as e:
                     raise FormatError(e.path, f"{e.bare} (shard of {path}, read as {fmt})", offset=e.offset,
                                       tensor=e.tensor) from None
+                if opened is not None:
+                    opened(len(by_shard), shard)
             self._check(by_shard)
         except BaseException:
             self.close()
