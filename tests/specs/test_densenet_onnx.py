@@ -72,3 +72,39 @@ def test_torchvision_to_onnx_runs_like_torch(tmp_path, old_keys, external):
         for k, v in model.state_dict().items():
             if not k.endswith("num_batches_tracked"):
                 assert np.array_equal(r.read(k), v.numpy()), k
+
+
+def plain_densenet(seed: int = 0):
+    """torch's own initialisation (activations of a usual size), BatchNorm randomised so that no two
+    initializers are equal; also the factory `mapspec verify --source-model` builds the original from."""
+    from mapspec.models.densenet import DenseNet
+
+    torch.manual_seed(seed)
+    m = DenseNet(growth_rate=4, block_config=(2, 3), num_init_features=8, num_classes=5).eval()
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.normal_(0, 0.1)
+            mod.running_var.uniform_(0.5, 2)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.normal_(0, 0.1)
+    return m
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_verify_runs_torch_against_onnxruntime(tmp_path, same):
+    template = tmp_path / "template.onnx"
+    export(plain_densenet(0), template)
+    for seed in (1, 2):
+        torch.save(plain_densenet(seed).state_dict(), tmp_path / f"w{seed}.pth")
+    out = tmp_path / "densenet.onnx"
+    code, _, err = run("apply", "densenet/torchvision-to-onnx", "-s", tmp_path / "w1.pth", "-o", out,
+                       "--template", template, "-q")
+    assert code == 0, err
+    # the original is the weights converted (passes) or other weights (the comparison must fail)
+    src = tmp_path / ("w1.pth" if same else "w2.pth")
+    code, text, err = run("verify", "densenet/torchvision-to-onnx", "-s", src, "-c", out,
+                          "--source-model", f"{__file__}:plain_densenet", "--input-shape", "1,3,32,32")
+    if same:
+        assert code == 0 and "PASS" in text, text + err
+    else:
+        assert code == 1 and "FAIL" in text, text + err
