@@ -53,6 +53,10 @@ FORMATS: dict[str, FormatEntry] = {
 ALIASES = {"pytorch": "torch", "pth": "torch", "numpy": "npz", "caffemodel": "caffe", "h5": "keras",
            "hdf5": "keras"}
 
+# Formats of one family: a spec naming the first may write a file whose suffix names another
+# (``target: {format: keras}`` with a ``.keras`` output writes a Keras 3 archive).
+FAMILIES = {"keras": ("keras-archive",)}
+
 
 def module(name: str):
     """The module implementing format ``name`` (imported on first use)."""
@@ -105,6 +109,8 @@ def output_format(path, spec_format: Optional[str] = None) -> str:
     suffix_format = by_suffix(text)
     if spec_format:
         wanted = canonical(spec_format)
+        if suffix_format in FAMILIES.get(wanted, ()):
+            return suffix_format
         if suffix_format is not None and suffix_format != wanted:
             raise MapspecError(
                 f"{path}: the suffix names format {suffix_format!r} but the target format is {wanted!r}; "

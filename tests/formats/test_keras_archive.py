@@ -142,8 +142,10 @@ def test_truncated_and_garbage_weights(tmp_path, archive):
         ka.open(str(junk))
 
 
-def test_apply_into_a_keras_archive_through_the_cli(archive, tmp_path):
-    """A spec whose target is a .keras file (the suffix decides the format): the template gives the architecture."""
+@pytest.mark.parametrize("target", ["", "target: {format: keras}\n"])
+def test_apply_into_a_keras_archive_through_the_cli(archive, tmp_path, target):
+    """A spec whose target is a .keras file (the suffix decides the format, also where the spec names the keras
+    family): the template gives the architecture."""
     import io
 
     from mapspec import cli
@@ -155,7 +157,7 @@ def test_apply_into_a_keras_archive_through_the_cli(archive, tmp_path):
 
     module("npz").save(str(src), {k.replace("/", "__"): v for k, v in new.items()})
     spec = tmp_path / "s.yaml"
-    spec.write_text("mapspec: 1\nsource: {format: npz}\n"
+    spec.write_text("mapspec: 1\nsource: {format: npz}\n" + target +
                     "rules:\n  - {from: '<l:word>__<w:word>', to: '{l}/{w}'}\n")
     out = tmp_path / "out.keras"
     err = io.StringIO()

@@ -17,6 +17,8 @@ from mapspec.formats import module, output_format
     ("w.safetensors", None, "safetensors"), ("m.weights.h5", "keras", "keras"), ("w.npz", None, "npz"),
     ("w.weights", "npz", "npz"),  # a suffix that names no format: the spec's format
     ("net.caffemodel", None, "caffe"), ("net.params", "mxnet", "mxnet"),
+    ("m.keras", "keras", "keras-archive"), ("m.keras", "h5", "keras-archive"),  # the keras family
+    ("m.keras", None, "keras-archive"),
 ])
 def test_format_from_spec_or_suffix(path, spec_format, expected):
     assert output_format(path, spec_format) == expected
@@ -30,6 +32,9 @@ def test_suffix_naming_another_format_is_an_error():
                             "in the spec, or --target-format)")
     with pytest.raises(MapspecError, match="suffix names format 'prototxt' but the target format is 'caffe'"):
         output_format("net.prototxt", "caffe")
+    # the keras family goes one way: a spec asking for the archive gets no bare weights file
+    with pytest.raises(MapspecError, match="suffix names format 'keras' but the target format is 'keras-archive'"):
+        output_format("m.weights.h5", "keras-archive")
 
 
 def test_no_format_at_all():
