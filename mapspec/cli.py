@@ -121,6 +121,24 @@ def cmd_validate(args, out: TextIO, err: TextIO) -> int:
     return status
 
 
+def _json_meta(meta) -> dict:
+    """The facts of TensorInfo.meta that inspect --json shows: a shard, a GGUF tensor's ggml type."""
+    meta = meta or {}
+    keep = {k: meta[k] for k in ("shard", "ggml_type", "dequantized") if k in meta}
+    if "ggml_type" in meta and "shape" in meta:
+        keep["ggml_shape"] = list(meta["shape"])  # the logical shape of quantized blocks
+    return keep
+
+
+def _ggml_type(meta) -> str:
+    """A GGUF tensor's ggml type for inspect's table: quantized blocks show theirs and their logical shape."""
+    if not meta or "ggml_type" not in meta:
+        return "-"
+    if meta.get("dequantized"):
+        return f"{meta['ggml_type']} (dequantized)"
+    return f"{meta['ggml_type']} blocks of {_shape(meta['shape'])}" if "shape" in meta else meta["ggml_type"]
+
+
 def cmd_inspect(args, out: TextIO, err: TextIO) -> int:
     from .formats import open_checkpoint
     from .progress import count_bar
@@ -138,15 +156,17 @@ def cmd_inspect(args, out: TextIO, err: TextIO) -> int:
         if args.json:
             json.dump({"file": r.path, "format": r.format, "has_data": r.has_data,
                        "tensors": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "numel": i.numel,
-                                    "nbytes": i.nbytes, **({"shard": i.meta["shard"]} if i.meta and "shard" in
-                                                           i.meta else {})} for i in infos.values()],
+                                    "nbytes": i.nbytes, **_json_meta(i.meta)} for i in infos.values()],
                        "total": {"tensors": len(infos), "numel": total_n, "nbytes": total_b}}, out, indent=1)
             print(file=out)
             return 0
         shard_of = getattr(r, "shard_of", None)
+        ggml = any(i.meta and "ggml_type" in i.meta for i in infos.values())
         rows = [[i.name, _shape(i.shape), i.dtype or "-", f"{i.numel:,}", _size(i.nbytes)]
-                + ([shard_of(i.name)] if shard_of else []) for i in infos.values()]
-        _table(rows, out, ["name", "shape", "dtype", "values", "bytes"] + (["shard"] if shard_of else []))
+                + ([_ggml_type(i.meta)] if ggml else []) + ([shard_of(i.name)] if shard_of else [])
+                for i in infos.values()]
+        _table(rows, out, ["name", "shape", "dtype", "values", "bytes"] + (["ggml type"] if ggml else [])
+               + (["shard"] if shard_of else []))
         kind = "" if r.has_data else " (a template: names and shapes, no values)"
         if shard_of:
             kind = f" ({len(r.shards)} {r.shard_format} shards)"

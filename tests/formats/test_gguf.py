@@ -322,6 +322,35 @@ def test_reader_option_dequantize(tmp_path):
         assert r.info("w").meta == {"ggml_type": "Q5_K", "shape": (1, 256)}
 
 
+def test_inspect_shows_the_ggml_type_of_quantized_tensors(tmp_path):
+    import io
+    import json
+
+    from mapspec import cli
+
+    src = gguf_py_file(tmp_path / "q.gguf", {"f": np.arange(3, dtype=np.float32)},
+                       {"w": ("Q4_K", random_blocks("Q4_K", 2, 1, seed=5)), "v": ("Q8_0", random_blocks("Q8_0", 3, 2))})
+
+    def inspect(*extra):
+        out, err = io.StringIO(), io.StringIO()
+        assert cli.run(["inspect", str(src), *extra], stdout=out, stderr=err) == 0, err.getvalue()
+        return out.getvalue()
+
+    rows = {line.split()[0]: line.split() for line in inspect().splitlines()[2:] if line.strip()}
+    assert "ggml type" in inspect().splitlines()[0]
+    # Q4_K: 144-byte blocks of 256 values; Q8_0: 34-byte blocks of 32 values (ggml's block layouts)
+    assert rows["w"][1:3] == ["2x144", "uint8"] and rows["w"][-4:] == ["Q4_K", "blocks", "of", "2x256"]
+    assert rows["v"][1:3] == ["3x68", "uint8"] and rows["v"][-4:] == ["Q8_0", "blocks", "of", "3x64"]
+    assert rows["f"][-1] == "-"
+    tensors = {t["name"]: t for t in json.loads(inspect("--json"))["tensors"]}
+    assert tensors["w"]["ggml_type"] == "Q4_K" and tensors["w"]["ggml_shape"] == [2, 256]
+    assert tensors["v"]["ggml_type"] == "Q8_0" and tensors["v"]["ggml_shape"] == [3, 64]
+    assert "ggml_type" not in tensors["f"]
+    deq = {t["name"]: t for t in json.loads(inspect("--json", "--option", "dequantize=true"))["tensors"]}
+    assert deq["w"]["ggml_type"] == "Q4_K" and deq["w"]["dequantized"] is True and deq["w"]["shape"] == [2, 256]
+    assert "Q4_K (dequantized)" in inspect("--option", "dequantize=true")
+
+
 # -- property: any typed metadata round-trips through our writer, gguf-py's reader and ours ------
 
 from hypothesis import given, settings  # noqa: E402
