@@ -8,6 +8,9 @@
     At ``scale=1`` that is 138,357,544 float32 values (553 MB), largest blob fc6
     ``4096 x 25088`` (411 MB).  ``scale`` multiplies the byte count (approximately) by scaling
     every width by ``sqrt(scale)``; fc8 keeps 1000 outputs.
+``llama_gguf(path, layers=8, scale=1.0, seed=0)``
+    A GGUF v3 file (written by hand) of 8 Llama-shaped layers with llama.cpp's names, float16:
+    48 tensors of 4096 x 4096 to 8192 x 4096, 2 GiB.
 ``safetensors_checkpoint(path, count=64, rows=4096, cols=4096, seed=0)``
     ``count`` float32 tensors of ``rows x cols`` named ``layers.<i>.<kind>.weight`` with kinds
     ``attn.q``, ``attn.o``, ``mlp.up``, ``mlp.down`` (a quarter each): 64 x 64 MiB = 4 GiB at the
@@ -18,6 +21,7 @@ at most 16 MiB so that generating a 4 GiB file needs little memory.
 
     python benchmarks/gen.py vgg16 out.caffemodel [--scale 0.125]
     python benchmarks/gen.py safetensors out.safetensors [--count 64 --rows 4096 --cols 4096]
+    python benchmarks/gen.py gguf out.gguf [--layers 8]
 """
 
 from __future__ import annotations
@@ -262,6 +266,50 @@ def llama_sharded(directory: str, gib: float = 4.0, shard_bytes: int = 2 * 10 **
             "largest_bytes": largest, "layers": (len(entries) - 3) // 9}
 
 
+# A Llama-shaped GGUF (llama.cpp names, float16): per layer attn_q/k/v/output 4096 x 4096, ffn_up 8192 x 4096,
+# ffn_down 4096 x 8192; 8 layers = 48 tensors, 2 GiB.  Written by hand (the GGUF v3 layout), not by a GGUF writer.
+GGUF_LAYER = (("attn_q", (4096, 4096)), ("attn_k", (4096, 4096)), ("attn_v", (4096, 4096)),
+              ("attn_output", (4096, 4096)), ("ffn_up", (8192, 4096)), ("ffn_down", (4096, 8192)))
+_GGUF_ALIGN = 32
+
+
+def _gguf_str(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def llama_gguf(path: str, layers: int = 8, scale: float = 1.0, seed: int = 0) -> dict:
+    """A GGUF v3 file of float16 tensors ``blk.<i>.<kind>.weight`` (GGUF_LAYER, every width times
+    ``scale``), metadata general.architecture/general.name/llama.block_count; its facts."""
+    entries = [(f"blk.{i}.{kind}.weight", tuple(max(1, int(d * scale)) for d in shape))
+               for i in range(layers) for kind, shape in GGUF_LAYER]
+    kv = [("general.architecture", 8, _gguf_str("llama")), ("general.name", 8, _gguf_str("bench-llama")),
+          ("llama.block_count", 4, struct.pack("<I", layers))]  # 8: string, 4: uint32
+    head = bytearray(b"GGUF" + struct.pack("<IQQ", 3, len(entries), len(kv)))
+    for key, vtype, value in kv:
+        head += _gguf_str(key) + struct.pack("<I", vtype) + value
+    offset = 0
+    for name, shape in entries:
+        ne = tuple(reversed(shape))  # fastest dimension first
+        head += _gguf_str(name) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne)
+        head += struct.pack("<IQ", 1, offset)  # ggml type 1: F16
+        offset += -(-int(np.prod(shape)) * 2 // _GGUF_ALIGN) * _GGUF_ALIGN
+    head += b"\0" * (-len(head) % _GGUF_ALIGN)
+    rng = np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        f.write(head)
+        for _, shape in entries:
+            total, done = int(np.prod(shape)), 0
+            while done < total:
+                n = min(_BLOCK, total - done)
+                f.write(memoryview((rng.random(n, dtype=np.float32) - 0.5).astype("<f2")))
+                done += n
+            f.write(b"\0" * (-total * 2 % _GGUF_ALIGN))
+        size = f.tell()
+    return {"path": str(path), "bytes": size, "tensors": len(entries),
+            "largest_bytes": max(int(np.prod(s)) * 2 for _, s in entries)}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="kind", required=True)
@@ -275,6 +323,10 @@ def main(argv=None) -> None:
     p.add_argument("--rows", type=int, default=4096)
     p.add_argument("--cols", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("gguf", help="a Llama-shaped float16 GGUF file")
+    p.add_argument("path")
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("llama", help="a Llama-shaped sharded safetensors checkpoint (directory)")
     p.add_argument("path")
     p.add_argument("--gib", type=float, default=4.0)
@@ -282,6 +334,8 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     if a.kind == "vgg16":
         print(json.dumps(vgg16_caffemodel(a.path, a.scale, a.seed)))
+    elif a.kind == "gguf":
+        print(json.dumps(llama_gguf(a.path, a.layers, seed=a.seed)))
     elif a.kind == "llama":
         print(json.dumps(llama_sharded(a.path, a.gib, seed=a.seed)))
     else:

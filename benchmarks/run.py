@@ -19,6 +19,12 @@ Cases (see benchmarks/README.md for the targets and the latest numbers):
     ``mapspec plan`` and ``mapspec inspect`` of the 553 MB caffemodel (metadata only).
 ``scaling``
     The VGG16 conversion at 1/8, 1/4, 1/2 and 1x the bytes (every width scaled by the square root).
+``gguf``
+    A 2 GiB Llama-shaped float16 GGUF (``gen.llama_gguf``: 48 tensors, llama.cpp names) renamed
+    into GGUF (``benchmarks/specs/gguf-rename.yaml``) and converted to safetensors with one
+    tensor per layer transposed (``gguf-to-safetensors.yaml``), next to gguf-py's reader with its
+    writer / safetensors' ``save_file`` doing the same (``gguf_py_copy.py``), ``cp`` and
+    ``mapspec inspect``; outputs checked equal to gguf-py's (tensors, types, metadata).
 ``sharded``
     A Llama-shaped sharded checkpoint (``gen.llama_sharded``: TinyLlama widths, float32, 2 GB
     shards, Hugging Face names; 4 GiB, ``--sharded-gib 16`` for a bigger machine) -> Meta names
@@ -57,7 +63,7 @@ import gen  # noqa: E402  (benchmarks/gen.py)
 
 PY = sys.executable
 MB = 1 << 20
-CASES = ("vgg16", "safetensors", "plan", "scaling", "sharded")
+CASES = ("vgg16", "safetensors", "plan", "scaling", "sharded", "gguf")
 GENERATED = ("vgg16*.caffemodel", "vgg16*.json", "vgg16*.pth", "rename-*.safetensors", "rename-*.json",
              "scaling.pth", "llama-*")  # what the cases write into the work directory
 
@@ -222,10 +228,11 @@ class Sizes(NamedTuple):
     llama_gib: float = 4.0  # size of the sharded Llama-shaped checkpoint (--sharded-gib)
     llama_scale: float = 1.0  # its widths (tiny in --quick)
     shard_bytes: int = 2 * 10 ** 9  # its shards, and mapspec's --max-shard-size
+    gguf_scale: float = 1.0  # widths of the Llama-shaped GGUF (1: 2 GiB)
 
 
 FULL = Sizes(1.0, 64, 4096, (0.125, 0.25, 0.5, 1.0))
-QUICK = Sizes(1 / 256, 8, 128, (1 / 2048, 1 / 1024, 1 / 512, 1 / 256), 0.6, 1 / 64, 20_000)
+QUICK = Sizes(1 / 256, 8, 128, (1 / 2048, 1 / 1024, 1 / 512, 1 / 256), 0.6, 1 / 64, 20_000, 1 / 64)
 
 
 def _vgg16_input(work: Path, scale: float, log) -> tuple:
@@ -369,6 +376,69 @@ def case_sharded(work: Path, sizes: Sizes, runs: int, log) -> dict:
 
 
 CP_FACTOR = 1.3  # the issue's target on 2 cores (1.2 on 16)
+
+
+_CHECK_GGUF = """
+import sys
+import numpy as np
+from gguf import GGUFReader
+from safetensors import safe_open
+a, b = GGUFReader(sys.argv[1]), GGUFReader(sys.argv[2])
+meta = lambda r: {k: f.contents() for k, f in r.fields.items() if not k.startswith("GGUF.")}
+assert meta(a) == meta(b), (meta(a), meta(b))
+assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
+for x, y in zip(a.tensors, b.tensors):
+    assert x.tensor_type == y.tensor_type and np.array_equal(x.data, y.data), x.name
+with safe_open(sys.argv[3], framework="np") as c, safe_open(sys.argv[4], framework="np") as d:
+    assert sorted(c.keys()) == sorted(d.keys())
+    for k in c.keys():
+        u, v = c.get_tensor(k), d.get_tensor(k)
+        assert u.dtype == v.dtype and u.shape == v.shape and np.array_equal(u, v), k
+    print(len(a.tensors), len(c.keys()))
+"""
+
+
+def case_gguf(work: Path, sizes: Sizes, runs: int, log) -> dict:
+    src = work / f"llama-x{sizes.gguf_scale:g}.gguf"
+    facts_path = src.with_suffix(".json")
+    facts = json.loads(facts_path.read_text()) if facts_path.exists() and src.exists() else None
+    if facts is None or facts.get("bytes") != src.stat().st_size:
+        t = time.perf_counter()
+        facts = gen.llama_gguf(str(src), scale=sizes.gguf_scale, seed=0)
+        facts_path.write_text(json.dumps(facts))
+        log(f"generated {src} ({facts['bytes'] / MB:.0f} MB) in {time.perf_counter() - t:.1f} s")
+    ours, base = work / "llama-mapspec.gguf", work / "llama-ggufpy.gguf"
+    ours_st, base_st = work / "llama-mapspec.safetensors", work / "llama-ggufpy.safetensors"
+    copy = work / "llama-cp.gguf"
+    specs = HERE / "specs"
+    cmds = [Command("mapspec apply GGUF -> GGUF (rename)",
+                    mapspec_cmd("apply", specs / "gguf-rename.yaml", "-s", src, "-o", ours, "-q"), ours, (src,)),
+            Command("gguf-py reader + writer (rename)", [PY, HERE / "gguf_py_copy.py", "gguf", src, base], base,
+                    (src,)),
+            Command("mapspec apply GGUF -> safetensors (transposes)",
+                    mapspec_cmd("apply", specs / "gguf-to-safetensors.yaml", "-s", src, "-o", ours_st, "-q"),
+                    ours_st, (src,)),
+            Command("gguf-py reader + safetensors save_file", [PY, HERE / "gguf_py_copy.py", "safetensors", src,
+                                                              base_st], base_st, (src,)),
+            Command("cp", ["cp", src, copy], copy, (src,)),
+            Command("mapspec inspect", mapspec_cmd("inspect", src), None, (src,)),
+            Command("python -c pass", [PY, "-c", "pass"])]
+    m = measure(cmds, runs, log)
+    for c in cmds[:4]:
+        run_once(c)
+    out = subprocess.run([PY, "-c", _CHECK_GGUF, str(ours), str(base), str(ours_st), str(base_st)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"mapspec's GGUF case outputs differ from gguf-py's:\n{out.stderr}")
+    n_gguf, n_st = out.stdout.split()
+    check = (f"equal to gguf-py's ({n_gguf} GGUF tensors, metadata and ggml types; {n_st} safetensors tensors; "
+             f"np.array_equal)")
+    for p in (ours, base, ours_st, base_st):
+        _remove(p)
+    me = m["mapspec apply GGUF -> GGUF (rename)"]
+    return {"input": facts, "results": m, "check": check,
+            "paired_ratio_wall_vs_gguf_py": _paired(me.wall, m["gguf-py reader + writer (rename)"].wall),
+            "paired_ratio_wall_vs_cp": _paired(me.wall, m["cp"].wall)}
 
 
 def case_plan(work: Path, sizes: Sizes, runs: int, log) -> dict:
@@ -559,7 +629,7 @@ def main(argv=None) -> int:
 
     fns = {"vgg16": ("vgg16-caffe-to-torch", case_vgg16), "safetensors": ("safetensors-rename-4g", case_safetensors),
            "plan": ("plan-inspect", case_plan), "scaling": ("scaling", case_scaling),
-           "sharded": (f"sharded-llama-{sizes.llama_gib:g}g", case_sharded)}
+           "sharded": (f"sharded-llama-{sizes.llama_gib:g}g", case_sharded), "gguf": ("gguf-llama", case_gguf)}
     report = {"machine": machine(), "runs": runs, "quick": a.quick, "date": time.strftime("%Y-%m-%d %H:%M"),
               "rss_method": RSS_METHOD, "cases": {}}
     t0 = time.perf_counter()

@@ -59,7 +59,7 @@ def test_specs_validate():
     from mapspec import cli
 
     specs = sorted(str(p) for p in (BENCH / "specs").glob("*.yaml"))
-    assert len(specs) == 3
+    assert len(specs) == 5
     assert cli.run(["validate", *specs]) == 0
 
 
@@ -74,7 +74,8 @@ def test_quick_run_produces_every_case_and_checks_outputs(tmp_path):
     report = json.loads(out.read_text())
     cases = report["cases"]
     assert list(cases) == ["vgg16-caffe-to-torch", "safetensors-rename-4g", "plan-inspect", "scaling",
-                           "sharded-llama-0.6g"]
+                           "sharded-llama-0.6g", "gguf-llama"]
+    assert cases["gguf-llama"]["check"].startswith("equal to gguf-py's (48 GGUF tensors")
     assert cases["sharded-llama-0.6g"]["check"].startswith("equal to the HF way's")
     assert cases["vgg16-caffe-to-torch"]["check"].startswith("identical to the baseline")
     assert cases["safetensors-rename-4g"]["check"].startswith("all 8 tensors equal")
@@ -88,6 +89,20 @@ def test_quick_run_produces_every_case_and_checks_outputs(tmp_path):
     assert "| vgg16-caffe-to-torch | mapspec apply |" in proc.stdout
     assert not list(work.glob("*.caffemodel")) and not list(work.glob("*.safetensors"))  # cleaned up
     assert not list(work.glob("llama-*"))
+
+
+def test_generated_gguf_reads_with_gguf_py(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    p = tmp_path / "l.gguf"
+    facts = gen.llama_gguf(str(p), scale=1 / 128, seed=4)
+    r = gguf.GGUFReader(str(p))  # gguf-py's reader, independent of ours
+    assert r.fields["general.architecture"].contents() == "llama" and r.fields["llama.block_count"].contents() == 8
+    assert len(r.tensors) == facts["tensors"] == 48 and facts["bytes"] == p.stat().st_size
+    shapes = {t.name: tuple(t.data.shape) for t in r.tensors}
+    assert shapes["blk.0.attn_q.weight"] == (32, 32) and shapes["blk.7.ffn_up.weight"] == (64, 32)
+    assert shapes["blk.3.ffn_down.weight"] == (32, 64)
+    assert all(t.tensor_type == gguf.GGMLQuantizationType.F16 for t in r.tensors)
+    assert len({t.data.tobytes() for t in r.tensors}) == 48  # seeded, every tensor distinct
 
 
 def test_baseline_script_matches_the_spec(tmp_path):
