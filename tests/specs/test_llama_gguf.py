@@ -189,3 +189,59 @@ def test_quantized_gguf_to_hf_equals_transformers_loader(hf_model, tmp_path):
             assert np.array_equal(r.read(k), np.asarray(theirs[k])), k
         assert np.abs(r.read("model.layers.0.self_attn.q_proj.weight")
                       - state["model.layers.0.self_attn.q_proj.weight"]).max() < 1e-3  # Q8_0 is close
+
+
+# -- mapspec verify: transformers runs the HF checkpoint and, with its own GGUF loader, the GGUF file ------
+
+def _spec_without_rope_permute(tmp_path, name):
+    from mapspec.resources import shipped_specs
+
+    text = shipped_specs()[name].read_text()
+    lines = [line for line in text.splitlines() if "rope_permute" not in line.split("#")[0]]
+    assert len(lines) == len(text.splitlines()) - 2  # the q and k permutes, nothing else
+    path = tmp_path / "broken.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_verify_hf_to_gguf(hf_model, tmp_path, broken):
+    src, _ = hf_model
+    spec = _spec_without_rope_permute(tmp_path, "llama/hf-to-gguf") if broken else "llama/hf-to-gguf"
+    out = tmp_path / "m.gguf"
+    code, _, err = run("apply", spec, "-s", src, "-o", out, "-q")
+    assert code == 0, err
+    code, text, err = run("verify", spec, "-s", src, "-c", out)
+    if broken:  # q/k rows in Hugging Face's order where llama.cpp expects its own: other logits
+        assert code == 1 and "FAIL" in text, text + err
+    else:
+        assert code == 0 and "PASS" in text and "logits" in text, text + err
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_verify_gguf_to_hf(hf_model, tmp_path, broken):
+    src, _ = hf_model
+    g = tmp_path / "m.gguf"
+    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g, "-q")[0] == 0
+    spec = _spec_without_rope_permute(tmp_path, "llama/gguf-to-hf") if broken else "llama/gguf-to-hf"
+    back = tmp_path / "back.safetensors"
+    code, _, err = run("apply", spec, "-s", g, "-o", back, "-q", *HEADS)
+    assert code == 0, err
+    code, text, err = run("verify", spec, "-s", g, "-c", back, "--target-config", src.parent / "config.json", *HEADS)
+    if broken:
+        assert code == 1 and "FAIL" in text, text + err
+    else:
+        assert code == 0 and "PASS" in text, text + err
+
+
+def test_verify_names_a_gguf_transformers_cannot_load(hf_model, tmp_path):
+    src, _ = hf_model
+    g = tmp_path / "m.gguf"
+    w = gguf.GGUFWriter(str(g), "nosucharch")  # an architecture transformers does not read from GGUF
+    w.add_tensor("x", np.arange(4, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    code, _, err = run("verify", "llama/hf-to-gguf", "-s", src, "-c", g)
+    assert code == 1 and "m.gguf" in err and "Traceback" not in err, err

@@ -50,12 +50,12 @@ class TorchRunner(Runner):
     kind = "torch"
     takes_tokens = True
 
-    def __init__(self, model, weights: str, weights_format=None, loaded=None):
+    def __init__(self, model, weights: str, weights_format=None, loaded=None, state=None):
         import torch
 
         self.torch = torch
         self.model = model
-        self.load(state_dict(weights, weights_format, loaded), weights)
+        self.load(state if state is not None else state_dict(weights, weights_format, loaded), weights)
         self.model.train(False)  # inference mode: BatchNorm uses running stats, dropout is off
         self.vocab_size = self._vocab()
 

@@ -4,10 +4,16 @@ weights loaded strictly (tied weights need only one name), fed token ids; compar
 
 The model class is the config's ``architectures[0]`` when transformers defines it, else the
 causal-LM auto class.  No code from the checkpoint is run (no ``trust_remote_code``).
+
+A GGUF file is read by transformers' own GGUF loader (it needs the gguf package): the config from
+the file's metadata (unless one is given with ``config:`` / ``--*-config``), the tensors renamed and
+un-permuted by transformers' code, then loaded strictly like any other checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from collections import OrderedDict
@@ -48,8 +54,8 @@ class TransformersRunner(TorchRunner):
     kind = "transformers"
     hidden_states = False  # also return every hidden state (verify --hidden-states)
 
-    def __init__(self, model, weights: str, weights_format=None, loaded=None):
-        super().__init__(model, weights, weights_format, loaded)
+    def __init__(self, model, weights: str, weights_format=None, loaded=None, state=None):
+        super().__init__(model, weights, weights_format, loaded, state)
         self.vocab_size = getattr(model.config, "vocab_size", None) or self.vocab_size
 
     def forward(self, x):
@@ -67,12 +73,40 @@ class TransformersRunner(TorchRunner):
         return out
 
 
+def _is_gguf(side: Side) -> bool:
+    from ...formats import canonical, detect
+
+    return (canonical(side.weights_format) if side.weights_format else detect(side.weights)) == "gguf"
+
+
+def _gguf(path: str, model=None):
+    """transformers' reading of a GGUF file: its config dict, or with ``model`` its state dict for it."""
+    try:
+        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+        if model is None:
+            return load_gguf_checkpoint(path)["config"]
+        with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar would interleave with the report
+            return load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
+    except ImportError as e:
+        raise MapspecError(f"{path}: transformers reads a GGUF file with the gguf package; install it "
+                           f"(pip install gguf): {e}") from None
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise MapspecError(f"{path}: transformers cannot load this GGUF file: {type(e).__name__}: {e}") from None
+
+
 def build(side: Side) -> TransformersRunner:
     import transformers
 
     transformers.logging.set_verbosity_error()  # its warnings about a config would bury the verdict
-    path = side.config or os.path.join(os.path.dirname(os.path.abspath(side.weights)), "config.json")
-    doc = _read_config(path)
+    gguf = _is_gguf(side)
+    if gguf and not side.config:
+        path, doc = side.weights, dict(_gguf(side.weights))
+        if not isinstance(doc.get("model_type"), str):
+            raise MapspecError(f"{path}: transformers found no model type in this GGUF file's metadata")
+    else:
+        path = side.config or os.path.join(os.path.dirname(os.path.abspath(side.weights)), "config.json")
+        doc = _read_config(path)
     try:
         rest = {k: v for k, v in doc.items() if k != "model_type"}
         config = transformers.AutoConfig.for_model(doc["model_type"], **rest)
@@ -84,4 +118,5 @@ def build(side: Side) -> TransformersRunner:
         model = cls(config) if cls is not None else transformers.AutoModelForCausalLM.from_config(config)
     except (ValueError, TypeError, KeyError) as e:
         raise MapspecError(f"{path}: transformers cannot build a model from this config: {e}") from None
-    return TransformersRunner(model, side.weights, side.weights_format, side.loaded)
+    state = _gguf(side.weights, model) if gguf else None
+    return TransformersRunner(model, side.weights, side.weights_format, side.loaded, state)
