@@ -76,7 +76,12 @@ class TransformersRunner(TorchRunner):
 def _is_gguf(side: Side) -> bool:
     from ...formats import canonical, detect
 
-    return (canonical(side.weights_format) if side.weights_format else detect(side.weights)) == "gguf"
+    if side.weights_format:
+        return canonical(side.weights_format) == "gguf"
+    try:
+        return detect(side.weights) == "gguf"
+    except MapspecError:  # a directory or missing file: the checkpoint reader says what is wrong
+        return False
 
 
 def _gguf(path: str, model=None):
