@@ -655,7 +655,9 @@ def main(argv=None) -> int:
           + ("\n(quick sizes: the targets are meant for the full sizes)" if a.quick else "") + "\n")
     print(table(report))
     if a.out:
-        Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
+        # paths relative to the repository, so that the results name no machine's folders
+        text = json.dumps(report, indent=1).replace(str(HERE.parent) + "/", "")
+        Path(a.out).write_text(text + "\n")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Scripts run by the MXNet oracle interpreter ($MAPSPEC_MXNET_PYTHON), and the helper that runs them.
 
 The scripts import only mxnet, numpy and the standard library; they exchange data with the
-tests through .npz/.json files.  ``run`` is imported by the tests (in /work/venv).
+tests through .npz/.json files.  ``run`` is imported by the tests.
 """
 
 from __future__ import annotations
