@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
+from ..paths import within
 from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, save_with
 from .chunks import c_order_chunks
 from .protowire import LEN, VARINT, Wire, encode_varint, len_field, signed64, tag
@@ -216,7 +217,7 @@ class OnnxReader(Reader):
             raise FormatError(self.path, f"external data location {loc!r} leaves the model's directory "
                               f"(refused)", offset=start, tensor=name)
         full = (base / p).resolve()
-        if base not in full.parents:
+        if not within(full, [base], itself=False):
             raise FormatError(self.path, f"external data location {loc!r} resolves outside the model's "
                               f"directory (refused)", offset=start, tensor=name)
         return full

@@ -41,6 +41,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from ..errors import FormatError, MapspecError
+from ..paths import within
 from .base import Reader, TensorInfo, Writer, save_with
 from .safetensors import _Duplicate, _no_duplicates  # one duplicate-key check for both JSON headers
 
@@ -165,15 +166,13 @@ def check_shard_name(index: str, shard: str) -> Path:
         raise FormatError(index, f"shard {shard!r} {bad}")
     path = base / shard
     try:
-        real_base = os.path.realpath(base)
-        real = os.path.realpath(path)
-        inside = os.path.commonpath([real_base, real]) == real_base
+        inside = within(path, [base])
         kind = "ok" if path.is_file() else "is not a file" if path.exists() else "does not exist"
     except (OSError, ValueError) as e:  # a name too long for the file system, ...
         raise FormatError(index, f"shard {shard!r} cannot be looked up: {getattr(e, 'strerror', None) or e}") \
             from None
     if not inside:
-        raise FormatError(index, f"shard {shard!r} resolves to {real}, outside the index's directory "
+        raise FormatError(index, f"shard {shard!r} resolves to {os.path.realpath(path)}, outside the index's directory "
                           f"(a symbolic link?); shards must lie beside the index")
     if kind != "ok":
         raise FormatError(index, f"shard {shard!r} {kind}")

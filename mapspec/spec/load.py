@@ -15,6 +15,7 @@ from typing import Iterator, Optional
 
 from .. import dtypes
 from ..errors import ErrorList, Location, MapspecError, SpecError
+from ..paths import within
 from ..resources import shipped_specs
 from ..transforms import STATIC_CHECKS, TRANSFORMS, TransformError
 from . import schema
@@ -82,11 +83,6 @@ def spec_roots(path: str, allow_paths=()) -> tuple:
     shipped = os.path.realpath(specs_dir())
     own = shipped if real.startswith(shipped + os.sep) else os.path.dirname(real)
     return (own,) + tuple(os.path.realpath(p) for p in allow_paths)
-
-
-def _inside(path: str, roots: tuple) -> bool:
-    real = os.path.realpath(path)
-    return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
 def _loc(d, key, default: Location) -> Location:
@@ -161,7 +157,7 @@ class _Builder:
     def confined(self, path: str, raw: str, what: str, loc: Location) -> bool:
         """Is ``path`` (``raw`` as the spec wrote it) inside the spec's folders?  Else an error, and
         the file is not opened."""
-        if _inside(path, self.budget.roots):
+        if within(path, self.budget.roots):
             return True
         self.errors.append(SpecError(f"{what} {raw!r} is outside the spec's folder {self.budget.roots[0]}; a spec "
                                      f"reaches only files under its own folder (pass --allow-path DIR to allow "
