@@ -323,6 +323,14 @@ def check_shape(path, shape, itemsize: int, what: str, offset: Optional[int] = N
     return size
 
 
+def create_file(path):
+    """Open ``path`` for writing (binary): the one place a writer's "cannot create" error is worded."""
+    try:
+        return open(path, "wb")
+    except OSError as e:
+        raise MapspecError(f"{path}: cannot create: {e.strerror}") from None
+
+
 def check_regular(path) -> None:
     """Refuse a FIFO, device or socket as an input (reading one could block forever or never end).
 

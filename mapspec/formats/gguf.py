@@ -35,7 +35,6 @@ or an array of one of those), ``alignment`` (default: the template's, else 32), 
 
 from __future__ import annotations
 
-import builtins
 import struct
 import sys
 from typing import Mapping, NamedTuple, Optional, Sequence
@@ -44,7 +43,8 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, read_head, save_with
+from .base import (MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, create_file, read_head,
+                   save_with)
 from ..transforms.dequantize import BLOCKS as DEQUANTIZE
 from ..transforms.dequantize import dequantize as dequantize_blocks
 from .chunks import c_order_chunks
@@ -473,10 +473,7 @@ class GGUFWriter(Writer):
         self.alignment = alignment
         head, _, self._data_size = header_bytes(self.infos, meta, alignment)
         self._end = len(head) + self._data_size
-        try:
-            self._fh = builtins.open(path, "wb")
-        except OSError as e:
-            raise MapspecError(f"{path}: cannot create: {e.strerror}") from None
+        self._fh = create_file(path)
         self._fh.write(head)
 
     def write(self, name: str, array: np.ndarray) -> None:

@@ -45,7 +45,6 @@ exists (``symbol=False`` turns that off).  The symbol is loaded on first use.
 
 from __future__ import annotations
 
-import builtins
 import re
 import struct
 import sys
@@ -56,7 +55,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, save_with
+from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, create_file, save_with
 
 NAME = "mxnet"
 LIST_MAGIC = 0x112
@@ -419,10 +418,7 @@ class ParamsWriter(Writer):
                                   "would read it as 'none'); reshape it to (1,) or write with version=3",
                                   tensor=info.name)
         self.names = names
-        try:
-            self._fh = builtins.open(path, "wb")
-        except OSError as e:
-            raise MapspecError(f"{path}: cannot create: {e.strerror}") from None
+        self._fh = create_file(path)
         self._fh.write(struct.pack("<QQQ", LIST_MAGIC, 0, len(self.infos)))
 
     def write(self, name: str, array: np.ndarray) -> None:

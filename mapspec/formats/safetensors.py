@@ -34,7 +34,6 @@ library itself writes none).
 
 from __future__ import annotations
 
-import builtins
 import json
 import os
 import struct
@@ -46,7 +45,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, save_with
+from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, create_file, save_with
 from ..kernels import copy_range
 from .chunks import c_order_chunks
 
@@ -295,10 +294,7 @@ class SafetensorsWriter(Writer):
             raise MapspecError(f"{path}: the same tensor name is announced twice")
         blob, self._data_size = header_bytes(self.infos, metadata)
         self._end = len(blob) + self._data_size
-        try:
-            self._fh = builtins.open(path, "wb")
-        except OSError as e:
-            raise MapspecError(f"{path}: cannot create: {e.strerror}") from None
+        self._fh = create_file(path)
         self._fh.write(blob)
         self._offsets: dict[str, int] = {}
         pos = len(blob)

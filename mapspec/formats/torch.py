@@ -73,7 +73,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import Reader, TensorInfo, Writer, announced_dtype, save_with
+from .base import Reader, TensorInfo, Writer, announced_dtype, create_file, save_with
 from .chunks import c_order_chunks
 
 NAME = "torch"
@@ -561,10 +561,7 @@ def _archive_name(path: str) -> str:
 
 def _file_writer(path: str, final_path: Optional[str] = None) -> tuple:
     """(the :class:`ZipStore` writing ``path``, its open file)."""
-    try:
-        fh = builtins.open(path, "wb")
-    except OSError as e:
-        raise MapspecError(f"{path}: cannot create: {e.strerror}") from None
+    fh = create_file(path)
     return ZipStore(fh, _archive_name(final_path or path)), fh
 
 
