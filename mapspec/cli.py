@@ -263,7 +263,8 @@ def _plan_from_args(args):
 
     return plan(_spec_from_args(args), args.source, template=args.template, target_format=args.target_format,
                 output=getattr(args, "output", None), relax=tuple(args.relax or ()),
-                source_format=args.source_format, vars=parse_pairs(args.var, "--var"), vars_file=args.vars_file)
+                source_format=args.source_format, vars=parse_pairs(args.var, "--var"), vars_file=args.vars_file,
+                no_tokenizer=args.no_tokenizer, tokenizer_pre=args.tokenizer_pre)
 
 
 def _print_plan(p, out: TextIO) -> None:
@@ -651,6 +652,12 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
     from .spec.model import RELAXATIONS
 
     p.add_argument("--relax", action="append", choices=list(RELAXATIONS), help=RELAX_HELP)
+    p.add_argument("--no-tokenizer", action="store_true",
+                   help="a spec whose GGUF target takes the tokenizer from the source's folder: write none (llama.cpp "
+                        "cannot run the file without one)")
+    p.add_argument("--tokenizer-pre", metavar="NAME",
+                   help="the llama.cpp name of a tokenizer.json's BPE pre-tokenizer that llama.cpp's table does not "
+                        "list (when you know which it is)")
     _add_vars(p)
     _add_allow_path(p)
 

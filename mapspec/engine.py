@@ -27,6 +27,7 @@ import numpy as np
 from . import coverage, dtypes, numeric, parallel, stacking
 from .errors import ConversionError, CoverageError, ErrorList, Location, MapspecError, SpecError, escape
 from .formats import Reader, TensorInfo, atomic_output, create_writer, module, open_checkpoint, output_format, sharded
+from .formats import gguf_vocab
 from .spec.args import Binder, Ref
 from .spec.config import with_config
 from .spec.expr import SHAPE_OF, ExprError, Template
@@ -735,10 +736,12 @@ def with_vars(spec: Spec, overrides: Optional[dict]) -> Spec:
 
 def plan(spec: Union[str, Spec], source: Union[str, Reader], template: Union[str, Reader, None] = None,
          target_format: Optional[str] = None, output: Optional[str] = None, relax: tuple = (),
-         source_format: Optional[str] = None, vars: Optional[dict] = None, vars_file: Optional[str] = None) -> Plan:
+         source_format: Optional[str] = None, vars: Optional[dict] = None, vars_file: Optional[str] = None,
+         no_tokenizer: bool = False, tokenizer_pre: Optional[str] = None) -> Plan:
     """Plan a conversion from metadata only.  Returns a :class:`Plan` (check ``plan.ok`` / ``plan.check()``).
 
-    Vars come from the spec, then its config file beside the source (or ``vars_file``), then ``vars``."""
+    Vars come from the spec, then its config file beside the source (or ``vars_file``), then ``vars``.
+    ``no_tokenizer``, ``tokenizer_pre``: see :func:`mapspec.formats.gguf_vocab.add_to_plan`."""
     spec = _as_spec(spec)
     reader = source if isinstance(source, Reader) else open_checkpoint(
         source, format=source_format or spec.source.format, **spec.source.options)
@@ -747,6 +750,7 @@ def plan(spec: Union[str, Spec], source: Union[str, Reader], template: Union[str
     fmt = target_format or spec.target.format
     fmt = output_format(output, fmt) if output else fmt
     p = _Planner(spec, reader, tmpl, fmt, set(relax)).run()
+    gguf_vocab.add_to_plan(p, no_tokenizer=no_tokenizer, pre=tokenizer_pre)
     p.warnings[:0] = getattr(reader, "notes", [])  # e.g. shards beside an index that it does not name
     return p
 
@@ -993,9 +997,11 @@ def apply(spec: Union[str, Spec], source: Union[str, Reader], output: str, templ
           force: bool = False, target_format: Optional[str] = None, relax: tuple = (),
           progress: Optional[Callable[[int, int, Step], None]] = None, source_format: Optional[str] = None,
           vars: Optional[dict] = None, vars_file: Optional[str] = None, jobs: Optional[int] = None,
-          target_options: Optional[dict] = None, max_output: Optional[float] = None) -> Result:
+          target_options: Optional[dict] = None, max_output: Optional[float] = None, no_tokenizer: bool = False,
+          tokenizer_pre: Optional[str] = None) -> Result:
     """Plan, check and stream a conversion into ``output``; raises on any problem, leaving no partial file."""
     p = plan(spec, source, template=template, target_format=target_format, output=output, relax=relax,
-             source_format=source_format, vars=vars, vars_file=vars_file)
+             source_format=source_format, vars=vars, vars_file=vars_file, no_tokenizer=no_tokenizer,
+             tokenizer_pre=tokenizer_pre)
     return execute(p, output, force=force, progress=progress, jobs=jobs, target_options=target_options,
                    max_output=max_output)

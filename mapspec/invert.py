@@ -784,7 +784,7 @@ def _planned_steps(spec: Spec, source, source_format: Optional[str], template) -
     from .engine import _IMPLICIT_CAST, plan
     from .spec.args import Ref
 
-    p = plan(spec, source, template=template, source_format=source_format)
+    p = plan(spec, source, template=template, source_format=source_format, no_tokenizer=True)  # tensors only
     try:
         if not p.ok:
             p.check()

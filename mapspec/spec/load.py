@@ -111,6 +111,7 @@ def _endpoint(raw, spec_dir: str, default: Location) -> Endpoint:
     return Endpoint(format=text("format"), template=template, dtype=text("dtype"), options=options,
                     template_options=mapping("template_options"),
                     metadata=raw["metadata"] if isinstance(raw.get("metadata"), dict) else {},  # keeps locations
+                    tokenizer=raw["tokenizer"] if isinstance(raw.get("tokenizer"), dict) else None,
                     loc=getattr(raw, "loc", default))
 
 
@@ -283,6 +284,9 @@ class _Builder:
     def _check_endpoint(self, ep: Endpoint, doc: LocDict, key: str) -> None:
         raw = doc.get(key)
         self._check_metadata(ep.metadata, ep.loc or doc.loc)
+        if ep.tokenizer is not None and key != "target":
+            self.errors.append(SpecError(f"{key}.tokenizer: only a target takes a tokenizer", _loc(raw, "tokenizer",
+                                                                                               doc.loc)))
         for okey in ("options", "template_options"):
             opts = raw.get(okey) if isinstance(raw, dict) else None
             for name in (opts or {}) if isinstance(opts, dict) else ():

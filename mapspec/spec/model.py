@@ -24,6 +24,7 @@ class Endpoint:
     options: dict = field(default_factory=dict)  # for the reader (source) or the writer (target)
     template_options: dict = field(default_factory=dict)  # for opening the template (e.g. input_shape)
     metadata: dict = field(default_factory=dict)  # file-level metadata for the writer (values may be templates)
+    tokenizer: Optional[dict] = None  # target only: {from: source, vocab_size: ...} (mapspec.formats.gguf_vocab)
     loc: Optional[Location] = None
 
 

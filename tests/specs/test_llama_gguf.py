@@ -59,7 +59,7 @@ def test_hf_to_gguf_matches_gguf_py_and_transformers(hf_model, tmp_path):
     src, state = hf_model
     out = tmp_path / "ours.gguf"
     # the hyper-parameters come from the config.json that save_pretrained wrote beside the weights
-    code, text, err = run("apply", "llama/hf-to-gguf", "--source", src, "-o", out)
+    code, text, err = run("apply", "llama/hf-to-gguf", "--source", src, "-o", out, "--no-tokenizer")
     assert code == 0, err
 
     # gguf-py's writer, given the same tensors permuted by llama.cpp's own formula
@@ -125,7 +125,7 @@ def test_hf_to_gguf_matches_gguf_py_and_transformers(hf_model, tmp_path):
 def test_gguf_to_hf_round_trip(hf_model, tmp_path):
     src, state = hf_model
     g = tmp_path / "m.gguf"
-    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g)[0] == 0
+    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g, "--no-tokenizer")[0] == 0
     back = tmp_path / "back.safetensors"
     code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", back, *HEADS)
     assert code == 0, err
@@ -156,7 +156,7 @@ def test_quantized_gguf_to_hf_equals_transformers_loader(hf_model, tmp_path):
     transformers' GGUF loader (gguf-py's dequantize, its own reverse permute)."""
     src, state = hf_model
     g = tmp_path / "f32.gguf"
-    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g)[0] == 0
+    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g, "--no-tokenizer")[0] == 0
     q = tmp_path / "q8.gguf"
     reader = gguf.GGUFReader(str(g))
     w = gguf.GGUFWriter(str(q), "llama")
@@ -209,7 +209,7 @@ def test_verify_hf_to_gguf(hf_model, tmp_path, broken):
     src, _ = hf_model
     spec = _spec_without_rope_permute(tmp_path, "llama/hf-to-gguf") if broken else "llama/hf-to-gguf"
     out = tmp_path / "m.gguf"
-    code, _, err = run("apply", spec, "-s", src, "-o", out, "-q")
+    code, _, err = run("apply", spec, "-s", src, "-o", out, "-q", "--no-tokenizer")
     assert code == 0, err
     code, text, err = run("verify", spec, "-s", src, "-c", out)
     if broken:  # q/k rows in Hugging Face's order where llama.cpp expects its own: other logits
@@ -222,7 +222,7 @@ def test_verify_hf_to_gguf(hf_model, tmp_path, broken):
 def test_verify_gguf_to_hf(hf_model, tmp_path, broken):
     src, _ = hf_model
     g = tmp_path / "m.gguf"
-    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g, "-q")[0] == 0
+    assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g, "-q", "--no-tokenizer")[0] == 0
     spec = _spec_without_rope_permute(tmp_path, "llama/gguf-to-hf") if broken else "llama/gguf-to-hf"
     back = tmp_path / "back.safetensors"
     code, _, err = run("apply", spec, "-s", g, "-o", back, "-q", *HEADS)
