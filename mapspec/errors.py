@@ -141,6 +141,8 @@ OPTIONAL_PACKAGES = {
     "keras": ("Keras 3", "keras"),
     "PIL": ("Pillow", "pillow"),
     "h5py": ("h5py", "h5py"),
+    "sentencepiece": ("sentencepiece", "'mapspec[tokenizer]'"),
+    "tokenizers": ("Hugging Face tokenizers", "'mapspec[tokenizer]'"),
 }
 
 
