@@ -67,6 +67,9 @@ def tokenizer_metadata(folder: str, vocab_size: int, pre: Optional[str] = None) 
     if config is not None and isinstance(config.get("add_prefix_space"), bool):
         meta["tokenizer.ggml.add_space_prefix"] = ("bool", config["add_prefix_space"])
     if os.path.isfile(path("tokenizer.model")):
+        if pre is not None:
+            raise MapspecError(f"{path('tokenizer.model')}: a SentencePiece tokenizer has no BPE pre-tokenizer to "
+                               f"name; leave out --tokenizer-pre")
         tokens, scores, types = _sentencepiece(folder, vocab_size, config)
         meta["tokenizer.ggml.model"] = ("string", "llama")
         meta["tokenizer.ggml.pre"] = ("string", "default")
@@ -206,14 +209,23 @@ def _bpe(folder: str, vocab_size: int, pre: Optional[str]) -> tuple:
         else:
             types.append(NORMAL)
         tokens.append(text)
-    return tokens, types, pre or _pre_tokenizer(path, tok)
+    return tokens, types, _pre_tokenizer(path, tok, pre)
 
 
-def _pre_tokenizer(path: str, tok) -> str:
+def _pre_tokenizer(path: str, tok, given: Optional[str]) -> str:
     table = _json(TABLE_FILE)
     ids = tok.encode(table["check_text"]).ids
     digest = hashlib.sha256(str(ids).encode()).hexdigest()
     name = table["chkhsh"].get(digest)
+    known = set(table["chkhsh"].values())
+    if given is not None:
+        if given not in known:
+            raise MapspecError(f"--tokenizer-pre {given!r} is not a pre-tokenizer llama.cpp knows (it knows: "
+                               f"{', '.join(sorted(known))})")
+        if name is not None and name != given:
+            raise MapspecError(f"{path}: llama.cpp's table names this tokenizer's pre-tokenizer {name!r}, not "
+                               f"{given!r}; leave out --tokenizer-pre")
+        return given
     if name is None:
         raise MapspecError(
             f"{path}: llama.cpp does not know this tokenizer's BPE pre-tokenizer (chkhsh {digest}), so llama.cpp "

@@ -149,3 +149,10 @@ def test_tokenizer_only_for_a_gguf_target(tmp_path):
     spec.write_text("mapspec: 1.1\ntarget: {format: gguf, tokenizer: {from: elsewhere, vocab_size: 3}}\nrules: []\n")
     code, _, err = run("validate", spec)
     assert code == 1 and "tokenizer" in err, err
+
+
+def test_tokenizer_pre_is_checked(spm_dir, bpe_dir, tmp_path):
+    code, _, err = run("plan", "llama/hf-to-gguf", "-s", spm_dir, "--tokenizer-pre", "llama-bpe")
+    assert code == 1 and "SentencePiece" in err, err
+    code, _, err = run("plan", "llama/hf-to-gguf", "-s", bpe_dir, "--tokenizer-pre", "no-such-pre")
+    assert code == 1 and "'no-such-pre'" in err and "llama-bpe" in err, err
