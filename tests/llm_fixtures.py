@@ -91,3 +91,15 @@ def llama_model(folder, vocab_size: int, dtype: str = "float32", max_shard_size=
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(folder, **kwargs)
     return model.float()
+
+
+def add_tokens(folder, special=("<pad>",), normal=("<extra>",)) -> None:
+    """Tokens added to a saved tokenizer through transformers (a pad token marked special, user tokens), saved
+    back as transformers 5 saves them (in tokenizer.json's added_tokens; the pad token in tokenizer_config)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    if special:
+        tok.add_special_tokens({"pad_token": special[0], "additional_special_tokens": list(special[1:])})
+    tok.add_tokens(list(normal))
+    tok.save_pretrained(folder)

@@ -4,7 +4,8 @@ tokenizer files of a Hugging Face model folder the way llama.cpp's ``convert_hf_
 
 * ``tokenizer.model`` (SentencePiece): tokenizer model ``llama`` with each piece's score and type
   (normal, unknown, control, unused, byte), added tokens from ``added_tokens.json`` and
-  ``tokenizer_config.json``'s ``added_tokens_decoder``.
+  ``tokenizer_config.json``'s ``added_tokens_decoder``; also (where the converter would drop them) those
+  past the pieces that only ``tokenizer.json`` lists, as transformers 5 saves them.
 * ``tokenizer.json`` (Hugging Face byte-level BPE): tokenizer model ``gpt2`` with its merges and the
   pre-tokenizer's name, found as llama.cpp finds it: the SHA-256 of the token ids of a fixed text,
   looked up in llama.cpp's table (``gguf_pretokenizers.json``).  A hash the table lacks is an error
@@ -151,11 +152,19 @@ def _sentencepiece(folder: str, vocab_size: int, config: Optional[dict]) -> tupl
     decoder = (config or {}).get("added_tokens_decoder") or {}
     if not isinstance(decoder, dict):
         raise MapspecError(f"{cfg_path}: added_tokens_decoder must be an object of id: token")
-    for key, entry in decoder.items():
+    entries = [(cfg_path, key, entry) for key, entry in decoder.items()]
+    json_path = os.path.join(folder, "tokenizer.json")
+    if os.path.isfile(json_path):
+        # transformers 5 keeps added tokens only in tokenizer.json; those past the pieces would be lost (the
+        # converter reads tokenizer_config.json's list only), so they count as entries of that list
+        entries += [(json_path, str(a["id"]), a) for a in _json(json_path).get("added_tokens") or []
+                    if isinstance(a, dict) and isinstance(a.get("id"), int) and a["id"] >= n
+                    and str(a["id"]) not in decoder]
+    for where, key, entry in entries:
         text = entry.get("content") if isinstance(entry, dict) else None
         if not isinstance(text, str) or not key.isdigit():
-            raise MapspecError(f"{cfg_path}: added_tokens_decoder entry {key!r} has no token id and content")
-        i = _fits(cfg_path, int(key), vocab_size, f"added token {text!r}")
+            raise MapspecError(f"{where}: added token entry {key!r} has no token id and content")
+        i = _fits(where, int(key), vocab_size, f"added token {text!r}")
         if entry.get("special") or _look_special(text):
             types[i] = CONTROL
         else:

@@ -38,6 +38,7 @@ def bpe_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("bpe")
     F.llama_model(d, vocab_size=304, tie_word_embeddings=True, bos_token_id=298, eos_token_id=299)
     F.bpe_tokenizer(d)
+    F.add_tokens(d)  # <pad> (special, 300) and <extra> (user-defined, 301)
     return d
 
 
@@ -75,6 +76,8 @@ def test_bpe_tokenizer_equals_llama_cpp_converter(bpe_dir, tmp_path):
     assert a == b
     assert b["tokenizer.ggml.model"][1] == "gpt2" and b["tokenizer.ggml.pre"][1] == "llama-bpe"
     assert len(b["tokenizer.ggml.tokens"][1]) == 304 and b["tokenizer.ggml.merges"][1]
+    assert b["tokenizer.ggml.tokens"][1][300:302] == ["<pad>", "<extra>"]
+    assert b["tokenizer.ggml.token_type"][1][300:303] == [3, 4, 5] and b["tokenizer.ggml.padding_token_id"][1] == 300
 
 
 def test_known_pre_tokenizer_hash_is_found(bpe_dir, tmp_path, monkeypatch):
@@ -156,3 +159,40 @@ def test_tokenizer_pre_is_checked(spm_dir, bpe_dir, tmp_path):
     assert code == 1 and "SentencePiece" in err, err
     code, _, err = run("plan", "llama/hf-to-gguf", "-s", bpe_dir, "--tokenizer-pre", "no-such-pre")
     assert code == 1 and "'no-such-pre'" in err and "llama-bpe" in err, err
+
+
+@pytest.mark.slow
+def test_sentencepiece_added_tokens_only_in_tokenizer_json_are_kept(spm_dir, tmp_path):
+    """transformers 5 keeps added tokens only in tokenizer.json: llama.cpp's converter reads them from
+    tokenizer_config.json and so writes [PAD320]/[PAD321] there; mapspec keeps them (the rest is equal), and
+    llama.cpp then finds it in a text as the Hugging Face tokenizer does."""
+    d = tmp_path / "model"
+    shutil.copytree(spm_dir, d)
+    F.add_tokens(d)
+    ours, theirs = tmp_path / "ours.gguf", tmp_path / "theirs.gguf"
+    code, _, err = run("apply", "llama/hf-to-gguf", "-s", d, "-o", ours, "-q")
+    assert code == 0, err
+    L.convert(d, theirs, "--vocab-only")
+    a, b = L.fields(ours, "tokenizer."), L.fields(theirs, "tokenizer.")
+    lists = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
+    assert {k: v for k, v in a.items() if k not in lists} == {k: v for k, v in b.items() if k not in lists}
+    assert b["tokenizer.ggml.tokens"][1][320:322] == ["[PAD320]", "[PAD321]"]  # the converter loses them
+    assert a["tokenizer.ggml.tokens"][1][320:322] == ["<pad>", "<extra>"]
+    assert a["tokenizer.ggml.token_type"][1][320:322] == [3, 4]
+    assert a["tokenizer.ggml.scores"][1][320:322] == [-1000.0] * 2
+    for k in lists:
+        assert a[k][1][:320] == b[k][1][:320] and a[k][1][322:] == b[k][1][322:], k
+    llama_cpp = L.llama_cpp()
+    import transformers
+
+    # (a text ending on the token: after one, llama.cpp's SentencePiece adds a space prefix, as transformers'
+    # legacy Llama tokenizer did and transformers 5's does not)
+    text = "Hello <extra>"
+    want = transformers.AutoTokenizer.from_pretrained(d).encode(text)
+    assert want[-1] == 321
+    for path, same in ((ours, True), (theirs, False)):
+        llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        try:
+            assert (L.tokenize(llm, text) == want) == same, path
+        finally:
+            llm.close()
