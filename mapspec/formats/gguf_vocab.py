@@ -47,6 +47,10 @@ ID_KEYS = {"bos": "tokenizer.ggml.bos_token_id", "eos": "tokenizer.ggml.eos_toke
            "eot": "tokenizer.ggml.eot_token_id", "eom": "tokenizer.ggml.eom_token_id"}  # cls: no GGUF key
 ADD_KEYS = {"bos": "tokenizer.ggml.add_bos_token", "eos": "tokenizer.ggml.add_eos_token",
             "sep": "tokenizer.ggml.add_sep_token"}  # add_unk/pad/cls/mask: no GGUF key
+# What llama.cpp's converter adds for an architecture, by the model's vocab_size (LlamaModel.set_vocab: CodeLlama's
+# 32016-token vocabulary ends a fill-in-the-middle turn with token 32010; granite-code's 49152 adds no BOS).
+ARCH_QUIRKS = {"llama": {32016: {"tokenizer.ggml.eot_token_id": ("uint32", 32010)},
+                         49152: {"tokenizer.ggml.add_bos_token": ("bool", False)}}}
 # Added tokens whose text looks like a control token although not marked special (the converter's list).
 LOOKS_SPECIAL = ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
 
@@ -55,11 +59,12 @@ def has_tokenizer(folder: str) -> bool:
     return any(os.path.isfile(os.path.join(folder, f)) for f in TOKENIZER_FILES)
 
 
-def tokenizer_metadata(folder: str, vocab_size: int, pre: Optional[str] = None) -> dict:
+def tokenizer_metadata(folder: str, vocab_size: int, pre: Optional[str] = None, arch: Optional[str] = None) -> dict:
     """{GGUF key: (type, value)} for the tokenizer in ``folder`` of a model with ``vocab_size`` embeddings.
 
     ``pre``: the BPE pre-tokenizer's llama.cpp name, for a ``tokenizer.json`` whose hash llama.cpp's
-    table does not list (the user says which it is; never guessed)."""
+    table does not list (the user says which it is; never guessed).  ``arch``: the GGUF architecture
+    (``general.architecture``), for what the converter adds for it (:data:`ARCH_QUIRKS`)."""
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 0:
         raise MapspecError(f"tokenizer: the model's vocab_size must be a positive integer, not {vocab_size!r}")
     path = lambda name: os.path.join(folder, name)  # noqa: E731
@@ -88,6 +93,7 @@ def tokenizer_metadata(folder: str, vocab_size: int, pre: Optional[str] = None) 
     else:
         raise MapspecError(f"{folder}: no tokenizer ({' or '.join(TOKENIZER_FILES)}) in the folder")
     meta.update(_special_vocab(folder, config, n_vocab, merges))
+    meta.update(ARCH_QUIRKS.get(arch, {}).get(vocab_size, {}))
     return meta
 
 
@@ -459,8 +465,10 @@ def add_to_plan(plan, no_tokenizer: bool = False, pre: Optional[str] = None) -> 
             f"GGUF without one; put the model's tokenizer files there, or pass --no-tokenizer (no_tokenizer=True) "
             f"to write the file without a tokenizer"))
         return
+    arch = plan.metadata.get("general.architecture")
+    arch = arch.get("value") if isinstance(arch, dict) else arch
     try:
         plan.metadata.update({k: {"type": t, "value": v} for k, (t, v) in
-                              tokenizer_metadata(folder, vocab_size, pre).items() if k not in plan.metadata})
+                              tokenizer_metadata(folder, vocab_size, pre, arch).items() if k not in plan.metadata})
     except MapspecError as e:
         plan.errors.append(e)

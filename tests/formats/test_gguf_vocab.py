@@ -196,3 +196,25 @@ def test_sentencepiece_added_tokens_only_in_tokenizer_json_are_kept(spm_dir, tmp
             assert (L.tokenize(llm, text) == want) == same, path
         finally:
             llm.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("vocab_size, build, key, value", [
+    (32016, F.sentencepiece_tokenizer, "tokenizer.ggml.eot_token_id", 32010),  # CodeLlama's vocabulary size
+    (49152, F.bpe_tokenizer, "tokenizer.ggml.add_bos_token", False)])  # granite-code's
+def test_llama_vocabulary_size_quirks_equal_the_converter(tmp_path, vocab_size, build, key, value):
+    d = tmp_path / "model"
+    F.llama_model(d, vocab_size=vocab_size, hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    build(d)
+    ours, theirs = tmp_path / "ours.gguf", tmp_path / "theirs.gguf"
+    pre = ["--tokenizer-pre", "llama-bpe"] if build is F.bpe_tokenizer else []
+    code, _, err = run("apply", "llama/hf-to-gguf", "-s", d, "-o", ours, "-q", *pre)
+    assert code == 0, err
+    chkhsh = ()
+    if pre:
+        code, _, err = run("plan", "llama/hf-to-gguf", "-s", d)
+        chkhsh = (_chkhsh(err), "llama-bpe")
+    L.convert(d, theirs, "--vocab-only", pre=chkhsh)
+    a, b = L.fields(ours, "tokenizer."), L.fields(theirs, "tokenizer.")
+    assert a == b and b[key][1] == value
