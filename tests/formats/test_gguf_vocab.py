@@ -218,3 +218,18 @@ def test_llama_vocabulary_size_quirks_equal_the_converter(tmp_path, vocab_size, 
     L.convert(d, theirs, "--vocab-only", pre=chkhsh)
     a, b = L.fields(ours, "tokenizer."), L.fields(theirs, "tokenizer.")
     assert a == b and b[key][1] == value
+
+
+def test_a_gguf_template_keeps_its_own_tokenizer(spm_dir, bpe_dir, tmp_path):
+    """--template GGUF with a tokenizer: the template's is kept whole (never mixed with the source folder's)."""
+    tmpl, out = tmp_path / "t.gguf", tmp_path / "m.gguf"
+    assert run("apply", "llama/hf-to-gguf", "-s", spm_dir, "-o", tmpl, "-q")[0] == 0
+    d = tmp_path / "model"
+    shutil.copytree(spm_dir, d)
+    for f in ("tokenizer.model", "tokenizer.json"):
+        (d / f).unlink()
+    shutil.copy(bpe_dir / "tokenizer.json", d / "tokenizer.json")  # another tokenizer beside the weights
+    code, text, err = run("apply", "llama/hf-to-gguf", "-s", d, "-o", out, "-t", tmpl)
+    assert code == 0, err
+    assert "the tokenizer is the template's" in err
+    assert L.fields(out, "tokenizer.") == L.fields(tmpl, "tokenizer.")
