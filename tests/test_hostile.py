@@ -34,6 +34,7 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np  # noqa: E402
+import ml_dtypes  # noqa: E402,F401  (registers "bfloat16" with numpy: mapspec loads it lazily)
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
