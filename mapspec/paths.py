@@ -21,3 +21,10 @@ def within(path, roots, itself: bool = True) -> bool:
         if (itself and real == r) or real.startswith(r.rstrip(os.sep) + os.sep):
             return True
     return False
+
+
+def checkpoint_dir(path) -> str:
+    """The folder a checkpoint lives in, where its config files lie beside it: the folder itself for a
+    directory (a sharded checkpoint as ``apply -s DIR`` takes it), else the folder of the file (an index too)."""
+    path = os.path.abspath(path)
+    return path if os.path.isdir(path) else os.path.dirname(path)
