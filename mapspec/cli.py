@@ -513,6 +513,8 @@ def cmd_verify(args, out: TextIO, err: TextIO) -> int:
         if hidden:
             print(f"({len(v.layers)} layers compared, {hidden} not shown: --json lists every one)", file=out)
         print(file=out)
+    if v.layers_note:
+        print(f"layers: none compared: {escape(v.layers_note)}", file=out)
     print(f"input: {v.input_desc}, shape {_shape(v.input_shape)}", file=out)
     for name, o in v.outputs:
         label = "output" if name == "output" else f"output ({escape(name)})"

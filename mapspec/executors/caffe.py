@@ -250,6 +250,18 @@ class CaffeExecutor(Executor):
                 out.append(s.layer.name)
         return out
 
+    def producers(self, layer: str) -> list:
+        """For each bottom of ``layer``, in order, the layer that last wrote it before ``layer`` runs (an in-place
+        follower included), or the input's name."""
+        k = self._layer_index.get(layer)
+        if k is None:
+            raise MapspecError(f"{self.path}: no layer named {layer!r}")
+        out = []
+        for blob in self._steps[k].layer.bottom:
+            writer = next((s.layer.name for s in reversed(self._steps[:k]) if blob in s.layer.top), blob)
+            out.append(writer)
+        return out
+
     # -- running ---------------------------------------------------------------
     def _plan(self, targets: list) -> tuple:
         """Steps to run (indices) for the target blobs/layers, and which target each resolves to."""

@@ -2,7 +2,7 @@
 
 Each is built lazily from the model's own config file beside the weights (``params.json``
 for Meta's layout, ``config.json`` for transformers' and nanoGPT's): ``verify`` passes the
-weights path to a factory that takes ``weights``.  The input is token ids (``verify`` feeds floats; they are floored);
+weights path to a factory that takes ``weights``.  The input is token ids;
 the output is the logits.
 
 ``MetaLlama`` follows Meta's reference ``model.py`` (llama 2/3): RMSNorm, rotary
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import MapspecError
+from ..paths import checkpoint_dir
 
 
 class _Loaded(NamedTuple):
@@ -34,61 +35,113 @@ def _layers(state: dict, prefix: str) -> int:
     return max(found) + 1 if found else 0
 
 
+class RMSNorm(nn.Module):
+    def __init__(self, weight: torch.Tensor, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(weight.shape))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def _linear(weight: torch.Tensor, bias: bool = False) -> nn.Linear:
+    return nn.Linear(weight.shape[1], weight.shape[0], bias=bias)
+
+
+class MetaAttention(nn.Module):
+    def __init__(self, state: dict, p: str, n_heads: int, n_kv_heads: int):
+        super().__init__()
+        self.wq, self.wk, self.wv, self.wo = (_linear(state[p + f"w{n}.weight"]) for n in "qkvo")
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+
+    def forward(self, x, freqs):
+        b, s, _ = x.shape
+        hd = self.wq.out_features // self.n_heads
+        q = MetaLlama.rotary(self.wq(x).view(b, s, self.n_heads, hd), freqs)
+        k = MetaLlama.rotary(self.wk(x).view(b, s, self.n_kv_heads, hd), freqs)
+        v = self.wv(x).view(b, s, self.n_kv_heads, hd)
+        rep = self.n_heads // self.n_kv_heads
+        k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        mask = torch.full((s, s), float("-inf")).triu(1)
+        att = torch.softmax(q @ k.transpose(2, 3) / hd ** 0.5 + mask, dim=-1)
+        return self.wo((att @ v).transpose(1, 2).reshape(b, s, -1))
+
+
+class MetaFeedForward(nn.Module):
+    def __init__(self, state: dict, p: str):
+        super().__init__()
+        self.w1, self.w2, self.w3 = (_linear(state[p + f"w{n}.weight"]) for n in "123")
+
+    def forward(self, x):
+        return self.w2(torch.nn.functional.silu(self.w1(x)) * self.w3(x))
+
+
+class MetaBlock(nn.Module):
+    def __init__(self, state: dict, p: str, n_heads: int, n_kv_heads: int, eps: float):
+        super().__init__()
+        self.attention = MetaAttention(state, p + "attention.", n_heads, n_kv_heads)
+        self.feed_forward = MetaFeedForward(state, p + "feed_forward.")
+        self.attention_norm = RMSNorm(state[p + "attention_norm.weight"], eps)
+        self.ffn_norm = RMSNorm(state[p + "ffn_norm.weight"], eps)
+
+    def forward(self, h, freqs):
+        h = h + self.attention(self.attention_norm(h), freqs)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
 class MetaLlama(nn.Module):
+    """Meta's layout as modules named like its checkpoint (tok_embeddings, layers.N.attention.wq, ...), so that
+    ``verify --layers`` sees every layer; the sizes come from the checkpoint's tensors when it is loaded."""
+
     LAYER = ("attention.wq.weight", "attention.wk.weight", "attention.wv.weight", "attention.wo.weight",
              "feed_forward.w1.weight", "feed_forward.w2.weight", "feed_forward.w3.weight",
              "attention_norm.weight", "ffn_norm.weight")
+    ROTARY = re.compile(r"(^|\.)layers\.\d+\.attention\.w[qk]$")  # their outputs rotate adjacent pairs
 
     def __init__(self, n_heads: int, n_kv_heads: int, norm_eps: float = 1e-5, rope_theta: float = 10000.0):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.eps, self.theta = n_heads, n_kv_heads, norm_eps, rope_theta
-        self.w: dict = {}
+
+    def rotary_layout(self, layer: str):
+        """How ``layer``'s output features are paired for rotary embeddings (None: not rotated)."""
+        return "interleaved" if self.ROTARY.search(layer) else None
 
     def load_state_dict(self, state, strict: bool = True, assign: bool = False):
         n = _layers(state, "layers.")
         want = ["tok_embeddings.weight", "norm.weight", "output.weight"] + [
             f"layers.{i}.{k}" for i in range(n) for k in self.LAYER]
-        self.w = {k: state[k].float() for k in want if k in state}
-        self.n_layers = n
-        return _Loaded([k for k in want if k not in state], [k for k in state if k not in want])
+        missing, unexpected = [k for k in want if k not in state], [k for k in state if k not in want]
+        if missing or unexpected:
+            return _Loaded(missing, unexpected)
+        self.tok_embeddings = nn.Embedding(*state["tok_embeddings.weight"].shape)
+        self.layers = nn.ModuleList(MetaBlock(state, f"layers.{i}.", self.n_heads, self.n_kv_heads, self.eps)
+                                    for i in range(n))
+        self.norm = RMSNorm(state["norm.weight"], self.eps)
+        self.output = _linear(state["output.weight"])
+        nn.Module.load_state_dict(self, {k: v.float() for k, v in state.items()})
+        return _Loaded([], [])
 
-    def _norm(self, x, weight):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * weight
-
-    def _rotary(self, x, freqs):  # x: b, s, heads, head_dim; pairs (0,1), (2,3), ... rotate together
+    @staticmethod
+    def rotary(x, freqs):  # x: b, s, heads, head_dim; pairs (0,1), (2,3), ... rotate together
         xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
         return torch.view_as_real(xc * freqs[None, :, None, :]).flatten(3)
 
     def forward(self, tokens):
         tokens = tokens.long()
-        w = self.w
-        b, s = tokens.shape
-        h = w["tok_embeddings.weight"][tokens]
-        dim = h.shape[-1]
-        hd = dim // self.n_heads
+        h = self.tok_embeddings(tokens)
+        s = tokens.shape[1]
+        hd = self.layers[0].attention.wq.out_features // self.n_heads if len(self.layers) else 2
         inv = 1.0 / (self.theta ** (torch.arange(0, hd, 2)[: hd // 2].float() / hd))
         freqs = torch.polar(torch.ones(s, hd // 2), torch.outer(torch.arange(s).float(), inv))
-        mask = torch.full((s, s), float("-inf")).triu(1)
-        rep = self.n_heads // self.n_kv_heads
-        for i in range(self.n_layers):
-            p = f"layers.{i}."
-            x = self._norm(h, w[p + "attention_norm.weight"])
-            q = (x @ w[p + "attention.wq.weight"].T).view(b, s, self.n_heads, hd)
-            k = (x @ w[p + "attention.wk.weight"].T).view(b, s, self.n_kv_heads, hd)
-            v = (x @ w[p + "attention.wv.weight"].T).view(b, s, self.n_kv_heads, hd)
-            q, k = self._rotary(q, freqs), self._rotary(k, freqs)
-            k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
-            q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-            att = torch.softmax(q @ k.transpose(2, 3) / hd ** 0.5 + mask, dim=-1)
-            h = h + (att @ v).transpose(1, 2).reshape(b, s, dim) @ w[p + "attention.wo.weight"].T
-            x = self._norm(h, w[p + "ffn_norm.weight"])
-            ff = torch.nn.functional.silu(x @ w[p + "feed_forward.w1.weight"].T) * (x @ w[p + "feed_forward.w3.weight"].T)
-            h = h + ff @ w[p + "feed_forward.w2.weight"].T
-        return self._norm(h, w["norm.weight"]) @ w["output.weight"].T
+        for layer in self.layers:
+            h = layer(h, freqs)
+        return self.output(self.norm(h))
 
 
 def _config(weights: str, name: str) -> dict:
-    path = os.path.join(os.path.dirname(os.path.abspath(weights)), name)
+    path = os.path.join(checkpoint_dir(weights), name)
     try:
         with open(path, encoding="utf-8") as f:
             cfg = json.load(f)
@@ -100,6 +153,10 @@ def _config(weights: str, name: str) -> dict:
     if not isinstance(cfg, dict):
         raise MapspecError(f"{path}: a config holds a mapping")
     return cfg
+
+
+# the checkpoint names transformers' from_pretrained loads first from a folder
+TRANSFORMERS_NAMES = ("model.safetensors", "model.safetensors.index.json")
 
 
 class HFModel(nn.Module):
@@ -119,9 +176,11 @@ class HFModel(nn.Module):
         result = self.model.load_state_dict(state, strict=False)
         tied = {"lm_head.weight"} if getattr(self.config, "tie_word_embeddings", False) else set()
         missing = [k for k in result.missing_keys if k not in tied]
-        if (missing or result.unexpected_keys) and os.path.basename(self.weights) == "model.safetensors":
-            # a layout transformers converts when loading (Mixtral's per-expert weights): its own loader
-            self.model, info = self.model_class.from_pretrained(os.path.dirname(os.path.abspath(self.weights)),
+        if (missing or result.unexpected_keys) and (os.path.isdir(self.weights) or os.path.basename(
+                self.weights) in TRANSFORMERS_NAMES):
+            # a layout transformers converts when loading (Mixtral's per-expert weights): its own loader, on the
+            # folder whose checkpoint (one file or shards) is the one given
+            self.model, info = self.model_class.from_pretrained(checkpoint_dir(self.weights),
                                                                output_loading_info=True)
             return _Loaded([k for k in info["missing_keys"] if k not in tied], list(info["unexpected_keys"]))
         return _Loaded(missing, list(result.unexpected_keys))
@@ -130,45 +189,78 @@ class HFModel(nn.Module):
         return self.model(tokens.long()).logits
 
 
+class NanoAttention(nn.Module):
+    def __init__(self, state: dict, p: str, n_head: int):
+        super().__init__()
+        self.c_attn = _linear(state[p + "c_attn.weight"], bias=True)
+        self.c_proj = _linear(state[p + "c_proj.weight"], bias=True)
+        self.n_head = n_head
+
+    def forward(self, x):
+        b, s, c = x.shape
+        q, k, v = self.c_attn(x).split(c, dim=2)
+        q, k, v = (t.view(b, s, self.n_head, c // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.c_proj(y.transpose(1, 2).reshape(b, s, c))
+
+
+class NanoMLP(nn.Module):
+    def __init__(self, state: dict, p: str):
+        super().__init__()
+        self.c_fc = _linear(state[p + "c_fc.weight"], bias=True)
+        self.c_proj = _linear(state[p + "c_proj.weight"], bias=True)
+
+    def forward(self, x):
+        return self.c_proj(torch.nn.functional.gelu(self.c_fc(x)))
+
+
+class NanoBlock(nn.Module):
+    def __init__(self, state: dict, p: str, n_head: int, eps: float):
+        super().__init__()
+        c = state[p + "ln_1.weight"].shape[0]
+        self.ln_1, self.ln_2 = nn.LayerNorm(c, eps=eps), nn.LayerNorm(c, eps=eps)
+        self.attn = NanoAttention(state, p + "attn.", n_head)
+        self.mlp = NanoMLP(state, p + "mlp.")
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
 class NanoGPT(nn.Module):
-    """Karpathy's nanoGPT model.py forward (pre-norm blocks, nn.Linear layers, exact GELU), on its state dict."""
+    """Karpathy's nanoGPT model.py forward (pre-norm blocks, nn.Linear layers, exact GELU) as modules named like
+    its state dict (transformer.wte, transformer.h.N.attn.c_attn, ...); sizes from the checkpoint's tensors."""
 
     def __init__(self, n_head: int, eps: float = 1e-5):
         super().__init__()
         self.n_head, self.eps = n_head, eps
-        self.w: dict = {}
 
     def load_state_dict(self, state, strict: bool = True, assign: bool = False):
         n = _layers(state, "transformer.h.")
         want = ["transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight", "transformer.ln_f.bias",
                 "lm_head.weight"] + [f"transformer.h.{i}.{m}.{p}" for i in range(n) for m in (
                     "ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj") for p in ("weight", "bias")]
-        self.w = {k: state[k].float() for k in want if k in state}
-        self.n_layers = n
-        return _Loaded([k for k in want if k not in state], [k for k in state if k not in want and
-                                                                 not k.endswith(".attn.bias")])
+        missing = [k for k in want if k not in state]
+        unexpected = [k for k in state if k not in want and not k.endswith(".attn.bias")]
+        if missing or unexpected:
+            return _Loaded(missing, unexpected)
+        c = state["transformer.ln_f.weight"].shape[0]
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(*state["transformer.wte.weight"].shape),
+            wpe=nn.Embedding(*state["transformer.wpe.weight"].shape),
+            h=nn.ModuleList(NanoBlock(state, f"transformer.h.{i}.", self.n_head, self.eps) for i in range(n)),
+            ln_f=nn.LayerNorm(c, eps=self.eps)))
+        self.lm_head = _linear(state["lm_head.weight"])
+        nn.Module.load_state_dict(self, {k: state[k].float() for k in want})
+        return _Loaded([], [])
 
     def forward(self, tokens):
-        F = torch.nn.functional
-        w, tokens = self.w, tokens.long()
-        b, s = tokens.shape
-        x = w["transformer.wte.weight"][tokens] + w["transformer.wpe.weight"][:s]
-        c = x.shape[-1]
-
-        def ln(t, name):
-            return F.layer_norm(t, (c,), w[name + ".weight"], w[name + ".bias"], self.eps)
-
-        def lin(t, name):
-            return F.linear(t, w[name + ".weight"], w[name + ".bias"])
-
-        for i in range(self.n_layers):
-            p = f"transformer.h.{i}."
-            q, k, v = lin(ln(x, p + "ln_1"), p + "attn.c_attn").split(c, dim=2)
-            q, k, v = (t.view(b, s, self.n_head, c // self.n_head).transpose(1, 2) for t in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, s, c)
-            x = x + lin(y, p + "attn.c_proj")
-            x = x + lin(F.gelu(lin(ln(x, p + "ln_2"), p + "mlp.c_fc")), p + "mlp.c_proj")
-        return F.linear(ln(x, "transformer.ln_f"), w["lm_head.weight"])
+        tokens = tokens.long()
+        t = self.transformer
+        x = t.wte(tokens) + t.wpe(torch.arange(tokens.shape[1]))
+        for block in t.h:
+            x = block(x)
+        return self.lm_head(t.ln_f(x))
 
 
 class SplitGPTNeoX(HFModel):

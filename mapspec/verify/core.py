@@ -15,10 +15,13 @@ from typing import Optional
 import numpy as np
 
 from ..errors import MapspecError, escape
+from ..paths import checkpoint_dir
 from ..progress import no_bar
 from . import inputs as I
 from .diagnose import diagnose, diagnose_weights
-from .layers import LayerResult, candidates, last_position, compare_layers, derive_layers, explicit_layers
+from .layers import (LayerResult, candidates, compare_layers, derive_layers, explicit_layers, last_position,
+                     why_no_layers)
+from .rotary import expected as expected_rotary
 from .metrics import ATOL, COSINE, LAYER_REL_TOL, Comparison, compare
 from .runners import Runner, RunError, Side, make_runner
 
@@ -34,6 +37,7 @@ class Verdict:
     input_desc: str = ""
     input_shape: tuple = ()
     error: str = ""               # a side failed on the input (the layers before it are still compared)
+    layers_note: str = ""         # --layers compared none: why
 
     @property
     def output(self) -> Optional[Comparison]:
@@ -51,6 +55,7 @@ class Verdict:
             "output": self.output.to_json() if self.output else None,  # the main output (the first of "outputs")
             "outputs": [{"name": n, **c.to_json()} for n, c in self.outputs],
             "layers": [l.to_json() for l in self.layers],
+            **({"layers_note": self.layers_note} if self.layers_note else {}),
             "first_divergence": None if self.first_bad is None else {
                 "source": self.first_bad.source, "target": self.first_bad.target, "likely_causes": self.causes},
         }
@@ -109,11 +114,17 @@ def _verify(source_runner, target_runner, x, atol, cosine, pairs, input_desc, la
     v = Verdict(outputs, atol, cosine, input_desc=input_desc, input_shape=tuple(x.shape), error="; ".join(errors))
     if capture:
         bar.set_postfix_str("compare layers")
-        v.layers, v.first_bad = compare_layers(pairs, src_acts, tgt_acts, layer_rel_tol, source_runner.alternatives,
-                                               done=lambda: bar.update(1))
-        bar.update(len(pairs) - len(v.layers))  # the pairs with no activation on a side: nothing to compare
+        v.layers, v.first_bad = compare_layers(
+            pairs, src_acts, tgt_acts, layer_rel_tol, source_runner.alternatives, done=lambda: bar.update(1),
+            rotary=lambda s, t: expected_rotary(source_runner.rotary(s), target_runner.rotary(t)),
+            inputs=lambda s, t: (source_runner.inputs_of(s), target_runner.inputs_of(t)))
+        bar.update(max(0, len(pairs) - len(v.layers)))  # the pairs with no activation on a side: nothing to compare
+        if not v.layers:
+            v.layers_note = why_no_layers(pairs, src_acts, tgt_acts)
         bad = v.first_bad
-        if bad is not None:
+        if bad is not None and bad.cause:
+            v.causes = [bad.cause]
+        elif bad is not None:
             if weights is not None and bad.pair is not None:
                 v.causes = diagnose_weights(weights(bad.pair), source_runner.kernel_layout,
                                             target_runner.kernel_layout)
@@ -130,8 +141,7 @@ def _infer_kind(name: str, fmt: Optional[str], model, config, graph, weights: st
     """How to run a side the spec's verify: section does not describe."""
     if model:
         return "model"
-    if config or (weights and os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(weights)),
-                                                          "config.json"))):
+    if config or (weights and os.path.isfile(os.path.join(checkpoint_dir(weights), "config.json"))):
         return "transformers"
     if fmt == "onnx" or (fmt in ("caffe", "mxnet") and (graph or fmt == "mxnet")):
         return fmt
@@ -170,19 +180,28 @@ def _make_input(args_input: Optional[str], shape_arg, cfg: dict, src: Runner, tg
     vocabs = [v for v in (src.vocab_size, tgt.vocab_size) if v]
     vocab = min(vocabs) if vocabs else None
     tokens_given = bool(args_input) and I.parse_tokens(args_input) is not None
-    if tokens_given or "tokens" in icfg or (not args_input and not shape_arg and not icfg.get("shape") and vocab):
+    npy = bool(args_input) and args_input.lower().endswith(".npy")
+    token_models = bool(vocab) and src.takes_tokens and tgt.takes_tokens
+    file_given = bool(args_input) and not tokens_given and args_input != "random"
+    if token_models and icfg.get("range") is not None and not file_given:
+        raise MapspecError(f"verify.input.range {icfg['range']}: both models take token ids, drawn from the whole "
+                           f"vocabulary ({vocab} ids): write verify.input as {{tokens: LENGTH}}")
+    if tokens_given or "tokens" in icfg or (token_models and not file_given):
         for r, name in ((src, "source"), (tgt, "target")):
             if not r.takes_tokens:
                 raise MapspecError(f"the {name} runs as {r.kind}, which takes no token ids: give an image, a .npy "
                                    f"array or random values")
-        length = int(shape_arg[-1]) if shape_arg else int(icfg.get("tokens") or I.DEFAULT_TOKENS)
+        length = int(shape_arg[-1]) if shape_arg else int(icfg.get("tokens") or (icfg.get("shape") or [0])[-1]
+                                                            or I.DEFAULT_TOKENS)
         inp = I.token_input(args_input, length, vocab, seed)
         return inp.array, inp.description
-    shape = tuple(shape_arg or icfg.get("shape") or ())
-    if not shape:
-        shape = src.input_shape() or tgt.input_shape() or ()
-    if not shape:
-        raise MapspecError("verify needs the input shape: give verify.input.shape in the spec or --input-shape")
+    shape = tuple(shape_arg or ())
+    if not shape and npy:
+        shape = None  # the array's own shape
+    elif not shape:
+        shape = tuple(icfg.get("shape") or ()) or src.input_shape() or tgt.input_shape() or ()
+        if not shape:
+            raise MapspecError("verify needs the input shape: give verify.input.shape in the spec or --input-shape")
     rng = tuple(icfg.get("range") or (0.0, 1.0))
     x = I.load_input(args_input, shape, rng, seed=seed)
     return x, args_input or f"seeded random uniform{list(rng)} (seed {seed})"

@@ -50,6 +50,25 @@ def diagnose_weights(pairs, source_layout: str = "oihw", target_layout: str = "o
     return causes
 
 
+def rotary_cause(source: str, target: str, expected: str) -> str:
+    """A q/k projection whose features relate the wrong way (``expected``: "same" or "permuted", see
+    ``verify/rotary.py``)."""
+    from .rotary import CAUSE
+
+    if expected == "same":
+        return (f"{CAUSE}: {target} equals {source} only with each head's features reordered, though both sides "
+                f"pair rotary features the same way: the spec's rule for its weight lacks the rope_permute that "
+                f"the target's loader undoes (llama.cpp stores q/k rows interleaved), or has one too many")
+    return (f"{CAUSE}: {target} equals {source} as it is, though one side rotates adjacent pairs (interleaved) and "
+            f"the other the two halves of each head: the spec's rule for its weight needs a rope_permute")
+
+
+def swap_cause(source: str, target: str, sibling: str, joiner: str) -> str:
+    """A branch that computes its sibling's value (two parallel layers of the same shape, swapped)."""
+    return (f"swapped branches: the target's {target} computes what the source's {sibling} computes, not its "
+            f"{source} (both feed {joiner}): the spec maps {sibling}'s weights to {target}; swap its rules back")
+
+
 def _affine_fit(s: np.ndarray, t: np.ndarray):
     """Per-channel least squares t ~ a*s + b over axis 1; returns (a, b, residual ratio)."""
     if s.ndim < 2 or s.shape != t.shape:

@@ -84,7 +84,8 @@ def token_input(source: Optional[str], length: int, vocab: Optional[int], seed: 
             raise MapspecError("random token ids need the vocabulary size: neither model says it (give the ids "
                                "with --input tokens:ID,ID,...)")
         ids = np.random.default_rng(seed).integers(0, vocab, size=(1, n), dtype=np.int64)
-        return Input(ids, f"{n} seeded random token ids below {vocab} (seed {seed})")
+        return Input(ids, f"{n} seeded random token ids, uniform over the whole vocabulary 0..{vocab - 1} "
+                          f"({vocab} ids, seed {seed})")
     ids = np.asarray([parsed[1]], dtype=np.int64)
     if vocab is not None and int(ids.max()) >= vocab:
         raise MapspecError(f"--input {source}: token id {int(ids.max())} is outside the vocabulary ({vocab} ids)")
@@ -92,7 +93,10 @@ def token_input(source: Optional[str], length: int, vocab: Optional[int], seed: 
 
 
 def load_input(source: Optional[str], shape, value_range=(0.0, 1.0), seed: int = 0) -> np.ndarray:
-    """NCHW float32: an image file (RGB, resized to the input size), a .npy array, or seeded random values."""
+    """NCHW float32: an image file (RGB, resized to the input size), a .npy array (``shape`` None: the array's
+    own), or seeded random values."""
+    if shape is None and source is not None and source.lower().endswith(".npy") and os.path.isfile(source):
+        return _load_npy(source, None)
     shape = check_shape(shape)
     if source is None or source == "random":
         rng = np.random.default_rng(seed)
@@ -130,6 +134,9 @@ def _load_npy(source: str, shape: tuple) -> np.ndarray:
         arr = np.asarray(arr, dtype=np.float32)
     except (ValueError, OSError, TypeError) as e:
         raise MapspecError(f"{source}: not a readable .npy array: {e}") from None
+    if shape is None:
+        check_shape(arr.shape, f"{source}: the array's shape")
+        return arr
     if tuple(arr.shape) != tuple(shape):
         if arr.size == int(np.prod(shape)):
             arr = arr.reshape(shape)

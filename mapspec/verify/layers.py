@@ -32,10 +32,11 @@ class LayerResult:
     cmp: Optional[Comparison]
     note: str = ""
     pair: Optional[LayerPair] = None
+    cause: str = ""               # a cause known from the comparison itself (rotary order, swapped branches)
 
     def to_json(self) -> dict:
         return {"source": self.source, "target": self.target, **(self.cmp.to_json() if self.cmp else {}),
-                "note": self.note}
+                "note": self.note, **({"cause": self.cause} if self.cause else {})}
 
 
 def derive_layers(plan, source_runner, target_runner) -> list:
@@ -51,6 +52,22 @@ def derive_layers(plan, source_runner, target_runner) -> list:
             pair.sources.append(src)
         pair.tensors.append((s.source, s.target))
     return list(pairs.values())
+
+
+def why_no_layers(pairs: list, src_acts: dict, tgt_acts: dict) -> str:
+    """Why ``--layers`` compared nothing: one sentence naming what did not meet."""
+    if not pairs:
+        return "the spec's rules pair no source layer with a target layer"
+    if not src_acts or not tgt_acts:
+        side = "source" if not src_acts else "target"
+        return (f"the {side} model exposes no layers to compare (it runs as one function, with no named modules "
+                f"or graph nodes)")
+    src_index, tgt_index = suffix_index(src_acts), suffix_index(tgt_acts)
+    pair = pairs[0]
+    src_hit = any(s in src_acts or s in src_index for s in pair.sources)
+    side, name, acts = ("target", pair.target, tgt_acts) if src_hit else ("source", pair.sources[0], src_acts)
+    return (f"the spec's layers are not the models' layers: e.g. the {side} layer {name} is none of the {side} "
+            f"model's {len(acts)} layers ({', '.join(list(acts)[:3])}, ...)")
 
 
 def explicit_layers(layers) -> list:
@@ -126,7 +143,12 @@ def suffix_index(acts: dict) -> dict:
 
 def compare_layers(pairs, src_acts: dict, tgt_acts: dict, rel_tol: float,
                    alternatives: Callable[[str], list] = lambda name: [],
-                   done: Callable[[], None] = lambda: None) -> tuple[list, Optional[LayerResult]]:
+                   done: Callable[[], None] = lambda: None,
+                   rotary: Callable[[str, str], Optional[str]] = lambda s, t: None,
+                   inputs: Callable[[str, str], tuple] = lambda s, t: (None, None)) -> tuple[list, Optional[LayerResult]]:
+    """Compare each pair's activations.  ``rotary(source, target)`` says how a pair's features must relate
+    ("same", "permuted": see ``verify/rotary.py``); ``inputs(source, target)`` the layers each side's layer reads
+    (a graph runner), so that two branches swapped by the spec are named, not the layer that joins them."""
     results = []
     order = {name: i for i, name in enumerate(src_acts)}
     src_index, tgt_index = suffix_index(src_acts), suffix_index(tgt_acts)
@@ -153,29 +175,78 @@ def compare_layers(pairs, src_acts: dict, tgt_acts: dict, rel_tol: float,
             last_target[src] = (key, pair.target)
     last_target = {k: v[1] for k, v in last_target.items()}
     resolved = [r for r in resolved if last_target[r[1]] == r[2].target]
+    for _, src, pair in resolved:
+        results.append(_compare_pair(src, pair, src_acts, tgt_acts, rel_tol, alternatives, rotary))
+        done()
+    results = _swapped_branches(results, src_acts, tgt_acts, rel_tol, inputs)
     first_bad = None
     prev = 0.0
-    for _, src, pair in resolved:
-        tgt = pair.target
-        best = None
-        # the layer itself first, then what follows it in place (a fused activation on the target side)
-        for name in [src] + [f for f in alternatives(src) if f in src_acts]:
-            for note, a, b in candidates(src_acts[name], tgt_acts[tgt]):
-                cmp = compare(a, b)
-                label = ", ".join(x for x in (note, f"after {name}" if name != src else "") if x)
-                if best is None or cmp.max_rel < best.cmp.max_rel:
-                    best = LayerResult(name, tgt, cmp, label, pair)
-                if cmp.max_rel <= rel_tol:
-                    break
-            if best is not None and best.cmp.max_rel <= rel_tol:
-                break
-        res = best or LayerResult(src, tgt, None, f"shapes {src_acts[src].shape} and {tgt_acts[tgt].shape} "
-                                                  f"cannot be compared", pair)
-        results.append(res)
-        done()
-        if first_bad is None:
-            rel = math.inf if res.cmp is None else res.cmp.max_rel
-            if not rel <= rel_tol and not rel <= 10 * prev:  # NaN counts as a divergence
-                first_bad = res
-            prev = max(prev, 0.0 if res.cmp is None else res.cmp.max_rel)
+    for res in results:
+        rel = math.inf if res.cmp is None else res.cmp.max_rel
+        if res.cause or (not rel <= rel_tol and not rel <= 10 * prev):  # NaN counts as a divergence
+            first_bad = res
+            break
+        prev = max(prev, 0.0 if res.cmp is None else res.cmp.max_rel)
     return results, first_bad
+
+
+def _compare_pair(src, pair, src_acts, tgt_acts, rel_tol, alternatives, rotary) -> LayerResult:
+    from .diagnose import rotary_cause
+
+    tgt = pair.target
+    best = None
+    # the layer itself first, then what follows it in place (a fused activation on the target side)
+    for name in [src] + [f for f in alternatives(src) if f in src_acts]:
+        for note, a, b in candidates(src_acts[name], tgt_acts[tgt]):
+            cmp = compare(a, b)
+            label = ", ".join(x for x in (note, f"after {name}" if name != src else "") if x)
+            if best is None or cmp.max_rel < best.cmp.max_rel:
+                best = LayerResult(name, tgt, cmp, label, pair)
+            if cmp.max_rel <= rel_tol:
+                break
+        if best is not None and best.cmp.max_rel <= rel_tol:
+            break
+    if best is None:
+        return LayerResult(src, tgt, None, f"shapes {src_acts[src].shape} and {tgt_acts[tgt].shape} cannot be "
+                                           f"compared", pair)
+    expect = rotary(best.source, tgt)
+    permuted = best.note.startswith("features permuted")
+    if best.cmp.max_rel <= rel_tol and ((expect == "same" and permuted) or (expect == "permuted" and not permuted)):
+        best.cause = rotary_cause(best.source, tgt, expect)
+        if permuted:  # the numbers of the relation that should hold: equal as they are
+            best.cmp = compare(src_acts[best.source], tgt_acts[tgt])
+        best.note = "equal only with its rotary features permuted" if permuted else \
+            "equal as it is, where the rotary features must be permuted"
+    return best
+
+
+def _close(a: np.ndarray, b: np.ndarray, rel_tol: float) -> bool:
+    return a.shape == b.shape and compare(a, b).max_rel <= rel_tol
+
+
+def _swapped_branches(results: list, src_acts: dict, tgt_acts: dict, rel_tol: float, inputs) -> list:
+    """Where a layer reads several branches (a Concat, an Eltwise sum), compare the branches by position: the
+    target's k-th input must compute the source's k-th.  A branch that computes a sibling's value instead was
+    swapped by the spec (its pairing follows the spec, so it alone looks right): its row says so and comes first."""
+    from .diagnose import swap_cause
+
+    out = list(results)
+    for res in results:
+        si, ti = inputs(res.source, res.target)
+        if not si or not ti or len(si) != len(ti) or len(si) < 2:
+            continue
+        for k, (a, b) in enumerate(zip(si, ti)):
+            if a not in src_acts or b not in tgt_acts or _close(src_acts[a], tgt_acts[b], rel_tol):
+                continue
+            other = next((a2 for j, a2 in enumerate(si) if j != k and a2 in src_acts
+                          and _close(src_acts[a2], tgt_acts[b], rel_tol)), None)
+            if other is None:
+                continue
+            row = LayerResult(a, b, compare(src_acts[a], tgt_acts[b]), f"computes the source's {other}",
+                              cause=swap_cause(a, b, other, res.target))
+            at = next((i for i, r in enumerate(out) if r.target == b), None)
+            if at is None:
+                out.insert(out.index(res), row)
+            else:
+                out[at] = row
+    return out

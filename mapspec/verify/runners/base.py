@@ -84,6 +84,14 @@ class Runner:
             return tensor[:tensor.rindex("[")]
         return tensor.rsplit(".", 1)[0]
 
+    def rotary(self, layer: str) -> Optional[str]:
+        """How ``layer``'s output pairs features for rotary embeddings ("interleaved", "halves"), if it says."""
+        return None
+
+    def inputs_of(self, layer: str) -> Optional[list]:
+        """The layers whose outputs ``layer`` reads, in order, where the runner knows its graph."""
+        return None
+
     def input_shape(self) -> Optional[tuple]:
         """The input shape the model declares (graph executors), if any."""
         return None

@@ -34,6 +34,13 @@ class ExecutorRunner(Runner):
         followers = getattr(self.ex, "in_place_followers", None)
         return list(followers(layer)) if followers else []
 
+    def inputs_of(self, layer: str):
+        producers = getattr(self.ex, "producers", None)
+        try:
+            return list(producers(layer)) if producers else None
+        except MapspecError:
+            return None
+
     def input_shape(self):
         shapes = self.ex.input_shapes or {}
         return tuple(shapes.get(self.input_name) or next(iter(shapes.values()), ())) or None

@@ -60,7 +60,13 @@ class TorchRunner(Runner):
         self.vocab_size = self._vocab()
 
     def load(self, state: dict, weights: str) -> None:
-        result = self.model.load_state_dict(state, strict=False)
+        try:
+            result = self.model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # torch: a tensor's shape is not the model's (a config that does not fit)
+            lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+            first = next((l for l in lines if l.startswith("size mismatch")), lines[-1] if lines else "")
+            raise MapspecError(f"{weights}: does not load into the {self.kind} model built from its config: "
+                               f"{first} (does the config describe these weights? e.g. head_dim)") from None
         # a parameter shared under several names (tied embeddings) needs only one of them in the file
         aliases: dict = {}
         for name, p in self.model.named_parameters(remove_duplicate=False):
@@ -85,6 +91,16 @@ class TorchRunner(Runner):
 
     def forward(self, x):
         return self.model(x)
+
+    def rotary(self, layer: str):
+        """The rotary layout of ``layer``'s output (see ``verify/rotary.py``): the model's own word (a reference
+        model's ``rotary_layout``), else transformers' model type."""
+        from ..rotary import hf_layout
+
+        own = getattr(self.model, "rotary_layout", None)
+        if callable(own):
+            return own(layer)
+        return hf_layout(getattr(getattr(self.model, "config", None), "model_type", None), layer)
 
     def outputs(self, y) -> "OrderedDict":
         t = _first_tensor(y)

@@ -19,6 +19,7 @@ import os
 from collections import OrderedDict
 
 from ...errors import MapspecError
+from ...paths import checkpoint_dir
 from .base import Side
 from .torch import TorchRunner, _first_tensor
 
@@ -57,6 +58,18 @@ class TransformersRunner(TorchRunner):
     def __init__(self, model, weights: str, weights_format=None, loaded=None, state=None):
         super().__init__(model, weights, weights_format, loaded, state)
         self.vocab_size = getattr(model.config, "vocab_size", None) or self.vocab_size
+
+    file_names: dict = {}  # a GGUF side: module -> the layer's name in the file (blk.0.attn_k)
+
+    def run(self, x, capture=False):
+        outputs, acts = super().run(x, capture)
+        if self.file_names:  # name the layers as the file does, as the spec's rules name them
+            acts = OrderedDict((self.file_names.get(k, k), v) for k, v in acts.items())
+        return outputs, acts
+
+    def rotary(self, layer: str):
+        modules = {v: k for k, v in self.file_names.items()}
+        return super().rotary(modules.get(layer, layer))
 
     def forward(self, x):
         extra = {"output_hidden_states": True} if self.hidden_states else {}
@@ -100,6 +113,25 @@ def _gguf(path: str, model=None):
         raise MapspecError(f"{path}: transformers cannot load this GGUF file: {type(e).__name__}: {e}") from None
 
 
+def _file_names(model, doc: dict) -> dict:
+    """{module: layer name in the GGUF file} as transformers' GGUF loader mapped the file's tensors onto the
+    model (``blk.0.attn_k.weight`` -> ``model.layers.0.self_attn.k_proj.weight``); empty if it cannot say."""
+    try:
+        from transformers.modeling_gguf_pytorch_utils import (TENSOR_PROCESSORS, TensorProcessor,
+                                                              get_gguf_hf_weights_map)
+
+        processor = TENSOR_PROCESSORS.get(doc.get("model_type"), TensorProcessor)(config=doc)
+        names = get_gguf_hf_weights_map(model, processor)
+    except Exception:  # noqa: BLE001 - a transformers internal: without it the layers keep its module names
+        return {}
+    out = {}
+    for gguf_name, hf_name in names.items():
+        g, h = gguf_name.rsplit(".", 1)[0], hf_name.rsplit(".", 1)[0]
+        if gguf_name.rsplit(".", 1)[-1] == hf_name.rsplit(".", 1)[-1]:
+            out.setdefault(h, g)
+    return out
+
+
 def build(side: Side) -> TransformersRunner:
     import transformers
 
@@ -110,7 +142,7 @@ def build(side: Side) -> TransformersRunner:
         if not isinstance(doc.get("model_type"), str):
             raise MapspecError(f"{path}: transformers found no model type in this GGUF file's metadata")
     else:
-        path = side.config or os.path.join(os.path.dirname(os.path.abspath(side.weights)), "config.json")
+        path = side.config or os.path.join(checkpoint_dir(side.weights), "config.json")
         doc = _read_config(path)
     try:
         rest = {k: v for k, v in doc.items() if k != "model_type"}
@@ -124,4 +156,7 @@ def build(side: Side) -> TransformersRunner:
     except (ValueError, TypeError, KeyError) as e:
         raise MapspecError(f"{path}: transformers cannot build a model from this config: {e}") from None
     state = _gguf(side.weights, model) if gguf else None
-    return TransformersRunner(model, side.weights, side.weights_format, side.loaded, state)
+    runner = TransformersRunner(model, side.weights, side.weights_format, side.loaded, state)
+    if gguf:
+        runner.file_names = _file_names(model, doc)
+    return runner
