@@ -33,6 +33,7 @@ class LayerResult:
     note: str = ""
     pair: Optional[LayerPair] = None
     cause: str = ""               # a cause known from the comparison itself (rotary order, swapped branches)
+    benign: bool = False          # differs, but what reads it gives the same value (branches swapped into a sum)
 
     def to_json(self) -> dict:
         return {"source": self.source, "target": self.target, **(self.cmp.to_json() if self.cmp else {}),
@@ -182,6 +183,8 @@ def compare_layers(pairs, src_acts: dict, tgt_acts: dict, rel_tol: float,
     first_bad = None
     prev = 0.0
     for res in results:
+        if res.benign:
+            continue
         rel = math.inf if res.cmp is None else res.cmp.max_rel
         if res.cause or (not rel <= rel_tol and not rel <= 10 * prev):  # NaN counts as a divergence
             first_bad = res
@@ -225,15 +228,25 @@ def _close(a: np.ndarray, b: np.ndarray, rel_tol: float) -> bool:
 
 
 def _swapped_branches(results: list, src_acts: dict, tgt_acts: dict, rel_tol: float, inputs) -> list:
-    """Where a layer reads several branches (a Concat, an Eltwise sum), compare the branches by position: the
-    target's k-th input must compute the source's k-th.  A branch that computes a sibling's value instead was
-    swapped by the spec (its pairing follows the spec, so it alone looks right): its row says so and comes first."""
+    """Walk up the graph from each compared pair, input by input (the target's k-th input must compute the
+    source's k-th), to the layers that read several branches (a Concat, an Eltwise sum).  A branch that computes
+    a sibling's value was swapped by the spec (its pairing follows the spec, so it alone looks right): its row
+    says so, and is a divergence unless the join hides it (a sum of the two gives the same value)."""
     from .diagnose import swap_cause
 
     out = list(results)
-    for res in results:
-        si, ti = inputs(res.source, res.target)
-        if not si or not ti or len(si) != len(ti) or len(si) < 2:
+    seen: set = set()
+    frontier = [(r.source, r.target, r) for r in results]
+    while frontier:
+        s, t, res = frontier.pop()
+        if (s, t) in seen:
+            continue
+        seen.add((s, t))
+        si, ti = inputs(s, t)
+        if not si or not ti or len(si) != len(ti):
+            continue
+        frontier += [(a, b, res) for a, b in zip(si, ti) if a in src_acts and b in tgt_acts]
+        if len(si) < 2:
             continue
         for k, (a, b) in enumerate(zip(si, ti)):
             if a not in src_acts or b not in tgt_acts or _close(src_acts[a], tgt_acts[b], rel_tol):
@@ -242,8 +255,10 @@ def _swapped_branches(results: list, src_acts: dict, tgt_acts: dict, rel_tol: fl
                           and _close(src_acts[a2], tgt_acts[b], rel_tol)), None)
             if other is None:
                 continue
-            row = LayerResult(a, b, compare(src_acts[a], tgt_acts[b]), f"computes the source's {other}",
-                              cause=swap_cause(a, b, other, res.target))
+            hidden = s in src_acts and t in tgt_acts and _close(src_acts[s], tgt_acts[t], rel_tol)
+            row = LayerResult(a, b, compare(src_acts[a], tgt_acts[b]), f"computes the source's {other}" + (
+                f" (swapped; {t} gives the same value either way)" if hidden else ""),
+                cause="" if hidden else swap_cause(a, b, other, t), benign=hidden)
             at = next((i for i, r in enumerate(out) if r.target == b), None)
             if at is None:
                 out.insert(out.index(res), row)
