@@ -13,6 +13,8 @@ transformers, which is what makes it a reference for the Meta <-> HF conversion.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -180,8 +182,13 @@ class HFModel(nn.Module):
                 self.weights) in TRANSFORMERS_NAMES):
             # a layout transformers converts when loading (Mixtral's per-expert weights): its own loader, on the
             # folder whose checkpoint (one file or shards) is the one given
-            self.model, info = self.model_class.from_pretrained(checkpoint_dir(self.weights),
-                                                               output_loading_info=True)
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):  # its bar would interleave with the report
+                    self.model, info = self.model_class.from_pretrained(checkpoint_dir(self.weights),
+                                                                       output_loading_info=True)
+            except (OSError, ValueError, RuntimeError, KeyError) as e:
+                raise MapspecError(f"{self.weights}: transformers cannot load this checkpoint: "
+                                   f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
             return _Loaded([k for k in info["missing_keys"] if k not in tied], list(info["unexpected_keys"]))
         return _Loaded(missing, list(result.unexpected_keys))
 

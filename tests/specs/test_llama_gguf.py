@@ -245,3 +245,50 @@ def test_verify_names_a_gguf_transformers_cannot_load(hf_model, tmp_path):
     w.close()
     code, _, err = run("verify", "llama/hf-to-gguf", "-s", src, "-c", g)
     assert code == 1 and "m.gguf" in err and "Traceback" not in err, err
+
+
+def _spec_without_k_permute(tmp_path, name):
+    from mapspec.resources import shipped_specs
+
+    lines = shipped_specs()[name].read_text().splitlines(keepends=True)
+    k = [i for i, line in enumerate(lines) if "rope_permute" in line and "num_key_value_heads" in line]
+    assert len(k) == 1
+    path = tmp_path / "no-k-permute.yaml"
+    path.write_text("".join(lines[:k[0]] + lines[k[0] + 1:]))
+    return path
+
+
+@pytest.mark.parametrize("direction", ["hf-to-gguf", "gguf-to-hf"])
+@pytest.mark.parametrize("broken", [False, True])
+def test_verify_layers_pair_gguf_and_hf_names(hf_model, tmp_path, direction, broken):
+    """transformers runs the GGUF side with its own GGUF loader, so its modules carry Hugging Face names; verify
+    names them as the file does (blk.0.attn_k), the names the spec's rules pair.  A spec that lost the permute of
+    k is caught at k (both sides lay rotary features out as halves once transformers has loaded them), with the
+    cause, not at o_proj."""
+    src, _ = hf_model
+    g = tmp_path / "m.gguf"
+    name = f"llama/{direction}"
+    spec = _spec_without_k_permute(tmp_path, name) if broken else name
+    if direction == "hf-to-gguf":
+        assert run("apply", spec, "-s", src, "-o", g, "-q")[0] == 0
+        argv = ["verify", spec, "-s", src, "-c", g]
+        k = ("model.layers.0.self_attn.k_proj", "blk.0.attn_k")
+    else:
+        assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g, "-q")[0] == 0
+        back = tmp_path / "back.safetensors"
+        assert run("apply", spec, "-s", g, "-o", back, "-q", *HEADS)[0] == 0
+        argv = ["verify", spec, "-s", g, "-c", back, "--target-config", src.parent / "config.json", *HEADS]
+        k = ("blk.0.attn_k", "model.layers.0.self_attn.k_proj")
+    code, text, err = run(*argv, "--layers", "--json")
+    assert text.startswith("{"), err
+    doc = __import__("json").loads(text)
+    rows = {(l["source"], l["target"]): l for l in doc["layers"]}
+    assert k in rows and len(rows) >= 2 * 9 + 3, text
+    if not broken:
+        assert code == 0 and doc["ok"] and doc["first_divergence"] is None, text + err
+        assert all(l["max_abs"] == 0 and l["note"] == "" for l in doc["layers"])
+        return
+    assert code == 1 and not doc["ok"]
+    bad = doc["first_divergence"]
+    assert (bad["source"], bad["target"]) == k, text
+    assert bad["likely_causes"][0].startswith("rotary permute (rows interleaved vs halves)")

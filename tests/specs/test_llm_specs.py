@@ -177,6 +177,22 @@ def test_mixtral_per_expert_to_fused_is_what_transformers_loads(tmp_path):
     verify("mixtral/per-expert-to-fused", tmp_path / "legacy" / "model.safetensors", tmp_path / "f.safetensors")
 
 
+def test_mixtral_sharded_per_expert_to_fused_verifies_from_folders_and_index_files(tmp_path):
+    """A sharded Mixtral as transformers saves it (shards + model.safetensors.index.json, config.json in the
+    folder), converted to a sharded folder: verify takes either side as the folder or as its index file."""
+    model, _ = mixtral(tmp_path)
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    out = tmp_path / "fused"
+    assert cli.run(["apply", "mixtral/per-expert-to-fused", "-s", str(tmp_path / "sharded"), "-o", f"{out}/",
+                    "--max-shard-size", "20KB", "-q"]) == 0
+    assert (out / "model.safetensors.index.json").is_file()
+    (out / "config.json").write_text((tmp_path / "sharded" / "config.json").read_text())
+    for s in (tmp_path / "sharded", tmp_path / "sharded" / "model.safetensors.index.json"):
+        for c in (out, out / "model.safetensors.index.json"):
+            verify("mixtral/per-expert-to-fused", s, c)
+
+
 def test_mixtral_fused_to_per_expert_is_what_transformers_saves_and_round_trips(tmp_path):
     from safetensors.torch import load_file
 

@@ -193,3 +193,14 @@ def test_a_spec_verify_config_outside_its_folder_is_refused(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     code, out, err = run("validate", spec)
     assert code == 1 and "verify target config '../config.json' is outside the spec's folder" in err
+
+
+def test_an_npy_input_has_its_own_shape(tiny, tmp_path):
+    """-i x.npy needs no --input-shape (nor a verify.input.shape): the array's shape is the input's."""
+    np.save(tmp_path / "x.npy", np.arange(4, dtype=np.float32).reshape(1, 4) / 4)
+    code, out, err = verify(tiny, "--target-model", TINY, "--input", tmp_path / "x.npy")
+    assert code == 0 and "PASS" in out, out + err
+    assert f"input: {tmp_path / 'x.npy'}, shape 1x4" in out
+    # --input-shape still wins when given: the array must fit it
+    one_error(verify(tiny, "--target-model", TINY, "--input", tmp_path / "x.npy", "--input-shape", "1,5"),
+              "does not fit the input shape (1, 5)")

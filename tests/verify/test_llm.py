@@ -197,3 +197,100 @@ def test_hidden_states_need_transformers_on_both_sides(gpt2):
     src, out = gpt2
     code, _, err = run("verify", GPT2_SPEC, "-s", src, "-c", out, "--target-model", NANOGPT, "--hidden-states")
     assert code == 1 and "--hidden-states compares transformers models; the source runs as torch" in err
+
+
+# -- the shipped reference models have layers, and --layers names a lost rotary permute ------------------
+
+@pytest.fixture(scope="module")
+def meta(tmp_path_factory, monkeypatch_module):
+    """A Meta-layout checkpoint (every parameter random, the norms too) with its params.json; the transformers
+    config of the converted model in hf/ (as transformers 5 saves it)."""
+    monkeypatch_module.syspath_prepend(str(HERE))
+    import meta_llama
+
+    d = tmp_path_factory.mktemp("meta")
+    torch.manual_seed(1)
+    model = meta_llama.llama(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, hidden=48,
+                             norm_eps=1e-6, rope_theta=10000.0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape) * 0.3)
+    torch.save(model.state_dict(), d / "consolidated.pth")
+    (d / "params.json").write_text(json.dumps({"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2,
+                                               "vocab_size": 64, "norm_eps": 1e-6}))
+    transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+                             tie_word_embeddings=False, architectures=["LlamaForCausalLM"]).save_pretrained(d / "hf")
+    return d
+
+
+def _without_k_permute(spec: str, tmp_path):
+    """The shipped spec less the rope_permute of k (q keeps its own)."""
+    text = shipped_specs()[spec].read_text()
+    lines = text.splitlines(keepends=True)
+    k = [i for i, line in enumerate(lines) if "rope_permute" in line and "kv_heads" in line]
+    assert len(k) == 1
+    path = tmp_path / "no-k-permute.yaml"
+    path.write_text("".join(lines[:k[0]] + lines[k[0] + 1:]))
+    return path
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_meta_to_hf_layers_with_the_shipped_reference_model(meta, tmp_path, broken):
+    """The spec's own verify: section (mapspec.models.llm's Meta model, transformers' Llama): every layer is
+    compared; q/k match only permuted (Meta rotates adjacent pairs, transformers the halves), and a spec that
+    lost the permute of k is caught at k, with the cause, not at o_proj."""
+    spec = _without_k_permute(LLAMA_SPEC, tmp_path) if broken else LLAMA_SPEC
+    out = tmp_path / "hf" / "model.safetensors"
+    out.parent.mkdir()
+    (out.parent / "config.json").write_text((meta / "hf" / "config.json").read_text())
+    assert run("apply", spec, "-s", meta / "consolidated.pth", "-o", out, "-q")[0] == 0
+    code, text, err = run("verify", spec, "-s", meta / "consolidated.pth", "-c", out, "--layers", "--json")
+    doc = json.loads(text)
+    rows = {(l["source"], l["target"]): l for l in doc["layers"]}
+    wk = rows[("layers.0.attention.wk", "model.model.layers.0.self_attn.k_proj")]
+    assert ("layers.1.feed_forward.w2", "model.model.layers.1.mlp.down_proj") in rows and len(rows) >= 2 * 9 + 3
+    assert "vocabulary 0..63" in doc["input"]
+    if not broken:
+        assert code == 0 and doc["ok"] and doc["first_divergence"] is None, text + err
+        assert wk["note"] == "features permuted"
+        return
+    assert code == 1 and not doc["ok"]
+    bad = doc["first_divergence"]
+    assert (bad["source"], bad["target"]) == ("layers.0.attention.wk", "model.model.layers.0.self_attn.k_proj")
+    assert bad["likely_causes"][0].startswith("rotary permute (rows interleaved vs halves)")
+
+
+def test_hf_to_nanogpt_layers_with_the_shipped_reference_model_and_a_folder(gpt2):
+    """The spec's own nanoGPT (mapspec.models.llm) has its layers; -s names the transformers folder (its
+    config.json inside, not beside it); token ids are drawn from the whole vocabulary."""
+    src, out = gpt2
+    code, text, err = run("verify", GPT2_SPEC, "-s", src.parent, "-c", out, "--layers", "--json")
+    assert code == 0, text + err
+    doc = json.loads(text)
+    compared = {(l["source"], l["target"]) for l in doc["layers"]}
+    assert ("model.transformer.h.1.attn.c_attn", "transformer.h.1.attn.c_attn") in compared
+    assert ("model.lm_head", "lm_head") in compared or ("model.transformer.wte", "transformer.wte") in compared
+    assert doc["input"] == "8 seeded random token ids, uniform over the whole vocabulary 0..63 (64 ids, seed 0)"
+    assert doc["first_divergence"] is None and all(l["max_rel"] < 1e-5 for l in doc["layers"])
+
+
+def test_a_config_that_does_not_describe_the_weights_is_one_error(tmp_path):
+    """A head_dim model (Mistral-Nemo style: head_dim 64 where hidden / heads is 40) verified with a config
+    that lacks head_dim: one line naming the file and the tensor, no traceback."""
+    cfg = transformers.MistralConfig(vocab_size=48, hidden_size=80, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=2, num_key_value_heads=1, head_dim=64,
+                                     tie_word_embeddings=False)
+    torch.manual_seed(0)
+    transformers.MistralForCausalLM(cfg).save_pretrained(tmp_path / "src")
+    spec = tmp_path / "hf.yaml"
+    spec.write_text(HF_TO_HF % "")
+    out = tmp_path / "out" / "model.safetensors"
+    out.parent.mkdir()
+    assert run("apply", spec, "-s", tmp_path / "src" / "model.safetensors", "-o", out, "-q")[0] == 0
+    doc = json.loads((tmp_path / "src" / "config.json").read_text())
+    del doc["head_dim"]
+    (out.parent / "config.json").write_text(json.dumps(doc))
+    code, text, err = run("verify", spec, "-s", tmp_path / "src" / "model.safetensors", "-c", out)
+    assert code == 1 and err.startswith("mapspec: error: ") and err.count("\n") == 1, err
+    assert str(out) in err and "size mismatch for model.layers.0.self_attn.q_proj.weight" in err

@@ -153,6 +153,8 @@ def call_factory(fn: Callable, ref: str, side: Side, model_types: tuple, what: s
         kwargs["weights"] = side.weights
     try:
         model = fn(**kwargs)
+    except MapspecError:  # a shipped factory's own error names the file and the fix
+        raise
     except Exception as e:  # the user's code
         raise MapspecError(f"model factory {ref} failed: {type(e).__name__}: {e}") from None
     if not isinstance(model, model_types):
