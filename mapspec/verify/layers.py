@@ -260,8 +260,8 @@ def _swapped_branches(results: list, src_acts: dict, tgt_acts: dict, rel_tol: fl
                 f" (swapped; {t} gives the same value either way)" if hidden else ""),
                 cause="" if hidden else swap_cause(a, b, other, t), benign=hidden)
             at = next((i for i, r in enumerate(out) if r.target == b), None)
-            if at is None:
-                out.insert(out.index(res), row)
+            if at is None:  # before the row the walk started from (or last, if that row was itself replaced)
+                out.insert(next((i for i, r in enumerate(out) if r is res), len(out)), row)
             else:
                 out[at] = row
     return out
