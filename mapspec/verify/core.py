@@ -186,7 +186,7 @@ def _make_input(args_input: Optional[str], shape_arg, cfg: dict, src: Runner, tg
     if token_models and icfg.get("range") is not None and not file_given:
         raise MapspecError(f"verify.input.range {icfg['range']}: both models take token ids, drawn from the whole "
                            f"vocabulary ({vocab} ids): write verify.input as {{tokens: LENGTH}}")
-    if tokens_given or "tokens" in icfg or (token_models and not file_given):
+    if tokens_given or (not file_given and ("tokens" in icfg or token_models)):  # a file given is the input
         for r, name in ((src, "source"), (tgt, "target")):
             if not r.takes_tokens:
                 raise MapspecError(f"the {name} runs as {r.kind}, which takes no token ids: give an image, a .npy "

@@ -294,3 +294,12 @@ def test_a_config_that_does_not_describe_the_weights_is_one_error(tmp_path):
     code, text, err = run("verify", spec, "-s", tmp_path / "src" / "model.safetensors", "-c", out)
     assert code == 1 and err.startswith("mapspec: error: ") and err.count("\n") == 1, err
     assert str(out) in err and "size mismatch for model.layers.0.self_attn.q_proj.weight" in err
+
+
+def test_an_npy_of_token_ids_is_the_input_not_random_ids(gpt2, tmp_path):
+    """A spec that draws token ids (verify.input: {tokens: 8}) still runs the .npy given with -i, at its shape."""
+    src, out = gpt2
+    np.save(tmp_path / "ids.npy", np.array([[5, 17, 63, 0, 9]], dtype=np.int64))
+    code, text, err = run("verify", GPT2_SPEC, "-s", src, "-c", out, "-i", tmp_path / "ids.npy")
+    assert code == 0, text + err
+    assert f"input: {tmp_path / 'ids.npy'}, shape 1x5" in text
