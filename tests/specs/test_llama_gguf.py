@@ -270,11 +270,11 @@ def test_verify_layers_pair_gguf_and_hf_names(hf_model, tmp_path, direction, bro
     name = f"llama/{direction}"
     spec = _spec_without_k_permute(tmp_path, name) if broken else name
     if direction == "hf-to-gguf":
-        assert run("apply", spec, "-s", src, "-o", g, "-q")[0] == 0
+        assert run("apply", spec, "-s", src, "-o", g, "-q", "--no-tokenizer")[0] == 0
         argv = ["verify", spec, "-s", src.parent, "-c", g]  # the folder, as apply takes it: config.json inside
         k = ("model.layers.0.self_attn.k_proj", "blk.0.attn_k")
     else:
-        assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g, "-q")[0] == 0
+        assert run("apply", "llama/hf-to-gguf", "-s", src, "-o", g, "-q", "--no-tokenizer")[0] == 0
         back = tmp_path / "back.safetensors"
         assert run("apply", spec, "-s", g, "-o", back, "-q", *HEADS)[0] == 0
         argv = ["verify", spec, "-s", g, "-c", back, "--target-config", src.parent / "config.json", *HEADS]
