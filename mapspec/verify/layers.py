@@ -146,7 +146,8 @@ def compare_layers(pairs, src_acts: dict, tgt_acts: dict, rel_tol: float,
                    alternatives: Callable[[str], list] = lambda name: [],
                    done: Callable[[], None] = lambda: None,
                    rotary: Callable[[str, str], Optional[str]] = lambda s, t: None,
-                   inputs: Callable[[str, str], tuple] = lambda s, t: (None, None)) -> tuple[list, Optional[LayerResult]]:
+                   inputs: Callable[[str, str], tuple] = lambda s, t: (None, None),
+                   ) -> tuple[list, Optional[LayerResult]]:
     """Compare each pair's activations.  ``rotary(source, target)`` says how a pair's features must relate
     ("same", "permuted": see ``verify/rotary.py``); ``inputs(source, target)`` the layers each side's layer reads
     (a graph runner), so that two branches swapped by the spec are named, not the layer that joins them."""

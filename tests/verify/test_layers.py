@@ -1,9 +1,16 @@
-"""Lining up activations: features permuted by the spec (rotary halves), last positions, channel slices."""
+"""Lining up activations: features permuted by the spec (rotary halves), last positions, channel slices; and what
+--layers says end to end: why nothing was compared, two sibling branches a spec swapped."""
 
 from __future__ import annotations
 
-import numpy as np
+import io
+import json
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from mapspec import cli
 from mapspec.verify.layers import candidates, last_position
 
 
@@ -30,14 +37,6 @@ def test_last_position_and_channel_slices():
 
 
 # -- end to end: what --layers says --------------------------------------------------------------------
-
-import io  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from mapspec import cli  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
