@@ -2,7 +2,8 @@
 
 ``runners/`` runs one side each (a registry: Caffe and MXNet executors, torch modules, Keras
 models, transformers models), ``inputs`` makes the bounded input, ``metrics`` compares and holds
-the tolerances, ``layers`` lines up layers from the spec, ``diagnose`` says what most likely
+the tolerances, ``layers`` lines up layers from the spec (``rotary``: how each side lays out
+q/k rotary features), ``diagnose`` says what most likely
 differs, ``core`` puts them together.
 """
 
