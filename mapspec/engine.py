@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import coverage, dtypes, numeric, parallel, stacking
+from . import coverage, dtypes, numeric, parallel, rawblocks, stacking
 from .errors import ConversionError, CoverageError, ErrorList, Location, MapspecError, SpecError, escape
 from .formats import Reader, TensorInfo, atomic_output, create_writer, module, open_checkpoint, output_format, sharded
 from .formats import gguf_vocab
@@ -500,7 +500,9 @@ class _Planner:
             if info.dtype is None:
                 raise fail("the source does not say this tensor's dtype", rule.source_loc)
             meta = Meta(tuple(info.shape), info.dtype)
+            quant = rawblocks.of_info(info)  # raw quantized blocks: bytes until dequantized
         else:
+            quant = None
             shape = tuple(binder.int_value(d, rule.loc, "shape") for d in rule.shape) if rule.shape is not None \
                 else ()
             meta = Meta(shape, rule.dtype)
@@ -517,6 +519,14 @@ class _Planner:
                 elif not a.required and a.default is not None:
                     args[k] = a.default
             label = _call_label(call, args)
+            why = rawblocks.refuse_call(call.name, label, quant, args)
+            for ref in (r for v in args.values() for r in (v if isinstance(v, list) else [v]) if isinstance(r, Ref)):
+                why = why or (rawblocks.of_info(self.infos[ref.name]) and rawblocks.refuse_operand(
+                    label, ref.name, rawblocks.of_info(self.infos[ref.name])))
+            if why:
+                raise fail(why, call.loc)
+            if call.name == "dequantize":
+                quant = None
             metas = {k: self._meta_of(v) for k, v in args.items()}
             try:
                 meta = call.tdef.infer(meta, **metas)
@@ -528,10 +538,10 @@ class _Planner:
             calls.append(BoundCall(call, args, label))
         step = Step(target, rule, None if rule.constant else source, calls, in_meta, meta, env=env,
                     constant=constant, peak=peak)
-        src = None if rule.constant else self.infos[source]
-        if src is not None and not calls and src.dtype == "uint8" and (src.meta or {}).get("ggml_type"):
-            # Raw quantized blocks (GGUF) keep their encoding through a plain rename/copy.
-            step.meta = {"ggml_type": src.meta["ggml_type"], "shape": src.meta["shape"]}
+        if quant:  # raw quantized blocks (GGUF) keep their encoding through a plain rename/copy
+            if rule.stack:
+                raise fail(rawblocks.refuse_stack(quant), rule.loc)
+            step.meta = {"ggml_type": quant, "shape": self.infos[source].meta["shape"]}
         return step
 
     def _metadata(self, raw: dict) -> dict:
@@ -598,7 +608,10 @@ class _Planner:
             if s is None:
                 self.plan.missing_targets.append(name)
                 continue
-            if info.meta:
+            own = rawblocks.raw_type(s.out_meta.dtype, s.meta)
+            if own and (why := rawblocks.refuse_template(own, rawblocks.of_info(info), info.dtype)):
+                self.error(ConversionError(why, tensor=s.source or name, rule=s.rule.label, loc=s.rule.to_loc))
+            elif info.meta:
                 s.meta = dict(info.meta)
             if info.shape is not None and tuple(info.shape) != tuple(s.out_meta.shape):
                 hint = ""
@@ -641,13 +654,19 @@ class _Planner:
         if not fmt:
             return
         try:
-            allowed = getattr(module(fmt), "WRITE_DTYPES", None)
+            mod = module(fmt)
         except MapspecError:
             return
+        for s in self.plan.steps:
+            quant = rawblocks.raw_type(s.out_meta.dtype, s.meta)
+            if quant and not rawblocks.writer_holds(mod):
+                self.error(ConversionError(rawblocks.refuse_output(fmt, quant, s.meta.get("shape")),
+                                           tensor=s.source or s.target, rule=s.rule.label, loc=s.rule.to_loc))
+        allowed = getattr(mod, "WRITE_DTYPES", None)
         if not allowed:
             return
         for s in self.plan.steps:
-            if s.out_meta.dtype not in allowed:
+            if s.out_meta.dtype not in allowed and not rawblocks.raw_type(s.out_meta.dtype, s.meta):
                 self.error(ConversionError(
                     f"format {fmt} cannot hold {s.out_meta.dtype} (it holds {', '.join(allowed)}); add "
                     f"{{cast: {allowed[0]}}} or set target: {{dtype: {allowed[0]}}}",

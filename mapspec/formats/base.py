@@ -134,11 +134,18 @@ class Writer:
     """A streaming writer.  ``write`` is called once per tensor, in ``infos`` order."""
 
     format: str = "?"
+    RAW_BLOCKS = False  # whether the format records the ggml type of raw quantized blocks (see rawblocks)
 
     def __init__(self, path, infos: Sequence[TensorInfo], **options):
+        from .. import rawblocks
+
         self.path = str(path)
         self.infos = list(infos)
         for i in self.infos:
+            quant = rawblocks.of_info(i)
+            if quant and not rawblocks.writer_holds(self):
+                raise MapspecError(f"{self.path}: tensor {i.name!r} "
+                                   f"{rawblocks.refuse_output(self.format, quant, (i.meta or {}).get('shape'))}")
             if not _utf8(i.name):
                 from ..errors import escape
 

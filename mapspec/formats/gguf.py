@@ -35,6 +35,7 @@ or an array of one of those), ``alignment`` (default: the template's, else 32), 
 
 from __future__ import annotations
 
+import bisect
 import struct
 import sys
 from typing import Mapping, NamedTuple, Optional, Sequence
@@ -83,6 +84,7 @@ TYPES: dict[int, GGMLType] = {code: GGMLType(*t) for code, t in {
 BY_NAME: dict[str, int] = {t.name: code for code, t in TYPES.items()}
 BY_DTYPE: dict[str, int] = {t.dtype: code for code, t in TYPES.items() if t.dtype}
 WRITE_DTYPES = tuple(BY_DTYPE) + ("uint8",)  # uint8: raw blocks of a quantized type (see meta)
+RAW_BLOCKS = True  # records the ggml type of raw quantized blocks (mapspec.rawblocks)
 
 
 # -- metadata value types --------------------------------------------------------------
@@ -268,11 +270,7 @@ class GGUFReader(Reader):
                                           f"raw blocks", offset=at, tensor=name)
                     info = TensorInfo(name, shape, "float32", {"ggml_type": t.name, "dequantized": True})
             self._infos[name] = info
-        spans.sort()
-        for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
-            if b1 < e0 and e1 > b1:
-                raise FormatError(self.path, f"tensor data overlaps tensor {n0!r}", offset=self.data_start + b1,
-                                  tensor=n1)
+        _check_overlaps(self.path, self.data_start, spans)
 
     @property
     def metadata(self) -> dict:
@@ -313,6 +311,24 @@ class GGUFReader(Reader):
 
     def close(self) -> None:
         self._file.close()
+
+
+def _check_overlaps(path: str, data_start: int, spans: list) -> None:
+    """No two tensors share a byte.  A zero-size tensor holds no byte, yet its offset must still be a
+    place in the data section (checked with the span) that is not strictly inside another tensor's
+    bytes: at another tensor's first byte or just past its last is fine (gguf-py's writer puts an
+    empty tensor at the running offset, which is where the next tensor starts)."""
+    full = sorted(s for s in spans if s[1] > s[0])
+    for (b0, e0, n0), (b1, e1, n1) in zip(full, full[1:]):
+        if b1 < e0:
+            raise FormatError(path, f"tensor data overlaps tensor {n0!r}", offset=data_start + b1, tensor=n1)
+    starts = [b for b, _, _ in full]
+    for b, e, name in spans:
+        if e == b:
+            i = bisect.bisect_left(starts, b) - 1  # the last tensor starting before b
+            if i >= 0 and full[i][1] > b:
+                raise FormatError(path, f"empty tensor placed at data offset {b}, inside the bytes of tensor "
+                                  f"{full[i][2]!r} ({full[i][0]}..{full[i][1]})", offset=data_start + b, tensor=name)
 
 
 # -- writing ------------------------------------------------------------------------------
@@ -449,6 +465,7 @@ class GGUFWriter(Writer):
     """Streaming GGUF writer (version 3); see the module docstring for its options."""
 
     format = NAME
+    RAW_BLOCKS = RAW_BLOCKS
 
     def __init__(self, path: str, infos: Sequence[TensorInfo], metadata: Optional[Mapping] = None,
                  alignment: Optional[int] = None, template: Optional[str] = None, **options):

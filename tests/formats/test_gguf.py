@@ -201,6 +201,31 @@ def test_hostile_headers(tmp_path, blob, message):
         mg.open(str(p))
 
 
+def _with_empty_tensor(z_offset: int) -> bytes:
+    """Tensor 'a' (16 float32, data bytes 0..64) and the empty tensor 'z' at ``z_offset``."""
+    head = _header(2, 0) + _s("a") + struct.pack("<IQIQ", 1, 16, 0, 0) + _s("z") + struct.pack("<IQIQ", 1, 0, 0,
+                                                                                              z_offset)
+    return head + b"\0" * (-len(head) % 32) + np.arange(16, dtype="<f4").tobytes()
+
+
+@pytest.mark.parametrize("offset, message", [
+    (0, None),  # at a's first byte: where gguf-py's writer puts an empty tensor written before it
+    (64, None),  # just past a's last byte: the end of the data section
+    (32, "inside the bytes of tensor 'a'"),
+    (96, "needs bytes"),  # past the data section
+])
+def test_an_empty_tensor_lies_in_the_data_section_outside_other_tensors(tmp_path, offset, message):
+    p = tmp_path / "z.gguf"
+    p.write_bytes(_with_empty_tensor(offset))
+    if message is None:
+        with mg.open(str(p)) as r:
+            assert r.read("z").shape == (0,) and np.array_equal(r.read("a"), np.arange(16, dtype=np.float32))
+    else:
+        with pytest.raises(FormatError, match=message) as e:
+            mg.open(str(p))
+        assert "'z'" in str(e.value)
+
+
 def test_every_truncation_is_a_format_error(tmp_path):
     src = tmp_path / "ok.gguf"
     mg.save(src, {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.arange(4, dtype=np.int8)},
@@ -277,7 +302,7 @@ target: {format: gguf}
 rules:
   - {from: w, to: w, apply: [{reshape: [4, 34]}]}
 """)
-    with pytest.raises(MapspecError, match="GGUF has no uint8 type"):
+    with pytest.raises(MapspecError, match="reshape.* on raw Q8_0 blocks"):
         mapspec.apply(bad, str(src), str(tmp_path / "o.gguf"))
     assert not (tmp_path / "o.gguf").exists()
 

@@ -269,6 +269,10 @@ def _file_with_header(tmp_path, header, data: bytes = b"", length=None) -> str:
     ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, 10_000, "past the end"),
     ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
       "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, None, "overlap"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},  # an empty tensor inside another's bytes
+      "z": {"dtype": "F32", "shape": [0], "data_offsets": [4, 4]}}, b"\0" * 8, None, "overlap"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},  # an empty tensor past the data area
+      "z": {"dtype": "F32", "shape": [0], "data_offsets": [20, 20]}}, b"\0" * 8, None, "past the end"),
     ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4, None, "past the end"),
     ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 12, None, "needs 12 bytes"),
     ({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, b"\0" * 8, None, "non-negative"),

@@ -176,6 +176,10 @@ def test_quantized_gguf_to_hf_equals_transformers_loader(hf_model, tmp_path):
     w.write_tensors_to_file()
     w.close()
     back = tmp_path / "back.safetensors"
+    # without the option the Q8_0 blocks would land as uint8 "weights" under Hugging Face names: refused
+    code, _, err = run("apply", "llama/gguf-to-hf", "-s", q, "-o", back, *HEADS)
+    assert code == 1 and "raw Q8_0 blocks" in err and "dequantize=true" in err and "Traceback" not in err, err
+    assert not back.exists()
     code, _, err = run("apply", "llama/gguf-to-hf", "-s", q, "-o", back, "--source-option", "dequantize=true",
                        *HEADS)
     assert code == 0, err
