@@ -12,7 +12,15 @@ for every rule):
     a non-integral value put into an integer tensor loses its fraction (2.7 -> 2);
 ``non-finite``
     a result may be NaN or infinity although every input was finite (and ``fill`` may
-    write NaN/infinity into a float tensor).
+    write NaN/infinity into a float tensor);
+``underflow``
+    a nonzero value may become exactly zero because it is below the smallest value of the
+    result's float dtype: a ``cast`` (float32 1e-10 -> float16), a product or quotient of
+    nonzero operands (``mul: 1e-5`` on float16 1e-3, ``target.dtype``'s cast back), a spec
+    number (``mul: 1e-50`` on float32, ``fill``).  Only the loss of the whole value counts: a
+    result that lands among the subnormals (fewer significant bits, but nonzero, same sign) is
+    rounding, as everywhere in float arithmetic, not underflow.  ``add``/``sub`` cannot
+    underflow (IEEE gradual underflow makes ``a - b == 0`` only when ``a == b``).
 
 NaN or infinity never goes into an integer tensor.  Each refusal is a :class:`TransformError`
 (the engine adds the rule and the tensor) that says which ``allow`` would permit it.
@@ -28,7 +36,7 @@ import numpy as np
 from . import dtypes
 from .transforms.registry import TransformError
 
-ALLOW = ("overflow", "truncate", "non-finite")
+ALLOW = ("overflow", "truncate", "non-finite", "underflow")
 CHUNK = 1 << 20  # values per pass of a finiteness check (bounded temporary memory)
 
 
@@ -76,6 +84,41 @@ def check_result(out: np.ndarray, inputs: Iterable, allow: frozenset) -> None:
     if n:
         raise TransformError(f"gives {n} {'NaN' if 'overflow' in allow else 'NaN/infinite'} "
                              f"value{'s' if n != 1 else ''} from finite inputs{_hint('non-finite')}")
+
+
+def check_underflow(out: np.ndarray, operands: Iterable, allow: frozenset, what: str = "value") -> None:
+    """Refuse a float result that is exactly 0 where every operand (broadcast to ``out``'s shape) is
+    nonzero: the value fell below the smallest of ``out``'s dtype (unless ``underflow``).  Chunked; the
+    operands are looked at only where the result is 0."""
+    if "underflow" in allow or not out.size or _kind(out.dtype) != "float":
+        return
+    ops = [np.broadcast_to(np.asarray(o), out.shape) for o in operands]
+    flat = out.reshape(-1)
+    n, example = 0, None
+    for i in range(0, flat.size, CHUNK):
+        zero = np.flatnonzero(flat[i:i + CHUNK] == 0)
+        if not zero.size:
+            continue
+        idx = np.unravel_index(zero + i, out.shape)
+        lost = np.ones(zero.size, dtype=bool)
+        for o in ops:
+            lost &= o[idx] != 0
+        if lost.any():
+            n += int(lost.sum())
+            if example is None:
+                k = int(np.flatnonzero(lost)[0])
+                example = (tuple(int(j[k]) for j in idx), [o[tuple(j[k] for j in idx)] for o in ops])
+    if n:
+        where, vals = example
+        shown = (" " + {"product": "*", "quotient": "/"}.get(what, "and") + " ").join(f"{float(v):g}" for v in vals)
+        name = dtypes.name_of(out.dtype)
+        raise TransformError(f"{n} nonzero {what}{'s' if n != 1 else ''} would become 0 in {name} (e.g. {shown} at index {where}: below "
+                             f"the smallest {name} value, {_smallest(out.dtype):g}){_hint('underflow')}")
+
+
+def _smallest(dt: np.dtype) -> float:
+    """The smallest positive value of a float dtype (its smallest subnormal)."""
+    return float(np.asarray(np.finfo(dt).smallest_subnormal, dtype=np.float64))
 
 
 def literal(value, dt: np.dtype, fail: Callable[[str], Exception], allow: frozenset = frozenset()) -> np.ndarray:
@@ -136,6 +179,9 @@ def scalar(value, dt: np.dtype, allow: frozenset = frozenset()):
         out = np.array(f, dtype=dt)
     if math.isfinite(f) and not np.isfinite(out.astype(np.float64)) and "overflow" not in allow:
         raise TransformError(f"{value!r} is beyond the range of {name}{_hint('overflow')}")
+    if f != 0 and out == 0 and "underflow" not in allow:
+        raise TransformError(f"{value!r} is below the smallest {name} value ({_smallest(dt):g}) and would become 0"
+                             f"{_hint('underflow')}")
     return out[()]
 
 
@@ -172,6 +218,8 @@ def cast(x: np.ndarray, dt: np.dtype, allow: frozenset = frozenset()) -> np.ndar
         n = count_nonfinite(out)
         raise TransformError(f"{n} value{'s' if n != 1 else ''} beyond the range of {name} would become "
                              f"infinity{_hint('overflow')}")
+    if dst == "float" and src == "float":
+        check_underflow(out, [x], allow)
     return out
 
 

@@ -74,6 +74,13 @@ def test_float16_cast_and_literals(value):
             numeric.cast(src, np.float16)
         with pytest.raises(TransformError, match="beyond"):
             numeric.scalar(value, np.float16)
+    elif math.isfinite(value) and value != 0 and np.float16(value) == 0:  # below float16's smallest, ~6e-8
+        with pytest.raises(TransformError, match="would become 0"):
+            numeric.cast(src, np.float16)
+        with pytest.raises(TransformError, match="below the smallest"):
+            numeric.scalar(value, np.float16)
+        assert float(numeric.cast(src, np.float16, frozenset({"underflow"}))[0]) == 0.0
+        assert float(numeric.scalar(value, np.float16, frozenset({"underflow"}))) == 0.0
     elif math.isfinite(value):
         assert float(numeric.cast(src, np.float16)[0]) == float(np.float16(value))
         assert float(numeric.scalar(value, np.float16)) == float(np.float16(value))
