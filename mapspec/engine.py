@@ -101,6 +101,7 @@ class Plan:
     unused: list = field(default_factory=list)
     ignored: list = field(default_factory=list)
     dropped: list = field(default_factory=list)
+    dropped_by: dict = field(default_factory=dict)  # dropped source name -> the drop rule that matched it
     referenced: set = field(default_factory=set)
     unmatched_rules: list = field(default_factory=list)
     missing_targets: list = field(default_factory=list)
@@ -296,6 +297,7 @@ class _Planner:
                 matched_by[name] = rule
                 if rule.drop:
                     self.plan.dropped.append(name)
+                    self.plan.dropped_by[name] = rule
                 else:
                     taken.append((name, rule, env, caps))
                 break

@@ -414,13 +414,17 @@ class _Inverter:
             except Lossy as e:
                 if e.ref is not None:
                     raw = call.args.get(e.ref)
+                    optional = isinstance(raw, dict) and bool(raw.get("optional"))
+                    raw = raw.get("ref") if isinstance(raw, dict) else raw  # {ref: NAME, optional: true}
                     there = self.surviving(rule, raw) if isinstance(raw, str) and e.approx is not None else None
                     if there is None:
                         raise Lossy(self.fate(raw, steps, call.tdef.name)) from None
                     name, args = e.approx.calls[0]
+                    # optional stays optional: where the forward's source lacked it, the reverse's lacks it too
                     e = Lossy(f"{call.tdef.name} by the tensor {raw!r}, which reaches the target unchanged as "
                               f"{there!r}: {name} by it there may round: not bit-exact",
-                              approx=Inverse([(name, {**args, e.ref: there})], axis=same_axis))
+                              approx=Inverse([(name, {**args, e.ref: {"ref": there, "optional": True} if optional
+                                                      else there})], axis=same_axis))
                 if not (self.lossy and e.approx is not None):
                     raise e from None
                 invs.append(e.approx)
@@ -657,7 +661,11 @@ class _Inverter:
         if rule.is_constant:
             return self.drops(rule, {}, rule.optional)
         if rule.drop:
-            raise Lossy(f"the forward drops the source tensors matching {rule.source_text!r}")
+            names = (self.steps or {}).get(("sources", id(rule)), [])
+            which = f": {', '.join(map(repr, names[:3]))}{', ...' if len(names) > 3 else ''}" if names else ""
+            what = f"the source tensor {rule.source_text!r}" if names == [rule.source_text] else \
+                f"the source tensors matching {rule.source_text!r}{which}"
+            raise Lossy(f"the forward drops {what}")
         kinds = capture_kinds(rule.source)
         envs = self.each_values(rule)
         restacked = self.restack(rule, kinds, envs)
@@ -801,6 +809,8 @@ def _planned_steps(spec: Spec, source, source_format: Optional[str], template) -
             return v
 
         out: dict = {"float dtypes": set(), "ignored": list(p.ignored)}  # dtypes: before target.dtype's cast
+        for name, r in p.dropped_by.items():  # a drop rule that matched lost those tensors: not "nothing matched"
+            out.setdefault(("sources", id(r)), []).append(name)
         flat = []
         for step in p.steps:
             if step.parts:  # a stack: its parts ran the rule's transforms, one source tensor each

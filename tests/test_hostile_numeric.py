@@ -79,6 +79,8 @@ _CAST = '  - from: "x"\n    to: "y"\n    apply: [{cast: %s}]\n'
     ([300, 5], "int64", "int8", "do not fit int8"),
     ([-5, 2], "int64", "uint16", "do not fit uint16"),
     ([70000.0, 1.0], "float32", "float16", "become infinity"),
+    ([1e-10, 3e-9], "float64", "float16", "2 nonzero values would become 0 in float16"),  # underflow
+    ([1e-46, 1.0], "float64", "float32", "1 nonzero value would become 0 in float32"),
     ([2.7, 1.0], "float32", "int32", "truncate"),
     ([np.nan, 1.0], "float32", "int32", "NaN"),
 ])
@@ -92,6 +94,8 @@ def test_cast_refuses_corruption(tmp_path, values, src_dtype, dtype, word):
     ([-5, 2], "int64", "uint16", "overflow", [65531, 2]),  # 65536 - 5
     ([70000.0, 1.0], "float32", "float16", "overflow", [np.inf, 1.0]),
     ([2.7, -1.5], "float32", "int32", "truncate", [2, -1]),
+    ([1e-10, 3e-9], "float64", "float16", "underflow", [0.0, 0.0]),
+    ([1e-7, -1e-7, 0.0], "float64", "float16", "", [1.1920928955078125e-07, -1.1920928955078125e-07, 0.0]),
 ])
 def test_cast_allowed_by_the_spec(tmp_path, values, src_dtype, dtype, allow, expected):
     rules = _CAST % dtype + f"    allow: [{allow}]\n"
@@ -108,6 +112,50 @@ def test_target_dtype_float16_overflow(tmp_path):
     rc, err, v = _convert(tmp_path, tensors, rules, top="target: {dtype: float16}\nallow: [overflow]\n")
     assert rc == 0, err
     assert v["y"].tolist() == [1.0, np.inf]
+
+
+# -- underflow: a nonzero value that becomes 0 ---------------------------------------------------
+
+def test_float16_arithmetic_underflow(tmp_path):
+    x = {"x": np.array([1e-3, 2e-3], dtype=np.float16)}
+    rules = '  - from: "x"\n    to: "y"\n    apply: [{mul: 1.0e-5}]\n'
+    rc, err, _ = _convert(tmp_path, x, rules)
+    _refused(rc, err, "mul(by=1e-05)", "rule 1", "'x'", "would become 0 in float16", "allow: [underflow]")
+    rc, err, v = _convert(tmp_path, x, rules + "    allow: [underflow]\n")
+    assert rc == 0, err
+    assert v["y"].tolist() == [0.0, 0.0]
+    rc, err, v = _convert(tmp_path, x, '  - from: "x"\n    to: "y"\n    apply: [{mul: 0}]\n')  # zero by a zero
+    assert rc == 0 and v["y"].tolist() == [0.0, 0.0], err
+
+
+@pytest.mark.parametrize("apply,values,word", [
+    ("{mul: 1.0e-30}", [1e-30, 0.0], "1 nonzero product would become 0 in float32"),
+    ("{div: 1.0e+30}", [1e-30, 0.0], "1 nonzero quotient would become 0 in float32"),
+    ("{mul: 1.0e-50}", [1.0, 2.0], "1e-50 is below the smallest float32 value"),  # the spec's own number
+    ("{mul: {by: s}}", [1e-30, 1.0], "1 nonzero product would become 0 in float32"),
+])
+def test_float32_arithmetic_underflow(tmp_path, apply, values, word):
+    tensors = {"x": np.array(values, dtype=np.float32), "s": np.array([1e-30, 1e-30], dtype=np.float32)}
+    rules = f'  - from: "x"\n    to: "y"\n    apply: [{apply}]\n  - {{from: s, drop: true}}\n'
+    rc, err, _ = _convert(tmp_path, tensors, rules)
+    _refused(rc, err, word, "'x'")
+    rc, err, v = _convert(tmp_path, tensors, rules, top="allow: [underflow]\n")
+    assert rc == 0, err
+
+
+def test_target_dtype_float16_underflow(tmp_path):
+    tensors = {"x": np.array([1.0, 1e-9], dtype=np.float32)}
+    rules = '  - from: "x"\n    to: "y"\n'
+    rc, err, _ = _convert(tmp_path, tensors, rules, top="target: {dtype: float16}\n")
+    _refused(rc, err, "float16", "would become 0", "target dtype", "'x'")
+
+
+def test_add_and_sub_do_not_underflow(tmp_path):
+    """IEEE gradual underflow: a - b is 0 only when a == b, so a cancellation is exact, not underflow."""
+    tensors = {"x": np.array([1e-3, 6e-8, 0.5], dtype=np.float16)}
+    rules = '  - from: "x"\n    to: "y"\n    apply: [{sub: {by: x}}]\n'
+    rc, err, v = _convert(tmp_path, tensors, rules)
+    assert rc == 0 and v["y"].tolist() == [0.0, 0.0, 0.0], err
 
 
 # -- fill -----------------------------------------------------------------------------------------
@@ -181,4 +229,7 @@ def test_schema_knows_allow(tmp_path):
     assert err.count("'wrap' is not one of") + err.count("wrap") >= 1 and "sometimes" in err, err
     schema = json.loads((__import__("pathlib").Path(__file__).resolve().parent.parent / "schemas" /
                          "mapspec-1.schema.json").read_text())
-    assert schema["$defs"]["allowance"]["items"]["enum"] == ["overflow", "truncate", "non-finite"]
+    assert schema["$defs"]["allowance"]["items"]["enum"] == ["overflow", "truncate", "non-finite", "underflow"]
+    spec.write_text('mapspec: 1\nallow: [underflow]\nrules:\n  - {from: "x", to: "y", allow: [underflow]}\n')
+    rc, _, err = _run("validate", spec)
+    assert rc == 0, err

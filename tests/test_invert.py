@@ -582,3 +582,67 @@ def test_random_parts_under_each_are_joined_again(tmp_path_factory, data):
     code, _, err = run("apply", rev, "-s", fwd, "-o", back, "-q")
     assert code == 0, (calls, rev.read_text(), err)
     assert_identical({"w3": x, "w4": x + 100}, tensors(back))
+
+
+# -- drops that matched; optional operands ---------------------------------------------------------
+
+def test_an_optional_drop_that_matched_is_lossy(tmp_path):
+    """A Meta Llama checkpoint with rope.freqs and an optional drop rule: the drop lost a tensor (plan counts it
+    dropped), so invert refuses it without --lossy, naming rule and tensor, instead of 'nothing matched'."""
+    src = tmp_path / "src.npz"
+    x = {"tok_embeddings.weight": np.arange(6, dtype=np.float32).reshape(3, 2),
+         "rope.freqs": np.arange(4, dtype=np.float32) / 8}
+    module("npz").save(str(src), x)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"mapspec": 1, "source": {"format": "npz"}, "target": {"format": "npz"}, "rules": [
+        {"from": "tok_embeddings.weight", "to": "model.embed_tokens.weight"},
+        {"from": "rope.freqs", "drop": True, "optional": True}]}))
+    code, out, _ = run("plan", spec, "-s", src)
+    assert code == 0 and "1 dropped" in out, out
+    code, _, err = run("invert", spec, "-s", src, "-o", tmp_path / "rev.yaml")
+    assert code == 1 and "rule 2 (drop 'rope.freqs'): cannot be reversed: the forward drops the source tensor " \
+        "'rope.freqs'" in err and "--lossy" in err, err
+    code, _, notes = run("invert", spec, "-s", src, "-o", tmp_path / "rev.yaml", "--lossy")
+    assert code == 0 and "rope.freqs" in notes and "nothing of the source matched" not in notes, notes
+    # a source without rope.freqs: the optional rule matched nothing, nothing is lost
+    module("npz").save(str(src), {"tok_embeddings.weight": x["tok_embeddings.weight"]})
+    back, _, notes = round_trip(tmp_path, spec, src, ".npz", "--source", src)
+    assert "optional, and nothing of the source matched it" in notes
+    assert_identical({"tok_embeddings.weight": x["tok_embeddings.weight"]}, tensors(back))
+
+
+def _bias_spec(tmp_path) -> str:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"mapspec": 1, "source": {"format": "npz"}, "target": {"format": "npz"}, "rules": [
+        {"from": "conv<i>[0]", "to": "w{i}", "apply": [{"sub": {"by": {"ref": "conv{i}[1]", "optional": True},
+                                                                "axis": 0}}]},
+        {"from": "conv<i>[1]", "to": "b{i}", "optional": True}]}))
+    return spec
+
+
+def test_a_missing_optional_operand_is_the_identity_and_inverts_exactly(tmp_path):
+    """sub by an optional bias the source lacks subtracts 0 (a bias-less convolution); invert undoes nothing."""
+    w = (np.arange(6, dtype=np.float32) - 2.5).reshape(3, 2)
+    src = tmp_path / "src.npz"
+    module("npz").save(str(src), {"conv1[0]": w})
+    spec = _bias_spec(tmp_path)
+    code, out, err = run("plan", spec, "-s", src)
+    assert code == 0 and "sub(by=0" in out, out + err
+    back, rev, _ = round_trip(tmp_path, spec, src, ".npz", "--source", src)
+    assert_identical({"conv1[0]": w}, tensors(back))
+    assert np.array_equal(tensors(tmp_path / "forward.npz")["w1"], w)  # w - 0
+
+
+def test_a_present_optional_operand_inverts_to_an_optional_one(tmp_path):
+    w = (np.arange(6, dtype=np.float32) - 2.5).reshape(3, 2)
+    b = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+    src = tmp_path / "src.npz"
+    module("npz").save(str(src), {"conv1[0]": w, "conv1[1]": b})
+    spec = _bias_spec(tmp_path)
+    code, _, err = run("invert", spec, "-s", src)
+    assert code == 1 and "sub by the tensor 'conv{i}[1]', which reaches the target unchanged as 'b{i}'" in err, err
+    back, rev, _ = round_trip(tmp_path, spec, src, ".npz", "--source", src, "--lossy")
+    assert yaml.safe_load(rev.read_text())["rules"][0]["apply"] == [
+        {"add": {"by": {"ref": "b{i}", "optional": True}, "axis": 0}}]
+    assert np.array_equal(tensors(tmp_path / "forward.npz")["w1"], w - b[:, None])  # numpy's own broadcast
+    assert_identical({"conv1[0]": w, "conv1[1]": b}, tensors(back))  # halves and small integers: exact

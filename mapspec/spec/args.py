@@ -272,7 +272,13 @@ class Binder:
                 return v
             if _is_attr(v):
                 return float(self.attr(v, loc, what, _is_number, "a number"))
-            return self.ref(v, loc, what)
+            r = self.ref(v, loc, what)
+            if r is None:  # an optional reference to a tensor the source lacks
+                if arg.absent is None:
+                    raise self.fail(f"{what}: the optional reference {v['ref']!r} names no source tensor and this "
+                                    f"operand has no meaning without it", _sub_loc(v, "ref", loc))
+                return arg.absent
+            return r
         if k == "ref":
             return self.ref(v, loc, what)
         if k == "refs":

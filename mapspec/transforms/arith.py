@@ -17,6 +17,7 @@ import math
 
 from .inverse import Inverse, InverseContext, Lossy, NotInvertible, same_axis
 from .registry import Arg, Meta, TransformError, norm_axis, transform
+from ..spec.args import Ref
 
 
 def _operand_shape(x_shape, by_shape, axis) -> tuple:
@@ -80,9 +81,11 @@ def _finish(out: np.ndarray, x: np.ndarray, allow: frozenset = frozenset()) -> n
 
 def _apply(op: str, ufunc, x: np.ndarray, by, axis, allow: frozenset) -> np.ndarray:
     a, b, _ = _prepare(x, by, axis, allow)
-    with np.errstate(over="ignore", invalid="ignore"):  # judged below, not warned about
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # judged below, not warned about
         out = ufunc(a, b)
     numeric.int_arith(op, a, b, out, allow)
+    if op == "mul":  # add/sub cannot underflow (gradual underflow); their cast back to half precision can
+        numeric.check_underflow(out, [a, b], allow, "product")
     return _finish(out, x, allow)
 
 
@@ -108,14 +111,16 @@ def div(x: np.ndarray, by, axis=None, zero=None, allow: frozenset = frozenset())
                                  f"add 'zero: 0' to div to give 0 there (Caffe's convention for a zero "
                                  f"BatchNorm factor), or fix the source")
         safe = np.where(zeros, 1, b).astype(ct) if isinstance(b, np.ndarray) else ct.type(1)
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
             out = np.divide(a, safe) if ct.kind == "f" else np.floor_divide(a, safe)
         numeric.int_arith("div", a, safe, out, allow)
+        numeric.check_underflow(out, [a], allow, "quotient")
         out = np.where(np.broadcast_to(zeros, out.shape), numeric.scalar(zero, ct, allow), out)
     else:
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
             out = np.divide(a, b) if ct.kind == "f" else np.floor_divide(a, b)
         numeric.int_arith("div", a, b, out, allow)
+        numeric.check_underflow(out, [a], allow, "quotient")
     return _finish(np.asarray(out, dtype=ct), x, allow)
 
 
@@ -138,6 +143,9 @@ def _inverse(name: str):
         by = ctx.args.get("by")
         if isinstance(by, dict) and "attr" in by:
             by = ctx.bound("by")  # the same attribute value for every tensor: written as a number
+        if isinstance(by, dict) and by.get("optional") and ctx.steps and \
+                all(s[2].get("by") == IDENTITY[name] and not isinstance(s[2].get("by"), Ref) for s in ctx.steps):
+            return Inverse([], axis=same_axis)  # the source lacks the tensor: the forward left the values alone
         if isinstance(by, bool) or not isinstance(by, (int, float)):
             args = {"by": by, **({"axis": ctx.args["axis"]} if ctx.args.get("axis") is not None else {})}
             raise Lossy(f"{name} by the tensor {by!r}: the reverse would need that tensor, unchanged, in the target "
@@ -155,10 +163,19 @@ def _inverse(name: str):
     return inverse
 
 
-_ARGS = {
-    "by": Arg("operand", required=True, doc="a number, {attr: ..., of: ...}, or a tensor reference"),
-    "axis": Arg("int", default=None, doc="broadcast a per-channel operand along this axis"),
-}
+# An optional tensor operand the source lacks ({ref: "conv1[1]", optional: true}: a convolution without a
+# bias) stands for the operation's identity: the rule then leaves the values as they are.
+IDENTITY = {"add": 0, "sub": 0, "mul": 1, "div": 1}
+
+
+def _args(name: str) -> dict:
+    return {
+        "by": Arg("operand", required=True, absent=IDENTITY[name],
+                  doc=f"a number, {{attr: ..., of: ...}}, or a tensor reference (an optional one the source lacks: "
+                      f"{IDENTITY[name]})"),
+        "axis": Arg("int", default=None, doc="broadcast a per-channel operand along this axis"),
+    }
+
 
 for _name, _kernel, _doc in (("mul", mul, "Multiply by ``by``."), ("add", add, "Add ``by``."),
                              ("sub", sub, "Subtract ``by``.")):
@@ -167,11 +184,11 @@ for _name, _kernel, _doc in (("mul", mul, "Multiply by ``by``."), ("add", add, "
             return _infer(meta, by, axis)
         infer.__doc__ = doc
         return infer
-    transform(_name, kernel=_kernel, args=_ARGS, short="by", inverse=_inverse(_name))(_make(_doc))
+    transform(_name, kernel=_kernel, args=_args(_name), short="by", inverse=_inverse(_name))(_make(_doc))
 
 
-@transform("div", kernel=div, args={**_ARGS, "zero": Arg("number", default=None,
-                                                        doc="result where the divisor is 0 (else an error)")},
+@transform("div", kernel=div, args={**_args("div"), "zero": Arg("number", default=None,
+                                                               doc="result where the divisor is 0 (else an error)")},
            short="by", inverse=_inverse("div"))
 def infer_div(meta: Meta, by, axis=None, zero=None) -> Meta:
     """Divide by ``by``; a zero divisor is an error unless ``zero`` gives the result for it."""

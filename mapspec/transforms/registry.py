@@ -49,7 +49,8 @@ class TransformError(ValueError):
 #   int      an integer, or "{expr}"
 #   ints     a list of those
 #   number   a number, or an attribute reference {attr: NAME, of: LAYER[, default: X]}
-#   operand  a number, an attribute reference, or a tensor reference ("layer[1]" / {ref: ..., optional: true})
+#   operand  a number, an attribute reference, or a tensor reference ("layer[1]" / {ref: ..., optional: true});
+#            an optional reference to a tensor the source lacks binds to Arg.absent (arith: the identity)
 #   ref      a tensor reference (optional references may be absent in the source: then None)
 #   refs     a list of tensor references
 #   dtype    a dtype name
@@ -64,6 +65,7 @@ class Arg(NamedTuple):
     default: Any = None
     doc: str = ""
     choices: tuple = ()
+    absent: Any = None  # operand: what an optional reference that names no source tensor stands for (None: error)
 
 
 class TransformDef(NamedTuple):
