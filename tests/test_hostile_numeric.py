@@ -158,6 +158,45 @@ def test_add_and_sub_do_not_underflow(tmp_path):
     assert rc == 0 and v["y"].tolist() == [0.0, 0.0, 0.0], err
 
 
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TINY = st.one_of(st.floats(-1e-3, 1e-3, width=64), st.sampled_from([0.0, -0.0, 1e-45, 6e-8, 2.9e-8, 1e-300]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(_TINY, min_size=1, max_size=6), dst=st.sampled_from(["float16", "float32", "bfloat16"]),
+       by=st.sampled_from([None, 1e-5, 1e-30, 0.5, 3.0]))
+def test_underflow_is_refused_exactly_when_a_nonzero_value_becomes_zero(values, dst, by):
+    """Property: cast (and mul, computed as numpy does in float32 for half precision) is refused iff some
+    nonzero value comes out as exactly 0; with allow: [underflow] it gives numpy's own result."""
+    import ml_dtypes
+
+    from mapspec import numeric
+    from mapspec.transforms.arith import mul
+    from mapspec.transforms.registry import TransformError
+
+    dt = np.dtype(ml_dtypes.bfloat16) if dst == "bfloat16" else np.dtype(dst)
+    x = np.array(values, dtype=np.float64)
+    if by is None:
+        want = x.astype(dt)
+        run = lambda allow: numeric.cast(x, dt, allow)  # noqa: E731
+        lost = (x != 0) & (want.astype(np.float64) == 0)
+    else:
+        x = x.astype(dt)  # the tensor in its own dtype; the product in float32 (half precision) or its own
+        wide = x.astype(np.float32) if dt.itemsize < 4 else x
+        prod = wide * np.asarray(by, dtype=wide.dtype)
+        want = prod.astype(dt)
+        run = lambda allow: mul(x, by, allow=allow)  # noqa: E731
+        lost = (x.astype(np.float64) != 0) & (want.astype(np.float64) == 0)
+    if lost.any():
+        with pytest.raises(TransformError, match="would become 0|below the smallest"):
+            run(frozenset())
+    else:
+        assert np.array_equal(run(frozenset()).astype(np.float64), want.astype(np.float64))
+    assert np.array_equal(run(frozenset({"underflow"})).astype(np.float64), want.astype(np.float64))
+
+
 # -- fill -----------------------------------------------------------------------------------------
 
 _FILL = '  - from: "x"\n    to: "y"\n    apply: [{fill: %s}]\n'
