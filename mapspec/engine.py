@@ -152,6 +152,8 @@ class Plan:
                 "refs": s.refs,
                 "transforms": [c.label for c in s.calls], "in_shape": list(s.in_meta.shape),
                 "shape": list(s.out_meta.shape), "dtype": s.out_meta.dtype,
+                **({"ggml_type": s.meta["ggml_type"], "ggml_shape": list(s.meta["shape"])}
+                   if rawblocks.raw_type(s.out_meta.dtype, s.meta) else {}),
             } for s in self.steps],
             "errors": [str(e) for e in self.errors],
             "warnings": list(self.warnings),

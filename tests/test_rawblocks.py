@@ -77,6 +77,8 @@ def test_raw_blocks_go_only_to_gguf(tmp_path, q8, target):
     p = mapspec.plan(spec, q8, target_format=target)
     if target == "gguf":
         assert p.ok, p.errors
+        (step,) = [s for s in p.to_json()["steps"] if s["target"] == "w"]  # the type travels with the plan
+        assert step["dtype"] == "uint8" and step["ggml_type"] == "Q8_0" and step["ggml_shape"] == [4, 64]
     else:
         assert not p.ok and "raw Q8_0 blocks" in str(p.errors[0]) and f"format {target}" in str(p.errors[0])
 
