@@ -524,9 +524,9 @@ class _Planner:
                     args[k] = a.default
             label = _call_label(call, args)
             why = rawblocks.refuse_call(call.name, label, quant, args)
-            for ref in (r for v in args.values() for r in (v if isinstance(v, list) else [v]) if isinstance(r, Ref)):
-                why = why or (rawblocks.of_info(self.infos[ref.name]) and rawblocks.refuse_operand(
-                    label, ref.name, rawblocks.of_info(self.infos[ref.name])))
+            for ref in BoundCall(call, args, label).refs:
+                t = rawblocks.of_info(self.infos[ref])
+                why = why or (t and rawblocks.refuse_operand(label, ref, t))
             if why:
                 raise fail(why, call.loc)
             if call.name == "dequantize":

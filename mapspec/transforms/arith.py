@@ -17,7 +17,6 @@ import math
 
 from .inverse import Inverse, InverseContext, Lossy, NotInvertible, same_axis
 from .registry import Arg, Meta, TransformError, norm_axis, transform
-from ..spec.args import Ref
 
 
 def _operand_shape(x_shape, by_shape, axis) -> tuple:
@@ -144,7 +143,7 @@ def _inverse(name: str):
         if isinstance(by, dict) and "attr" in by:
             by = ctx.bound("by")  # the same attribute value for every tensor: written as a number
         if isinstance(by, dict) and by.get("optional") and ctx.steps and \
-                all(s[2].get("by") == IDENTITY[name] and not isinstance(s[2].get("by"), Ref) for s in ctx.steps):
+                all(_is_identity(s[2].get("by"), name) for s in ctx.steps):
             return Inverse([], axis=same_axis)  # the source lacks the tensor: the forward left the values alone
         if isinstance(by, bool) or not isinstance(by, (int, float)):
             args = {"by": by, **({"axis": ctx.args["axis"]} if ctx.args.get("axis") is not None else {})}
@@ -166,6 +165,11 @@ def _inverse(name: str):
 # An optional tensor operand the source lacks ({ref: "conv1[1]", optional: true}: a convolution without a
 # bias) stands for the operation's identity: the rule then leaves the values as they are.
 IDENTITY = {"add": 0, "sub": 0, "mul": 1, "div": 1}
+
+
+def _is_identity(bound, name: str) -> bool:
+    """Whether a bound operand is the identity an absent optional reference binds to (not a tensor)."""
+    return isinstance(bound, (int, float)) and not isinstance(bound, bool) and bound == IDENTITY[name]
 
 
 def _args(name: str) -> dict:

@@ -44,8 +44,10 @@ def test_infer_shape_and_refusals():
 
 # -- property: raw blocks through random transform chains (mapspec/rawblocks.py) ------------------
 
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+from mapspec.errors import SpecError  # noqa: E402
 
 _CHAIN = ["{cast: float32}", "{cast: float16}", "{mul: 2}", "{add: {by: f}}", "{reshape: [-1]}",
           "{transpose: [1, 0]}", "{reverse: 0}", "{take: {indices: [0], axis: 0}}",
@@ -73,7 +75,10 @@ def test_random_chains_on_raw_blocks(tmp_path_factory, qtype, first, chain, targ
     calls = ([f"{{dequantize: {first}}}"] if first else []) + chain
     (d / "s.yaml").write_text(f"mapspec: 1\nsource: {{format: gguf}}\ntarget: {{format: {target}}}\nrules:\n"
                               f"  - {{from: w, to: w, apply: [{', '.join(calls)}]}}\n  - {{from: f, to: f}}\n")
-    p = mapspec.plan(str(d / "s.yaml"), str(d / "q.gguf"), target_format=target)
+    try:
+        p = mapspec.plan(str(d / "s.yaml"), str(d / "q.gguf"), target_format=target)
+    except SpecError:  # a chain wrong whatever the tensor (a transpose after a flattening reshape)
+        assume(False)
     text = "\n".join(map(str, p.errors))
     if first is None and (chain or target != "gguf"):
         assert f"raw {qtype} blocks" in text and "'w'" in text and f"dequantize: {qtype}" in text, text
