@@ -16,7 +16,7 @@ for every rule):
 ``underflow``
     a nonzero value may become exactly zero because it is below the smallest value of the
     result's float dtype: a ``cast`` (float32 1e-10 -> float16), a product or quotient of
-    nonzero operands (``mul: 1e-5`` on float16 1e-3, ``target.dtype``'s cast back), a spec
+    nonzero operands (``mul: 1e-5`` on float16 1e-3, ``fold_bn``'s scaling), a spec
     number (``mul: 1e-50`` on float32, ``fill``).  Only the loss of the whole value counts: a
     result that lands among the subnormals (fewer significant bits, but nonzero, same sign) is
     rounding, as everywhere in float arithmetic, not underflow.  ``add``/``sub`` cannot

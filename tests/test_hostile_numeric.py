@@ -70,6 +70,16 @@ def test_fold_bn_still_folds_sound_statistics(tmp_path):
     np.testing.assert_allclose(v["w"], [[1 / 2, 2 / 2], [3 / 3, 4 / 3]], rtol=1e-6)  # 1/sqrt(var + 1)
 
 
+def test_fold_bn_refuses_weights_scaled_to_zero(tmp_path):
+    """1e-40 / sqrt(1e30 + eps) is nonzero but below float32's smallest value (1.4e-45): underflow."""
+    tensors = {"conv.w": np.array([[1e-40, 1.0], [2.0, 3.0]], dtype=np.float32),
+               "bn.var": np.array([1e30, 3.0], dtype=np.float32)}
+    rc, err, _ = _convert(tmp_path, tensors, _FOLD % "1.0")
+    _refused(rc, err, "1 nonzero product would become 0 in float32", "rule 1", "'conv.w'")
+    rc, err, v = _convert(tmp_path, tensors, _FOLD % "1.0", top="allow: [underflow]\n")
+    assert rc == 0 and v["w"][0, 0] == 0, err
+
+
 # -- cast ---------------------------------------------------------------------------------------
 
 _CAST = '  - from: "x"\n    to: "y"\n    apply: [{cast: %s}]\n'

@@ -78,8 +78,10 @@ def fold_bn(x: np.ndarray, var, eps: float, factor=None, gamma=None, axis: int =
     shape = [1] * x.ndim
     shape[ax] = -1
     ct = x.dtype if x.dtype.itemsize >= 4 else np.dtype(np.float32)
-    with np.errstate(over="ignore"):
-        out = x.astype(ct, copy=False) * alpha.astype(ct).reshape(shape)
+    a = alpha.astype(ct).reshape(shape)
+    with np.errstate(over="ignore", under="ignore"):
+        out = x.astype(ct, copy=False) * a
+    numeric.check_underflow(out, [x, a], allow, "product")  # a weight scaled to exactly 0
     return numeric.cast(out, x.dtype, allow) if out.dtype != x.dtype else out
 
 
