@@ -597,7 +597,8 @@ def cmd_draft(args, out: TextIO, err: TextIO) -> int:
     else:
         print(f"wrote {args.output}", file=out)
     print(f"mapped {d.mapped} of {d.total} targets, {len(d.open)} left open"
-          + (f", {len(d.unused)} source tensors unused" if d.unused else "") + " (TODO comments in the spec)",
+          + (f", {len(d.unused)} source tensors unused" if d.unused else "")
+          + (f"; {len(d.todos)} TODO rules: the spec plans once each is resolved" if d.todos else ""),
           file=err if args.output is None else out)
     return 0
 

@@ -3,9 +3,11 @@
 :mod:`.units` reads layers and their tensors' roles from each side, :mod:`.match` aligns the
 layers in graph order and picks each tensor's transforms, :mod:`.generalize` turns the pairs
 into pattern rules with index arithmetic.  Only names, shapes and dtypes of the template are
-used, never its values.  A target that has no candidate, or two equally good ones, is left
-open: listed in a TODO comment with its candidates, never guessed; the draft then relaxes
-missing-target (and unused-source) so that it plans, and says how many targets it left open.
+used, never its values.  A target that has no candidate, or two that shapes and order alone
+cannot tell apart (:mod:`.settle`), is left open, never guessed; so is a source tensor the draft
+does not use.  Each is a TODO rule (``name: TODO ...``, a ``from`` that matches nothing): the
+draft is written, but plans and applies only once every TODO is resolved, the error naming the
+TODO's line; the draft relaxes no check.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 
 from ..invert import SpecDumper
 from .generalize import expressible, generalize
+from .graph import topology
 from .match import align, unique_pairs
 from .units import in_graph_order, units
 
@@ -33,6 +36,8 @@ class Draft:
     unused: list = field(default_factory=list)  # source tensors the draft does not use
     shuffled: list = field(default_factory=list)  # files whose order could not stand for graph order
     template_dir: Optional[str] = None  # the template's folder: the drafted spec names a file there
+    todos: list = field(default_factory=list)  # the TODO rules' texts
+    check_text: str = ""  # the draft without its TODO rules, open targets and unused sources relaxed
 
 
 def draft(source: str, template: str, output: Optional[str] = None, source_format: Optional[str] = None,
@@ -45,7 +50,7 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
         su, tu = units(src), units(tpl)
         shuffled = [r.path for r, us in ((src, su), (tpl, tu)) if not in_graph_order(r, us)]
         rope = rotary_heads(source, template)
-        al = unique_pairs(su, tu, rope) if shuffled else align(su, tu, rope)
+        al = unique_pairs(su, tu, rope) if shuffled else align(su, tu, rope, (topology(src), topology(tpl)))
         src_names = src.names()
         # a name with '<' or '>' cannot be a pattern: its targets stay open
         maps = [m for m in al.mappings if expressible(m.source)]
@@ -57,6 +62,7 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
         total = list(tpl.infos())
         open_targets = [n for n in total if n not in produced]
         unused = [n for n in src_names if n not in used]
+        todos = _todos(al, su, maps, unused)
         src_fmt, tgt_fmt = src.format, _TARGET_FORMATS.get(tpl.format, tpl.format)
     # relative to the spec written (printed: absolute, so that it holds wherever it is saved)
     template_ref = os.path.relpath(os.path.abspath(template), os.path.dirname(os.path.abspath(output))) if output \
@@ -68,29 +74,67 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
            "source": {"format": src_fmt},
            "target": {"format": tgt_fmt, "template": template_ref,
                       **({"template_options": template_options} if template_options else {})}}
-    relax = (["missing-target"] if open_targets else []) + (["unused-source"] if unused else [])
-    if relax:
-        doc["relax"] = relax
-    doc["rules"] = rules
     head = [f"# Drafted by `mapspec draft` from {os.path.basename(source)} (source) and {os.path.basename(template)}"
             f" (template): {len(total) - len(open_targets)} of {len(total)} targets mapped, {len(open_targets)} left "
             f"open.", "# Review every rule before use; prove the result with `mapspec verify`."]
+    if todos:
+        head.append(f"# {len(todos)} TODO rule{'s' if len(todos) > 1 else ''} below: the spec does not plan until "
+                    f"each is replaced by the rules it asks for (or deleted, with what it names dropped or ignored).")
     head += [f"# NOTE {n}" for n in al.notes]
     for path in shuffled:
         head.append(f"# NOTE {os.path.basename(path)} is not in graph order (sorted by name, or a layer's tensors "
                     f"apart), so layers were matched by name or where shape and kind leave one choice")
+    check = dict(doc)
+    relax = (["missing-target"] if open_targets else []) + (["unused-source"] if unused else [])
+    if relax:
+        check["relax"] = relax
+    check["rules"] = rules
+    names = set(src_names)
+    doc["rules"] = [{"name": t, "from": _nowhere(f"TODO: {key}", names), "drop": True} for key, t in todos] + rules
+
+    def dump(d: dict) -> str:
+        return yaml.dump(d, Dumper=SpecDumper, sort_keys=False, default_flow_style=None, width=120,
+                         allow_unicode=True)
+
+    text = "\n".join(head) + "\n" + dump(doc)
+    return Draft(text, len(total), len(total) - len(open_targets), open_targets, unused, shuffled,
+                 template_dir=os.path.dirname(os.path.abspath(template)), todos=[t for _, t in todos],
+                 check_text=dump(check))
+
+
+def _nowhere(text: str, names: set) -> str:
+    """A literal pattern (no placeholders) that matches no source name."""
+    text = text.replace("<", "(").replace(">", ")")
+    while text in names:
+        text = "TODO " + text
+    return text
+
+
+def _todos(al, su: list, maps: list, unused: list) -> list:
+    """``[(key, text)]``: each target layer left open, each source tensor left unused beside a mapped one of its
+    layer, and the other unused source tensors (one TODO)."""
+    out = []
     for u, cands, why in al.open:
         names = ", ".join(i.name for i in u.tensors.values())
-        head.append(f"# TODO {u.key} ({names}): " + (why + "; " if why else "")
-                    + (f"candidates {', '.join(cands)}" if cands else "no source layer of this kind and shape left"))
-    if unused:
-        shown = ", ".join(unused[:20]) + (f", ... ({len(unused)} in all)" if len(unused) > 20 else "")
-        head.append(f"# TODO source tensors not used: {shown}")
-    if not rules:
-        doc["rules"] = []
-    body = yaml.dump(doc, Dumper=SpecDumper, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True)
-    return Draft("\n".join(head) + "\n" + body, len(total), len(total) - len(open_targets), open_targets, unused,
-                 shuffled, template_dir=os.path.dirname(os.path.abspath(template)))
+        out.append((u.key, f"TODO {u.key} ({names}): " + (why + "; " if why else "")
+                    + (f"candidates {', '.join(cands)}" if cands else "no source layer of this kind and shape left")))
+    target_of = {m.source: m.target for m in maps if m.target}
+    rest = []
+    for n in unused:
+        u = next((u for u in su if any(i.name == n for i in u.tensors.values())), None)
+        role = next((r for r, i in u.tensors.items() if i.name == n), None) if u is not None else None
+        mapped = [(r, target_of[i.name]) for r, i in u.tensors.items() if i.name in target_of] if u else []
+        if not mapped:
+            rest.append(n)
+            continue
+        done = ", ".join(f"its {r} to {t}" for r, t in mapped)
+        out.append((n, f"TODO {n} (the {role} of {u.key}) is not used, while {done}: the target layer has no "
+                       f"{role}. Fold it into the layer that reads {u.key}'s output (into a BatchNorm: subtract it "
+                       f"from the running mean) or map it; dropping it changes the output"))
+    if rest:
+        shown = ", ".join(rest[:20]) + (f", ... ({len(rest)} in all)" if len(rest) > 20 else "")
+        out.append(("unused", f"TODO source tensors not used: {shown}; map, drop or ignore each"))
+    return out
 
 
 def rotary_heads(*paths: str) -> Optional[dict]:
@@ -132,8 +176,9 @@ def _collect_refs(obj, names: set, out: set) -> None:
 
 def write(d: Draft, output: Optional[str], source: str, source_format: Optional[str] = None,
           force: bool = False) -> None:
-    """Validate the draft and plan it on ``source``, then write it atomically (``output``; None: only
-    check).  A draft that does not plan is not written: the plan's errors are raised."""
+    """Validate the draft and plan its drafted rules on ``source``, then write it atomically (``output``; None:
+    only check).  A draft whose rules do not plan is not written: the plan's errors are raised.  A draft with
+    TODO rules is written and does not plan until they are resolved."""
     import tempfile
 
     from ..engine import plan
@@ -142,19 +187,23 @@ def write(d: Draft, output: Optional[str], source: str, source_format: Optional[
     from ..spec.load import check_spec
 
     def checked(path: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(d.text)
-        # the spec names the template the user gave, wherever it lies (spec paths are confined otherwise)
-        spec, errors = check_spec(path, allow_paths=[d.template_dir] if d.template_dir else ())
-        if errors:  # a bug of draft, never the user's: say so plainly
-            raise MapspecError("draft wrote a spec that does not validate: " + "; ".join(map(str, errors[:3])))
-        p = plan(spec, source, source_format=source_format)
-        p.source.close()
-        if p.template is not None:
-            p.template.close()
-        if not p.ok:
-            raise ErrorList([MapspecError(f"the draft does not plan on {source}; nothing written")]
-                            + [single for e in p.errors for single in e.errors])
+        # the drafted rules must plan (what is open relaxed); the draft itself, TODO rules and all, must validate
+        for text, must_plan in ((d.check_text, True), (d.text, not d.todos)):
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            # the spec names the template the user gave, wherever it lies (spec paths are confined otherwise)
+            spec, errors = check_spec(path, allow_paths=[d.template_dir] if d.template_dir else ())
+            if errors:  # a bug of draft, never the user's: say so plainly
+                raise MapspecError("draft wrote a spec that does not validate: " + "; ".join(map(str, errors[:3])))
+            if not must_plan:
+                continue
+            p = plan(spec, source, source_format=source_format)
+            p.source.close()
+            if p.template is not None:
+                p.template.close()
+            if not p.ok:
+                raise ErrorList([MapspecError(f"the draft does not plan on {source}; nothing written")]
+                                + [single for e in p.errors for single in e.errors])
 
     if output is None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -17,6 +17,7 @@ import re
 from typing import NamedTuple, Optional
 
 from .names import ROTARY, SYNONYMS, reading, rotary_family
+from .settle import settle
 from .units import Unit
 
 TORCH_EPS = 1e-5
@@ -112,9 +113,9 @@ def unit_mappings(s: Unit, t: Unit, prev_conv_c: Optional[int] = None) -> Option
             if role == "weight" and len(sc) == len(tc) == 2 and "keras" not in (s.fmt, t.fmt):
                 layout = "square" if sc[0] == sc[1] else "transposed" if tuple(sc) != tuple(tc) else "straight"
             out.append(Mapping(info.name, s.tensors[role].name, chain, [], layout))
-        if set(s.tensors) - set(t.tensors):
-            return None  # a bias the target has no place for: not this unit
-        return out
+        if set(s.tensors) - set(t.tensors) - {"bias"}:
+            return None
+        return out  # a bias the target has no place for stays unused: a TODO beside the mapped weight
     if s.kind != "bn":
         return None
     if s.channels != t.channels:
@@ -297,7 +298,8 @@ def unique_pairs(src: list[Unit], tgt: list[Unit], rope: Optional[dict] = None) 
     return _finish(S, T, matched, [None] * len(S), rope)
 
 
-def _finish(S: list, T: list, matched: dict, last_c: list, rope: Optional[dict] = None) -> Alignment:
+def _finish(S: list, T: list, matched: dict, last_c: list, rope: Optional[dict] = None,
+            opened: Optional[dict] = None) -> Alignment:
     """From the matched layers (target index -> (source index, mappings, tied)) to the alignment: what is
     not certain is left open with the reason, and the candidates are listed."""
     n = len(S)
@@ -305,6 +307,8 @@ def _finish(S: list, T: list, matched: dict, last_c: list, rope: Optional[dict] 
     open_: list = []
     why: dict[int, str] = {}  # target unit -> why a match found is not taken
     notes: list = []
+    opened = opened or {}
+    _last_candidates(S, T, dict(matched), opened, last_c, matched)
     # A square 2-D weight fits as it is and transposed.  Layers of the same make (the same roles) whose
     # weights are not square tell which: all transposed (GPT-2's Conv1D against Linear) or all as they are.
     evidence: dict = {}
@@ -348,7 +352,9 @@ def _finish(S: list, T: list, matched: dict, last_c: list, rope: Optional[dict] 
             maps += matched[j][1]
             used.add(matched[j][0])
     for j, u in enumerate(T):
-        if j not in matched or j in why:
+        if j in opened:
+            open_.append((u, [S[i].key for i in opened[j][0]], opened[j][1]))
+        elif j not in matched or j in why:
             cands = [S[i].key for i in range(n) if i not in used and S[i].kind == u.kind
                      and unit_mappings(S[i], u, last_c[i]) is not None][:5]
             open_.append((u, cands, why.get(j, "")))
@@ -359,10 +365,37 @@ def _finish(S: list, T: list, matched: dict, last_c: list, rope: Optional[dict] 
     return Alignment(maps, open_, notes)
 
 
+def _last_candidates(S: list, T: list, taken: dict, opened: dict, last_c: list, matched: dict) -> None:
+    """Pair a target layer left unpaired with the one source layer left that fits it, when that source layer
+    fits no other target layer left (shapes alone decide: one candidate)."""
+    read: set = set()
+    for _, mps, _ in taken.values():
+        for mp in mps:
+            stack = [mp.source, mp.apply]
+            while stack:
+                v = stack.pop()
+                if isinstance(v, str):
+                    read.add(v)
+                elif isinstance(v, (list, tuple)):
+                    stack += list(v)
+                elif isinstance(v, dict):
+                    stack += list(v.values())
+    held = {i for cands, _ in opened.values() for i in cands}
+    free_s = [i for i, u in enumerate(S) if i not in held and u.kind != "other"
+              and not any(t.name in read for t in u.tensors.values())]
+    free_t = [j for j in range(len(T)) if j not in matched and j not in opened]
+    fit = {(i, j): unit_mappings(S[i], T[j], last_c[i]) for i in free_s for j in free_t if S[i].kind == T[j].kind}
+    fit = {k: v for k, v in fit.items() if v is not None}
+    for j in free_t:
+        cands = [i for (i, jj) in fit if jj == j]
+        if len(cands) == 1 and sum(1 for (i, _) in fit if i == cands[0]) == 1:
+            matched[j] = (cands[0], fit[(cands[0], j)], False)
+
+
 MAX_CELLS = 16_000_000  # layers x layers aligned (a few seconds, ~150 MB); beyond it draft refuses
 
 
-def align(src: list[Unit], tgt: list[Unit], rope: Optional[dict] = None) -> Alignment:
+def align(src: list[Unit], tgt: list[Unit], rope: Optional[dict] = None, topologies: tuple = (None, None)) -> Alignment:
     S = [u for u in src if u.kind != "other"]
     T = [u for u in tgt if u.kind != "other"]
     n, m = len(S), len(T)
@@ -395,6 +428,7 @@ def align(src: list[Unit], tgt: list[Unit], rope: Optional[dict] = None) -> Alig
         if key not in cache:
             maps = unit_mappings(S[i], T[j], last_c[i])
             cache[key] = None if maps is None else (maps, 1000 * len(maps) + 10 * _used(maps)
+                                                    - 500 * bool(set(S[i].tensors) - set(T[j].tensors))
                                                     + _similarity(S[i].key, T[j].key))
         return cache[key]
 
@@ -439,6 +473,7 @@ def align(src: list[Unit], tgt: list[Unit], rope: Optional[dict] = None) -> Alig
             fi[j] = best
     i, j = n, m
     matched: dict[int, tuple] = {}  # target unit -> (source unit, mappings, ambiguous)
+    plain: set = set()  # target units paired one to one (order may have decided them)
     while i > 0 and j > 0:
         g = groups[i - 1]
         sp = split_pair(i - 1, j - g, g) if g > 1 and j >= g and S[i - 1].kind == T[j - 1].kind else None
@@ -455,6 +490,7 @@ def align(src: list[Unit], tgt: list[Unit], rope: Optional[dict] = None) -> Alig
             i, j = i - 1, j - g
         elif p is not None and f[i][j] == f[i - 1][j - 1] + p[1]:
             matched[j - 1] = (i - 1, p[0], f[i][j] in (f[i - 1][j], f[i][j - 1]))
+            plain.add(Tj[j - 1])
             i, j = i - 1, j - 1
         elif f[i][j] == f[i - 1][j]:
             i -= 1
@@ -462,7 +498,16 @@ def align(src: list[Unit], tgt: list[Unit], rope: Optional[dict] = None) -> Alig
             j -= 1
     matched = {Tj[j]: (Si[i], mps, tie) for j, (i, mps, tie) in matched.items()}
     matched.update({j: (i, mps, False) for j, (i, mps) in fixed.items()})
-    return _finish(S_all, T_all, matched, last_c_all, rope)
+    fit_cache: dict = {}
+
+    def fits(i: int, j: int):
+        if (i, j) not in fit_cache:
+            fit_cache[(i, j)] = unit_mappings(S_all[i], T_all[j], last_c_all[i])
+        return fit_cache[(i, j)]
+
+    opened = settle(S_all, T_all, matched, {j for j in plain if not matched[j][2]}, fits, _similarity,
+                    *topologies)
+    return _finish(S_all, T_all, matched, last_c_all, rope, opened)
 
 
 def _rotary_layouts_differ(a: str, b: str) -> bool:
