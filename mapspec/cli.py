@@ -598,7 +598,8 @@ def cmd_draft(args, out: TextIO, err: TextIO) -> int:
         print(f"wrote {args.output}", file=out)
     print(f"mapped {d.mapped} of {d.total} targets, {len(d.open)} left open"
           + (f", {len(d.unused)} source tensors unused" if d.unused else "")
-          + (f"; {len(d.todos)} TODO rules: the spec plans once each is resolved" if d.todos else ""),
+          + (f"; {len(d.todos)} TODO rule{'s' if len(d.todos) > 1 else ''}: the spec plans once "
+             f"{'each is' if len(d.todos) > 1 else 'it is'} resolved" if d.todos else ""),
           file=err if args.output is None else out)
     return 0
 

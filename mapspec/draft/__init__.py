@@ -22,6 +22,7 @@ from ..invert import SpecDumper
 from .generalize import expressible, generalize
 from .graph import topology
 from .match import align, unique_pairs
+from .todo import hold_back, todo_texts
 from .units import in_graph_order, units
 
 _TARGET_FORMATS = {"prototxt": "caffe", "mxnet-symbol": "mxnet"}
@@ -50,10 +51,11 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
         su, tu = units(src), units(tpl)
         shuffled = [r.path for r, us in ((src, su), (tpl, tu)) if not in_graph_order(r, us)]
         rope = rotary_heads(source, template)
-        al = unique_pairs(su, tu, rope) if shuffled else align(su, tu, rope, (topology(src), topology(tpl)))
+        st = topology(src)
+        al = unique_pairs(su, tu, rope) if shuffled else align(su, tu, rope, (st, topology(tpl)))
         src_names = src.names()
         # a name with '<' or '>' cannot be a pattern: its targets stay open
-        maps = [m for m in al.mappings if expressible(m.source)]
+        maps, held = hold_back([m for m in al.mappings if expressible(m.source)], su, st)
         rules = generalize(maps, src_names)
         produced = {m.target for m in maps if m.target} | {a["to"] for m in maps for a in m.also}
         used = {m.source for m in maps}
@@ -62,7 +64,7 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
         total = list(tpl.infos())
         open_targets = [n for n in total if n not in produced]
         unused = [n for n in src_names if n not in used]
-        todos = _todos(al, su, maps, unused)
+        todos = todo_texts(al, su, maps, unused, held)
         src_fmt, tgt_fmt = src.format, _TARGET_FORMATS.get(tpl.format, tpl.format)
     # relative to the spec written (printed: absolute, so that it holds wherever it is saved)
     template_ref = os.path.relpath(os.path.abspath(template), os.path.dirname(os.path.abspath(output))) if output \
@@ -90,13 +92,15 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
         check["relax"] = relax
     check["rules"] = rules
     names = set(src_names)
-    doc["rules"] = [{"name": t, "from": _nowhere(f"TODO: {key}", names), "drop": True} for key, t in todos] + rules
+    todo_rules = [{"name": t, "from": _nowhere(f"TODO: {key}", names), "drop": True} for key, t in todos]
 
-    def dump(d: dict) -> str:
-        return yaml.dump(d, Dumper=SpecDumper, sort_keys=False, default_flow_style=None, width=120,
+    def dump(d, flow=None, width=120) -> str:
+        return yaml.dump(d, Dumper=SpecDumper, sort_keys=False, default_flow_style=flow, width=width,
                          allow_unicode=True)
 
-    text = "\n".join(head) + "\n" + dump(doc)
+    body = dump(doc) + ("rules:\n" + (dump(todo_rules, False, 1 << 16) if todo_rules else "")
+                        + (dump(rules) if rules else "") if rules or todo_rules else "rules: []\n")
+    text = "\n".join(head) + "\n" + body
     return Draft(text, len(total), len(total) - len(open_targets), open_targets, unused, shuffled,
                  template_dir=os.path.dirname(os.path.abspath(template)), todos=[t for _, t in todos],
                  check_text=dump(check))
@@ -108,33 +112,6 @@ def _nowhere(text: str, names: set) -> str:
     while text in names:
         text = "TODO " + text
     return text
-
-
-def _todos(al, su: list, maps: list, unused: list) -> list:
-    """``[(key, text)]``: each target layer left open, each source tensor left unused beside a mapped one of its
-    layer, and the other unused source tensors (one TODO)."""
-    out = []
-    for u, cands, why in al.open:
-        names = ", ".join(i.name for i in u.tensors.values())
-        out.append((u.key, f"TODO {u.key} ({names}): " + (why + "; " if why else "")
-                    + (f"candidates {', '.join(cands)}" if cands else "no source layer of this kind and shape left")))
-    target_of = {m.source: m.target for m in maps if m.target}
-    rest = []
-    for n in unused:
-        u = next((u for u in su if any(i.name == n for i in u.tensors.values())), None)
-        role = next((r for r, i in u.tensors.items() if i.name == n), None) if u is not None else None
-        mapped = [(r, target_of[i.name]) for r, i in u.tensors.items() if i.name in target_of] if u else []
-        if not mapped:
-            rest.append(n)
-            continue
-        done = ", ".join(f"its {r} to {t}" for r, t in mapped)
-        out.append((n, f"TODO {n} (the {role} of {u.key}) is not used, while {done}: the target layer has no "
-                       f"{role}. Fold it into the layer that reads {u.key}'s output (into a BatchNorm: subtract it "
-                       f"from the running mean) or map it; dropping it changes the output"))
-    if rest:
-        shown = ", ".join(rest[:20]) + (f", ... ({len(rest)} in all)" if len(rest) > 20 else "")
-        out.append(("unused", f"TODO source tensors not used: {shown}; map, drop or ignore each"))
-    return out
 
 
 def rotary_heads(*paths: str) -> Optional[dict]:
