@@ -19,7 +19,7 @@ from typing import Optional
 import yaml
 
 from ..invert import SpecDumper
-from .generalize import expressible, generalize
+from .generalize import expressible, generalize, letter_vars
 from .graph import topology
 from .match import align, unique_pairs
 from .todo import hold_back, todo_texts
@@ -42,7 +42,8 @@ class Draft:
 
 
 def draft(source: str, template: str, output: Optional[str] = None, source_format: Optional[str] = None,
-          template_format: Optional[str] = None, template_options: Optional[dict] = None) -> Draft:
+          template_format: Optional[str] = None, template_options: Optional[dict] = None,
+          fold_letters: bool = True) -> Draft:
     from ..formats import open_checkpoint
 
     template_options = dict(template_options or {})
@@ -56,7 +57,7 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
         src_names = src.names()
         # a name with '<' or '>' cannot be a pattern: its targets stay open
         maps, held = hold_back([m for m in al.mappings if expressible(m.source)], su, st)
-        rules = generalize(maps, src_names)
+        rules = generalize(maps, src_names, letters=fold_letters)
         produced = {m.target for m in maps if m.target} | {a["to"] for m in maps for a in m.also}
         used = {m.source for m in maps}
         for m in maps:
@@ -69,13 +70,16 @@ def draft(source: str, template: str, output: Optional[str] = None, source_forma
     # relative to the spec written (printed: absolute, so that it holds wherever it is saved)
     template_ref = os.path.relpath(os.path.abspath(template), os.path.dirname(os.path.abspath(output))) if output \
         else os.path.abspath(template)
-    version = 1.1 if any("rope_permute" in c for r in rules for c in r.get("apply", []) if isinstance(c, dict)) \
-        else 1
+    table = letter_vars(rules)  # letter placeholders are alternatives (language 1.1) looked up in a table
+    version = 1.1 if table or any("rope_permute" in c for r in rules for c in r.get("apply", [])
+                                  if isinstance(c, dict)) else 1
     doc = {"mapspec": version, "name": "draft",
            "description": f"drafted by mapspec draft: {os.path.basename(source)} -> {os.path.basename(template)}",
            "source": {"format": src_fmt},
            "target": {"format": tgt_fmt, "template": template_ref,
                       **({"template_options": template_options} if template_options else {})}}
+    if table:
+        doc["vars"] = table
     head = [f"# Drafted by `mapspec draft` from {os.path.basename(source)} (source) and {os.path.basename(template)}"
             f" (template): {len(total) - len(open_targets)} of {len(total)} targets mapped, {len(open_targets)} left "
             f"open.", "# Review every rule before use; prove the result with `mapspec verify`."]

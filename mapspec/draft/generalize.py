@@ -16,17 +16,46 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from contextvars import ContextVar
 from typing import Optional
 from ..spec.pattern import Pattern
 
 _NUM = re.compile(r"(0|[1-9][0-9]*)")
+# with letters: a lowercase letter right after a number and before no letter or digit counts too (Kaiming's
+# res2a_branch2b: block a, branch b), as its place in the alphabet
+_NUM_LETTER = re.compile(r"(0|[1-9][0-9]*|(?<=[0-9])[a-z](?![A-Za-z0-9]))")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
+LETTER_VAR = "letter"  # the spec var that turns a letter into its number: {letter: {a: 0, b: 1, ...}}
+_letters_on: ContextVar = ContextVar("letters", default=False)
+
+
+class Letter(int):
+    """A letter read as a number (``a`` = 0); written back as the letter."""
+
+    def __str__(self) -> str:
+        return _LETTERS[int(self)]
+
+    __repr__ = __str__
 
 
 def cut(name: str) -> tuple[tuple, tuple]:
-    """(texts, numbers): ``conv2_1[0]`` -> (("conv", "_", "[", "]"), (2, 1, 0))."""
-    parts = _NUM.split(name)
-    return tuple(parts[0::2]), tuple(int(p) for p in parts[1::2])
+    """(texts, numbers): ``conv2_1[0]`` -> (("conv", "_", "[", "]"), (2, 1, 0)); while letters are on,
+    ``res2a_branch2b`` -> (("res", "", "_branch", "", ""), (2, a, 2, b)) with a, b :class:`Letter`."""
+    parts = (_NUM_LETTER if _letters_on.get() else _NUM).split(name)
+    return tuple(parts[0::2]), tuple(Letter(_LETTERS.index(p)) if p.isalpha() else int(p) for p in parts[1::2])
+
+
+def _kinds(nums: tuple) -> tuple:
+    return tuple(isinstance(n, Letter) for n in nums)
+
+
+def letter_vars(rules: list) -> dict:
+    """The spec vars the rules need: the letter table, up to the last letter a pattern names."""
+    top = -1
+    for r in rules:
+        for alts in re.findall(r"<[a-z][a-z0-9]*:([a-z|]+)>", r.get("from", "")):
+            top = max([top] + [_LETTERS.index(x) for x in alts.split("|")])
+    return {LETTER_VAR: {x: i for i, x in enumerate(_LETTERS[:top + 1])}} if top >= 0 else {}
 
 
 def expressible(name: str) -> bool:
@@ -59,7 +88,7 @@ def _signature(m, names: set):
     also = tuple((cut(a["to"])[0], repr(_replace_strings({k: v for k, v in a.items() if k != "to"},
                                                          lambda s: repr(cut(s)[0]) if _is_name(s, m, names) else s)))
                  for a in m.also)
-    return cut(m.source)[0], cut(m.target)[0], apply, also
+    return cut(m.source)[0], cut(m.target)[0], apply, also, _kinds(cut(m.source)[1]), _kinds(cut(m.target)[1])
 
 
 def _target_exprs(group: list, src_nums: list, tgt_pos: int, varying: list):
@@ -67,6 +96,8 @@ def _target_exprs(group: list, src_nums: list, tgt_pos: int, varying: list):
     vals = [t[tgt_pos] for t in group]
     if len(set(vals)) == 1:
         return None  # literal
+    if any(isinstance(v, Letter) for v in vals):
+        return "fail"  # a letter that varies in the target is not written from a number
     for i in varying:
         xs = [s[i] for s in src_nums]
         pairs = list(zip(xs, vals))
@@ -108,8 +139,18 @@ def _render(texts: tuple, nums: list) -> str:
     return "".join(out)
 
 
-def generalize(mappings: list, source_names: list) -> list:
-    """Rules (dicts) for the mappings, in an order where each source name meets its own rule first."""
+def generalize(mappings: list, source_names: list, letters: bool = True) -> list:
+    """Rules (dicts) for the mappings, in an order where each source name meets its own rule first.  With
+    ``letters``, a letter after a number may be a placeholder too (``res<a><b:a|b|c>_branch2a`` ->
+    ``layer{a-1}.{letter[b]}.conv1``; :func:`letter_vars` gives the table the rules then need)."""
+    token = _letters_on.set(letters)
+    try:
+        return _generalize(mappings, source_names)
+    finally:
+        _letters_on.reset(token)
+
+
+def _generalize(mappings: list, source_names: list) -> list:
     names = set(source_names)
     groups: "OrderedDict[tuple, list]" = OrderedDict()
     for m in mappings:
@@ -248,10 +289,14 @@ def _fit(group: list, names: set, source_names: list, real: Optional[list] = Non
             return _explicits(group)
         return [r for p in parts.values() for r in _fit(p, names, source_names)]
     letters = {i: _LETTERS[k % 26] + ("" if k < 26 else str(k // 26)) for k, i in enumerate(varying)}
-    s_nums = [f"<{letters[i]}>" if i in letters else str(src[0][i]) for i in range(len(src[0]))]
+    s_nums = [(f"<{letters[i]}:{'|'.join(sorted({str(s[i]) for s in src}))}>" if isinstance(src[0][i], Letter)
+               else f"<{letters[i]}>") if i in letters else str(src[0][i]) for i in range(len(src[0]))]
     pattern_text = _render(s_texts, s_nums).replace(_MARK, "<_w:word>")
 
-    t_nums = [str(tgt[0][j]) if e is None else _expr(letters[e[0]], e[1], e[2]) for j, e in enumerate(exprs)]
+    def var(i: int) -> str:  # a letter placeholder captures the letter: its number comes from the table
+        return f"{LETTER_VAR}[{letters[i]}]" if isinstance(src[0][i], Letter) else letters[i]
+
+    t_nums = [str(tgt[0][j]) if e is None else _expr(var(e[0]), e[1], e[2]) for j, e in enumerate(exprs)]
     to_text = _render(tuple(_esc_template(t) for t in t_texts), t_nums).replace(_MARK, "{_w}")
     fail = None if real is not None else _explicits(group)
     real = real if real is not None else group
@@ -304,8 +349,9 @@ def _consistent(rule: dict, group: list) -> bool:
     from ..spec.expr import Template
 
     p = Pattern(rule["from"])
+    table = {LETTER_VAR: {x: i for i, x in enumerate(_LETTERS)}}
     for m in group:
-        caps = p.match(m.source)
+        caps = {**table, **p.match(m.source)}
         try:
             if Template(rule.get("to", "")).render(caps) != m.target:
                 return False
