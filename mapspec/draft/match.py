@@ -473,7 +473,7 @@ def align(src: list[Unit], tgt: list[Unit], rope: Optional[dict] = None, topolog
             fi[j] = best
     i, j = n, m
     matched: dict[int, tuple] = {}  # target unit -> (source unit, mappings, ambiguous)
-    plain: set = set()  # target units paired one to one (order may have decided them)
+    plain: set = set()  # target units paired one to one or folded (order may have decided them)
     while i > 0 and j > 0:
         g = groups[i - 1]
         sp = split_pair(i - 1, j - g, g) if g > 1 and j >= g and S[i - 1].kind == T[j - 1].kind else None
@@ -481,6 +481,7 @@ def align(src: list[Unit], tgt: list[Unit], rope: Optional[dict] = None, topolog
         fp_ = fold_pair(i - 2, j - 1) if i >= 2 and S[i - 1].kind == "bn" and T[j - 1].kind == "w" else None
         if fp_ is not None and f[i][j] == f[i - 2][j - 1] + fp_[1]:
             matched[j - 1] = (i - 2, fp_[0], f[i][j] in (f[i - 1][j], f[i][j - 1]))
+            plain.add(Tj[j - 1])
             i, j = i - 2, j - 1
         elif sp is not None and f[i][j] == f[i - 1][j - g] + sp[1]:
             tie = f[i][j] in (f[i - 1][j], f[i][j - 1])
@@ -500,9 +501,12 @@ def align(src: list[Unit], tgt: list[Unit], rope: Optional[dict] = None, topolog
     matched.update({j: (i, mps, False) for j, (i, mps) in fixed.items()})
     fit_cache: dict = {}
 
-    def fits(i: int, j: int):
+    def fits(i: int, j: int):  # as one layer, or with the BatchNorm after it folded in
         if (i, j) not in fit_cache:
-            fit_cache[(i, j)] = unit_mappings(S_all[i], T_all[j], last_c_all[i])
+            maps = unit_mappings(S_all[i], T_all[j], last_c_all[i])
+            if maps is None and i + 1 < len(S_all) and S_all[i + 1].kind == "bn":
+                maps = fold_mappings(S_all[i], S_all[i + 1], T_all[j])
+            fit_cache[(i, j)] = maps
         return fit_cache[(i, j)]
 
     opened = settle(S_all, T_all, matched, {j for j in plain if not matched[j][2]}, fits, _similarity,

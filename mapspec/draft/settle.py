@@ -29,7 +29,7 @@ def settle(S: list, T: list, matched: dict, plain: set, fits, similarity, st: Op
            tt: Optional[Topology]) -> dict:
     """Unsettle and settle ``matched`` (target index -> (source index, mappings, tie)) in place; returns the
     targets left open: target index -> (candidate source indices, why).  ``plain``: the target indices paired
-    one to one by the alignment (not folded, split or fixed by name); ``fits(i, j)``: the mappings or None."""
+    one to one or folded by the alignment (not split, not fixed by name); ``fits(i, j)``: the mappings or None."""
     src_of = {j: matched[j][0] for j in plain}
     tgt_of = {i: j for j, i in src_of.items()}
     busy = {v[0] for j, v in matched.items() if j not in plain}  # sources taken by name, fold or split
@@ -103,6 +103,8 @@ def _by_graph(S: list, todo: list, cand: dict, matched: dict, st: Optional[Topol
         if prev is None or not cand[j]:
             continue
         before = {S[prev[0]].key, S[prev[0]].scale_op}
+        if any("fold_bn" in c for m in prev[1] for c in m.apply if isinstance(c, dict)):  # its BatchNorm too
+            before |= {S[prev[0] + 1].key, S[prev[0] + 1].scale_op}
         hits = [i for i in cand[j] if before & st.feeders(S[i].key, keys)]
         if len(hits) == 1 and hits[0] not in taken:
             out.append((j, hits[0]))

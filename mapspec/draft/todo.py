@@ -64,7 +64,10 @@ def todo_texts(al, su: list, maps: list, unused: list, held: Optional[dict] = No
         out.append((u.key, f"TODO {u.key} ({names}): " + (why + "; " if why else "")
                     + (f"candidates {', '.join(cands)}" if cands else "no source layer of this kind and shape left")))
     target_of = {m.source: m.target for m in maps if m.target}
-    asked = {i.name for u in su if any(u.key in cands for _, cands, _ in al.open) for i in u.tensors.values()}
+    named = {c for _, cands, _ in al.open for c in cands}
+    # a candidate's tensors, and those of the BatchNorm after a candidate without a bias (folded in with it)
+    asked = {i.name for k, u in enumerate(su) for i in u.tensors.values() if u.key in named or (
+        u.kind == "bn" and k and su[k - 1].key in named and "bias" not in su[k - 1].tensors)}
     explained = {h[2].source for h in held.values()}
     rest = []
     for n in unused:

@@ -152,3 +152,25 @@ def test_kaiming_resnet50_conv1_bias_is_not_dropped(tmp_path):
                   "drop.pth")
     mine = rk.torch_output(got, x, width=8, classes=10)
     assert np.abs(mine - want).max() > 1  # what dropping the bias costs (cosine 0.99993 on these seeded weights)
+
+
+@pytest.mark.parametrize("names,todo", [(("tower_left", "tower_right", "left", "right"), False),
+                                        (("tower_a", "tower_b", "path_p", "path_q"), True)])
+def test_parallel_towers_folded_into_a_caffe_net_listed_the_other_way(tmp_path, names, todo):
+    """Towers of convolution + BatchNorm against a Caffe net with them folded (convolutions with a bias), listed in
+    the other order: a fold is a pairing like any other, so names decide it or it is left open."""
+    a, b, p, q = names
+    proto, model = tt.caffe_files(tmp_path / "src", a, b, bn=True)
+    target = tmp_path / "folded.prototxt"
+    target.write_text(tt.prototxt(p, q, order=(q, p)))
+    spec, doc, out = drafted(tmp_path, model, target)
+    if todo:
+        assert todo_names(doc) == [f"TODO {q} ({q}[0], {q}[1]): {WHY}; candidates tower_a, tower_b",
+                                   f"TODO {p} ({p}[0], {p}[1]): {WHY}; candidates tower_a, tower_b"]
+        return
+    assert "mapped 8 of 8 targets, 0 left open" in out and not todo_names(doc)
+    got = tmp_path / "got.caffemodel"
+    assert run("apply", spec, "-s", model, "-o", got, "-q", "--allow-path", tmp_path)[0] == 0, "apply"
+    x = np.random.default_rng(5).standard_normal((1, 3, tt.HW, tt.HW)).astype(np.float32)
+    folded = tt.caffe_output(target, tensors(got), x)
+    assert tt.cosine(folded, tt.caffe_output(proto, tensors(model), x)) > 0.99999
