@@ -190,8 +190,8 @@ def _no_guess_pairs(d: Path) -> list:
     torch.save({f"{m}_proj.{r}": torch.zeros(s) for m in ("decoder", "encoder")
                 for r, s in (("weight", (6, 6)), ("bias", (6,)))}, d / "encdec-template.pth")
     truth = [(f"{m}.{r}", f"{m}_proj.{r}") for m in ("encoder", "decoder") for r in ("weight", "bias")]
-    out.append(("torch -> torch, encoder/decoder against decoder_proj listed first", _truth(d, "encdec", "torch", truth),
-                d / "encdec.pth", ".pth", d / "encdec-template.pth"))
+    out.append(("torch -> torch, encoder/decoder against decoder_proj listed first",
+                _truth(d, "encdec", "torch", truth), d / "encdec.pth", ".pth", d / "encdec-template.pth"))
     _, model = rk.caffe_files(d / "resnet50")
     out.append(("ResNet-50 Kaiming Caffe -> torchvision",
                 str(ROOT / "benchmarks" / "specs" / "resnet50-kaiming-caffe-to-torchvision.yaml"), model, ".pth",

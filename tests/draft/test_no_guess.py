@@ -113,7 +113,8 @@ def test_same_shapes_without_graph_or_names_are_todos(tmp_path):
     torch.save({"p.weight": torch.ones(4, 3), "q.weight": torch.full((4, 3), 2.0)}, tmp_path / "a.pth")
     torch.save({"x.weight": torch.zeros(4, 3), "y.weight": torch.zeros(4, 3)}, tmp_path / "b.pth")
     spec, doc, out = drafted(tmp_path, tmp_path / "a.pth", tmp_path / "b.pth")
-    assert todo_names(doc) == [f"TODO x (x.weight): {WHY}; candidates p, q", f"TODO y (y.weight): {WHY}; candidates p, q"]
+    assert todo_names(doc) == [f"TODO x (x.weight): {WHY}; candidates p, q",
+                               f"TODO y (y.weight): {WHY}; candidates p, q"]
     assert [r for r in doc["rules"] if "name" not in r] == []
 
 
