@@ -8,8 +8,9 @@ source could be swapped with another fitting source that the graph does not orde
 either side: the source's or the template's graph; with no graph, any) is not taken as it is.  In
 each such group, in template order:
 
-1. the graph: where the template's previous layer is paired, the one candidate that this layer
-   reads from directly (the template's module order standing for the chain it runs in);
+1. the graph: where the layers a target reads from are paired (the template's graph; without one, the
+   layer listed just before it in the same module, a module's order standing for its chain), the one
+   candidate that reads from their sources directly;
 2. names: a target and a source that are each other's single best by name similarity;
 3. the one candidate left that fits a target and no other target of the group.
 
@@ -73,7 +74,7 @@ def settle(S: list, T: list, matched: dict, plain: set, fits, similarity, st: Op
         cand = {j: [i for i in sorted(srcs) if fits(i, j) is not None] for j in js}
         todo = list(js)
         while True:
-            decided = (_by_graph(S, todo, cand, matched, st) or _by_names(S, T, todo, cand, similarity)
+            decided = (_by_graph(S, T, todo, cand, matched, st, tt) or _by_names(S, T, todo, cand, similarity)
                        or _last_ones(todo, cand))
             applied = 0
             for j, i in decided:
@@ -92,24 +93,39 @@ def settle(S: list, T: list, matched: dict, plain: set, fits, similarity, st: Op
     return opened
 
 
-def _by_graph(S: list, todo: list, cand: dict, matched: dict, st: Optional[Topology]) -> list:
-    """Targets whose previous template layer is paired and which exactly one candidate reads from directly."""
+def _by_graph(S: list, T: list, todo: list, cand: dict, matched: dict, st: Optional[Topology],
+              tt: Optional[Topology]) -> list:
+    """Targets whose input layers are paired and which exactly one candidate reads from directly (in the source
+    graph).  A target's input layers: the template graph's, where it has one; else the layer listed just before it
+    in the same module (``layer1.0.bn2`` before ``layer1.0.conv3``: a module's order standing for its chain)."""
     if st is None:
         return []
     keys = {u.key for u in S} | {u.scale_op for u in S if u.scale_op}
+    tindex = {u.key: k for k, u in enumerate(T)} | {u.scale_op: k for k, u in enumerate(T) if u.scale_op}
     out, taken = [], set()
     for j in sorted(todo):
-        prev = matched.get(j - 1)
-        if prev is None or not cand[j]:
+        if tt is not None:
+            ins = [tindex[k] for k in tt.feeders(T[j].key, set(tindex))]
+        else:
+            ins = [j - 1] if j and _module(T[j - 1].key) == _module(T[j].key) else []
+        if not ins or not cand[j] or any(k not in matched for k in ins):
             continue
-        before = {S[prev[0]].key, S[prev[0]].scale_op}
-        if any("fold_bn" in c for m in prev[1] for c in m.apply if isinstance(c, dict)):  # its BatchNorm too
-            before |= {S[prev[0] + 1].key, S[prev[0] + 1].scale_op}
+        before: set = set()
+        for k in ins:
+            i, mps, _ = matched[k]
+            before |= {S[i].key, S[i].scale_op}
+            if any("fold_bn" in c for m in mps for c in m.apply if isinstance(c, dict)):  # its BatchNorm too
+                before |= {S[i + 1].key, S[i + 1].scale_op}
         hits = [i for i in cand[j] if before & st.feeders(S[i].key, keys)]
         if len(hits) == 1 and hits[0] not in taken:
             out.append((j, hits[0]))
             taken.add(hits[0])
     return out
+
+
+def _module(key: str) -> str:
+    """The module a torch-style name's layer sits in (``layer1.0`` for ``layer1.0.conv3``)."""
+    return key.rsplit(".", 1)[0] if "." in key else ""
 
 
 def _by_names(S: list, T: list, todo: list, cand: dict, similarity) -> list:

@@ -175,3 +175,48 @@ def test_parallel_towers_folded_into_a_caffe_net_listed_the_other_way(tmp_path, 
     x = np.random.default_rng(5).standard_normal((1, 3, tt.HW, tt.HW)).astype(np.float32)
     folded = tt.caffe_output(target, tensors(got), x)
     assert tt.cosine(folded, tt.caffe_output(proto, tensors(model), x)) > 0.99999
+
+
+def test_module_lists_order_is_not_read_as_the_chain(tmp_path):
+    """Two towers (a 3x3 and a 1x1 convolution, each with a BatchNorm of 4 channels; Caffe lists both convolutions,
+    then both BatchNorms) against torch modules held in lists (convs.0, convs.1, then bns.0, bns.1): the
+    convolutions pair by shape, but bns.0 listed after convs.1 says nothing about which BatchNorm it is (another
+    module), so both are left open."""
+    import torch
+    from torch import nn
+
+    from mapspec.models.seeded import write_caffemodel
+
+    def conv(name, k, p):
+        return (f'layer {{ name: "{name}" type: "Convolution" bottom: "stem" top: "{name}" convolution_param {{ '
+                f'num_output: 4 kernel_size: {k} pad: {p} bias_term: false }} }}\n')
+
+    def bn(name):
+        return (f'layer {{ name: "{name}_bn" type: "BatchNorm" bottom: "{name}" top: "{name}" }}\n'
+                f'layer {{ name: "{name}_scale" type: "Scale" bottom: "{name}" top: "{name}" '
+                f'scale_param {{ bias_term: true }} }}\n')
+
+    proto = tmp_path / "net.prototxt"
+    proto.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 6 '
+                     'dim: 6 } } }\n'
+                     'layer { name: "stem" type: "Convolution" bottom: "data" top: "stem" convolution_param { '
+                     'num_output: 4 kernel_size: 3 pad: 1 } }\n' + conv("conv_a", 3, 1) + conv("conv_b", 1, 0) + bn("conv_a") + bn("conv_b")
+                     + 'layer { name: "concat" type: "Concat" bottom: "conv_a" bottom: "conv_b" top: "concat" }\n'
+                     'layer { name: "fc" type: "InnerProduct" bottom: "concat" top: "fc" inner_product_param { '
+                     'num_output: 5 } }\n')
+    write_caffemodel(str(proto), str(tmp_path / "net.caffemodel"), seed=9)
+    m = nn.Module()
+    m.stem = nn.Conv2d(3, 4, 3, padding=1)
+    m.convs = nn.ModuleList([nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.Conv2d(4, 4, 1, bias=False)])
+    m.bns = nn.ModuleList([nn.BatchNorm2d(4), nn.BatchNorm2d(4)])
+    m.fc = nn.Linear(8 * 36, 5)
+    torch.save(m.state_dict(), tmp_path / "tpl.pth")
+    spec, doc, out = drafted(tmp_path, tmp_path / "net.caffemodel", tmp_path / "tpl.pth")
+    mapped = {**doc, "rules": [r for r in doc["rules"] if "name" not in r], "relax": ["missing-target", "unused-source"]}
+    got = applied(tmp_path, mapped, tmp_path / "net.caffemodel")
+    src = tensors(tmp_path / "net.caffemodel")
+    assert np.array_equal(got["convs.0.weight"], src["conv_a[0]"]) and np.array_equal(got["convs.1.weight"],
+                                                                                       src["conv_b[0]"])
+    assert todo_names(doc) == [
+        f"TODO bns.{k} (bns.{k}.running_mean, bns.{k}.running_var, bns.{k}.num_batches_tracked, bns.{k}.weight, "
+        f"bns.{k}.bias): {WHY}; candidates conv_a_bn, conv_b_bn" for k in (0, 1)]
