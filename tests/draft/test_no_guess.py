@@ -163,7 +163,7 @@ def test_parallel_towers_folded_into_a_caffe_net_listed_the_other_way(tmp_path, 
     a, b, p, q = names
     proto, model = tt.caffe_files(tmp_path / "src", a, b, bn=True)
     target = tmp_path / "folded.prototxt"
-    target.write_text(tt.prototxt(p, q, order=(q, p)))
+    target.write_text(tt.caffe_prototxt(p, q, order=(q, p)))
     spec, doc, out = drafted(tmp_path, model, target)
     if todo:
         assert todo_names(doc) == [f"TODO {q} ({q}[0], {q}[1]): {WHY}; candidates tower_a, tower_b",
