@@ -271,7 +271,9 @@ def _print_plan(p, out: TextIO) -> None:
     def source(s) -> str:
         if s.parts:
             return f"{s.sources[0]} (+{len(s.sources) - 1} stacked)"
-        return s.source if s.source is not None else "(constant)"
+        if s.source is None:
+            return f"(generated: {next(iter(s.rule.generate))})" if s.rule.generate else "(constant)"
+        return s.source
 
     rows = [[source(s), _shape(s.in_meta.shape), s.transforms_text,
              s.target, _shape(s.out_meta.shape), s.out_meta.dtype] for s in p.steps]

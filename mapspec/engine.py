@@ -24,17 +24,17 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import coverage, dtypes, numeric, parallel, rawblocks, stacking
+from . import coverage, dtypes, metadata, numeric, parallel, rawblocks, stacking
 from .errors import ConversionError, CoverageError, ErrorList, Location, MapspecError, SpecError, escape
 from .formats import Reader, TensorInfo, atomic_output, create_writer, module, open_checkpoint, output_format, sharded
 from .formats import gguf_vocab
 from .spec.args import Binder, Ref
+from .spec import conditions
 from .spec.config import with_config
 from .spec.expr import SHAPE_OF, ExprError, Template
 from .spec.load import MAX_EACH, load_spec
 from .spec.model import Call, Rule, Spec
 from .spec.pattern import AmbiguousMatch
-from .spec.yamlsafe import loc_of
 from .transforms import TRANSFORMS, Meta, TransformError
 
 MAX_LISTED = 20
@@ -291,7 +291,7 @@ class _Planner:
                 if caps is None:
                     continue
                 env = self._env(caps, name)
-                if (rule.require or rule.absent or rule.when) and not self._conditions(rule, env):
+                if (rule.require or rule.absent or rule.when or rule.when_vars) and not self._conditions(rule, env):
                     excluded.setdefault(rule.index, []).append(name)
                     continue
                 hit = rule
@@ -320,7 +320,7 @@ class _Planner:
             if rule.index in stacks:
                 self._stack(rule, stacks[rule.index])
         for rule in spec.rules:
-            if rule.is_constant:
+            if rule.is_constant and conditions.holds(rule.when_vars, spec.vars, spec.unset):
                 self._expand(rule, self._env({}, None), None)
         self._ignored_and_matched(matched_by)
         self.plan.metadata = self._metadata(spec.target.metadata)
@@ -435,7 +435,9 @@ class _Planner:
             self.relaxable(what, CoverageError(f"{self.spec.path}: {msg}"))
 
     def _conditions(self, rule: Rule, env: dict) -> bool:
-        """'require': all named source tensors exist; 'absent': none of them does."""
+        """'require': all named source tensors exist; 'absent': none of them does; 'when': conditions hold."""
+        if not conditions.holds(rule.when_vars, self.spec.vars, self.spec.unset):
+            return False
         for key, conds, want in (("require", rule.require, True), ("absent", rule.absent, False)):
             for tmpl, loc in conds:
                 try:
@@ -505,6 +507,10 @@ class _Planner:
                 raise fail("the source does not say this tensor's dtype", rule.source_loc)
             meta = Meta(tuple(info.shape), info.dtype)
             quant = rawblocks.of_info(info)  # raw quantized blocks: bytes until dequantized
+        elif rule.generate:  # a generator's array, from vars only
+            quant = None
+            constant = metadata.generate(rule.generate, env, self.spec.unset, rule.loc, rule.label)
+            meta = Meta(tuple(constant.shape), dtypes.name_of(constant.dtype))
         else:
             quant = None
             shape = tuple(binder.int_value(d, rule.loc, "shape") for d in rule.shape) if rule.shape is not None \
@@ -549,31 +555,10 @@ class _Planner:
         return step
 
     def _metadata(self, raw: dict) -> dict:
-        """``target.metadata`` with every ``{expr}`` evaluated over the spec's vars (a lone ``{expr}``
-        keeps its value's type: ``"{n_layer}"`` gives an integer, ``"{eps}"`` a float)."""
-        env = self._env({}, None)  # vars (config vars included) and shape("tensor")
-
-        def value(v, where: Location):
-            if isinstance(v, str):
-                try:
-                    return Template(v).value(env)
-                except ExprError as e:
-                    col = where.col + e.column if where.col else 0
-                    raise SpecError(f"target metadata: {e}", Location(where.file, where.line, col)) from None
-            if isinstance(v, list):
-                return [value(x, loc_of(v, i, where)) for i, x in enumerate(v)]
-            if isinstance(v, dict):
-                return {k: value(x, loc_of(v, k, where)) for k, x in v.items()}
-            return v
-
-        out = {}
-        default = self.spec.target.loc or Location(self.spec.path)
-        for k, v in raw.items():
-            try:
-                out[k] = value(v, loc_of(raw, k, default))
-            except SpecError as e:
-                self.error(e)
-        return out
+        """``target.metadata`` evaluated over the vars and the plan's facts (see :mod:`mapspec.metadata`)."""
+        env = {**self._env({}, None), **metadata.builtins(self.plan.steps, self.source.path)}
+        return metadata.evaluate(raw, env, self.spec.unset, self.spec.target.loc or Location(self.spec.path),
+                                 self.error)
 
     def _meta_of(self, v):
         if isinstance(v, Ref):

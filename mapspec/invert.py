@@ -34,7 +34,7 @@ import yaml
 
 from . import dtypes
 from .errors import ErrorList, MapspecError, SpecError
-from .spec import expr as E
+from .spec import expr as E, sections
 from .spec.expr import ExprError, Template
 from .spec.model import Rule, Spec
 from .spec.pattern import AmbiguousMatch, Choice, Pattern, Placeholder
@@ -658,8 +658,9 @@ class _Inverter:
                 "apply": [{"take": {"indices": ["{" + over + "}"], "axis": axis}}, {"squeeze": [axis]}]}, over
 
     def rule(self, rule: Rule) -> list[_Out]:
-        if rule.is_constant:
-            return self.drops(rule, {}, rule.optional)
+        if rule.is_constant:  # computed from vars (where they say so): nothing to restore
+            self.notes += [sections.computed_note(rule)] if rule.generate or rule.when_vars else []
+            return self.drops(rule, {}, rule.optional or bool(rule.generate or rule.when_vars))
         if rule.drop:
             names = (self.steps or {}).get(("sources", id(rule)), [])
             which = f": {', '.join(map(repr, names[:3]))}{', ...' if len(names) > 3 else ''}" if names else ""

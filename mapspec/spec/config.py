@@ -8,6 +8,17 @@ A spec's ``config:`` section names the files to look for and which key gives whi
         n_heads: n_heads                    # var: key
         n_kv_heads: [n_kv_heads, n_heads]   # keys tried in order (older params.json lack n_kv_heads)
         vocab: model.vocab_size             # a.b reads a nested key
+        rope_theta: {one_of: [rope_parameters.rope_theta, rope_scaling.rope_theta, rope_theta]}
+        rope_type: {one_of: [rope_parameters.rope_type, rope_scaling.rope_type], values: [default, llama3]}
+        head_dim: {one_of: [head_dim], default: "{hidden_size // num_attention_heads}"}
+        rope_factor: {one_of: [rope_parameters.factor], optional: true}
+      inside: text_config                   # a multimodal config: keys are read inside this mapping
+
+A mapping entry names the places a config format may hold the key (``one_of``): when several hold it
+they must agree (no guess between two values).  ``values`` lists the values the spec implements (any
+other is an error naming the key); ``default`` is for a config whose format lacks the key (an
+``{expr}`` over the other config vars); ``optional: true`` leaves the var unset (a metadata entry or
+generator using it must be guarded by ``when``; one that is not says which key is missing).
 
 ``--vars-file FILE`` (``vars_file=``) reads FILE instead; a spec without ``config:``
 then takes FILE's entries as values of its own vars (each must be a var of the spec).
@@ -66,8 +77,50 @@ def _usable(v) -> bool:
     return isinstance(v, (int, float, str, bool, list, dict))  # JSON null: try the next key
 
 
+def entry_keys(entry) -> list:
+    """The config keys a ``config.vars`` entry reads (a key, a list of keys, or ``{one_of: [...]}``)."""
+    if isinstance(entry, dict):
+        keys = entry.get("one_of") or []
+        return list(keys) if isinstance(keys, list) else [keys]
+    return list(entry) if isinstance(entry, list) else [entry]
+
+
+def _found(var: str, entry, data: dict, path: str):
+    """(key, value) of one config var (value None: not found), checking the agreement of ``one_of`` places."""
+    keys = entry_keys(entry)
+    if not isinstance(entry, dict):
+        return next(((k, v) for k, v in ((k, _lookup(data, k)) for k in keys) if _usable(v)), (None, None))
+    hits = [(k, v) for k, v in ((k, _lookup(data, k)) for k in keys) if _usable(v)]
+    for k, v in hits[1:]:
+        if v != hits[0][1]:
+            raise MapspecError(f"{path}: {hits[0][0]} is {hits[0][1]!r} but {k} is {v!r}; the config holds "
+                               f"{var} twice with different values (fix the config, or give --var {var}=VALUE)")
+    return hits[0] if hits else (None, None)
+
+
+def _check_values(spec: Spec, cfg: dict, found: dict, env: dict, path: str) -> None:
+    """A value outside an entry's ``values`` (each a constant or an ``{expr}`` over the vars) is an error."""
+    for var, (key, value) in found.items():
+        entry = cfg["vars"][var]
+        allowed = entry.get("values") if isinstance(entry, dict) else None
+        if not isinstance(allowed, list):
+            continue
+        shown = []
+        for a in allowed:
+            v = _default(spec, var, a, env)
+            if v == value:
+                break
+            shown.append(repr(v) if v == a else f"{a} = {v!r}")
+        else:
+            raise MapspecError(f"{path}: {key} is {value!r}, which this spec cannot represent (it takes "
+                               f"{', '.join(shown)}); converting would write a file that computes something else")
+
+
 def with_config(spec: Spec, source_path: Optional[str], vars_file: Optional[str] = None, given=()) -> Spec:
-    """The spec with vars taken from its config file (or ``vars_file``); vars in ``given`` (``--var``) need none."""
+    """The spec with vars taken from its config file (or ``vars_file``); vars in ``given`` (``--var``) need none.
+
+    Optional vars the file lacks are listed in ``spec.unset`` ({var: why}); defaults (``default:``) are
+    evaluated over the other vars."""
     cfg = spec.config
     if vars_file is None and not cfg:
         return spec
@@ -79,15 +132,24 @@ def with_config(spec: Spec, source_path: Optional[str], vars_file: Optional[str]
         tried = [os.path.join(base, f) for f in cfg["file"]]
         path = next((p for p in tried if os.path.isfile(p)), None)
     data = _read(path) if path else {}
-    values = {}
+    inside = (cfg or {}).get("inside")
+    if inside and isinstance(data.get(inside), dict):  # a multimodal config: the text model's own
+        data = data[inside]
+    values, unset, defaults, where = {}, {}, {}, {}
     if cfg:
         missing = []
-        for var, keys in cfg["vars"].items():
-            keys = keys if isinstance(keys, list) else [keys]
-            found = next((v for v in (_lookup(data, k) for k in keys) if _usable(v)), None)
+        for var, entry in cfg["vars"].items():
+            keys = entry_keys(entry)
+            key, found = (None, None) if var in given else _found(var, entry, data, path)
             if found is not None:
-                values[var] = found
-            elif var not in spec.vars and var not in given:
+                values[var], where[var] = found, (key, found)
+            elif var in spec.vars or var in given:
+                continue
+            elif isinstance(entry, dict) and "default" in entry:
+                defaults[var] = entry["default"]
+            elif isinstance(entry, dict) and entry.get("optional"):
+                unset[var] = f"{path or 'the config'} has no {' or '.join(keys)}"
+            else:
                 missing.append(f"{var} (from {' or '.join(keys)})")
         if missing:
             where = f"{path} has no" if path else (f"no config file ({', '.join(cfg['file'])}) beside the source, "
@@ -101,4 +163,21 @@ def with_config(spec: Spec, source_path: Optional[str], vars_file: Optional[str]
                                f"{', '.join(sorted(spec.vars)) or 'none'}); a spec with a config: section maps "
                                f"file keys to vars")
         values = dict(data)
-    return dataclasses.replace(spec, vars={**spec.vars, **values})
+    env = {**spec.vars, **values}
+    for var, default in defaults.items():
+        env[var] = _default(spec, var, default, env)
+    if cfg:
+        _check_values(spec, cfg, where, env, path)
+    return dataclasses.replace(spec, vars=env, unset=unset)
+
+
+def _default(spec: Spec, var: str, default, env: dict):
+    """A ``default:`` (a constant, or an ``{expr}`` over the other vars)."""
+    if not isinstance(default, str):
+        return default
+    from .expr import ExprError, Template
+
+    try:
+        return Template(default).value(env)
+    except ExprError as e:
+        raise MapspecError(f"{spec.path}: config var {var}: default {default!r}: {e}") from None

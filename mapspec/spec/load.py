@@ -18,7 +18,7 @@ from ..errors import ErrorList, Location, MapspecError, SpecError
 from ..paths import within
 from ..resources import shipped_specs
 from ..transforms import STATIC_CHECKS, TRANSFORMS, TransformError
-from . import schema
+from . import schema, sections
 from .args import Checker
 from .expr import FUNCTIONS, ExprError, Template
 from .model import Call, Endpoint, Rule, Spec
@@ -199,10 +199,8 @@ class _Builder:
         raw_config = doc.get("config")
         if raw_config is not None:
             self._needs_11("a 'config:' section", doc.key_loc("config"))
-        if isinstance(raw_config, dict) and isinstance(raw_config.get("vars"), dict):
-            files = raw_config.get("file")
-            spec.config = {"file": [files] if isinstance(files, str) else list(files or []),
-                           "vars": dict(raw_config["vars"])}
+        spec.config = sections.config_section(raw_config)
+        self.errors += sections.check_config(raw_config)
         for i, r in enumerate(doc.get("relax") if isinstance(doc.get("relax"), list) else []):
             if r in RELAXATIONS_11:
                 self._needs_11(f"relax {r!r}", doc["relax"].loc_of(i))
@@ -229,10 +227,13 @@ class _Builder:
                 next_index += len(other.rules)
                 for k, v in other.vars.items():
                     spec.vars.setdefault(k, v)
+                sections.merge_included(spec, other)
                 spec.includes.append(other.path)
                 spec.includes += other.includes
         # vars the config file gives are names the rules may use (their values come when planning)
         known_vars = {**{k: None for k in (spec.config or {}).get("vars", {})}, **spec.vars}
+        spec.target.metadata = sections.drop_removed(spec.target.metadata)
+        self.errors += sections.check_metadata(spec.target.metadata, spec.target.loc or doc.loc, set(known_vars))
         for i, raw in enumerate(raw_rules):
             if i in skip or not isinstance(raw, LocDict):
                 continue
@@ -269,21 +270,8 @@ class _Builder:
                     path = os.path.join(spec_dir, sc[key])
                     self.confined(path, sc[key], f"verify {side} {key}", _loc(sc, key, doc.loc))
 
-    def _check_metadata(self, value, loc: Location) -> None:
-        """``{expr}`` holes in metadata values parse (names are checked against vars when planning)."""
-        if isinstance(value, str):
-            try:
-                Template(value)
-            except ExprError as e:
-                self.errors.append(SpecError(f"metadata: {e}", Location(loc.file, loc.line, loc.col + e.column)))
-        elif isinstance(value, (dict, list)):
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for k, v in items:
-                self._check_metadata(v, value.loc_of(k) if hasattr(value, "loc_of") else loc)
-
     def _check_endpoint(self, ep: Endpoint, doc: LocDict, key: str) -> None:
         raw = doc.get(key)
-        self._check_metadata(ep.metadata, ep.loc or doc.loc)
         if ep.tokenizer is not None and key != "target":
             self.errors.append(SpecError(f"{key}.tokenizer: only a target takes a tokenizer", _loc(raw, "tokenizer",
                                                                                                doc.loc)))
@@ -458,9 +446,15 @@ class _Builder:
                     conditions[key].append((Template(text), rl))
                 except ExprError:
                     pass
-        when = []
+        when, when_vars = [], [c for c in raw.get("when") or [] if sections.conditions.is_var_condition(c)]
+        self.errors += sections.conditions.check(when_vars, set(vars_), loc, "rule", label)
+        if raw.get("generate") is not None:
+            self._needs_11("'generate'", raw.key_loc("generate"), label)
+            self.errors += sections.check_generate(raw["generate"], raw.loc_of("generate"), "tensor", label)
         for i, cond in enumerate(raw.get("when") or []):
             cl = raw["when"].loc_of(i)
+            if sections.conditions.is_var_condition(cond):
+                continue
             of_loc = cond.loc_of("of") if isinstance(cond, LocDict) else cl
             self.errors += list(check.template(cond["of"], of_loc, f"when[{i}] of"))
             try:
@@ -477,7 +471,7 @@ class _Builder:
         dtype = raw.get("dtype")
         shape = raw.get("shape")
         constant = (pattern is None and not drop) or (parent is not None and "value" in raw)
-        if constant:  # transforms, if any, apply to the constant
+        if constant and "generate" not in raw:  # transforms, if any, apply to the constant
             dtype, shape = self._constant(raw, check, label)
         if len(self.errors) > n_before or to_template is None:
             return None
@@ -486,7 +480,8 @@ class _Builder:
                     source_loc=parent.source_loc if parent is not None else (
                         raw.loc_of("from") if "from" in raw else None),
                     calls=calls, each=each, each_loc=raw.loc_of("each") if "each" in raw else None,
-                    require=conditions["require"], absent=conditions["absent"], when=when, optional=bool(raw.get("optional", False)), value=value, dtype=dtype,
+                    require=conditions["require"], absent=conditions["absent"], when=when, when_vars=when_vars,
+                    generate=raw.get("generate"), optional=bool(raw.get("optional", False)), value=value, dtype=dtype,
                     shape=shape, name=raw.get("name"), constant=constant, parent=parent, also_index=also_index,
                     drop=drop, stack=dict(stack) if isinstance(stack, dict) else None,
                     allow=allow | _allow(raw.get("allow")) | (parent.allow if parent is not None else frozenset()))

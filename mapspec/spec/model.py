@@ -58,6 +58,8 @@ class Rule:
     require: list = field(default_factory=list)  # [(Template, Location)]: all must exist in the source
     absent: list = field(default_factory=list)  # [(Template, Location)]: none may exist in the source
     when: list = field(default_factory=list)  # [(attr, Template of the layer, expected value, Location)]
+    when_vars: list = field(default_factory=list)  # [{var, is/in/set}]: conditions over vars (mapspec.spec.conditions)
+    generate: Optional[dict] = None  # {generator: {arg: value}}: a tensor computed from vars (mapspec.generators)
     optional: bool = False
     value: Any = None
     dtype: Optional[str] = None
@@ -101,7 +103,8 @@ class Spec:
     allow: frozenset = frozenset()  # the top-level 'allow:' (already merged into each of its rules)
     includes: list = field(default_factory=list)
     verify: Optional[dict] = None  # the 'verify:' section, for mapspec verify
-    config: Optional[dict] = None  # {file: [names], vars: {var: [keys]}}: vars from the model's config file
+    config: Optional[dict] = None  # {file: [names], vars: {var: entry}, inside}: vars from the model's config file
+    unset: dict = field(default_factory=dict)  # optional config vars the config file lacks: {var: why}
 
     @property
     def spec_dir(self) -> str:

@@ -1,0 +1,69 @@
+"""Generators against other people's code: transformers' Llama 3 rope scaling, gguf-py's size label and
+model-name heuristics.  (The bytes of rope_freqs.weight against llama.cpp's converter itself:
+tests/specs/test_llama_gguf_converter.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mapspec import generators
+from mapspec.errors import MapspecError
+
+gguf = pytest.importorskip("gguf")
+
+
+@pytest.mark.parametrize("base,dim,factor,low,high,ctx", [(500000.0, 128, 8.0, 1.0, 4.0, 8192),
+                                                          (500000.0, 64, 32.0, 1.0, 4.0, 8192),
+                                                          (10000.0, 16, 8.0, 1.0, 4.0, 64)])
+def test_llama3_rope_factors_are_transformers_scaling(base, dim, factor, low, high, ctx):
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_rope_utils import _compute_llama3_parameters
+
+    cfg = transformers.LlamaConfig(hidden_size=dim * 2, num_attention_heads=2,
+                                   max_position_embeddings=int(ctx * factor),
+                                   rope_parameters=dict(rope_type="llama3", rope_theta=base, factor=factor,
+                                                        low_freq_factor=low, high_freq_factor=high,
+                                                        original_max_position_embeddings=ctx))
+    scaled, _ = _compute_llama3_parameters(cfg, "cpu")
+    plain = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    ours = generators.run("llama3_rope_factors", dict(base=base, dim=dim, factor=factor, low_freq_factor=low,
+                                                      high_freq_factor=high, original_context=ctx), "test")
+    assert ours.dtype == np.float32 and ours.shape == (dim // 2,)
+    np.testing.assert_allclose(ours, plain / scaled.double().numpy(), rtol=1e-5)  # factor = inv_freq / scaled
+    assert len(set(ours.tolist())) > 2  # all three regimes: 1, factor and smoothed
+
+
+def test_generator_arguments_are_checked():
+    with pytest.raises(MapspecError, match="'dim' must be an integer"):
+        generators.run("llama3_rope_factors", dict(base=1e4, dim="16", factor=8.0, low_freq_factor=1.0,
+                                                   high_freq_factor=4.0, original_context=64), "here")
+    for bad, why in ((dict(base=0.0), "must be positive"), (dict(factor=0.0), "must be positive"),
+                     (dict(dim=1 << 40), "not one of a model"), (dict(low_freq_factor=5.0), "must be larger")):
+        args = dict(base=1e4, dim=16, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_context=64)
+        with pytest.raises(MapspecError, match=why):
+            generators.run("llama3_rope_factors", {**args, **bad}, "here")
+    with pytest.raises(MapspecError, match="must be even"):
+        generators.run("llama3_rope_factors", dict(base=1e4, dim=15, factor=8.0, low_freq_factor=1.0,
+                                                   high_freq_factor=4.0, original_context=64), "here")
+
+
+@pytest.mark.parametrize("n", [0, 999, 67904, 1_000_001, 8_030_261_248, 999_999_999_999, 2 * 10 ** 12 + 5])
+def test_size_label_is_gguf_py(n):
+    from gguf.utility import size_label
+
+    assert generators.run("size_label", {"params": n}, "t") == size_label(n, 0, 0, 0)
+
+
+@pytest.mark.parametrize("name_or_path,folder", [("", "tiny-llama"), ("", "plain"), ("meta-llama/Llama-3.1-8B", "x"),
+                                                 ("/home/me/models/llama", "tiny-llama-v2"), ("", "my model")])
+def test_hf_model_name_is_gguf_py_heuristic(tmp_path, name_or_path, folder):
+    import json
+
+    from gguf.metadata import Metadata
+
+    d = tmp_path / folder
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"_name_or_path": name_or_path} if name_or_path else {}))
+    want = Metadata.load(None, d, None, 1000).name
+    assert generators.run("hf_model_name", {"name_or_path": name_or_path, "folder": folder}, "t") == want
