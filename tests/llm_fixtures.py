@@ -103,3 +103,48 @@ def add_tokens(folder, special=("<pad>",), normal=("<extra>",)) -> None:
         tok.add_special_tokens({"pad_token": special[0], "additional_special_tokens": list(special[1:])})
     tok.add_tokens(list(normal))
     tok.save_pretrained(folder)
+
+
+# -- configs as transformers writes them, for the metadata tests (save_model + one of these) -------------------
+
+TINY = dict(vocab_size=96, hidden_size=64, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=128)
+
+
+def save_model(folder, config, cls_name: str = "LlamaForCausalLM", seed: int = 0):
+    """A random model of ``config`` (a transformers config object; random norms too, not ones) saved with
+    save_pretrained into ``folder``; returns the folder."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    model = getattr(transformers, cls_name)(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    os.makedirs(folder, exist_ok=True)
+    model.save_pretrained(folder)
+    return folder
+
+
+def llama_config(**overrides):
+    import transformers
+
+    return transformers.LlamaConfig(**{**TINY, **overrides})
+
+
+def llama3_config(**overrides):
+    """Llama 3.1's rope scaling (rope_type llama3), theta 500000, as transformers 5 stores it (rope_parameters)."""
+    rope = dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                original_max_position_embeddings=64)
+    return llama_config(rope_parameters=rope, **overrides)
+
+
+def mistral_nemo_config(**overrides):
+    """Mistral-Nemo's shape: head_dim (64) is not hidden_size / heads (80 / 2 = 40)."""
+    import transformers
+
+    return transformers.MistralConfig(**{**TINY, "hidden_size": 80, "num_attention_heads": 2,
+                                         "num_key_value_heads": 1, "head_dim": 64, "rope_theta": 1000000.0,
+                                         **overrides})
