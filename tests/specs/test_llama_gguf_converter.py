@@ -101,3 +101,26 @@ def test_transformers_reads_the_new_keys_back(converted):
         for k, v in want.items():
             got = cfg.get(k, (cfg.get("rope_parameters") or {}).get(k))
             assert got == v, (case, k, cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["llama3", "nemo"])
+def test_llama_cpp_gives_transformers_logits(converted, case):
+    """Real llama.cpp on our file: Llama 3.1's rope scaling (freq_base 500000, rope_freqs.weight) and
+    Mistral-Nemo's head_dim give transformers' logits (the file of a 10000 freq_base or a head_dim of
+    hidden / heads would not)."""
+    torch = pytest.importorskip("torch")
+    import transformers
+
+    llama_cpp = L.llama_cpp()
+    folder, _, ours = converted(case)
+    ids = transformers.AutoTokenizer.from_pretrained(folder).encode("the quick brown fox jumps over the lazy dog")
+    llm = llama_cpp.Llama(model_path=str(ours), logits_all=True, n_ctx=64, verbose=False, type_k=0, type_v=0)
+    try:
+        got = L.logits(llm, ids)
+    finally:
+        llm.close()
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(got - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), np.abs(got - ref).max()
