@@ -324,33 +324,12 @@ def cmd_apply(args, out: TextIO, err: TextIO) -> int:
         _close(p)
 
 
-def _same_file(a: str, b: Optional[str]) -> bool:
-    import os
-
-    if not b:
-        return False
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
-
-
 def _check_paths(p, args) -> None:
-    """--output and --report: never a source or template, never each other; the same rules for both."""
-    from .formats import output_format, sharded
-    from .formats.base import check_output_path
+    """--output and --report: never an input, never each other (checked by the library's guard, which
+    apply repeats, before anything is converted)."""
+    from .guard import check
 
-    route = sharded.output_target(args.output, output_format(args.output, p.target_format))
-    output = route[0] if route is not None else args.output  # a sharded output: its index file
-    inputs = [("source", p.source.path)] + ([("template", p.template.path)] if p.template is not None else [])
-    outputs = [("output", output)] + ([("--report", args.report)] if args.report else [])
-    for what, path in outputs:
-        check_output_path(path, args.force, what, make_parent=route is not None and what == "output")
-        for kind, other in inputs:
-            if _same_file(path, other):
-                raise MapspecError(f"{path}: the {what} is the {kind} file; write it somewhere else")
-    if args.report and _same_file(args.report, output):
-        raise MapspecError(f"{args.report}: --report and --output name the same file")
+    check(p, args.output, force=args.force, report=args.report)
 
 
 def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:

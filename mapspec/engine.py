@@ -818,8 +818,10 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     :mod:`mapspec.formats.sharded`).  ``jobs``: worker threads (default: the cores) for writers
     that place tensors at known offsets; other writers get the tensors one by one, in order.
     An output beyond ``max_output`` bytes (default: see :func:`check_size`) is refused before
-    anything is written.
+    anything is written.  No file written may be one the plan reads (:mod:`mapspec.guard`).
     """
+    from . import guard
+
     p.check()
     check_size(p, max_output)
     spec, reader = p.spec, p.source
@@ -913,6 +915,7 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
         if progress is not None:
             progress(i + 1, len(p.steps), s)
 
+    guard.check(p, output, force=force)
     with sharded.output_dir(output) if route is not None else contextlib.nullcontext(), \
             atomic_output(output, force=force, anonymous=not getattr(module(fmt), "NAMED_TEMP", False)) as tmp:
         writer = create_writer(tmp, infos, format=fmt, final_path=str(output), **options)

@@ -54,6 +54,7 @@ TYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32
 CODES = {v: k for k, v in TYPES.items()}
 WRITE_DTYPES = tuple(CODES)
 NAMED_TEMP = True  # the writer puts its external data in a temporary file beside the output's
+COMPANION_SUFFIXES = (".data",)  # files the writer may put beside OUTPUT: OUTPUT.data (the output guard checks them)
 _TYPED_FIELD = {"float32": T_FLOAT, "float64": T_DOUBLE, "int64": T_INT64, "uint32": T_UINT64,
                 "uint64": T_UINT64}  # every other type lives in int32_data (float16/bfloat16 as bits)
 

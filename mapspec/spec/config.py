@@ -168,7 +168,7 @@ def with_config(spec: Spec, source_path: Optional[str], vars_file: Optional[str]
         env[var] = _default(spec, var, default, env)
     if cfg:
         _check_values(spec, cfg, where, env, path)
-    return dataclasses.replace(spec, vars=env, unset=unset)
+    return dataclasses.replace(spec, vars=env, unset=unset, vars_path=path)
 
 
 def _default(spec: Spec, var: str, default, env: dict):

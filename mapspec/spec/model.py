@@ -105,6 +105,7 @@ class Spec:
     verify: Optional[dict] = None  # the 'verify:' section, for mapspec verify
     config: Optional[dict] = None  # {file: [names], vars: {var: entry}, inside}: vars from the model's config file
     unset: dict = field(default_factory=dict)  # optional config vars the config file lacks: {var: why}
+    vars_path: Optional[str] = None  # the file vars were read from (--vars-file, or the config file found)
 
     @property
     def spec_dir(self) -> str:
