@@ -349,14 +349,15 @@ def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
                         {k: v for k, v in target_options.items() if k != "max_shard_size"}, "write")
     with plan_progress(err, p, "apply", flag) as progress:
         result = execute(p, args.output, force=args.force, progress=progress, target_options=target_options,
-                         jobs=args.jobs, max_output=args.max_output_size)
+                         jobs=args.jobs, max_output=args.max_output_size, sync=args.sync)
     sm = p.summary()
     wrote = (f"wrote {escape(result.output)}: {result.tensors} tensors, {_size(result.bytes_written)} in "
              f"{result.seconds:.2f} s ({sm['matched']} matched, {sm['referenced']} referenced, "
              f"{sm['ignored']} ignored, {sm['dropped']} dropped, {sm['constants']} constants)")
     if args.report:
         try:
-            with atomic_output(args.report, force=args.force, what="--report", anonymous=True) as tmp, \
+            with atomic_output(args.report, force=args.force, what="--report", anonymous=True,
+                               sync=args.sync) as tmp, \
                     open(tmp, "w", encoding="utf-8") as f:
                 json.dump(result.report, f, indent=1)
         except MapspecError as e:
@@ -520,7 +521,7 @@ def cmd_fold_bn(args, out: TextIO, err: TextIO) -> int:
     for suffix in (".caffemodel", ".prototxt"):
         if prefix.endswith(suffix):
             prefix = prefix[: -len(suffix)]
-    r = fold_bn(args.prototxt, args.caffemodel, prefix, force=args.force, emit_spec=args.emit_spec,
+    r = fold_bn(args.prototxt, args.caffemodel, prefix, force=args.force, sync=args.sync, emit_spec=args.emit_spec,
                 verify=args.verify, seed=args.seed, progress=lambda p: plan_progress(err, p, "fold-bn", args.progress))
     for c in r.chains:
         parts = [c.conv, c.bn] + ([c.scale] if c.scale else [])
@@ -551,7 +552,7 @@ def cmd_invert(args, out: TextIO, err: TextIO) -> int:
 
     rev = invert(args.spec, source=args.source, source_format=args.source_format, template=args.template,
                  lossy=args.lossy, vars=parse_pairs(args.var, "--var"))
-    write(rev, args.output, force=args.force)
+    write(rev, args.output, force=args.force, sync=args.sync)
     for n in rev.notes:
         print(f"note: {n}", file=err)
     for m in rev.missing:
@@ -572,7 +573,7 @@ def cmd_draft(args, out: TextIO, err: TextIO) -> int:
     d = draft(args.source, args.template, output=args.output, source_format=args.source_format,
               template_format=args.template_format,
               template_options=parse_pairs(args.template_option, "--template-option"))
-    write(d, args.output, args.source, source_format=args.source_format, force=args.force)
+    write(d, args.output, args.source, source_format=args.source_format, force=args.force, sync=args.sync)
     if args.output is None:
         out.write(d.text)
     else:
@@ -589,7 +590,7 @@ def cmd_example(args, out: TextIO, err: TextIO) -> int:
     from .example import example_args, run_example
 
     name, directory = example_args(args.name, args.directory)
-    return run_example(name, directory, out, err, force=args.force, run_command=run)
+    return run_example(name, directory, out, err, force=args.force, sync=args.sync, run_command=run)
 
 
 # -- parser ---------------------------------------------------------------------------------
@@ -613,6 +614,9 @@ def _add_progress(p: argparse.ArgumentParser) -> None:
 
 def _add_force(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", "-f", action="store_true", help="overwrite existing output")
+    p.add_argument("--no-sync", dest="sync", action="store_false",
+                   help="do not fsync outputs before putting them in place (faster; for scratch outputs: after a "
+                        "power loss they may be empty or hold zeros)")
 
 
 def _add_vars(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,6 @@ file beside the target and renamed into place only when everything succeeded.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import itertools
@@ -811,7 +810,7 @@ def check_size(p: Plan, max_output: Optional[float] = None) -> None:
 
 def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callable[[int, int, Step], None]] = None,
             target_options: Optional[dict] = None, jobs: Optional[int] = None,
-            max_output: Optional[float] = None) -> Result:
+            max_output: Optional[float] = None, sync: bool = True) -> Result:
     """Stream the planned conversion into ``output`` (atomically).
 
     ``output`` may be a directory or a ``*.index.json`` (a sharded checkpoint, see
@@ -819,8 +818,10 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     that place tensors at known offsets; other writers get the tensors one by one, in order.
     An output beyond ``max_output`` bytes (default: see :func:`check_size`) is refused before
     anything is written.  No file written may be one the plan reads (:mod:`mapspec.guard`).
+    ``sync`` (default): fsync'ed before it is put in place (``--no-sync`` turns it off).
     """
     from . import guard
+    from .formats.shard_output import staged
 
     p.check()
     check_size(p, max_output)
@@ -916,8 +917,9 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
             progress(i + 1, len(p.steps), s)
 
     guard.check(p, output, force=force)
-    with sharded.output_dir(output) if route is not None else contextlib.nullcontext(), \
-            atomic_output(output, force=force, anonymous=not getattr(module(fmt), "NAMED_TEMP", False)) as tmp:
+    anonymous = not getattr(module(fmt), "NAMED_TEMP", False)
+    with (staged(output, shard_format, force=force, sync=sync) if route is not None else
+          atomic_output(output, force=force, anonymous=anonymous, sync=sync)) as tmp:
         writer = create_writer(tmp, infos, format=fmt, final_path=str(output), **options)
         try:
             if getattr(writer, "positional", False):
@@ -1009,10 +1011,10 @@ def apply(spec: Union[str, Spec], source: Union[str, Reader], output: str, templ
           progress: Optional[Callable[[int, int, Step], None]] = None, source_format: Optional[str] = None,
           vars: Optional[dict] = None, vars_file: Optional[str] = None, jobs: Optional[int] = None,
           target_options: Optional[dict] = None, max_output: Optional[float] = None, no_tokenizer: bool = False,
-          tokenizer_pre: Optional[str] = None) -> Result:
+          tokenizer_pre: Optional[str] = None, sync: bool = True) -> Result:
     """Plan, check and stream a conversion into ``output``; raises on any problem, leaving no partial file."""
     p = plan(spec, source, template=template, target_format=target_format, output=output, relax=relax,
              source_format=source_format, vars=vars, vars_file=vars_file, no_tokenizer=no_tokenizer,
              tokenizer_pre=tokenizer_pre)
     return execute(p, output, force=force, progress=progress, jobs=jobs, target_options=target_options,
-                   max_output=max_output)
+                   max_output=max_output, sync=sync)

@@ -27,7 +27,7 @@ def example_args(name: Optional[str], directory: Optional[str]) -> tuple[str, st
 
 
 def run_example(name: str, directory: str, out: TextIO, err: TextIO, run_command: Callable,
-                force: bool = False) -> int:
+                force: bool = False, sync: bool = True) -> int:
     """Make example ``name`` in ``directory``; each step runs as ``run_command(argv, stdout=, stderr=)``, the
     CLI's own entry point (passed in by the CLI, so that this module does not import it back)."""
     from .errors import MapspecError, MissingDependency
@@ -53,13 +53,13 @@ def run_example(name: str, directory: str, out: TextIO, err: TextIO, run_command
         if os.path.exists(p) and not force:
             raise MapspecError(f"{p}: exists; pass --force to make the example again")
     print(f"# 1. a Caffe DenseNet-121 made here: {proto} and {model} (seeded weights)", file=out)
-    with atomic_output(proto, force=True) as tmp, open(tmp, "w", encoding="utf-8") as f:
+    with atomic_output(proto, force=True, sync=sync) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(caffe_prototxt(121))
     write_caffemodel(proto, model, seed=2026)
     steps = [
         ("2. what the spec will do, from metadata only", ["plan", "densenet/caffe-to-torchvision", "--source", model]),
         ("3. convert", ["apply", "densenet/caffe-to-torchvision", "--source", model, "--output", pth] +
-         (["--force"] if force else [])),
+         (["--force"] if force else []) + ([] if sync else ["--no-sync"])),
         ("4. prove it: run both models on the same input and compare the logits",
          ["verify", "densenet/caffe-to-torchvision", "--source", model, "--converted", pth, "--source-graph", proto]),
     ]

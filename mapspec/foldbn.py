@@ -169,11 +169,13 @@ class FoldResult:
 
 
 def fold_bn(prototxt: str, caffemodel: str, out_prefix: str, force: bool = False, emit_spec: Optional[str] = None,
-            verify: bool = False, seed: int = 0, progress=None) -> FoldResult:
-    """``progress``: optional ``plan -> context manager`` yielding ``engine.execute``'s progress callback."""
+            verify: bool = False, seed: int = 0, progress=None, sync: bool = True) -> FoldResult:
+    """``progress``: optional ``plan -> context manager`` yielding ``engine.execute``'s progress callback.
+    ``sync``: fsync the outputs before they are put in place (see :func:`mapspec.formats.base.atomic_output`)."""
     from . import engine
     from .formats import open_checkpoint
     from .graphs.caffe.net import dump, load_net_with_unknown
+    from .guard import refuse_inputs
     from .spec.load import load_spec
 
     net, unknown = load_net_with_unknown(prototxt)
@@ -188,14 +190,16 @@ def fold_bn(prototxt: str, caffemodel: str, out_prefix: str, force: bool = False
     for p in (out_proto, out_model) + ((emit_spec,) if emit_spec else ()):
         if os.path.exists(p) and not force:
             raise MapspecError(f"{p}: output exists; pass --force to overwrite it")
-    with atomic_output(out_proto, force=force) as tmp_proto:
+    refuse_inputs([("output", out_proto), ("output", out_model)] + ([("--emit-spec", emit_spec)] if emit_spec else []),
+                  [("prototxt", prototxt), ("caffemodel", caffemodel)])
+    with atomic_output(out_proto, force=force, sync=sync) as tmp_proto:
         with open(tmp_proto, "w", encoding="utf-8") as f:
             f.write(f"# {os.path.basename(prototxt)} with {len(chains)} BatchNorm/Scale chains folded by mapspec "
                     f"fold-bn\n")
             f.write(dump(folded))
         spec_path = emit_spec or (tmp_proto + ".spec.yaml")
         try:
-            with atomic_output(spec_path, force=True) as tmp_spec:
+            with atomic_output(spec_path, force=True, sync=sync and bool(emit_spec)) as tmp_spec:
                 with open(tmp_spec, "w", encoding="utf-8") as f:
                     f.write(spec_text)
             spec = load_spec(spec_path)
@@ -203,7 +207,7 @@ def fold_bn(prototxt: str, caffemodel: str, out_prefix: str, force: bool = False
                     as template:
                 p = engine.plan(spec, src, template=template, target_format="caffe")
                 with progress(p) if progress else contextlib.nullcontext() as callback:
-                    engine.execute(p, out_model, force=force, progress=callback)
+                    engine.execute(p, out_model, force=force, progress=callback, sync=sync)
         finally:
             if not emit_spec and os.path.exists(spec_path):
                 os.unlink(spec_path)

@@ -972,7 +972,7 @@ def _render(spec: Spec, outs: list[_Out], notes: list, missing: list, inexact: l
     return "\n".join(head) + "\n" + body
 
 
-def write(rev: Reverse, output: Optional[str], force: bool = False) -> None:
+def write(rev: Reverse, output: Optional[str], force: bool = False, sync: bool = True) -> None:
     """Check that the reverse validates, then write it atomically (or return it for stdout)."""
     from .formats import atomic_output
     from .spec.load import check_spec
@@ -989,5 +989,5 @@ def write(rev: Reverse, output: Optional[str], force: bool = False) -> None:
         with tempfile.TemporaryDirectory() as d:
             checked(os.path.join(d, "reversed.yaml"))
         return
-    with atomic_output(output, force=force) as tmp:
+    with atomic_output(output, force=force, sync=sync) as tmp:
         checked(tmp)

@@ -156,7 +156,7 @@ def _collect_refs(obj, names: set, out: set) -> None:
 
 
 def write(d: Draft, output: Optional[str], source: str, source_format: Optional[str] = None,
-          force: bool = False) -> None:
+          force: bool = False, sync: bool = True) -> None:
     """Validate the draft and plan its drafted rules on ``source``, then write it atomically (``output``; None:
     only check).  A draft whose rules do not plan is not written: the plan's errors are raised.  A draft with
     TODO rules is written and does not plan until they are resolved."""
@@ -190,5 +190,5 @@ def write(d: Draft, output: Optional[str], source: str, source_format: Optional[
         with tempfile.TemporaryDirectory() as tmp:
             checked(os.path.join(tmp, "draft.yaml"))
     else:
-        with atomic_output(output, force=force) as tmp:
+        with atomic_output(output, force=force, sync=sync) as tmp:
             checked(tmp)

@@ -451,9 +451,9 @@ def _umask() -> int:
 
 def _short_name(parent: Path) -> str:
     """A fresh short name in ``parent`` (kept short so that a 250-character output name still works)."""
-    import secrets
+    from .durable import temp_name
 
-    return str(parent / f".ms{secrets.token_hex(4)}.tmp")
+    return temp_name(parent)
 
 
 _NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK}
@@ -514,7 +514,8 @@ def _link(source: str, dest: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path, force: bool = False, what: str = "output", anonymous: bool = False) -> Iterator[str]:
+def atomic_output(path, force: bool = False, what: str = "output", anonymous: bool = False,
+                  sync: bool = True) -> Iterator[str]:
     """Yield a temporary path for ``path``'s content; give it the name ``path`` on success.
 
     On any error or interrupt the temporary file is removed and an existing ``path`` is left
@@ -523,46 +524,94 @@ def atomic_output(path, force: bool = False, what: str = "output", anonymous: bo
     replaced (:func:`check_output_path`).  With ``anonymous`` (Linux; for callers that only write
     the file, never look for files beside it) the temporary file has no name at all (O_TMPFILE,
     written through ``/proc/self/fd``), so that even a killed process leaves nothing behind;
-    otherwise it is a short-named hidden file beside the target.
+    otherwise it is a hidden temporary beside the target (see :mod:`.durable`), which a later run
+    in that folder removes once its process is gone.  Files a writer puts beside its output
+    (:func:`companion`) follow the same rules and are put in place just before it.
+
+    ``sync`` (default): the data is fsync'ed before the final link or rename and the folder
+    after, so that a power loss leaves the old file or the new one, never a new name over
+    missing data.
     """
+    from . import durable
+
     target = check_output_path(path, force, what)
     parent = target.parent if str(target.parent) else Path(".")
+    durable.sweep(parent)
     published = False
     fd = _anonymous_file(parent) if anonymous else None
     if fd is not None:
         tmp, named = f"/proc/self/fd/{fd}", False
     else:
         try:
-            tfd, tmp = tempfile.mkstemp(prefix=".ms", suffix=".tmp", dir=parent)
+            tfd, tmp = tempfile.mkstemp(prefix=durable.temp_prefix(), suffix=".tmp", dir=parent)
         except OSError as e:
             raise MapspecError(f"{target}: cannot create a file in {str(parent)!r}: {e.strerror or e}") from None
         os.close(tfd)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the output the usual permissions
         named = True
+    frame = {"force": force, "what": what, "parent": parent, "companions": []}
+    _OPEN.append(frame)
     try:
         yield tmp
+        if sync:
+            for ctmp, _ in frame["companions"]:
+                durable.sync_file(ctmp)
+            durable.sync_file(fd if fd is not None else tmp)
         with _signals_held():  # published and recorded as one step, as far as a signal can tell
-            _publish(tmp, target, force, named, what)
+            linked = []
+            for ctmp, cfinal in frame["companions"]:
+                _publish(ctmp, cfinal, force, True, what)
+                linked.append(cfinal)
+            try:
+                _publish(tmp, target, force, named, what)
+            except BaseException:
+                for c in linked if not force else ():  # ours alone: created by the link just made
+                    with contextlib.suppress(OSError):
+                        os.unlink(c)
+                raise
             published = True
             PUBLISHED.append(str(target))
+        if sync:
+            durable.sync_dir(parent)
     except OSError as e:
         # Disk full, quota, I/O error while writing (or reading a source mid-way): the user's
         # problem, reported in one line like every other, never a traceback.
-        _discard(tmp, named)
+        _discard(tmp, named, frame)
         where = e.filename if isinstance(e.filename, str) and e.filename != tmp else str(target)
         raise MapspecError(f"{where}: {e.strerror or e}; {target} was not written"
                            + (" (the existing file is unchanged)" if target.exists() else "")) from None
     except MapspecError as e:
-        _discard(tmp, named)
+        _discard(tmp, named, frame)
         _name_output(e, tmp, str(target))
         raise
     except BaseException:
         if not published:  # (a signal once the output is in place: PUBLISHED tells the command line)
-            _discard(tmp, named)
+            _discard(tmp, named, frame)
         raise
     finally:
+        _OPEN.remove(frame)
         if fd is not None:
             os.close(fd)
+
+
+_OPEN: list = []  # the atomic_output blocks now open, innermost last
+
+
+def companion(final) -> str:
+    """A temporary name for a file a writer puts beside its output (ONNX external data).
+
+    It follows the output's rules: an existing ``final`` is refused now unless ``--force``; the
+    temporary is synced and put in place (no-clobber link, or rename with ``--force``) by the
+    enclosing :func:`atomic_output` just before the output itself, and removed on failure."""
+    from .durable import temp_name
+
+    if not _OPEN:
+        raise MapspecError(f"{final}: a file beside an output is written only inside atomic_output")
+    frame = _OPEN[-1]
+    check_output_path(final, frame["force"], frame["what"])
+    tmp = temp_name(Path(final).parent)
+    frame["companions"].append((tmp, Path(final)))
+    return tmp
 
 
 # Every output put in place by this process, in order: what an interrupted command has written
@@ -595,7 +644,7 @@ def interrupt(exc: BaseException) -> None:
     raise exc
 
 
-def _discard(tmp: str, named: bool) -> None:
-    if named:
+def _discard(tmp: str, named: bool, frame: Optional[dict] = None) -> None:
+    for path in ([tmp] if named else []) + [c for c, _ in (frame or {}).get("companions", [])]:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(path)

@@ -16,7 +16,8 @@ decoded on read.  External data must lie inside the model's directory (no absolu
 The writer needs a template model: it copies every field of the template, re-framing the graph,
 and replaces each initializer by the converted tensor (names, shapes and dtypes must match the
 template's).  Tensors are written as ``raw_data`` inline, or as external data in ``OUTPUT.data``
-beside the output (renamed into place with it) with option ``external_data: true``, or
+beside the output (put in place just before it, under the output's rules: no overwrite without
+``--force``; see :func:`.base.companion`) with option ``external_data: true``, or
 automatically when the inline model would pass protobuf's 2 GB limit (tensors of at least
 ``size_threshold`` bytes, default 1024, go out then).
 """
@@ -35,7 +36,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import FormatError, MapspecError
 from ..paths import within
-from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, save_with
+from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, companion, save_with
 from .chunks import c_order_chunks
 from .protowire import LEN, VARINT, Wire, encode_varint, len_field, signed64, tag
 
@@ -377,8 +378,8 @@ class OnnxWriter(Writer):
         self._final_data = str(Path(final).with_name(self._data_name))
         try:
             self._fh = builtins.open(self.path, "wb")
-            if offset:
-                self._data_tmp = self.path + ".data"
+            if offset:  # put in place with the model, under the output's rules (base.companion)
+                self._data_tmp = companion(self._final_data)
                 self._dfh = builtins.open(self._data_tmp, "wb")
         except OSError as e:
             raise MapspecError(f"{self.path}: cannot create: {e.strerror}") from None
@@ -415,7 +416,6 @@ class OnnxWriter(Writer):
         self._fh.close()
         if self._data_tmp:
             self._dfh.close()
-            os.replace(self._data_tmp, self._final_data)
         self._tmpl.close()
 
     def abort(self) -> None:

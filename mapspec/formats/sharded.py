@@ -16,10 +16,9 @@ shards but are not named by it are not read; that is said once (``notes``).
 
 Writing: tensors go into shards in plan order; a shard is closed once the next tensor
 would take it past ``max_shard_size`` (a tensor larger than the limit gets a shard of
-its own), as ``save_pretrained`` does.  Shards are written as hidden temporary files,
-renamed into place when all are complete, and the index is written last (by the
-engine's atomic output, into its own temporary file); on any error every temporary
-file is removed.
+its own), as ``save_pretrained`` does.  Shards and index are written into a private
+staging folder and published together (see :mod:`.shard_output`); on any error the
+staging folder is removed.
 
 Sizes (``max_shard_size``, ``--max-shard-size``) are bytes of tensor data, written like
 Hugging Face's: ``KB``/``MB``/``GB``/``TB`` are decimal (``5GB`` = 5 * 10**9 bytes),
@@ -33,16 +32,15 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import threading
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..errors import FormatError, MapspecError
 from ..paths import within
-from .base import Reader, TensorInfo, Writer, save_with
+from .base import Reader, TensorInfo, Writer
 from .safetensors import _Duplicate, _no_duplicates  # one duplicate-key check for both JSON headers
 
 NAME = "sharded"
@@ -339,29 +337,6 @@ def output_target(output, fmt: Optional[str]) -> Optional[tuple]:
     return text, shard_fmt
 
 
-@contextlib.contextmanager
-def output_dir(index: str) -> Iterator[None]:
-    """Make the index's directory if needed; remove it again (if still empty) when the block fails."""
-    parent = Path(index).parent
-    made = []
-    p = parent
-    while not p.exists() and p != p.parent:
-        made.append(p)
-        p = p.parent
-    try:
-        for d in reversed(made):
-            d.mkdir()
-    except OSError as e:
-        raise MapspecError(f"{parent}: cannot create the output directory: {e.strerror}") from None
-    try:
-        yield
-    except BaseException:
-        for d in made:
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise
-
-
 def plan_shards(infos: Sequence[TensorInfo], limit: int) -> list[list[TensorInfo]]:
     """Tensors in order, cut into shards of at most ``limit`` bytes (an oversized tensor alone)."""
     shards: list[list[TensorInfo]] = []
@@ -388,7 +363,7 @@ def _split_name(final_index: str, shard_fmt: str) -> tuple[str, str]:
 
 
 class ShardedWriter(Writer):
-    """Shards in plan order, then the index (into ``path``, the engine's temporary index file).
+    """Shards in plan order, then the index (``path``), all in the staging folder of :func:`.shard_output.staged`.
 
     Options: ``shard_format`` (safetensors or torch), ``max_shard_size`` (default 5GB),
     ``overwrite`` (replace existing shard files; the engine passes ``--force``); anything
@@ -411,7 +386,7 @@ class ShardedWriter(Writer):
         check_options(shard_format, self._mod, shard_options, "write")
         self._shard_options = shard_options
         final = final_path or path
-        self.directory = Path(final).parent
+        self.directory = Path(path).parent  # the staging folder (shard_output.staged) the shards are written in
         stem, ext = _split_name(final, shard_format)
         self._final, self._stem, self._ext = final, stem, ext
         groups = plan_shards(self.infos, parse_size(max_shard_size))
@@ -419,8 +394,8 @@ class ShardedWriter(Writer):
         self.names = [f"{stem}-{k + 1:05d}-of-{n:05d}{ext}" for k in range(n)]
         if not overwrite:
             for name in self.names:
-                if (self.directory / name).exists():
-                    raise MapspecError(f"{self.directory / name}: output exists; pass --force to overwrite it")
+                if (Path(final).parent / name).exists():
+                    raise MapspecError(f"{Path(final).parent / name}: output exists; pass --force to overwrite it")
         self.groups = groups
         self._shard = {i.name: k for k, g in enumerate(groups) for i in g}
         self._last = {g[-1].name: k for k, g in enumerate(groups) if g}
@@ -434,11 +409,12 @@ class ShardedWriter(Writer):
     def _writer(self, k: int) -> Writer:
         w = self._writers[k]
         if w is None:
-            # A fresh name that the shard's writer creates: not a file made empty first (mkstemp), whose
-            # re-opening with truncation makes ext4 flush it to disk on close (auto_da_alloc), ~0.1 s a shard.
-            tmp = str(self.directory / f".{self.names[k]}.{secrets.token_hex(8)}.tmp")
+            # The staging folder is ours alone: each shard is written under its final name.  (A fresh
+            # name the shard's writer creates, not a file made empty first (mkstemp), whose re-opening
+            # with truncation makes ext4 flush it to disk on close (auto_da_alloc), ~0.1 s a shard.)
+            tmp = str(self.directory / self.names[k])
             self._tmp[k] = tmp
-            w = self._writers[k] = self._mod.create(tmp, self.groups[k], final_path=str(self.directory /
+            w = self._writers[k] = self._mod.create(tmp, self.groups[k], final_path=str(Path(self._final).parent /
                                                                                         self.names[k]),
                                                     **self._shard_options)
         return w
@@ -479,24 +455,8 @@ class ShardedWriter(Writer):
         total = sum(i.nbytes for i in self.infos)
         weight_map = {i.name: self.names[k] for k, g in enumerate(self.groups) for i in g}
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        with builtins.open(self.path, "w", encoding="utf-8") as f:  # the index, renamed into place last
+        with builtins.open(self.path, "w", encoding="utf-8") as f:  # beside the shards; shard_output publishes all
             f.write(json.dumps(index, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-        stale = self._stale()
-        for k, name in enumerate(self.names):
-            os.replace(self._tmp[k], self.directory / name)
-            self._tmp[k] = None
-        for name in stale:  # --force over a checkpoint with other shard names: its shards go, as in save_pretrained
-            with contextlib.suppress(OSError):
-                os.unlink(self.directory / name)
-
-    def _stale(self) -> list[str]:
-        """Shards of the index being replaced that the new one does not name (same stem and extension)."""
-        try:
-            old, _ = read_index(self._final)
-        except (FormatError, OSError):
-            return []
-        pattern = re.compile(re.escape(self._stem) + r"-\d{5}-of-\d{5}" + re.escape(self._ext))
-        return sorted({s for s in old.values() if pattern.fullmatch(s) and s not in self.names})
 
     def abort(self) -> None:
         for w in self._writers:
@@ -508,6 +468,16 @@ class ShardedWriter(Writer):
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 self._tmp[k] = None
+
+
+def stale_shards(index: str, stem: str, ext: str, keep) -> list[str]:
+    """The shards ``index`` names that look like ours (``stem-0000k-of-0000n.ext``) and are not in ``keep``."""
+    try:
+        old, _ = read_index(index)
+    except (FormatError, OSError):
+        return []
+    pattern = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}" + re.escape(ext))
+    return sorted({s for s in old.values() if pattern.fullmatch(s) and s not in set(keep)})
 
 
 READ_OPTIONS = ("shard_format",)
@@ -523,4 +493,20 @@ def create(path: str, infos: Sequence[TensorInfo], **options) -> ShardedWriter:
 
 
 def save(path: str, tensors, **options) -> None:
-    save_with(create, path, tensors, **options)
+    """Write a whole mapping as a sharded checkpoint (index ``path``), published as one (see :mod:`.shard_output`)."""
+    from .base import TensorInfo as _Info
+    from .. import dtypes
+    from .shard_output import staged
+
+    arrays = {k: np.asarray(v) for k, v in tensors.items()}
+    infos = [_Info(k, tuple(a.shape), dtypes.name_of(a.dtype)) for k, a in arrays.items()]
+    fmt = options.pop("shard_format", None) or output_target(path, None)[1]
+    with staged(path, fmt, force=True, sync=options.pop("sync", True)) as tmp:
+        w = create(tmp, infos, final_path=str(path), shard_format=fmt, overwrite=True, **options)
+        try:
+            for k, a in arrays.items():
+                w.write(k, a)
+            w.close()
+        except BaseException:
+            w.abort()
+            raise
