@@ -146,3 +146,89 @@ def test_onnx_external_data_over_an_input(tmp_path):
     os.link(src, tmp_path / "OUT.onnx.data")  # the output's external data file is the source
     _refused(("apply", spec, "-s", src, "-t", tmp_path / "t.onnx", "-o", tmp_path / "OUT.onnx", "--force",
               "--target-option", "external_data=true"), tmp_path, words=("OUT.onnx.data", "source file"))
+
+
+def test_fold_bn_never_replaces_its_inputs(tmp_path):
+    """fold-bn -o PREFIX: PREFIX.prototxt and PREFIX.caffemodel are outputs; the net it reads is not one."""
+    net = ('name: "t"\ninput: "data"\ninput_shape { dim: 1 dim: 3 dim: 4 dim: 4 }\n'
+           'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+           'convolution_param { num_output: 2 kernel_size: 1 } }\n'
+           'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" }\n')
+    proto = tmp_path / "net.prototxt"
+    proto.write_text(net)
+    w = {"c[0]": _ar((2, 3, 1, 1)), "c[1]": _ar((2,)), "bn[0]": _ar((2,)), "bn[1]": _ar((2,), 1), "bn[2]": [1.0]}
+    module("caffe").save(tmp_path / "net.caffemodel", {k: np.asarray(v, np.float32) for k, v in w.items()},
+                         template=str(proto))
+    _refused(("fold-bn", proto, tmp_path / "net.caffemodel", "-o", tmp_path / "net", "--force"), tmp_path,
+             words=("would replace the prototxt file",))
+
+
+# -- property: random output paths that alias inputs ---------------------------------------------
+
+def _inputs(d: Path) -> dict:
+    """A sharded source (3 shards), a template, a spec with an include and a vars file, in ``d``."""
+    (d / "inc.yaml").write_text('mapspec: 1\nrules:\n  - from: "layer<i>.w"\n    to: "layer{i}.w"\n')
+    (d / "s.yaml").write_text("mapspec: 1\nvars: {k: 1}\ninclude: [inc.yaml]\nrules: []\n")
+    (d / "v.json").write_text('{"k": 2}')
+    src = d / "A"
+    module("sharded").save(str(src / "model.safetensors.index.json"),
+                           {f"layer{i}.w": _ar((3, 4), 100 * i) for i in range(6)}, max_shard_size=100)
+    module("safetensors").save(str(d / "t.safetensors"), {f"layer{i}.w": np.zeros((3, 4), np.float32)
+                                                          for i in range(6)})
+    files = {"index": src / "model.safetensors.index.json", "template": d / "t.safetensors",
+             "spec": d / "s.yaml", "include": d / "inc.yaml", "vars": d / "v.json"}
+    files.update({f"shard{k}": src / f"model-0000{k}-of-00003.safetensors" for k in (1, 2, 3)})
+    return files
+
+
+def test_property_outputs_aliasing_inputs_are_refused():
+    """Any input file, reached by its name, a ./-path, a symlink, a symlink to a symlink or a hard link,
+    given as -o or --report, with or without --force: refused in one line, no input changed, nothing
+    left behind."""
+    import tempfile
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    names = ["index", "template", "spec", "include", "vars", "shard1", "shard2", "shard3"]
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(names), st.sampled_from(["name", "dot", "symlink", "symlink2", "hardlink"]),
+           st.sampled_from(["-o", "--report"]), st.booleans(), st.booleans())
+    def prop(which, how, role, force, sharded_out):
+        with tempfile.TemporaryDirectory() as t:
+            d = Path(t)
+            files = _inputs(d)
+            target = files[which]
+            if how == "name":
+                alias = target
+            elif how == "dot":
+                alias = Path(os.path.relpath(target.parent, d)) / "." / target.name
+            else:
+                alias = d / ("alias" + "".join(target.suffixes))  # the same format as the input
+                if how == "hardlink":
+                    os.link(target, alias)
+                elif how == "symlink":
+                    alias.symlink_to(target)
+                else:
+                    (d / "hop").symlink_to(target)
+                    alias.symlink_to(d / "hop")
+            before = _snapshot(d)
+            other = str(d / "fresh") + "/" if sharded_out else d / "fresh.safetensors"
+            out, report = (alias, d / "r.json") if role == "-o" else (other, alias)
+            cwd = os.getcwd()
+            os.chdir(d)
+            try:
+                rc, _, err = _run("apply", files["spec"], "-s", d / "A", "-t", files["template"], "--vars-file",
+                                  files["vars"], "-o", out, "--report", report, *(["--force"] if force else []))
+            finally:
+                os.chdir(cwd)
+            assert rc == 1, err
+            assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+            if force and role == "--report":
+                assert "would replace the" in err, err
+            assert _snapshot(d) == before
+            assert not (d / "fresh").exists() and not (d / "fresh.safetensors").exists()
+            assert not [p for p in d.rglob(".*")], list(d.rglob(".*"))
+
+    prop()
