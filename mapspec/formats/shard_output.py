@@ -97,6 +97,9 @@ def staged(index, shard_format: str, force: bool = False, sync: bool = True) -> 
                 _in_place(stage, d, names, stale, final.name, sync)
             stage = None
             PUBLISHED.append(str(target))
+        if sync:
+            for p in made:  # folders made for the output: their names too
+                durable.sync_dir(p.parent)
     except BaseException as e:
         if stage is not None:
             durable.remove_tree(stage)
