@@ -549,7 +549,7 @@ def atomic_output(path, force: bool = False, what: str = "output", anonymous: bo
         os.close(tfd)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the output the usual permissions
         named = True
-    frame = {"force": force, "what": what, "parent": parent, "companions": []}
+    frame = {"force": force, "what": what, "companions": []}
     _OPEN.append(frame)
     try:
         yield tmp
