@@ -31,6 +31,11 @@ Cases (see benchmarks/README.md for the targets and the latest numbers):
     through ``benchmarks/specs/llama-hf-to-meta.yaml`` into 2 GB shards, next to ``cp -r`` of the
     shards and the Hugging Face way (``hf_shards.py``: ``load_file`` + ``save_file`` per shard).
 
+``sync``
+    What durability costs: a 1.5 GiB safetensors file (24 x 4096 x 4096 float32) converted through
+    ``safetensors-rename.yaml`` into one file and into three shards, each with the default fsync
+    and with ``--no-sync``, next to ``cp`` and ``cp && sync FILE`` (coreutils: fsync of the copy).
+
 Every measured command is a fresh process: wall time from just before its start to its exit,
 peak RSS as GNU time's ``%M`` ("Maximum resident set size" of ``/usr/bin/time -v``).  Before each
 run, all outputs of the case are removed, the inputs are read once (so that every contender starts
@@ -63,9 +68,9 @@ import gen  # noqa: E402  (benchmarks/gen.py)
 
 PY = sys.executable
 MB = 1 << 20
-CASES = ("vgg16", "safetensors", "plan", "scaling", "sharded", "gguf")
+CASES = ("vgg16", "safetensors", "plan", "scaling", "sharded", "gguf", "sync")
 GENERATED = ("vgg16*.caffemodel", "vgg16*.json", "vgg16*.pth", "rename-*.safetensors", "rename-*.json",
-             "scaling.pth", "llama-*")  # what the cases write into the work directory
+             "scaling.pth", "llama-*", "sync-*")  # what the cases write into the work directory
 
 
 class Command(NamedTuple):
@@ -229,10 +234,11 @@ class Sizes(NamedTuple):
     llama_scale: float = 1.0  # its widths (tiny in --quick)
     shard_bytes: int = 2 * 10 ** 9  # its shards, and mapspec's --max-shard-size
     gguf_scale: float = 1.0  # widths of the Llama-shaped GGUF (1: 2 GiB)
+    sync_count: int = 24  # 4096 x 4096 float32 tensors of the sync case (24: 1.5 GiB)
 
 
 FULL = Sizes(1.0, 64, 4096, (0.125, 0.25, 0.5, 1.0))
-QUICK = Sizes(1 / 256, 8, 128, (1 / 2048, 1 / 1024, 1 / 512, 1 / 256), 0.6, 1 / 64, 20_000, 1 / 64)
+QUICK = Sizes(1 / 256, 8, 128, (1 / 2048, 1 / 1024, 1 / 512, 1 / 256), 0.6, 1 / 64, 20_000, 1 / 64, 8)
 
 
 def _vgg16_input(work: Path, scale: float, log) -> tuple:
@@ -264,6 +270,35 @@ def _st_input(work: Path, sizes: Sizes, log) -> tuple:
     facts_path.write_text(json.dumps(facts))
     log(f"generated {path} ({facts['bytes'] / MB:.0f} MB) in {time.perf_counter() - t:.1f} s")
     return path, facts
+
+
+def case_sync(work: Path, sizes: Sizes, runs: int, log) -> dict:
+    """fsync before rename (the default) against --no-sync, cp and cp && sync."""
+    src, facts = _st_input(work, sizes._replace(st_count=sizes.sync_count), log)
+    spec = HERE / "specs" / "safetensors-rename.yaml"
+    one, folder, copy = work / "sync-out.safetensors", work / "sync-shards", work / "sync-copy.safetensors"
+    shard = str(max(facts["bytes"] // 3, 1))  # three shards
+    cmds = [Command("mapspec apply (sync)", mapspec_cmd("apply", spec, "-s", src, "-o", one, "-q"), one, (src,)),
+            Command("mapspec apply --no-sync", mapspec_cmd("apply", spec, "-s", src, "-o", one, "-q", "--no-sync"),
+                    one, (src,)),
+            Command("mapspec apply DIR/ (sync)", mapspec_cmd("apply", spec, "-s", src, "-o", f"{folder}/", "-q",
+                                                             "--max-shard-size", shard), folder, (src,)),
+            Command("mapspec apply DIR/ --no-sync", mapspec_cmd("apply", spec, "-s", src, "-o", f"{folder}/", "-q",
+                                                                "--max-shard-size", shard, "--no-sync"), folder,
+                    (src,)),
+            Command("cp && sync FILE", ["sh", "-c", 'cp "$1" "$2" && sync "$2"', "sh", src, copy], copy, (src,)),
+            Command("cp", ["cp", src, copy], copy, (src,))]
+    m = measure(cmds, runs, log)
+    run_once(cmds[0])
+    check = check_safetensors(src, one)
+    _remove(one)
+    base = m["mapspec apply --no-sync"].wall_median
+    return {"input": facts, "results": m, "check": check,
+            "sync_cost_s": round(m["mapspec apply (sync)"].wall_median - base, 3),
+            "sync_cost_sharded_s": round(m["mapspec apply DIR/ (sync)"].wall_median
+                                         - m["mapspec apply DIR/ --no-sync"].wall_median, 3),
+            "cp_sync_cost_s": round(m["cp && sync FILE"].wall_median - m["cp"].wall_median, 3),
+            "paired_ratio_sync_vs_nosync": _paired(m["mapspec apply (sync)"].wall, m["mapspec apply --no-sync"].wall)}
 
 
 def case_vgg16(work: Path, sizes: Sizes, runs: int, log) -> dict:
@@ -630,7 +665,8 @@ def main(argv=None) -> int:
 
     fns = {"vgg16": ("vgg16-caffe-to-torch", case_vgg16), "safetensors": ("safetensors-rename-4g", case_safetensors),
            "plan": ("plan-inspect", case_plan), "scaling": ("scaling", case_scaling),
-           "sharded": (f"sharded-llama-{sizes.llama_gib:g}g", case_sharded), "gguf": ("gguf-llama", case_gguf)}
+           "sharded": (f"sharded-llama-{sizes.llama_gib:g}g", case_sharded), "gguf": ("gguf-llama", case_gguf),
+           "sync": ("sync-vs-no-sync-1.5g", case_sync)}
     report = {"machine": machine(), "runs": runs, "quick": a.quick, "date": time.strftime("%Y-%m-%d %H:%M"),
               "rss_method": RSS_METHOD, "cases": {}}
     t0 = time.perf_counter()

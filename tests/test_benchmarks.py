@@ -74,11 +74,15 @@ def test_quick_run_produces_every_case_and_checks_outputs(tmp_path):
     report = json.loads(out.read_text())
     cases = report["cases"]
     assert list(cases) == ["vgg16-caffe-to-torch", "safetensors-rename-4g", "plan-inspect", "scaling",
-                           "sharded-llama-0.6g", "gguf-llama"]
+                           "sharded-llama-0.6g", "gguf-llama", "sync-vs-no-sync-1.5g"]
     assert cases["gguf-llama"]["check"].startswith("equal to gguf-py's (48 GGUF tensors")
     assert cases["sharded-llama-0.6g"]["check"].startswith("equal to the HF way's")
     assert cases["vgg16-caffe-to-torch"]["check"].startswith("identical to the baseline")
     assert cases["safetensors-rename-4g"]["check"].startswith("all 8 tensors equal")
+    sync = cases["sync-vs-no-sync-1.5g"]
+    assert sync["check"].startswith("all 8 tensors equal") and set(sync["results"]) == {
+        "mapspec apply (sync)", "mapspec apply --no-sync", "mapspec apply DIR/ (sync)",
+        "mapspec apply DIR/ --no-sync", "cp && sync FILE", "cp"}
     for name in ("vgg16-caffe-to-torch", "safetensors-rename-4g", "plan-inspect"):
         for m in cases[name]["results"].values():
             assert len(m["wall_s"]) == 1 and m["wall_median_s"] > 0 and m["peak_rss_median_mb"] > 0
@@ -88,7 +92,7 @@ def test_quick_run_produces_every_case_and_checks_outputs(tmp_path):
     assert rows[0]["bytes"] < rows[-1]["bytes"]
     assert "| vgg16-caffe-to-torch | mapspec apply |" in proc.stdout
     assert not list(work.glob("*.caffemodel")) and not list(work.glob("*.safetensors"))  # cleaned up
-    assert not list(work.glob("llama-*"))
+    assert not list(work.glob("llama-*")) and not list(work.glob("sync-*"))
 
 
 def test_generated_gguf_reads_with_gguf_py(tmp_path):
