@@ -171,6 +171,7 @@ def _inputs(d: Path) -> dict:
     (d / "s.yaml").write_text("mapspec: 1\nvars: {k: 1}\ninclude: [inc.yaml]\nrules: []\n")
     (d / "v.json").write_text('{"k": 2}')
     src = d / "A"
+    src.mkdir()
     module("sharded").save(str(src / "model.safetensors.index.json"),
                            {f"layer{i}.w": _ar((3, 4), 100 * i) for i in range(6)}, max_shard_size=100)
     module("safetensors").save(str(d / "t.safetensors"), {f"layer{i}.w": np.zeros((3, 4), np.float32)
@@ -232,3 +233,23 @@ def test_property_outputs_aliasing_inputs_are_refused():
             assert not [p for p in d.rglob(".*")], list(d.rglob(".*"))
 
     prop()
+
+
+def test_report_over_the_template_external_data(tmp_path):
+    """An ONNX template's external data file is an input too."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [3, 4])
+    m = helper.make_model(helper.make_graph([helper.make_node("Add", ["x", "layer0.w"], ["out"])], "g", [inp], [out],
+                                            initializer=[numpy_helper.from_array(_ar((3, 4)), "layer0.w")]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save_model(m, str(tmp_path / "t.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    src = tmp_path / "src.npz"
+    module("npz").save(str(src), {"l0.weight": _ar((3, 4), 7)})
+    _refused(("apply", spec, "-s", src, "-t", tmp_path / "t.onnx", "-o", tmp_path / "OUT.onnx", "--force",
+              "--report", tmp_path / "weights.bin"), tmp_path, words=("would replace the template file",))
