@@ -101,7 +101,9 @@ def output_format(path, spec_format: Optional[str] = None) -> str:
     (safetensors or torch; see :func:`mapspec.formats.sharded.output_target`).
     """
     text = str(path)
-    if text.lower().endswith(SHARDED_INDEX_SUFFIX) or text.endswith(("/", "\\")) or Path(text).is_dir() \
+    from .sharded import is_directory
+
+    if text.lower().endswith(SHARDED_INDEX_SUFFIX) or text.endswith(("/", "\\")) or is_directory(text) \
             or (spec_format and canonical(spec_format) == "sharded"):
         from .sharded import output_target
 

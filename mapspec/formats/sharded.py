@@ -306,6 +306,15 @@ class ShardedReader(Reader):
 
 # -- writing -------------------------------------------------------------------------------
 
+def is_directory(path) -> bool:
+    """Is ``path`` an existing directory?  A name the system cannot look up (too long, a NUL) is not one:
+    the output check that follows says what is wrong with it."""
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def output_target(output, fmt: Optional[str]) -> Optional[tuple]:
     """For a sharded output, ``(index path, shard format)``; None for a single-file output.
 
@@ -316,7 +325,7 @@ def output_target(output, fmt: Optional[str]) -> Optional[tuple]:
 
     text = str(output)
     fmt = canonical(fmt) if fmt else None
-    is_dir = text.endswith(("/", os.sep)) or Path(text).is_dir()
+    is_dir = text.endswith(("/", os.sep)) or is_directory(text)
     if not (fmt == NAME or is_index(text) or is_dir):
         return None
     shard_fmt = fmt if fmt and fmt != NAME else None
