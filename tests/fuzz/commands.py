@@ -8,7 +8,9 @@ checkpoint, a spec and an existing output, and judges what a user would see and 
 ``flags``
     the input is a command line (one argument per line, decoded like a real argv); only
     validate/inspect/plan/apply/diff/specs run, and only on relative paths inside the
-    work folder (an input naming another place is skipped, not run).
+    work folder (an input naming another place is skipped, not run).  The folder also
+    holds aliases of inputs (``link.npz``: a symlink to the source, ``hard.yaml``: a hard
+    link to the spec), and a file the command line reads that changes is a bug.
 ``signals``
     the input picks a signal (SIGTERM, SIGHUP, SIGINT) and a delay; the signal is sent to
     the process while ``mapspec apply --force`` runs.
@@ -30,7 +32,9 @@ from pathlib import Path
 import numpy as np
 
 OLD_OUTPUT = b"the user's previous output"
-KEEP = {"src.npz", "other.npz", "spec.yaml", "out.npz"}  # work-folder files an input may find
+KEEP = {"src.npz", "other.npz", "spec.yaml", "out.npz", "link.npz", "hard.yaml"}  # work-folder files an input may find
+# Aliases of inputs (output paths that alias inputs): a symlink to the source, a hard link to the spec.
+ALIASES = {"link.npz": ("symlink", "src.npz"), "hard.yaml": ("hardlink", "spec.yaml")}
 
 
 class Broken(Exception):
@@ -53,6 +57,17 @@ def support(workdir: Path) -> None:
     module("npz").save(str(workdir / "other.npz"), {"conv0.weight": tensors["conv0.weight"] + 1})
     (workdir / "spec.yaml").write_text(SPEC)
     (workdir / "out.npz").write_bytes(OLD_OUTPUT)
+    _aliases(workdir)
+
+
+def _aliases(workdir: Path) -> None:
+    for name, (how, target) in ALIASES.items():
+        p = workdir / name
+        if not os.path.lexists(p):
+            if how == "symlink":
+                p.symlink_to(target)
+            else:
+                os.link(workdir / target, p)
 
 
 SPEC = """mapspec: 1
@@ -91,6 +106,9 @@ FLAG_SEEDS = [
     ["apply", "spec.yaml", "-s", "src.npz", "-o", "new.npz"],
     ["apply", "spec.yaml", "-s", "src.npz", "-o", "out.npz", "--force", "--report", "r.json"],
     ["apply", "spec.yaml", "-s", "src.npz", "-o", "out.npz", "--report", "src.npz", "--force"],
+    ["apply", "spec.yaml", "-s", "src.npz", "-o", "link.npz", "--force"],  # a symlink to the source
+    ["apply", "spec.yaml", "-s", "src.npz", "-o", "new.npz", "--report", "hard.yaml", "--force"],  # the spec
+    ["apply", "hard.yaml", "-s", "link.npz", "-o", "spec.yaml", "--force", "--report", "src.npz"],
     ["apply", "spec.yaml", "-s", "src.npz", "-o", "x.safetensors", "--max-output-size", "1KiB", "--quiet"],
     ["plan", "spec.yaml", "-s", "src.npz", "--json", "--relax", "unused-source", "--var", "a=1"],
     ["inspect", "src.npz", "--json"],
@@ -131,6 +149,41 @@ def _reset(workdir: Path) -> None:
             else:
                 p.unlink()
     (workdir / "out.npz").write_bytes(OLD_OUTPUT)
+    _aliases(workdir)
+
+
+_READS = {"-s", "--source", "-t", "--template", "--vars-file"}
+
+
+def _inputs_of(argv: list, workdir: Path) -> dict:
+    """The files an apply/plan command line reads (its spec, source, template, vars file): {real path: bytes}."""
+    if not argv or argv[0] not in ("apply", "plan") or len(argv) < 2:
+        return {}
+    names = [argv[1]] + [b for a, b in zip(argv, argv[1:]) if a in _READS]
+    names += [a.split("=", 1)[1] for a in argv if "=" in a and a.split("=", 1)[0] in _READS]
+    out = {}
+    for n in names:
+        try:
+            p = Path(os.path.realpath(workdir / n))
+            if p.is_file():
+                out[p] = p.read_bytes()
+        except (OSError, ValueError):  # a name no file can have: the command says so itself
+            continue
+    return out
+
+
+def _key(path: Path):
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _names_of(inputs: dict, workdir: Path) -> dict:
+    """Every name in the work folder that reaches an input file (itself, a symlink, a hard link): {name: key}."""
+    keys = {_key(p) for p in inputs}
+    return {n: _key(workdir / n) for n in os.listdir(workdir) if _key(workdir / n) in keys}
 
 
 def _run_cli(argv: list, workdir: Path) -> tuple:
@@ -204,7 +257,13 @@ def exercise_flags(path: Path) -> str:
         if ".." in a or a.startswith("~") or "/" in a.rstrip("/"):
             return "skipped (names a path outside the work folder)"
     before = set(os.listdir(workdir))
+    inputs = _inputs_of(argv, workdir)
+    names = _names_of(inputs, workdir)
     rc, _, err = _run_cli(argv, workdir)
+    changed = [p.name for p, data in inputs.items() if not p.is_file() or p.read_bytes() != data]
+    changed += [n for n, k in names.items() if _key(workdir / n) != k]
+    if changed:  # an output path that aliases an input (its name, a symlink, a hard link) replaced it
+        raise Broken(f"an input was replaced: {changed} (exit {rc})")
     # whatever it was asked to write (a positional argument, or the value of --flag=VALUE)
     outputs = tuple(a.split("=", 1)[-1].rstrip("/") for a in argv)
     return _judge(rc, err, workdir, before, (0, 1, 2), outputs, strict=False)
