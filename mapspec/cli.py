@@ -730,8 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--converted", "-c", required=True, metavar="FILE", help="the converted weights (apply's output)")
     p.add_argument("--source-graph", help="the original graph (.prototxt / -symbol.json) if the spec does not say")
     p.add_argument("--target-graph", help="the converted model's graph, if the spec does not say")
-    p.add_argument("--source-model", help="the original model: a factory module:function or file.py:function "
-                                          "returning a torch nn.Module or keras Model (overrides the spec's)")
+    p.add_argument("--source-model", help="the original model: a registered factory (e.g. densenet121), or your own "
+                                          "module:function or file.py:function returning a torch nn.Module or keras "
+                                          "Model (overrides the spec's)")
     p.add_argument("--target-model", help="the converted model's factory, as --source-model")
     p.add_argument("--source-config", help="run the original as a transformers model built from this config.json "
                                            "(without it: the config.json beside the weights, if the spec says so)")

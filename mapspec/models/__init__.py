@@ -1,5 +1,6 @@
-"""PyTorch model definitions shipped with mapspec (targets for ``verify`` and tests).
+"""Model definitions shipped with mapspec (targets for ``verify`` and tests).
 
-Importing this package needs torch.  Each factory is addressable from a spec or the
-command line as ``module:function``, e.g. ``mapspec.models.densenet:densenet121``.
+A spec names only the factories registered in :mod:`mapspec.models.registry` (``model: densenet121``,
+with their declared ``params``); the command line may also name any of these modules' functions,
+or the user's own, as ``module:function`` (e.g. ``mapspec.models.densenet:densenet121``).
 """

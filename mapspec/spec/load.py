@@ -23,6 +23,7 @@ from .args import Checker
 from .expr import FUNCTIONS, ExprError, Template
 from .model import Call, Endpoint, Rule, Spec
 from .pattern import Pattern, PatternSyntaxError
+from .verifycheck import runner_errors
 from .yamlsafe import LocDict, load_file
 
 MAX_INCLUDE_DEPTH = 8
@@ -207,7 +208,7 @@ class _Builder:
         self._check_endpoint(spec.source, doc, "source")
         self._check_endpoint(spec.target, doc, "target")
         self._check_verify(spec.verify, spec_dir, doc)
-        self._check_runners(doc.get("verify"), doc.loc)
+        self.errors += runner_errors(doc.get("verify"), doc.loc)
         raw_rules = doc.get("rules") if isinstance(doc.get("rules"), list) else []
         self.budget.rules += len(raw_rules)
         if self.budget.rules > MAX_RULES:
@@ -310,20 +311,6 @@ class _Builder:
                     _loc(raw, "format", doc.loc)))
             else:
                 ep.format = name
-
-    def _check_runners(self, verify, default: Location) -> None:
-        """verify.source/target.run names a registered runner (the registry, not the schema, lists them)."""
-        from ..verify.runners import RUNNERS
-
-        for side in ("source", "target"):
-            raw = verify.get(side) if isinstance(verify, dict) else None
-            run = raw.get("run") if isinstance(raw, dict) else None
-            if isinstance(run, str) and run and run not in RUNNERS:
-                hint = difflib.get_close_matches(run, list(RUNNERS), n=1)
-                self.errors.append(SpecError(
-                    f"verify.{side}.run: unknown runner {run!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
-                                                                   f"; known: {', '.join(RUNNERS)}"),
-                    _loc(raw, "run", default)))
 
     def _include(self, inc: str, loc: Location, spec_dir: str, first_index: int) -> Optional[Spec]:
         path = os.path.normpath(os.path.join(spec_dir, inc))

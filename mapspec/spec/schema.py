@@ -143,10 +143,6 @@ def _translate(err: ValidationError, doc) -> Optional[SpecError]:
         msg = f"{_field(path)} must not be empty"
     elif v in ("minItems", "maxItems"):
         msg = f"{_field(path)}: {err.message}"
-    elif v == "pattern" and err.validator_value.startswith("^mapspec\\.models"):
-        side = path[-2] if len(path) >= 2 else "target"
-        msg = (f"{'.'.join(map(str, path))}: a spec may only name model factories inside mapspec.models "
-               f"(module:function), not {node!r}; pass your own with --{side}-model on the command line")
     elif v == "propertyNames" or (v == "pattern" and err.validator_value.startswith("^[A-Za-z_]")):
         msg = f"{node!r} is not a valid name (letters, digits and _, not starting with a digit)"
     elif v in ("anyOf", "oneOf"):

@@ -171,6 +171,7 @@ def _side(name: str, cfg: Optional[dict], spec, weights: str, fmt: Optional[str]
         kind = _infer_kind(name, fmt, model, config, graph, weights)
     return Side(name=name, kind=kind, weights=weights, weights_format=fmt,
                 graph=graph, model=model or cfg.get("model"), model_from_cli=bool(model), config=config,
+                params=None if model else cfg.get("params"),
                 output=cfg.get("output"), input=cfg.get("input"), channels=cfg.get("channels", "rgb"),
                 vars=vars_)
 

@@ -72,8 +72,20 @@ EXPECTED = {
         "validate", "7:20: rule 1 (from 'conv<i>[0]'): cast dtype: unknown dtype 'float23' (did you mean "
                     "'float32'?)"),
     "verify_user_factory.yaml": (
-        "validate", "9:32: verify.target.model: a spec may only name model factories inside mapspec.models "
-                    "(module:function), not 'check_gpt2:HF'; pass your own with --target-model on the command line"),
+        "validate", "9:32: verify.target.model: 'check_gpt2:HF' names code, not a registered model factory (a spec "
+                    "names only factories registered in mapspec.models.registry; pass your own with --target-model "
+                    "on the command line)"),
+    "verify_seeded_writer.yaml": (
+        "validate", "9:32: verify.source.model: 'mapspec.models.seeded:write_caffemodel' names code, not a "
+                    "registered model factory (a spec names only factories registered in mapspec.models.registry; "
+                    "pass your own with --source-model on the command line)"),
+    "verify_undeclared_param.yaml": (
+        "validate", "9:70: verify.target.params: densenet121 takes no parameter 'prototxt' (its parameters: "
+                    "num_classes)"),
+    "verify_param_wrong_type.yaml": (
+        "validate", "8:67: verify.source.params.normalize: mobilefacenet parameter normalize must be true or false, "
+                    "not 'yes please'\n{spec}:9:66: verify.target.params.num_classes: densenet121 parameter "
+                    "num_classes must be an integer (1..32768), not 1.5"),
     "verify_unknown_runner.yaml": (
         "validate", "8:17: verify.source.run: unknown runner 'tensorflow'; known: caffe, mxnet, torch, keras, "
                     "transformers, onnx, model"),

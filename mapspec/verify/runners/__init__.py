@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 from ...errors import MapspecError
-from .base import Runner, RunError, Side, load_factory
+from .base import Runner, RunError, Side, build_model, load_factory
 
 RUNNERS: dict[str, str] = {
     "caffe": "mapspec.verify.runners.caffe",
@@ -23,7 +23,7 @@ RUNNERS: dict[str, str] = {
     "model": "mapspec.verify.runners.model",   # torch or keras, whichever the factory returns
 }
 
-__all__ = ["RUNNERS", "RunError", "Runner", "Side", "load_factory", "make_runner", "check_name"]
+__all__ = ["RUNNERS", "RunError", "Runner", "Side", "build_model", "load_factory", "make_runner", "check_name"]
 
 
 def check_name(kind) -> None:

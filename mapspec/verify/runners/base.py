@@ -1,9 +1,10 @@
 """What every runner shares: the :class:`Side` it is built from, the :class:`Runner` interface,
-and loading a model factory named ``module:function``.
+and building a side's model from its factory (:func:`build_model`).
 
-A spec may name factories only inside ``mapspec.models`` (a spec is data and must not choose
-code to run); the command line (``--source-model`` / ``--target-model``) may name any
-importable module or a ``path/to/file.py``, because the user typed it.
+A spec names only factories registered in ``mapspec.models.registry`` and passes only their
+declared, typed parameters (a spec is data and must not choose code to run or files to touch);
+the command line (``--source-model`` / ``--target-model``) may also name any importable
+``module:function`` or a ``path/to/file.py:function``, because the user typed it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import numpy as np
 
 from ...errors import MapspecError
 
-SPEC_FACTORY_PREFIX = "mapspec.models."
-
 
 @dataclass
 class Side:
@@ -33,8 +32,9 @@ class Side:
     weights: str                    # the checkpoint this side runs
     weights_format: Optional[str] = None
     graph: Optional[str] = None     # prototxt / -symbol.json, resolved
-    model: Optional[str] = None     # a factory module:function
-    model_from_cli: bool = False    # named on the command line (may be outside mapspec.models)
+    model: Optional[str] = None     # a registered factory (spec or command line) or module:function (command line)
+    model_from_cli: bool = False    # named on the command line (may be the user's own code)
+    params: Optional[dict] = None   # the spec's params for a registered factory (checked against the registry)
     config: Optional[str] = None    # a transformers config.json (default: beside the weights)
     output: Optional[str] = None
     input: Optional[str] = None
@@ -97,30 +97,66 @@ class Runner:
         return None
 
 
-def load_factory(ref: str, from_cli: bool, side: str = "target") -> Callable:
-    """The factory ``module:function`` (or, from the command line, ``file.py:function``)."""
-    if not isinstance(ref, str) or ref.count(":") != 1 or not all(ref.split(":")):
-        raise MapspecError(f"model {ref!r} must be written module:function (e.g. mypkg.models:build)")
-    mod_name, fn_name = ref.split(":")
-    if not from_cli and not mod_name.startswith(SPEC_FACTORY_PREFIX):
-        raise MapspecError(f"a spec may only name model factories in {SPEC_FACTORY_PREFIX}* (got {ref!r}); "
-                           f"pass your own with --{side}-model on the command line")
+def build_model(side: Side, model_types: tuple, what: str):
+    """The model of ``side`` from its factory: a registered one with the spec's checked params, or (command
+    line only) the user's ``module:function`` / ``file.py:function``, which may also take the spec's vars."""
+    from ...models import registry
+
+    ref = side.model
+    if not side.model_from_cli or (isinstance(ref, str) and ref in registry.FACTORIES):
+        params = registry.check(ref, side.params if not side.model_from_cli else None, side.name)
+        factory = registry.FACTORIES[ref]
+        if factory.checkpoint:
+            params["weights"] = side.weights
+        return _call(_import(factory.ref, side.name), ref, params, model_types, what)
+    fn = load_factory(ref, side.name)
     try:
-        if from_cli and mod_name.endswith(".py"):
+        sig = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        sig = {}
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.values())
+    kwargs = {k: v for k, v in side.vars.items() if takes_all or k in sig}
+    if "weights" in sig:
+        kwargs["weights"] = side.weights
+    return _call(fn, ref, kwargs, model_types, what)
+
+
+def load_factory(ref: str, side: str = "target") -> Callable:
+    """The factory the command line names: ``module:function`` or ``file.py:function``."""
+    if not isinstance(ref, str) or ref.count(":") != 1 or not all(ref.split(":")):
+        raise MapspecError(f"model {ref!r} must be written module:function (e.g. mypkg.models:build) or be a "
+                           f"registered model factory")
+    mod_name = ref.split(":")[0]
+    if mod_name.endswith(".py"):
+        try:
             mod = _module_from_file(mod_name)
-        else:
-            added = from_cli and os.getcwd() not in sys.path and "" not in sys.path
-            if added:
-                sys.path.insert(0, os.getcwd())  # as `python -m` would: the user's own package beside them
-            try:
-                mod = importlib.import_module(mod_name)
-            finally:
-                if added:
-                    sys.path.remove(os.getcwd())
-    except MapspecError:
-        raise
+        except MapspecError:
+            raise
+        except Exception as e:  # an import runs the user's code: any exception is theirs to see, in one line
+            raise MapspecError(f"--{side}-model {ref}: cannot import {mod_name!r}: {type(e).__name__}: {e}") \
+                from None
+        return _attr(mod, ref, side)
+    added = os.getcwd() not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: the user's own package beside them
+    try:
+        return _import(ref, side)
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
+
+
+def _import(ref: str, side: str) -> Callable:
+    mod_name = ref.split(":")[0]
+    try:
+        mod = importlib.import_module(mod_name)
     except Exception as e:  # an import runs the user's code: any exception is theirs to see, in one line
         raise MapspecError(f"--{side}-model {ref}: cannot import {mod_name!r}: {type(e).__name__}: {e}") from None
+    return _attr(mod, ref, side)
+
+
+def _attr(mod, ref: str, side: str) -> Callable:
+    mod_name, fn_name = ref.split(":")
     fn = getattr(mod, fn_name, None)
     if fn is None:
         raise MapspecError(f"--{side}-model {ref}: module {mod_name!r} has no attribute {fn_name!r}")
@@ -140,17 +176,8 @@ def _module_from_file(path: str):
     return mod
 
 
-def call_factory(fn: Callable, ref: str, side: Side, model_types: tuple, what: str):
-    """Call a factory, passing the spec's vars it names as parameters (and ``weights``, the checkpoint's path,
-    if it takes that: a model built from the config beside its weights); the result must be a model."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = {}
-    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in side.vars.items() if takes_all or k in params}
-    if "weights" in params:
-        kwargs["weights"] = side.weights
+def _call(fn: Callable, ref: str, kwargs: dict, model_types: tuple, what: str):
+    """Call a factory; the result must be a model."""
     try:
         model = fn(**kwargs)
     except MapspecError:  # a shipped factory's own error names the file and the fix

@@ -8,7 +8,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ...errors import MapspecError
-from .base import Runner, Side, call_factory, load_factory
+from .base import Runner, Side, build_model
 
 
 class KerasRunner(Runner):
@@ -51,6 +51,5 @@ def build(side: Side) -> KerasRunner:
 
     if not side.model:
         raise MapspecError(f"the keras {side.name} needs a model factory (module:function): pass {side.flag}-model")
-    factory = load_factory(side.model, side.model_from_cli, side.name)
-    model = call_factory(factory, side.model, side, (keras.Model,), "a keras Model")
+    model = build_model(side, (keras.Model,), "a keras Model")
     return KerasRunner(model, side.weights)

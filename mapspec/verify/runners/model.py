@@ -4,7 +4,7 @@ Keras model.  Used when the command line names a factory and the spec does not s
 from __future__ import annotations
 
 from ...errors import MapspecError
-from .base import Runner, Side, call_factory, load_factory
+from .base import Runner, Side, build_model
 
 
 def _is(obj, module_prefix: str, cls_name: str) -> bool:
@@ -14,8 +14,7 @@ def _is(obj, module_prefix: str, cls_name: str) -> bool:
 def build(side: Side) -> Runner:
     if not side.model:
         raise MapspecError(f"the {side.name} needs a model factory (module:function): pass {side.flag}-model")
-    factory = load_factory(side.model, side.model_from_cli, side.name)
-    model = call_factory(factory, side.model, side, (object,), "a model")
+    model = build_model(side, (object,), "a model")
     if _is(model, "transformers", "PreTrainedModel"):
         from .transformers import TransformersRunner
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ...errors import MapspecError
 from ...formats import open_checkpoint
-from .base import Runner, RunError, Side, call_factory, load_factory
+from .base import Runner, RunError, Side, build_model
 
 
 def state_dict(path: str, fmt=None, loaded=None) -> dict:
@@ -141,6 +141,5 @@ def build(side: Side) -> TorchRunner:
 
     if not side.model:
         raise MapspecError(f"the torch {side.name} needs a model factory (module:function): pass {side.flag}-model")
-    factory = load_factory(side.model, side.model_from_cli, side.name)
-    model = call_factory(factory, side.model, side, (torch.nn.Module,), "a torch.nn.Module")
+    model = build_model(side, (torch.nn.Module,), "a torch.nn.Module")
     return TorchRunner(model, side.weights, side.weights_format, side.loaded)

@@ -1,0 +1,113 @@
+"""Hostile input, round 3: a spec runs no code, and no input makes a traceback or unbounded work.
+
+* A downloaded spec names only registered model factories (mapspec.models.registry) with their
+  declared, typed parameters: it cannot call a function that writes or reads files, pass it paths
+  through its vars, or reach the user's own code (the command line can).
+* Integer literals are bounded in specs, spec expressions and command-line values: a 5000-digit
+  number is one error naming its place, never Python's digit-limit traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mapspec import cli
+
+SECRET = "root:$6$do-not-print-me$:19000:0:99999:7:::"
+
+
+def _run(*argv) -> tuple:
+    o, e = io.StringIO(), io.StringIO()
+    rc = cli.run([str(a) for a in argv], o, e)
+    return rc, o.getvalue(), e.getvalue()
+
+
+def _one_error(result, expected: str) -> None:
+    rc, out, err = result
+    assert rc == 1, out + err
+    assert "Traceback" not in err
+    assert err == f"mapspec: error: {expected}\n", err
+
+
+NPZ_SPEC = """mapspec: 1
+source: {{format: npz}}
+target: {{format: npz}}
+vars: {vars}
+rules:
+  - {{from: a, to: a}}
+verify:
+  source: {{run: torch, model: {source}}}
+  target: {{run: torch, model: {target}}}
+"""
+
+
+@pytest.fixture()
+def victim(tmp_path):
+    """A spec folder, a prototxt and a file the attacker wants overwritten, and a source checkpoint."""
+    from mapspec.models.caffenet import TINY, caffe_prototxt
+
+    (tmp_path / "spec").mkdir()
+    (tmp_path / "net.prototxt").write_text(caffe_prototxt(TINY))
+    (tmp_path / "victim").write_text("precious\n")
+    (tmp_path / "creds.txt").write_text(SECRET + "\n")
+    np.savez(tmp_path / "a.npz", a=np.arange(3.0))
+    return tmp_path
+
+
+def test_a_spec_cannot_call_a_file_writer_with_paths_from_its_vars(victim):
+    spec = victim / "spec" / "evil.yaml"
+    spec.write_text(NPZ_SPEC.format(vars=f"{{prototxt: {victim / 'net.prototxt'}, path: {victim / 'victim'}}}",
+                                    source='"mapspec.models.seeded:write_caffemodel"', target="densenet121"))
+    for argv in (["validate", spec], ["verify", spec, "-s", victim / "a.npz", "-c", victim / "a.npz"]):
+        rc, out, err = _run(*argv)
+        assert rc == 1 and "Traceback" not in err
+        assert (f"{spec}:8:32: verify.source.model: 'mapspec.models.seeded:write_caffemodel' names code, not a "
+                f"registered model factory (a spec names only factories registered in mapspec.models.registry; "
+                f"pass your own with --source-model on the command line)\n") in err, err
+    assert (victim / "victim").read_text() == "precious\n"
+    assert sorted(p.name for p in victim.iterdir()) == ["a.npz", "creds.txt", "net.prototxt", "spec", "victim"]
+
+
+def test_a_spec_cannot_make_a_factory_read_a_file_outside_its_folder(victim, monkeypatch):
+    spec = victim / "spec" / "read.yaml"
+    spec.write_text(NPZ_SPEC.format(vars="{prototxt: ../creds.txt}", source="densenet121",
+                                    target='"mapspec.models.seeded:caffe_weights"'))
+    monkeypatch.chdir(victim / "spec")
+    rc, out, err = _run("verify", spec, "-s", victim / "a.npz", "-c", victim / "a.npz")
+    assert rc == 1 and SECRET not in err and "Traceback" not in err
+    assert (f"{spec}:9:32: verify.target.model: 'mapspec.models.seeded:caffe_weights' names code, not a "
+            f"registered model factory") in err, err
+
+
+def test_a_spec_passes_a_factory_only_its_declared_params(victim):
+    """params reach a registered factory (a 10-class DenseNet loads); the spec's vars never do."""
+    torch = pytest.importorskip("torch")
+    from mapspec.models.densenet import densenet121
+
+    torch.manual_seed(0)
+    torch.save(densenet121(num_classes=10).state_dict(), victim / "d.pt")
+    base = ("mapspec: 1\nsource: {format: torch}\ntarget: {format: torch}\nvars: {num_classes: 10}\n"
+            "rules:\n  - {from: '<n:path>', to: '{n}'}\nverify:\n  input: {shape: [1, 3, 32, 32]}\n")
+    spec = victim / "spec" / "d.yaml"
+    spec.write_text(base + "  source: {run: torch, model: densenet121, params: {num_classes: 10}}\n"
+                           "  target: {run: torch, model: densenet121, params: {num_classes: 10}}\n")
+    rc, out, err = _run("verify", spec, "-s", victim / "d.pt", "-c", victim / "d.pt")
+    assert rc == 0 and "PASS" in out, out + err
+    spec.write_text(base + "  source: {run: torch, model: densenet121}\n  target: {run: torch, model: densenet121}\n")
+    rc, out, err = _run("verify", spec, "-s", victim / "d.pt", "-c", victim / "d.pt")
+    assert rc == 1 and "classifier.weight" in err and "Traceback" not in err, err
+
+
+def test_the_command_line_may_name_a_registered_factory(victim):
+    pytest.importorskip("torch")
+    spec = victim / "spec" / "plain.yaml"
+    spec.write_text("mapspec: 1\nsource: {format: torch}\ntarget: {format: torch}\n"
+                    "rules:\n  - {from: '<n:path>', to: '{n}'}\n")
+    rc, out, err = _run("verify", spec, "-s", victim / "nope.pt", "-c", victim / "nope.pt",
+                        "--source-model", "mobilefacenet", "--target-model", "mobilefacenet")
+    assert rc == 1 and "nope.pt" in err and "registered" not in err and "Traceback" not in err, err
