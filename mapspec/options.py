@@ -13,7 +13,8 @@ from typing import Iterable, Optional
 
 import yaml
 
-from .errors import UsageError
+from .errors import SpecError, UsageError
+from .spec.yamlsafe import load_value
 
 MAX_VALUE_CHARS = 65536
 # YAML 1.1 reads 1e-5 (no dot) as text; on a command line it is a number.
@@ -45,7 +46,9 @@ def parse_value(text: str, flag: str = "value") -> object:
     if len(text) > MAX_VALUE_CHARS:
         raise UsageError(f"{flag}: the value is {len(text)} characters long; the limit is {MAX_VALUE_CHARS}")
     try:
-        return _numbers(yaml.safe_load(_as_yaml(text))) if text.strip() else ""
+        return _numbers(load_value(_as_yaml(text))) if text.strip() else ""
+    except SpecError as e:  # an integer of thousands of digits
+        raise UsageError(f"{flag}: {e.bare}") from None
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or "not a value mapspec can read"
         raise UsageError(f"{flag}: cannot read {text!r} ({problem}); write a number, a word, a list "

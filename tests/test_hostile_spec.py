@@ -111,3 +111,37 @@ def test_the_command_line_may_name_a_registered_factory(victim):
     rc, out, err = _run("verify", spec, "-s", victim / "nope.pt", "-c", victim / "nope.pt",
                         "--source-model", "mobilefacenet", "--target-model", "mobilefacenet")
     assert rc == 1 and "nope.pt" in err and "registered" not in err and "Traceback" not in err, err
+
+
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize("text,expected", [
+    (f"mapspec: 1\nvars: {{n: {HUGE}}}\nrules:\n  - {{from: a, to: a}}\n",
+     "2:11: an integer of 5000 digits; mapspec reads integers of at most 100 digits"),
+    (f"mapspec: 1\nrules:\n  - {{from: a, to: a}}\n  - {{to: b, value: [-{HUGE}], dtype: int64, shape: [1]}}\n",
+     "4:21: an integer of 5000 digits; mapspec reads integers of at most 100 digits"),
+    (f"mapspec: 1\nrules:\n  - {{from: \"conv<i>\", to: \"c{{i + {HUGE}}}\"}}\n",
+     "3:34: rule 1 (from 'conv<i>'): 'to': integer 999999999999...999999 (5000 digits) is too large (at most "
+     "2**62 = 4611686018427387904)"),
+    ("mapspec: 1\nrules:\n  - {from: \"conv<i>\", to: \"c{i + 4611686018427387905}\"}\n",
+     "3:34: rule 1 (from 'conv<i>'): 'to': integer 4611686018427387905 is too large (at most 2**62 = "
+     "4611686018427387904)"),
+])
+def test_a_huge_integer_literal_in_a_spec_is_one_error_at_its_place(tmp_path, text, expected):
+    spec = tmp_path / "big.yaml"
+    spec.write_text(text)
+    rc, out, err = _run("validate", spec)
+    assert rc == 1 and "Traceback" not in err and "4300" not in err, err
+    assert err.splitlines()[0] == f"{spec}:{expected}", err
+
+
+@pytest.mark.parametrize("flag", ["--var", "--source-option"])
+def test_a_huge_integer_on_the_command_line_names_the_flag(tmp_path, flag):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("mapspec: 1\nvars: {n: 3}\nrules:\n  - {from: a, to: a}\n")
+    np.savez(tmp_path / "a.npz", a=np.arange(3.0))
+    rc, out, err = _run("plan", spec, "-s", tmp_path / "a.npz", flag, f"n={HUGE}")
+    assert rc == 2 and "Traceback" not in err, err
+    assert err == f"mapspec: error: {flag} n: an integer of 5000 digits; mapspec reads integers of at most 100 " \
+                  f"digits\n", err

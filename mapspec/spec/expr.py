@@ -177,6 +177,11 @@ class _Parser:
     def atom(self) -> Node:
         kind, text, col = self.take()
         if kind == "int":
+            digits = text.lstrip("0")
+            # a length test first: int() of a 5000-digit text is Python's digit-limit error
+            if len(digits) > len(str(MAX_INT)) or int(digits or "0") > MAX_INT:
+                shown = text if len(text) <= 30 else f"{text[:12]}...{text[-6:]} ({len(text)} digits)"
+                raise ExprError(f"integer {shown} is too large (at most 2**62 = {MAX_INT})", col)
             return Num(int(text))
         if kind == "name":
             if self.peek()[1] == "(" and self.peek()[0] == "op":

@@ -25,6 +25,7 @@ MAX_BYTES = 16 * 1024 * 1024
 # A spec is a few levels deep; everything downstream (schema validation, checks) walks the
 # document recursively, so a deeper one is refused here, with aliases expanded.
 MAX_DEPTH = 64
+MAX_INT_DIGITS = 100
 
 
 class LocDict(dict):
@@ -101,6 +102,33 @@ def _construct_sequence(loader: _Loader, node: yaml.SequenceNode):
         result.item_locs.append(_mark(loader.filename, child))
 
 
+def _construct_int(loader, node: yaml.ScalarNode) -> int:
+    """A YAML integer of at most ``MAX_INT_DIGITS`` digits (Python refuses to read 4,300 digits with a
+    traceback, and no spec needs more than 20)."""
+    digits = sum(c.isdigit() for c in str(node.value))
+    if digits > MAX_INT_DIGITS:
+        raise SpecError(f"an integer of {digits} digits; mapspec reads integers of at most {MAX_INT_DIGITS} digits",
+                        _mark(getattr(loader, "filename", "<value>"), node))
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+class _ValueLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with integers bounded as in a spec (for command-line values)."""
+
+    filename = "<value>"
+
+
+_ValueLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def load_value(text: str) -> Any:
+    """One YAML value from a command line (plain dicts and lists; integers bounded: a SpecError)."""
+    loader = _ValueLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
