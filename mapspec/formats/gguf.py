@@ -36,6 +36,7 @@ or an array of one of those), ``alignment`` (default: the template's, else 32), 
 from __future__ import annotations
 
 import bisect
+import builtins
 import struct
 import sys
 from typing import Mapping, NamedTuple, Optional, Sequence
@@ -96,6 +97,7 @@ VALUE_TYPES: dict[int, tuple] = {
 }
 VALUE_CODES = {name: code for code, (name, _) in VALUE_TYPES.items()}
 _STRING, _ARRAY, _BOOL = 8, 9, 7
+_U64 = struct.Struct("<Q")
 
 
 def sniff(path: str, head: bytes) -> bool:
@@ -161,9 +163,47 @@ class _Cursor:
             return [bool(x) for x in arr] if itype == _BOOL else arr.tolist()
         if decode:
             return [self.value(itype, what, True, depth + 1) for _ in range(count)]
+        if itype == _STRING:  # skipping (on open) a string array, maybe millions of items: one tight loop
+            self._skip_strings(count, what)
+            return None
         for _ in range(count):  # skipping (on open): walk the items without keeping them
             self.value(itype, what, False, depth + 1)
         return None
+
+    def _skip_strings(self, count: int, what: str) -> None:
+        buf, pos, size, length = self.f.buffer, self.pos, self.f.size, _U64.unpack_from
+        for _ in range(count):
+            if pos + 8 > size:
+                raise FormatError(self.f.path, f"{what}: the string array runs past the end of the file",
+                                  offset=pos)
+            pos += 8 + length(buf, pos)[0]
+            if pos > size:
+                raise FormatError(self.f.path, f"{what}: a string runs past the end of the file", offset=pos)
+        self.pos = pos
+
+
+class RawValue:
+    """A template's metadata value (a string or an array) as its bytes in the template: copied to the
+    output in chunks, never decoded, so that a template's millions of array items cost no memory."""
+
+    __slots__ = ("path", "start", "end")
+
+    def __init__(self, path: str, start: int, end: int):
+        self.path, self.start, self.end = path, start, end
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def copy_to(self, fh, chunk: int = 1 << 20) -> None:
+        with builtins.open(self.path, "rb") as src:
+            src.seek(self.start)
+            left = self.end - self.start
+            while left:
+                piece = src.read(min(chunk, left))
+                if not piece:
+                    raise MapspecError(f"{self.path}: the template changed while its metadata was copied")
+                fh.write(piece)
+                left -= len(piece)
 
 
 class GGUFReader(Reader):
@@ -204,6 +244,7 @@ class GGUFReader(Reader):
             raise FormatError(self.path, f"header claims {n_tensors} tensors and {n_kv} metadata keys, more "
                               f"than the {f.size} bytes of the file can hold (corrupt file)", offset=8)
         self._kv: dict[str, tuple] = {}  # key -> (value type, offset of the value)
+        self._ends: dict[str, int] = {}  # key -> offset just past its value
         for _ in range(n_kv):
             at = c.pos
             key = c.string("metadata key")
@@ -212,6 +253,7 @@ class GGUFReader(Reader):
                 raise FormatError(self.path, f"metadata key {key!r} appears twice", offset=at)
             self._kv[key] = (vtype, c.pos)
             c.value(vtype, f"metadata {key!r}", decode=False)
+            self._ends[key] = c.pos
         self.alignment = DEFAULT_ALIGNMENT
         if "general.alignment" in self._kv:
             vtype, pos = self._kv["general.alignment"]
@@ -295,6 +337,15 @@ class GGUFReader(Reader):
         types, values = self.metadata_types(), self.metadata
         return {k: (types[k], values[k]) for k in self._kv}
 
+    def copied_metadata(self) -> dict:
+        """{key: (type name, value)} as :meth:`typed_metadata`, but strings and arrays as :class:`RawValue`
+        spans of this file: what a writer copies from a template, in bounded memory."""
+        types, out = self.metadata_types(), {}
+        for k, (t, pos) in self._kv.items():
+            out[k] = (types[k], RawValue(self.path, pos, self._ends[k]) if t in (_STRING, _ARRAY) else
+                      _Cursor(self._file, pos).value(t, f"metadata {k!r}", True))
+        return out
+
     def _read(self, info: TensorInfo) -> np.ndarray:
         offset, dt, shape, _ = self._where[info.name]
         arr = self._file.array(offset, dt, shape, f"tensor {info.name!r}")
@@ -372,6 +423,8 @@ def _infer_type(v, key: str) -> str:
 
 
 def _encode(tname: str, v, key: str) -> bytes:
+    if isinstance(v, RawValue):  # a template's value, copied as it is
+        return v
     if tname.startswith("array[") and tname.endswith("]"):
         inner = tname[6:-1]
         if not isinstance(v, (list, tuple)):
@@ -420,11 +473,13 @@ def _typed(key: str, v) -> tuple:
 
 
 def header_bytes(infos: Sequence[TensorInfo], metadata: Mapping[str, tuple], alignment: int) -> tuple:
-    """(header bytes padded to the alignment, [data offset of each tensor], data size)."""
+    """(header pieces padded to the alignment: bytes, or :class:`RawValue` spans of a template,
+    [data offset of each tensor], data size)."""
     out = [MAGIC, struct.pack("<IQQ", 3, len(infos), len(metadata))]
     for key, (tname, v) in metadata.items():
         tcode = VALUE_CODES["array"] if tname.startswith("array[") else VALUE_CODES.get(tname, -1)
-        out.append(_string(key) + struct.pack("<I", max(tcode, 0)) + _encode(tname, v, key))
+        out.append(_string(key) + struct.pack("<I", max(tcode, 0)))
+        out.append(_encode(tname, v, key))
     offsets, pos = [], 0
     for info in infos:
         code, ne, nbytes = tensor_layout(info)
@@ -434,9 +489,8 @@ def header_bytes(infos: Sequence[TensorInfo], metadata: Mapping[str, tuple], ali
         out.append(_string(info.name) + struct.pack(f"<I{len(ne)}QIQ", len(ne), *ne, code, pos))
         offsets.append(pos)
         pos += -(-nbytes // alignment) * alignment
-    head = b"".join(out)
-    head += b"\0" * (-len(head) % alignment)
-    return head, offsets, pos
+    out.append(b"\0" * (-sum(map(len, out)) % alignment))
+    return out, offsets, pos
 
 
 def tensor_layout(info: TensorInfo) -> tuple:
@@ -489,9 +543,10 @@ class GGUFWriter(Writer):
             meta["general.alignment"] = ("uint32", alignment)
         self.alignment = alignment
         head, _, self._data_size = header_bytes(self.infos, meta, alignment)
-        self._end = len(head) + self._data_size
+        self._end = sum(map(len, head)) + self._data_size
         self._fh = create_file(path)
-        self._fh.write(head)
+        for piece in head:
+            piece.copy_to(self._fh) if isinstance(piece, RawValue) else self._fh.write(piece)
 
     def write(self, name: str, array: np.ndarray) -> None:
         array = np.asarray(array)
@@ -517,7 +572,7 @@ def template_metadata(template: str) -> dict:
     if not sniff(template, read_head(template)):
         return {}
     with GGUFReader(template) as r:
-        return r.typed_metadata()
+        return r.copied_metadata()
 
 
 READ_OPTIONS = ("dequantize",)

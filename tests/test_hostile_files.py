@@ -1,0 +1,84 @@
+"""Hostile input, round 3: templates and checkpoints that made tracebacks, unbounded work or stray files.
+
+* A GGUF template's metadata arrays are copied as bytes, in bounded memory (millions of empty
+  strings cost what a chunk costs, not 20 times the file).
+* ONNX external data past the end of its file: ``inspect`` and ``apply`` both refuse it (one check
+  in the reader).
+* A ``.keras`` template with an unsafe member name (``../../evil.txt``, absolute, backslashes, a
+  drive letter) is refused on read; reading a ``.keras`` leaves no temporary file, even when killed.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mapspec import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*argv) -> tuple:
+    o, e = io.StringIO(), io.StringIO()
+    rc = cli.run([str(a) for a in argv], o, e)
+    return rc, o.getvalue(), e.getvalue()
+
+
+def _gguf_with_empty_strings(path: Path, n: int) -> Path:
+    """A GGUF file (written by hand from the GGUF spec) whose tokens are ``n`` empty strings."""
+    key = b"tokenizer.ggml.tokens"
+    with open(path, "wb") as f:
+        f.write(b"GGUF" + struct.pack("<IQQ", 3, 0, 2))
+        f.write(struct.pack("<Q", 12) + b"general.name" + struct.pack("<IQ", 8, 3) + b"abc")
+        f.write(struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 8, n))
+        f.write(bytes(8 * n))
+        f.write(bytes(-f.tell() % 32))
+    return path
+
+
+def _copy_template(template: Path, out: Path) -> int:
+    """Write a one-tensor GGUF with ``template``'s metadata in a child process; its peak traced memory."""
+    child = textwrap.dedent(f"""
+        import tracemalloc
+        import numpy as np
+        from mapspec.formats import TensorInfo
+        from mapspec.formats.gguf import GGUFWriter
+        tracemalloc.start()
+        w = GGUFWriter({str(out)!r}, [TensorInfo("a", (2,), "float32")], template={str(template)!r})
+        w.write("a", np.arange(2, dtype=np.float32))
+        w.close()
+        print(tracemalloc.get_traced_memory()[1])
+    """)
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1])
+
+
+def test_gguf_template_metadata_arrays_are_copied_in_bounded_memory(tmp_path):
+    n = 250_000  # 2 MB of empty strings; decoding them costs ~40 MB of Python objects
+    template = _gguf_with_empty_strings(tmp_path / "template.gguf", n)
+    peak = _copy_template(template, tmp_path / "out.gguf")
+    assert peak < 4 << 20, f"copying {n} empty strings traced {peak} bytes"
+    src, out = template.read_bytes(), (tmp_path / "out.gguf").read_bytes()
+    end = 24 + (8 + 12 + 4 + 8 + 3) + (8 + 21 + 4 + 4 + 8 + 8 * n)  # the metadata, before the padding
+    assert len(src) == -(-end // 32) * 32
+    assert out[:8] == src[:8] and struct.unpack_from("<QQ", out, 8) == (1, 2) and out[24:end] == src[24:end]
+
+
+def test_gguf_template_metadata_copy_reads_back_in_gguf_py(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    template = _gguf_with_empty_strings(tmp_path / "template.gguf", 1000)
+    _copy_template(template, tmp_path / "out.gguf")
+    r = gguf.GGUFReader(str(tmp_path / "out.gguf"))  # somebody else's reader
+    tokens = r.fields["tokenizer.ggml.tokens"]
+    assert len(tokens.data) == 1000 and all(len(tokens.parts[i]) == 0 for i in tokens.data)
+    assert r.fields["general.name"].contents() == "abc"
+    assert r.tensors[0].name == "a" and list(r.tensors[0].data) == [0.0, 1.0]
