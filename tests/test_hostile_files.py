@@ -82,3 +82,35 @@ def test_gguf_template_metadata_copy_reads_back_in_gguf_py(tmp_path):
     assert len(tokens.data) == 1000 and all(len(tokens.parts[i]) == 0 for i in tokens.data)
     assert r.fields["general.name"].contents() == "abc"
     assert r.tensors[0].name == "a" and list(r.tensors[0].data) == [0.0, 1.0]
+
+
+def _onnx_external(d: Path, offset: int, length: int, data: bytes) -> Path:
+    """An ONNX model (built with the onnx package) whose initializer 'a' lies in external data w.bin."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    t = numpy_helper.from_array(np.zeros((2, 3), np.float32), "a")
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "w.bin"), ("offset", str(offset)), ("length", str(length))):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    node = helper.make_node("Identity", ["a"], ["y"])
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], [t])
+    d.mkdir()
+    onnx.save_model(helper.make_model(graph), str(d / "m.onnx"))
+    (d / "w.bin").write_bytes(data)
+    return d / "m.onnx"
+
+
+@pytest.mark.parametrize("offset,size", [(0, 20), (8, 24), (2 ** 62, 24)])
+def test_onnx_external_data_past_its_end_is_refused_by_inspect_and_apply(tmp_path, offset, size):
+    model = _onnx_external(tmp_path / "m", offset, 24, bytes(size))
+    spec = tmp_path / "s.yaml"
+    spec.write_text("mapspec: 1\nsource: {format: onnx}\ntarget: {format: npz}\nrules:\n  - {from: a, to: a}\n")
+    expected = (f"mapspec: error: {model}: at byte 27: tensor 'a': external data 'w.bin' needs bytes {offset}.."
+                f"{offset + 24} but that file has only {size} bytes (truncated or corrupt)\n")
+    for argv in (["inspect", model], ["apply", spec, "-s", model, "-o", tmp_path / "out.npz"]):
+        rc, out, err = _run(*argv)
+        assert (rc, err) == (1, expected), (argv, out, err)
+    assert not (tmp_path / "out.npz").exists()

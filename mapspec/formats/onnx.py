@@ -209,8 +209,25 @@ class OnnxReader(Reader):
         if offset < 0 or length != nbytes:
             raise FormatError(self.path, f"external data length {length} (offset {offset}) does not match shape "
                               f"{shape} of {dname} ({nbytes} bytes)", offset=start, tensor=name)
-        self._resolve(loc, name, start)
-        return _Tensor(name, shape, dname, "external", offset, nbytes, location=loc)
+        t = _Tensor(name, shape, dname, "external", offset, nbytes, location=loc)
+        self._external_data(t, start)
+        return t
+
+    def _external_data(self, t: _Tensor, at: int) -> Path:
+        """The external data file of ``t``, checked to hold its bytes: on open (so that ``inspect`` refuses
+        what ``apply`` would) and again before reading (the file may have changed since)."""
+        full = self._resolve(t.location, t.name, at)
+        try:
+            size = full.stat().st_size if full.is_file() else None
+        except OSError:
+            size = None
+        if size is None:
+            raise FormatError(self.path, f"external data file {t.location!r} is missing", tensor=t.name)
+        if t.offset + t.nbytes > size:
+            raise FormatError(self.path, f"external data {t.location!r} needs bytes {t.offset}.."
+                              f"{t.offset + t.nbytes} but that file has only {size} bytes (truncated or corrupt)",
+                              offset=at, tensor=t.name)
+        return full
 
     def _resolve(self, loc: str, name: str, start: int) -> Path:
         base = Path(self.path).resolve().parent
@@ -240,10 +257,7 @@ class OnnxReader(Reader):
         elif t.kind == "external":
             f = self._external.get(t.location)
             if f is None:
-                full = self._resolve(t.location, t.name, 0)
-                if not full.is_file():
-                    raise FormatError(self.path, f"external data file {t.location!r} is missing", tensor=t.name)
-                f = self._external[t.location] = MappedFile(full)
+                f = self._external[t.location] = MappedFile(self._external_data(t, 0))
             if not t.nbytes:
                 return np.empty(t.shape, dtype=dtypes.to_numpy(t.dtype))
             arr = f.array(t.offset, dt, t.shape, f"initializer {t.name!r} in {t.location}")
