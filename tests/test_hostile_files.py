@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,47 @@ def test_onnx_external_data_past_its_end_is_refused_by_inspect_and_apply(tmp_pat
         rc, out, err = _run(*argv)
         assert (rc, err) == (1, expected), (argv, out, err)
     assert not (tmp_path / "out.npz").exists()
+
+
+@pytest.mark.parametrize("member", ["../../evil.txt", "/etc/evil.txt", "assets/../../evil.txt",
+                                    "assets\\..\\..\\evil.txt", "C:evil.txt", "c:/evil.txt"])
+def test_keras_archive_member_with_an_unsafe_name_is_refused(tmp_path, member):
+    path = tmp_path / "evil.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("metadata.json", "{}")
+        z.writestr("config.json", "{}")
+        z.writestr("model.weights.h5", b"\0" * 64)
+        z.writestr(member, "owned\n")
+    offset = [zi.header_offset for zi in zipfile.ZipFile(path).infolist() if zi.filename == member][0]
+    rc, out, err = _run("inspect", path)
+    assert (rc, err) == (1, f"mapspec: error: {path}: at byte {offset}: zip member {member!r} has an unsafe name "
+                            f"(absolute, '..', a backslash or a drive letter: extracted, it would leave its "
+                            f"folder); refused\n"), err
+
+
+def test_keras_archive_read_leaves_no_temporary_file_even_when_killed(tmp_path):
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, name="d1")], name="net")
+    model.save(str(tmp_path / "m.keras"))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    child = textwrap.dedent(f"""
+        import sys, time
+        from mapspec.formats import open_checkpoint
+        r = open_checkpoint({str(tmp_path / "m.keras")!r})
+        assert sorted(r.infos()) == ["d1/bias", "d1/kernel"], sorted(r.infos())
+        r.read("d1/kernel")
+        print("open", flush=True)
+        time.sleep(120)
+    """)
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "TMPDIR": str(temp), "KERAS_BACKEND": "torch"}
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line == "open\n", line + proc.stderr.read()
+        assert list(temp.rglob("*")) == []  # while the archive is open: its weights have no name
+    finally:
+        proc.kill()  # SIGKILL: no cleanup runs
+        proc.wait(timeout=60)
+    assert list(temp.rglob("*")) == []

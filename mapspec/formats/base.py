@@ -238,10 +238,12 @@ class MappedFile:
     claiming a huge tensor raises a :class:`FormatError` instead of allocating.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, fd: Optional[int] = None):
+        """``fd``: map this open descriptor (duplicated; an unnamed temporary file) instead of opening
+        ``path``, which then only names the file in messages."""
         self.path = str(path)
         try:
-            self._fh = open(self.path, "rb")
+            self._fh = open(self.path, "rb") if fd is None else open(os.dup(fd), "rb")
         except OSError as e:
             raise FormatError(self.path, f"cannot open: {e.strerror}") from None
         self.size = os.fstat(self._fh.fileno()).st_size

@@ -54,6 +54,7 @@ each file in a child process (see :func:`probe`; option ``isolate=False`` skips 
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -146,11 +147,11 @@ class Entry(NamedTuple):
 class H5:
     """An h5py file with checked access: hard links only, no external/virtual data."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, fileobj=None):
         h5py = self.h5py = _h5py()
         self.path = path
         try:
-            self.file = h5py.File(path, "r", locking=False)
+            self.file = h5py.File(path if fileobj is None else fileobj, "r", locking=False)
         except _H5_ERRORS as e:
             raise FormatError(path, f"not a readable HDF5 file: {e}") from None
 
@@ -407,10 +408,11 @@ def _attr_str(obj, key: str) -> Optional[str]:
 PROBE_TIMEOUT = 120.0  # seconds; a sound weights file parses in well under one
 
 
-def _probe_main(path: str) -> int:
-    """Child side of the probe: 0 if the file parses and reads, 3 (message on stdout) on FormatError."""
+def _probe_main(path: str, fd: Optional[int] = None) -> int:
+    """Child side of the probe: 0 if the file parses and reads, 3 (message on stdout) on FormatError;
+    ``fd``: read this inherited descriptor (an unnamed file) instead of ``path``."""
     try:
-        r = KerasReader(path, isolate=False)
+        r = KerasReader(path, isolate=False, fileobj=None if fd is None else builtins.open(fd, "rb", closefd=False))
         try:
             for node in r.nodes()[:1]:
                 r.attrs(node)  # parses model_config, a variable-length string
@@ -426,8 +428,9 @@ def _probe_main(path: str) -> int:
     return 0
 
 
-def probe(path: str, timeout: float = PROBE_TIMEOUT) -> None:
-    """Parse ``path`` in a child process first; FormatError if it fails, hangs or crashes there."""
+def probe(path: str, timeout: float = PROBE_TIMEOUT, fd: Optional[int] = None) -> None:
+    """Parse ``path`` (or the open file ``fd``, which the child inherits) in a child process first;
+    FormatError if it fails, hangs or crashes there."""
     import subprocess
     import sys
 
@@ -436,10 +439,12 @@ def probe(path: str, timeout: float = PROBE_TIMEOUT) -> None:
     pkg_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    code = "import sys; from mapspec.formats.keras import _probe_main; sys.exit(_probe_main(sys.argv[1]))"
+    code = ("import sys; from mapspec.formats.keras import _probe_main; "
+            "sys.exit(_probe_main(sys.argv[1], *map(int, sys.argv[2:])))")
     try:
-        done = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True,
-                              timeout=timeout, env=env)
+        done = subprocess.run([sys.executable, "-c", code, path, *([str(fd)] if fd is not None else [])],
+                              capture_output=True, text=True, timeout=timeout, env=env,
+                              pass_fds=(fd,) if fd is not None else ())
     except subprocess.TimeoutExpired:
         raise FormatError(path, f"the HDF5 library did not finish parsing this file within {timeout:g} s; "
                           "it is damaged or crafted (libhdf5 can loop forever on a corrupt heap). "
@@ -465,15 +470,18 @@ class KerasReader(Reader):
 
     ``isolate`` (default True) parses the file in a child process first (see
     :func:`probe`); pass False only for files you trust or have already probed.
+    ``fileobj``: read this open binary file (an unnamed temporary file: a ``.keras`` archive's
+    weights) instead of ``path``, which then only names it in messages.
     """
 
     format = NAME
 
-    def __init__(self, path: str, isolate: bool = True, timeout: float = PROBE_TIMEOUT):
+    def __init__(self, path: str, isolate: bool = True, timeout: float = PROBE_TIMEOUT, fileobj=None):
         super().__init__(path)
+        self._fileobj = fileobj
         if isolate:
-            probe(path, timeout)
-        self._h5 = H5(path)
+            probe(path, timeout, None if fileobj is None else fileobj.fileno())
+        self._h5 = H5(path, fileobj)
         self._map: Optional[MappedFile] = None
         try:
             self._open()
@@ -570,7 +578,7 @@ class KerasReader(Reader):
         if not native or stored != info.nbytes:
             return None
         if self._map is None:
-            self._map = MappedFile(self.path)
+            self._map = MappedFile(self.path, None if self._fileobj is None else self._fileobj.fileno())
         return self._map.array(offset, want, info.shape, f"tensor {info.name!r}")
 
     def close(self) -> None:
@@ -595,9 +603,12 @@ class Plan(NamedTuple):
 
 
 def _template_reader(template, layout: str) -> tuple:
-    """(KerasReader, temp dir to clean or None) for a template path or keras Model."""
+    """(KerasReader, temp dir to clean or None) for a template path, an open KerasReader (the writer closes
+    it after planning) or a keras Model."""
     if isinstance(template, (str, os.PathLike)):
         return KerasReader(str(template)), None
+    if isinstance(template, KerasReader):
+        return template, None
     if hasattr(template, "save_weights") and hasattr(template, "layers"):
         tmp = tempfile.mkdtemp(prefix="mapspec-keras-")
         if layout == KERAS3:

@@ -5,11 +5,13 @@ assets adds ``assets/...``).  The weights member is a Keras 3 ``.weights.h5`` fi
 tensors and their names are exactly those of :mod:`mapspec.formats.keras` (``dense/kernel``,
 ``block1/conv1/kernel``); this module only handles the zip around it.
 
-Reading: the zip directory is checked (one ``model.weights.h5``, sizes against the archive,
-a compressed member may not expand more than 16:1, so a zip bomb is refused before anything
-is extracted; Keras itself stores the members uncompressed), the weights member is copied,
-with a byte cap, into a private temporary file, and opened by the Keras HDF5 reader (which
-parses it in a child process first: libhdf5 can hang on damaged files).  The temporary file is removed on close.
+Reading: the zip directory is checked (one ``model.weights.h5``, no member name that would
+leave a folder when extracted, sizes against the archive, a compressed member may not expand
+more than 16:1, so a zip bomb is refused before anything is extracted; Keras itself stores the
+members uncompressed), the weights member is copied, with a byte cap, into an unnamed
+temporary file (nothing is left behind, even by a kill -9), and opened by the Keras HDF5
+reader as a file object (which parses it in a child process first, handing it the open file:
+libhdf5 can hang on damaged files).
 
 Writing: a template ``.keras`` archive is required (it holds the model's architecture).  The
 weights stream into a temporary ``.weights.h5`` through the Keras HDF5 writer with the
@@ -21,7 +23,6 @@ converted weights.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import os
 import shutil
@@ -73,6 +74,12 @@ def _open_zip(path: str) -> zipfile.ZipFile:
                               f"{zi.compress_size} compressed, more than {MAX_RATIO}:1 (a zip bomb, or an archive "
                               f"re-compressed by another tool: Keras stores its members uncompressed)",
                               offset=zi.header_offset)
+    for zi in members:
+        if _unsafe(zi.filename):
+            zf.close()
+            raise FormatError(path, f"zip member {zi.filename!r} has an unsafe name (absolute, '..', a backslash "
+                              f"or a drive letter: extracted, it would leave its folder); refused",
+                              offset=zi.header_offset)
     if names.count(WEIGHTS) != 1 or "config.json" not in names:
         zf.close()
         raise FormatError(path, f"a .keras archive holds exactly one {WEIGHTS} and a config.json; this zip "
@@ -80,12 +87,19 @@ def _open_zip(path: str) -> zipfile.ZipFile:
     return zf
 
 
-def _extract(path: str, zf: zipfile.ZipFile, dest: str) -> None:
-    """Copy the weights member to ``dest``, never more bytes than the directory promised."""
+def _unsafe(name: str) -> bool:
+    """A member name that extraction would put outside its folder (as on any system that reads it)."""
+    parts = name.split("/")
+    return (not name or name.startswith("/") or "\\" in name or "\0" in name or ".." in parts
+            or (len(name) > 1 and name[1] == ":"))
+
+
+def _extract(path: str, zf: zipfile.ZipFile, out) -> None:
+    """Copy the weights member into the open file ``out``, never more bytes than the directory promised."""
     zi = zf.getinfo(WEIGHTS)
     written = 0
     try:
-        with zf.open(zi) as src, builtins.open(dest, "wb") as out:
+        with zf.open(zi) as src:
             while True:
                 chunk = src.read(16 << 20)
                 if not chunk:
@@ -108,15 +122,17 @@ class KerasArchiveReader(Reader):
 
     def __init__(self, path: str, isolate: bool = True, timeout: float = kh5.PROBE_TIMEOUT):
         super().__init__(path)
-        self._tmp = tempfile.mkdtemp(prefix="mapspec-keras-archive-")
         self._inner: Optional[kh5.KerasReader] = None
+        self._weights = None
         try:
             with _open_zip(path) as zf:
                 self.members = [zi.filename for zi in zf.infolist()]
-                weights = os.path.join(self._tmp, WEIGHTS)
-                _extract(path, zf, weights)
+                self._weights = tempfile.TemporaryFile(prefix="mapspec-keras-archive-")  # unnamed (O_TMPFILE)
+                _extract(path, zf, self._weights)
+                self._weights.flush()
             try:
-                self._inner = kh5.KerasReader(weights, isolate=isolate, timeout=timeout)
+                self._inner = kh5.KerasReader(self.weights_name, isolate=isolate, timeout=timeout,
+                                              fileobj=self._weights)
             except FormatError as e:
                 raise FormatError(path, f"{WEIGHTS} in the archive: {e.bare}", offset=e.offset,
                                   tensor=e.tensor) from None
@@ -139,15 +155,21 @@ class KerasArchiveReader(Reader):
         return self._inner.read(info.name)
 
     @property
-    def weights_path(self) -> str:
-        """The extracted ``model.weights.h5`` (valid until :meth:`close`)."""
-        return self._inner.path
+    def weights_name(self) -> str:
+        """How messages name the weights member: ``model.keras!model.weights.h5``."""
+        return f"{self.path}!{WEIGHTS}"
+
+    def weights_reader(self) -> kh5.KerasReader:
+        """Another reader of the weights member (already probed), for the caller to close before this one."""
+        return kh5.KerasReader(self.weights_name, isolate=False, fileobj=self._weights)
 
     def close(self) -> None:
         if self._inner is not None:
             self._inner.close()
             self._inner = None
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._weights is not None:
+            self._weights.close()
+            self._weights = None
 
 
 class KerasArchiveWriter(Writer):
@@ -165,7 +187,7 @@ class KerasArchiveWriter(Writer):
         self._h5path = path + ".weights.h5"
         try:
             self._inner = kh5.KerasWriter(self._h5path, infos, layout=kh5.KERAS3,
-                                          template=self._template.weights_path)
+                                          template=self._template.weights_reader())
         except BaseException:
             self._template.close()
             raise
