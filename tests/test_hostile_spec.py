@@ -145,3 +145,21 @@ def test_a_huge_integer_on_the_command_line_names_the_flag(tmp_path, flag):
     assert rc == 2 and "Traceback" not in err, err
     assert err == f"mapspec: error: {flag} n: an integer of 5000 digits; mapspec reads integers of at most 100 " \
                   f"digits\n", err
+
+
+def test_a_huge_integer_in_an_mxnet_symbol_is_one_error(tmp_path):
+    """JSON numbers and attribute strings of a symbol file: the same digit limit, one message."""
+    import json
+
+    heads = tmp_path / "h-symbol.json"
+    heads.write_text(f'{{"nodes": [{{"op": "null", "name": "data", "inputs": []}}], "arg_nodes": [0], '
+                     f'"heads": [[0, 0, {HUGE}]]}}')
+    _one_error(_run("inspect", heads), f"{heads}: an integer of 5000 digits; a symbol file's are far shorter")
+    conv = tmp_path / "c-symbol.json"
+    conv.write_text(json.dumps({"nodes": [
+        {"op": "null", "name": "data", "inputs": []}, {"op": "null", "name": "c_weight", "inputs": []},
+        {"op": "Convolution", "name": "c", "attrs": {"kernel": f"({HUGE}, 3)", "num_filter": "4", "no_bias": "True"},
+         "inputs": [[0, 0, 0], [1, 0, 0]]}], "arg_nodes": [0, 1], "heads": [[2, 0, 0]]}))
+    _one_error(_run("inspect", conv, "--option", "input_shape=(1,3,8,8)"),
+               f"{conv}: node #2 'c' (Convolution): attribute 'kernel'='({'9' * 39}...{'9' * 16}, 3) (5005 "
+               f"characters)' is not a tuple of integers such as (3, 3)")

@@ -11,6 +11,7 @@ import re
 from typing import Any, Callable, NamedTuple
 
 MAX_NDIM = 32
+MAX_INT_CHARS = 100
 
 
 _INT = re.compile(r"[+-]?\d+[lL]?\Z")
@@ -24,8 +25,8 @@ def _scalar(text: str):
     low = t.lower()
     if low in _WORDS:
         return _WORDS[low]
-    if _INT.match(t):
-        return int(t.rstrip("lL"))
+    if _INT.match(t):  # more digits than any attribute needs stays text (int() refuses 4300 with a traceback)
+        return int(t.rstrip("lL")) if len(t) <= MAX_INT_CHARS else t
     if _FLOAT.match(t):
         return float(t)
     if len(t) >= 2 and t[0] == t[-1] and t[0] in "'\"":

@@ -27,7 +27,7 @@ import os
 from typing import Mapping, NamedTuple, Optional, Sequence
 
 from ...errors import FormatError, MapspecError
-from .attrs import MAX_NDIM, BadValue, as_shape, parse_literal
+from .attrs import MAX_INT_CHARS, MAX_NDIM, BadValue, as_shape, parse_literal
 from .ops import (AUX_ROLES, LABEL_ROLES, OPS, PARAM_HINTS, PARAM_ROLES, PARAM_SUFFIXES, ShapeError, outputs_of,
                   slots_of, typed_attrs)
 
@@ -104,8 +104,13 @@ def _read_json(path: str):
             raw = f.read()
     except OSError as e:
         raise FormatError(path, f"cannot read: {e.strerror}") from None
+    def bounded_int(text: str) -> int:  # int() of 4300 digits is Python's traceback
+        if len(text) > MAX_INT_CHARS:
+            raise FormatError(path, f"an integer of {len(text)} digits; a symbol file's are far shorter")
+        return int(text)
+
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"), parse_int=bounded_int)
     except UnicodeDecodeError as e:
         raise FormatError(path, f"not UTF-8 text ({e.reason})", offset=e.start) from None
     except json.JSONDecodeError as e:

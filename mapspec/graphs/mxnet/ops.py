@@ -491,7 +491,8 @@ def typed_attrs(op: str, raw: Mapping[str, str]) -> dict:
         try:
             out[k] = KINDS[p.kind](v)
         except BadValue as e:
-            raise BadValue(f"attribute {k!r}={v!r} is not {e}") from None
+            shown = v if len(v) <= 80 else f"{v[:40]}...{v[-20:]} ({len(v)} characters)"
+            raise BadValue(f"attribute {k!r}={shown!r} is not {e}") from None
     if spec:
         for k, p in spec.params.items():
             if k not in out:
