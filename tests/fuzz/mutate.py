@@ -14,7 +14,9 @@ input's structure (``kind`` is a :class:`~fuzz.targets.Target`'s ``mutations``):
   the length prefix fixed up or not; or raw bytes.
 * ``json`` / ``yaml`` -- the document edited as a tree (subtrees replaced, moved,
   deleted; absurd numbers, deep nesting, MXNet attribute strings) and re-serialized; or
-  token-level text edits.
+  token-level text edits.  A spec's ``verify:`` section is also pointed at code and paths
+  (functions that write or read files, undeclared or ill-typed parameters), and its numbers
+  replaced by integers of thousands of digits.
 * ``text`` -- token-level edits (numbers, identifiers, brackets, lines).
 
 Every choice comes from ``rng`` (a :class:`random.Random`), so a seed number reproduces
@@ -397,7 +399,61 @@ def mutate_json(data: bytes, rng: random.Random, others: Sequence[bytes] = ()) -
     return mutate_text(data, rng, others)
 
 
+# What a hostile spec's verify: section may try to name: code (file writers and readers, the standard
+# library), paths for it to touch, parameters a factory does not declare or of the wrong type.
+HOSTILE_MODELS = ("mapspec.models.seeded:write_caffemodel", "mapspec.models.seeded:caffe_weights", "os:system",
+                  "builtins:open", "shutil:rmtree", "../../evil.py:f", "/tmp/evil.py:f", "densenet121",
+                  "mobilefacenet", "hf_llama", "caffe_weights", "", 7, None, ["densenet121"], {"a": 1})
+HOSTILE_PARAMS = ({"prototxt": "../../creds.txt", "path": "/tmp/mapspec-fuzz-owned"}, {"weights": "/etc/passwd"},
+                  {"num_classes": 10 ** 30}, {"num_classes": "10"}, {"num_classes": 0}, {"normalize": 1},
+                  {"num_classes": 10}, {"normalize": True}, [], "../x", None)
+HUGE_INT = "9" * 5000  # past Python's 4300-digit limit of int(text)
+
+
+def _hostile_verify(doc, rng: random.Random):
+    """Point a spec's verify: section at code or paths (the tree edit the registry must refuse)."""
+    if not isinstance(doc, dict):
+        return doc
+    verify = doc.get("verify") if isinstance(doc.get("verify"), dict) else {}
+    side = verify.setdefault(rng.choice(("source", "target")), {"run": "torch"})
+    if isinstance(side, dict):
+        side["model"] = rng.choice(HOSTILE_MODELS)
+        if rng.random() < 0.6:
+            side["params"] = rng.choice(HOSTILE_PARAMS)
+    verify.setdefault("source" if "target" in verify else "target", {"run": "torch"})
+    doc["verify"] = verify
+    if rng.random() < 0.5:
+        doc["vars"] = {"prototxt": "../../creds.txt", "path": "/tmp/mapspec-fuzz-owned", "weights": "/etc/passwd"}
+    return doc
+
+
+def _huge_integer(data: bytes, rng: random.Random) -> bytes:
+    """A run of digits (in a YAML number or inside a {expr}) replaced by thousands of digits."""
+    text = data.decode("utf-8", "surrogateescape")
+    runs = list(re.finditer(r"\d+", text))
+    if not runs:
+        return (text + f"\nvars: {{huge: {HUGE_INT}}}\n").encode("utf-8", "surrogateescape")
+    m = rng.choice(runs)
+    return (text[:m.start()] + rng.choice((HUGE_INT, HUGE_INT[:4301], "1" + "0" * 100)) + text[m.end():]).encode(
+        "utf-8", "surrogateescape")
+
+
 def mutate_yaml(data: bytes, rng: random.Random, others: Sequence[bytes] = ()) -> bytes:
+    r = rng.random()
+    if r < 0.08:
+        return _huge_integer(data, rng)
+    if r < 0.16:
+        import yaml
+
+        try:
+            doc = yaml.safe_load(data)
+        except Exception:  # noqa: BLE001 - not YAML any more: edit the text instead
+            doc = None
+        if isinstance(doc, dict):
+            try:
+                return yaml.safe_dump(_hostile_verify(doc, rng), default_flow_style=rng.random() < 0.5).encode()
+            except Exception:  # noqa: BLE001 - an unrepresentable tree: edit the text instead
+                pass
     if rng.random() < 0.4:
         import yaml
 
