@@ -112,6 +112,20 @@ def source_path(path) -> str:
                       f"that says how they belong together; name one file")
 
 
+MAX_INT_DIGITS = 20  # an index's numbers are byte counts: 2**64 has 20 digits
+
+
+class _HugeInt(ValueError):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    """``int`` of a JSON number, refused past :data:`MAX_INT_DIGITS` (Python's own limit is a traceback)."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _HugeInt(len(text.lstrip("-")))
+    return int(text)
+
+
 def read_index(path: str) -> tuple[dict, dict]:
     """(weight_map, metadata) of an index file, checked."""
     try:
@@ -127,9 +141,12 @@ def read_index(path: str) -> tuple[dict, dict]:
     except UnicodeDecodeError as e:
         raise FormatError(path, f"index is not UTF-8 ({e.reason})", offset=e.start) from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_bounded_int)
     except _Duplicate as e:
         raise FormatError(path, f"the index names {e.args[0]!r} twice") from None
+    except _HugeInt as e:
+        raise FormatError(path, f"the index holds an integer of {e.args[0]} digits (its numbers are byte counts: at "
+                          f"most {MAX_INT_DIGITS} digits)") from None
     except json.JSONDecodeError as e:
         raise FormatError(path, f"index is not valid JSON: {e.msg} (truncated or damaged index?)",
                           offset=e.pos) from None

@@ -229,7 +229,9 @@ def test_index_and_shards_disagree(tmp_path):
                                           ('{"weight_map": ["a"]}', "weight_map"),
                                           ('{"weight_map": {"a": 3}}', "is a string"),
                                           ('{"weight_map": {}}', "empty"),
-                                          ('[' * 100000, "JSON")])
+                                          ('[' * 100000, "JSON"),
+                                          ('{"metadata": {"total_size": ' + "9" * 5000 + '}, "weight_map": {}}',
+                                           "an integer of 5000 digits")])
 def test_malformed_index(tmp_path, text, needle):
     d = tmp_path / "m"
     d.mkdir()
