@@ -349,7 +349,8 @@ def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
                         {k: v for k, v in target_options.items() if k != "max_shard_size"}, "write")
     with plan_progress(err, p, "apply", flag) as progress:
         result = execute(p, args.output, force=args.force, progress=progress, target_options=target_options,
-                         jobs=args.jobs, max_output=args.max_output_size, sync=args.sync)
+                         jobs=args.jobs, max_output=args.max_output_size, sync=args.sync,
+                         outtype=args.outtype)
     sm = p.summary()
     wrote = (f"wrote {escape(result.output)}: {result.tensors} tensors, {_size(result.bytes_written)} in "
              f"{result.seconds:.2f} s ({sm['matched']} matched, {sm['referenced']} referenced, "
@@ -698,6 +699,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=_jobs, metavar="N",
                    help="threads transforming and writing tensors at once (default: the cores; safetensors "
                         "outputs, other formats are written by one)")
+    p.add_argument("--outtype", choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "auto"),
+                   help="GGUF outputs: the type of the weight matrices, chosen per tensor as llama.cpp's "
+                        "convert_hf_to_gguf.py does (norms, biases, 1-D tensors F32; rows that are not whole "
+                        "blocks F16); auto: the source's bf16/f16. Sets general.file_type")
     _add_force(p)
     p.add_argument("--target-option", action="append", metavar=PAIR,
                    help="a writer option of the output's format, added to the spec's target.options")

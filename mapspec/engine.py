@@ -810,7 +810,7 @@ def check_size(p: Plan, max_output: Optional[float] = None) -> None:
 
 def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callable[[int, int, Step], None]] = None,
             target_options: Optional[dict] = None, jobs: Optional[int] = None,
-            max_output: Optional[float] = None, sync: bool = True) -> Result:
+            max_output: Optional[float] = None, sync: bool = True, outtype: Optional[str] = None) -> Result:
     """Stream the planned conversion into ``output`` (atomically).
 
     ``output`` may be a directory or a ``*.index.json`` (a sharded checkpoint, see
@@ -818,7 +818,9 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     that place tensors at known offsets; other writers get the tensors one by one, in order.
     An output beyond ``max_output`` bytes (default: see :func:`check_size`) is refused before
     anything is written.  No file written may be one the plan reads (:mod:`mapspec.guard`).
-    ``sync`` (default): fsync'ed before it is put in place (``--no-sync`` turns it off).
+    ``sync`` (default): fsync'ed before it is put in place (``--no-sync`` turns it off).  ``outtype`` (GGUF
+    outputs): the ggml type of the weights, as llama.cpp's converter chooses them
+    (:mod:`mapspec.formats.gguf_outtype`).
     """
     from . import guard
     from .formats.shard_output import staged
@@ -834,6 +836,12 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
         options["metadata"] = {**(options.get("metadata") or {}), **p.metadata}
     if p.template is not None:
         options.setdefault("template", p.template.path)
+    if outtype is not None:
+        options["outtype"] = outtype
+    if options.get("outtype") is not None:
+        from .formats import gguf_outtype
+
+        options["outtype"] = gguf_outtype.resolve(options["outtype"], fmt, output, p.source.infos().values())
     route = sharded.output_target(output, fmt)
     if route is not None:
         output, shard_format = route
@@ -1011,10 +1019,11 @@ def apply(spec: Union[str, Spec], source: Union[str, Reader], output: str, templ
           progress: Optional[Callable[[int, int, Step], None]] = None, source_format: Optional[str] = None,
           vars: Optional[dict] = None, vars_file: Optional[str] = None, jobs: Optional[int] = None,
           target_options: Optional[dict] = None, max_output: Optional[float] = None, no_tokenizer: bool = False,
-          tokenizer_pre: Optional[str] = None, sync: bool = True) -> Result:
-    """Plan, check and stream a conversion into ``output``; raises on any problem, leaving no partial file."""
+          tokenizer_pre: Optional[str] = None, sync: bool = True, outtype: Optional[str] = None) -> Result:
+    """Plan, check and stream a conversion into ``output``; raises on any problem, leaving no partial file.
+    ``outtype``: a GGUF output's type (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or auto)."""
     p = plan(spec, source, template=template, target_format=target_format, output=output, relax=relax,
              source_format=source_format, vars=vars, vars_file=vars_file, no_tokenizer=no_tokenizer,
              tokenizer_pre=tokenizer_pre)
     return execute(p, output, force=force, progress=progress, jobs=jobs, target_options=target_options,
-                   max_output=max_output, sync=sync)
+                   max_output=max_output, sync=sync, outtype=outtype)

@@ -39,16 +39,22 @@ import bisect
 import builtins
 import struct
 import sys
-from typing import Mapping, NamedTuple, Optional, Sequence
+import os
+import threading
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
+from ..kernels import copy_range
 from .base import (MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, create_file, read_head,
                    save_with)
-from ..transforms.dequantize import BLOCKS as DEQUANTIZE
-from ..transforms.dequantize import dequantize as dequantize_blocks
+from ..ggml import BY_DTYPE, BY_NAME, TYPES
+from ..quant import DEQUANTIZE
+from ..quant import dequantize as dequantize_blocks
+from ..quant import encode
+from . import gguf_outtype
 from .chunks import c_order_chunks
 
 NAME = "gguf"
@@ -60,30 +66,7 @@ MAX_NAME = 63  # GGML_MAX_NAME is 64 bytes with the terminating zero
 MAX_DEPTH = 4  # nesting of arrays in metadata values
 
 
-class GGMLType(NamedTuple):
-    name: str
-    block: int  # elements per block
-    nbytes: int  # bytes per block
-    dtype: Optional[str]  # mapspec dtype of an element; None for a block-quantized type
-
-
-QK_K = 256
-# ggml type code -> layout (ggml.h / gguf-py's GGML_QUANT_SIZES).  Codes not listed are unknown.
-TYPES: dict[int, GGMLType] = {code: GGMLType(*t) for code, t in {
-    0: ("F32", 1, 4, "float32"), 1: ("F16", 1, 2, "float16"), 2: ("Q4_0", 32, 18, None),
-    3: ("Q4_1", 32, 20, None), 6: ("Q5_0", 32, 22, None), 7: ("Q5_1", 32, 24, None),
-    8: ("Q8_0", 32, 34, None), 9: ("Q8_1", 32, 40, None), 10: ("Q2_K", QK_K, 84, None),
-    11: ("Q3_K", QK_K, 110, None), 12: ("Q4_K", QK_K, 144, None), 13: ("Q5_K", QK_K, 176, None),
-    14: ("Q6_K", QK_K, 210, None), 15: ("Q8_K", QK_K, 292, None), 16: ("IQ2_XXS", QK_K, 66, None),
-    17: ("IQ2_XS", QK_K, 74, None), 18: ("IQ3_XXS", QK_K, 98, None), 19: ("IQ1_S", QK_K, 50, None),
-    20: ("IQ4_NL", 32, 18, None), 21: ("IQ3_S", QK_K, 110, None), 22: ("IQ2_S", QK_K, 82, None),
-    23: ("IQ4_XS", QK_K, 136, None), 24: ("I8", 1, 1, "int8"), 25: ("I16", 1, 2, "int16"),
-    26: ("I32", 1, 4, "int32"), 27: ("I64", 1, 8, "int64"), 28: ("F64", 1, 8, "float64"),
-    29: ("IQ1_M", QK_K, 56, None), 30: ("BF16", 1, 2, "bfloat16"), 34: ("TQ1_0", QK_K, 54, None),
-    35: ("TQ2_0", QK_K, 66, None), 39: ("MXFP4", 32, 17, None),
-}.items()}
-BY_NAME: dict[str, int] = {t.name: code for code, t in TYPES.items()}
-BY_DTYPE: dict[str, int] = {t.dtype: code for code, t in TYPES.items() if t.dtype}
+# ggml types: one table for reader, writer, dequantize and the quantizers (mapspec/ggml.py)
 WRITE_DTYPES = tuple(BY_DTYPE) + ("uint8",)  # uint8: raw blocks of a quantized type (see meta)
 RAW_BLOCKS = True  # records the ggml type of raw quantized blocks (mapspec.rawblocks)
 
@@ -472,9 +455,11 @@ def _typed(key: str, v) -> tuple:
     return _infer_type(v, key), v
 
 
-def header_bytes(infos: Sequence[TensorInfo], metadata: Mapping[str, tuple], alignment: int) -> tuple:
+def header_bytes(infos: Sequence[TensorInfo], metadata: Mapping[str, tuple], alignment: int,
+                 encodings: Optional[Mapping[str, str]] = None) -> tuple:
     """(header pieces padded to the alignment: bytes, or :class:`RawValue` spans of a template,
-    [data offset of each tensor], data size)."""
+    [data offset of each tensor], data size).  ``encodings``: {tensor: ggml type name} for tensors
+    stored in another type than they arrive in (``outtype``)."""
     out = [MAGIC, struct.pack("<IQQ", 3, len(infos), len(metadata))]
     for key, (tname, v) in metadata.items():
         tcode = VALUE_CODES["array"] if tname.startswith("array[") else VALUE_CODES.get(tname, -1)
@@ -482,7 +467,7 @@ def header_bytes(infos: Sequence[TensorInfo], metadata: Mapping[str, tuple], ali
         out.append(_encode(tname, v, key))
     offsets, pos = [], 0
     for info in infos:
-        code, ne, nbytes = tensor_layout(info)
+        code, ne, nbytes = tensor_layout(info, (encodings or {}).get(info.name))
         if len(info.name.encode("utf-8")) > MAX_NAME:
             raise MapspecError(f"GGUF tensor name {info.name!r} is longer than {MAX_NAME} bytes "
                                f"(llama.cpp's limit); rename it")
@@ -493,8 +478,12 @@ def header_bytes(infos: Sequence[TensorInfo], metadata: Mapping[str, tuple], ali
     return out, offsets, pos
 
 
-def tensor_layout(info: TensorInfo) -> tuple:
-    """(ggml type code, ne (fastest first), byte size) of an announced tensor."""
+def tensor_layout(info: TensorInfo, encoding: Optional[str] = None) -> tuple:
+    """(ggml type code, ne (fastest first), byte size) of an announced tensor (stored as ggml type
+    ``encoding`` if given)."""
+    if encoding is not None:
+        t = TYPES[BY_NAME[encoding]]
+        return BY_NAME[encoding], list(reversed(info.shape)), info.numel // t.block * t.nbytes
     dname = announced_dtype(info)
     meta = info.meta or {}
     if dname == "uint8" and meta.get("ggml_type"):
@@ -515,14 +504,22 @@ def tensor_layout(info: TensorInfo) -> tuple:
     return BY_DTYPE[dname], list(reversed(info.shape)), info.nbytes
 
 
+_SAME = {("F32", "float32"), ("F16", "float16")}  # (stored type, arriving dtype) whose bytes need no encoding
+
+
 class GGUFWriter(Writer):
-    """Streaming GGUF writer (version 3); see the module docstring for its options."""
+    """Streaming GGUF writer (version 3); see the module docstring for its options.
+
+    Either ``write`` in the announced order, or ``write_at`` / ``copy_at`` in any order from several
+    threads (each tensor's offset follows from the header; ``apply --jobs``)."""
 
     format = NAME
     RAW_BLOCKS = RAW_BLOCKS
+    positional = hasattr(os, "pwrite")
 
     def __init__(self, path: str, infos: Sequence[TensorInfo], metadata: Optional[Mapping] = None,
-                 alignment: Optional[int] = None, template: Optional[str] = None, **options):
+                 alignment: Optional[int] = None, template: Optional[str] = None, outtype: Optional[str] = None,
+                 **options):
         super().__init__(path, infos)
         if len(set(self._order)) != len(self._order):
             raise MapspecError(f"{path}: the same tensor name is announced twice")
@@ -538,25 +535,90 @@ class GGUFWriter(Writer):
             if not isinstance(k, str) or not k:
                 raise MapspecError(f"{path}: GGUF metadata keys must be non-empty text, not {k!r}")
             meta[k] = _typed(k, v)
+        self._types = gguf_outtype.encodings(self.infos, outtype, path)  # {name: ggml type} with outtype
+        if outtype is not None:
+            meta.update(gguf_outtype.metadata(outtype))
         meta.pop("general.alignment", None)
         if alignment != DEFAULT_ALIGNMENT:
             meta["general.alignment"] = ("uint32", alignment)
         self.alignment = alignment
-        head, _, self._data_size = header_bytes(self.infos, meta, alignment)
-        self._end = sum(map(len, head)) + self._data_size
+        head, offsets, self._data_size = header_bytes(self.infos, meta, alignment, self._types)
+        head_size = sum(map(len, head))
+        self._end = head_size + self._data_size
+        self._offsets = {i.name: head_size + o for i, o in zip(self.infos, offsets)}
         self._fh = create_file(path)
         for piece in head:
             piece.copy_to(self._fh) if isinstance(piece, RawValue) else self._fh.write(piece)
+        self._placed: Optional[set] = None  # names written by write_at / copy_at
+        self._lock = threading.Lock()
+
+    def _pieces(self, name: str, array: np.ndarray):
+        """The stored bytes of a tensor, in pieces (encoded into its outtype type if it has one)."""
+        t = self._types.get(name)
+        if t is None or (t, dtypes.name_of(array.dtype)) in _SAME:
+            return c_order_chunks(array, 16 << 20, byteorder="<")
+        return encode(array, t, f"tensor {name!r}")
 
     def write(self, name: str, array: np.ndarray) -> None:
         array = np.asarray(array)
         info = self._check(name, array)
         self._check_dtype(name, info, array, why="the header is already written (cast it before writing)")
-        for piece in c_order_chunks(array, 16 << 20, byteorder="<"):
+        for piece in self._pieces(name, array):
             self._fh.write(piece)
         self._fh.write(b"\0" * (-self._fh.tell() % self.alignment))  # the header is padded too
 
+    def write_at(self, name: str, array: np.ndarray) -> None:
+        """Write one tensor at its place in the file; any order, any thread, each tensor once."""
+        array = np.asarray(array)
+        info = self._fits(name, array)
+        self._check_dtype(name, info, array, why="the header is already written (cast it before writing)")
+        self._place(name)
+        pos = self._offsets[name]
+        for piece in self._pieces(name, array):
+            pos = _pwrite(self._fh.fileno(), piece, pos)
+
+    def copy_at(self, name: str, info: TensorInfo, span: tuple) -> None:
+        """Write tensor ``name`` from another file's bytes (``span``: descriptor, offset, byte count, as a
+        safetensors reader gives it), like :meth:`write_at`; encoded on the way if its type asks."""
+        want = self._expected.get(name)
+        if want is None or tuple(want.shape) != tuple(info.shape) or announced_dtype(want) != info.dtype \
+                or span[2] != want.nbytes:
+            raise MapspecError(f"{self.path}: tensor {name!r} does not match what was announced")
+        t = self._types.get(name)
+        if t is None or (t, info.dtype) in _SAME:
+            self._place(name)
+            copy_range(span[0], span[1], self._fh.fileno(), self._offsets[name], span[2])
+            return
+        self._place(name)
+        fd, src, pos = span[0], span[1], self._offsets[name]
+        row = max(1, info.shape[-1] if info.shape else 1) * dtypes.itemsize(info.dtype)
+        step = max(1, (16 << 20) // row) * row
+        dt = dtypes.to_numpy(info.dtype).newbyteorder("<")
+        for at in range(0, span[2], step):
+            raw = _pread(fd, min(step, span[2] - at), src + at)
+            rows = np.frombuffer(raw, dt).reshape(-1, info.shape[-1] if info.shape else 1)
+            for piece in encode(rows, t, f"tensor {name!r}"):
+                pos = _pwrite(self._fh.fileno(), piece, pos)
+
+    def _place(self, name: str) -> None:
+        with self._lock:
+            if self._placed is None:
+                if self._next:
+                    raise MapspecError(f"{self.path}: write_at after write; use one or the other")
+                self._fh.flush()  # the header, before any positional write
+                self._placed = set()
+            if name in self._placed:
+                raise MapspecError(f"{self.path}: tensor {name!r} written twice")
+            self._placed.add(name)
+
     def close(self) -> None:
+        if self._placed is not None:
+            missing = [n for n in self._order if n not in self._placed]
+            if missing:
+                raise MapspecError(f"{self.path}: writer closed before tensor {missing[0]!r} was written")
+            self._fh.truncate(self._end)  # the padding after the last tensor
+            self._fh.close()
+            return
         super().close()
         pos = self._fh.tell()
         self._fh.close()
@@ -565,6 +627,27 @@ class GGUFWriter(Writer):
 
     def abort(self) -> None:
         self._fh.close()
+
+
+def _pwrite(fd: int, piece, pos: int) -> int:
+    view = memoryview(piece).cast("B")
+    while len(view):
+        n = os.pwrite(fd, view, pos)
+        pos += n
+        view = view[n:]
+    return pos
+
+
+def _pread(fd: int, n: int, pos: int) -> bytes:
+    parts = []
+    while n > 0:
+        b = os.pread(fd, n, pos)
+        if not b:
+            raise MapspecError(f"tensor data ends {n} bytes early in the source file")
+        parts.append(b)
+        n -= len(b)
+        pos += len(b)
+    return b"".join(parts) if len(parts) != 1 else parts[0]
 
 
 def template_metadata(template: str) -> dict:
@@ -576,7 +659,8 @@ def template_metadata(template: str) -> dict:
 
 
 READ_OPTIONS = ("dequantize",)
-WRITE_OPTIONS = ("metadata", "alignment")
+WRITE_OPTIONS = ("metadata", "alignment", "outtype")
+POSITIONAL = GGUFWriter.positional  # the writer has write_at/copy_at (apply --jobs writes in parallel)
 
 
 def open(path: str, **options) -> GGUFReader:  # noqa: A001 - the format API's name
