@@ -139,6 +139,15 @@ def _ggml_type(meta) -> str:
     return f"{meta['ggml_type']} blocks of {_shape(meta['shape'])}" if "shape" in meta else meta["ggml_type"]
 
 
+def _metadata_view(reader):
+    """The module that shows a reader's metadata (GGUF key/values), or None."""
+    if getattr(reader, "format", None) != "gguf" or not hasattr(reader, "typed_metadata"):
+        return None
+    from .formats import gguf_view
+
+    return gguf_view
+
+
 def cmd_inspect(args, out: TextIO, err: TextIO) -> int:
     from .formats import open_checkpoint
     from .progress import count_bar
@@ -153,8 +162,10 @@ def cmd_inspect(args, out: TextIO, err: TextIO) -> int:
         infos = r.infos()
         total_n = sum(i.numel for i in infos.values())
         total_b = sum(i.nbytes for i in infos.values())
+        view = _metadata_view(r)
         if args.json:
             json.dump({"file": r.path, "format": r.format, "has_data": r.has_data,
+                       **({"metadata": view.as_json(r)} if view else {}),
                        "tensors": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype, "numel": i.numel,
                                     "nbytes": i.nbytes, **_json_meta(i.meta)} for i in infos.values()],
                        "total": {"tensors": len(infos), "numel": total_n, "nbytes": total_b}}, out, indent=1)
@@ -173,6 +184,9 @@ def cmd_inspect(args, out: TextIO, err: TextIO) -> int:
         print(f"\n{len(infos)} tensors, {total_n:,} values, {_size(total_b)}; format {r.format}{kind}", file=out)
         for note in getattr(r, "notes", []):
             print(f"note: {note}", file=out)
+        if view:
+            print(file=out)
+            _table(view.rows(r), out, ["metadata key", "type", "count", "value"])
     return 0
 
 
