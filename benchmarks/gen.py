@@ -185,13 +185,15 @@ def vgg16_caffemodel(path: str, scale: float = 1.0, seed: int = 0) -> dict:
 SAFETENSORS_KINDS = ("attn.q", "attn.o", "mlp.up", "mlp.down")
 
 
-def _write_safetensors(path: str, entries: list, rng: np.random.Generator) -> int:
-    """A safetensors file of float32 tensors ``[(name, shape), ...]`` with seeded uniform values; its size."""
+def _write_safetensors(path: str, entries: list, rng: np.random.Generator, dtype: str = "F32") -> int:
+    """A safetensors file of float32 (or ``dtype="F16"``: float16, centred) tensors ``[(name, shape), ...]``
+    with seeded uniform values; its size."""
     header = {"__metadata__": {"format": "pt"}}
     offset = 0
+    size = {"F32": 4, "F16": 2}[dtype]
     for name, shape in entries:
-        n = int(np.prod(shape)) * 4
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + n]}
+        n = int(np.prod(shape)) * size
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
@@ -202,7 +204,8 @@ def _write_safetensors(path: str, entries: list, rng: np.random.Generator) -> in
             total, done = int(np.prod(shape)), 0
             while done < total:
                 n = min(_BLOCK, total - done)
-                f.write(memoryview(rng.random(n, dtype=np.float32).astype("<f4", copy=False)))
+                x = rng.random(n, dtype=np.float32)
+                f.write(memoryview(x.astype("<f4", copy=False) if dtype == "F32" else (x - 0.5).astype("<f2")))
                 done += n
         return f.tell()
 
@@ -264,6 +267,35 @@ def llama_sharded(directory: str, gib: float = 4.0, shard_bytes: int = 2 * 10 **
     largest = max(int(np.prod(s)) * 4 for _, s in entries)
     return {"path": str(d), "bytes": total_file, "tensors": len(entries), "shards": len(shards),
             "largest_bytes": largest, "layers": (len(entries) - 3) // 9}
+
+
+def llama_hf(directory: str, gib: float = 2.0, scale: float = 1.0, seed: int = 0) -> dict:
+    """A Hugging Face Llama checkpoint as save_pretrained lays it out for llama.cpp's converter: config.json
+    (transformers' LlamaConfig, TinyLlama's widths, as many layers as ``gib`` of float16 needs), one float16
+    model.safetensors, and a tiny sentencepiece tokenizer.model; ``scale`` < 1 shrinks every width (tests)."""
+    import io
+
+    import sentencepiece as spm
+    import transformers
+
+    entries = [(n, tuple(max(1, int(d * scale)) for d in s)) for n, s in llama_entries(gib * 2)]
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    h, m, v, kv = (max(1, int(LLAMA[k] * scale)) for k in ("hidden", "mlp", "vocab", "kv"))
+    heads = max(1, int(32 * scale))
+    layers = (len(entries) - 3) // 9
+    transformers.LlamaConfig(vocab_size=v, hidden_size=h, intermediate_size=m, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=max(1, heads * kv // h),
+                             max_position_embeddings=2048, architectures=["LlamaForCausalLM"],
+                             tie_word_embeddings=False, dtype="float16").save_pretrained(d)
+    size = _write_safetensors(str(d / "model.safetensors"), entries, np.random.default_rng(seed), "F16")
+    model = io.BytesIO()
+    text = ["the quick brown fox jumps over the lazy dog", "weights and tensors of a model"] * 50
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=model, vocab_size=min(48, v),
+                                   model_type="bpe", hard_vocab_limit=False, minloglevel=2)
+    (d / "tokenizer.model").write_bytes(model.getvalue())
+    return {"path": str(d), "bytes": size, "tensors": len(entries), "layers": layers,
+            "largest_bytes": max(int(np.prod(s)) * 2 for _, s in entries)}
 
 
 # A Llama-shaped GGUF (llama.cpp names, float16): per layer attn_q/k/v/output 4096 x 4096, ffn_up 8192 x 4096,

@@ -25,6 +25,13 @@ Cases (see benchmarks/README.md for the targets and the latest numbers):
     tensor per layer transposed (``gguf-to-safetensors.yaml``), next to gguf-py's reader with its
     writer / safetensors' ``save_file`` doing the same (``gguf_py_copy.py``), ``cp`` and
     ``mapspec inspect``; outputs checked equal to gguf-py's (tensors, types, metadata).
+``hf-gguf``
+    A ~2 GB Hugging Face Llama checkpoint (``gen.llama_hf``: TinyLlama widths, float16, config.json by
+    transformers, a tiny sentencepiece tokenizer) -> GGUF with ``llama/hf-to-gguf --outtype f16`` and
+    ``--outtype q8_0``, next to llama.cpp's ``convert_hf_to_gguf.py`` with the same outtypes (from
+    MAPSPEC_LLAMA_CPP_SRC or the CI cache; the case is skipped without it); outputs checked equal
+    to the converter's (every tensor's ggml type and bytes, general.file_type).  Targets: wall and
+    peak RSS <= 0.5 x the converter's.
 ``sharded``
     A Llama-shaped sharded checkpoint (``gen.llama_sharded``: TinyLlama widths, float32, 2 GB
     shards, Hugging Face names; 4 GiB, ``--sharded-gib 16`` for a bigger machine) -> Meta names
@@ -68,9 +75,9 @@ import gen  # noqa: E402  (benchmarks/gen.py)
 
 PY = sys.executable
 MB = 1 << 20
-CASES = ("vgg16", "safetensors", "plan", "scaling", "sharded", "gguf", "sync")
+CASES = ("vgg16", "safetensors", "plan", "scaling", "sharded", "gguf", "sync", "hf-gguf")
 GENERATED = ("vgg16*.caffemodel", "vgg16*.json", "vgg16*.pth", "rename-*.safetensors", "rename-*.json",
-             "scaling.pth", "llama-*", "sync-*")  # what the cases write into the work directory
+             "scaling.pth", "llama-*", "sync-*", "hf-llama-*")  # what the cases write into the work directory
 
 
 class Command(NamedTuple):
@@ -475,6 +482,72 @@ def case_gguf(work: Path, sizes: Sizes, runs: int, log) -> dict:
             "paired_ratio_wall_vs_gguf_py": _paired(me.wall, m["gguf-py reader + writer (rename)"].wall),
             "paired_ratio_wall_vs_cp": _paired(me.wall, m["cp"].wall)}
 
+LLAMA_CPP = Path(os.environ.get("MAPSPEC_LLAMA_CPP_SRC")
+                 or Path.home() / ".cache/mapspec-ci/src/llama_cpp_python-0.3.36/vendor/llama.cpp")
+HF_GGUF_FACTOR = 0.5  # the issue's target: wall and peak RSS <= 0.5 x llama.cpp's converter
+
+_CHECK_HF_GGUF = """
+import sys
+from gguf import GGUFReader
+a, b = GGUFReader(sys.argv[1]), GGUFReader(sys.argv[2])
+ta, tb = {t.name: t for t in a.tensors}, {t.name: t for t in b.tensors}
+assert sorted(ta) == sorted(tb), sorted(set(ta) ^ set(tb))
+for n, x in ta.items():
+    y = tb[n]
+    assert x.tensor_type == y.tensor_type and x.data.tobytes() == y.data.tobytes(), n
+ft = [r.fields["general.file_type"].contents() for r in (a, b)]
+assert ft[0] == ft[1], ft
+print(len(ta))
+"""
+
+
+def case_hf_gguf(work: Path, sizes: Sizes, runs: int, log) -> dict:
+    script = LLAMA_CPP / "convert_hf_to_gguf.py"
+    if not script.is_file():
+        log(f"  skipped: no {script} (set MAPSPEC_LLAMA_CPP_SRC to a llama.cpp source folder)")
+        return {"skipped": f"llama.cpp's converter not found in {LLAMA_CPP}", "results": {}}
+    src = work / f"hf-llama-x{sizes.gguf_scale:g}"
+    facts_path = work / f"hf-llama-x{sizes.gguf_scale:g}.json"
+    facts = json.loads(facts_path.read_text()) if facts_path.exists() and src.exists() else None
+    if facts is None:
+        t = time.perf_counter()
+        facts = gen.llama_hf(str(src), gib=2.0 * sizes.gguf_scale ** 2, scale=sizes.gguf_scale)
+        facts_path.write_text(json.dumps(facts))
+        log(f"generated {src} ({facts['bytes'] / MB:.0f} MB) in {time.perf_counter() - t:.1f} s")
+    weights = src / "model.safetensors"
+    cmds, pairs = [], []
+    for outtype in ("f16", "q8_0"):
+        ours, theirs = work / f"hf-llama-mapspec-{outtype}.gguf", work / f"hf-llama-convert-{outtype}.gguf"
+        cmds += [Command(f"mapspec apply --outtype {outtype}",
+                         mapspec_cmd("apply", "llama/hf-to-gguf", "-s", weights, "-o", ours, "--outtype", outtype, "-q"),
+                         ours, (weights,)),
+                 Command(f"convert_hf_to_gguf.py --outtype {outtype}",
+                         ["env", f"PYTHONPATH={LLAMA_CPP / 'gguf-py'}", PY, script, src, "--outfile", theirs,
+                          "--outtype", outtype], theirs, (weights,))]
+        pairs.append((outtype, cmds[-2], cmds[-1]))
+    cmds.append(Command("python -c pass", [PY, "-c", "pass"]))
+    m = measure(cmds, runs, log)
+    out = {"input": facts, "results": m, "targets": {}}
+    checks = []
+    for outtype, ours, theirs in pairs:
+        run_once(ours)
+        run_once(theirs)
+        res = subprocess.run([PY, "-c", _CHECK_HF_GGUF, str(ours.output), str(theirs.output)], capture_output=True,
+                             text=True)
+        if res.returncode:
+            raise RuntimeError(f"mapspec's --outtype {outtype} output differs from the converter's:\n{res.stderr}")
+        checks.append(f"{outtype}: {res.stdout.strip()} tensors")
+        _remove(ours.output)
+        _remove(theirs.output)
+        me, ref = m[ours.label], m[theirs.label]
+        out["targets"][f"{outtype}: wall <= {HF_GGUF_FACTOR} x converter"] = _target(
+            statistics.median(me.wall), HF_GGUF_FACTOR * statistics.median(ref.wall), "s")
+        out["targets"][f"{outtype}: peak RSS <= {HF_GGUF_FACTOR} x converter"] = _target(
+            statistics.median(me.rss), HF_GGUF_FACTOR * statistics.median(ref.rss), "B")
+        out[f"paired_ratio_wall_{outtype}_vs_converter"] = _paired(me.wall, ref.wall)
+    out["check"] = "equal to llama.cpp's converter (ggml types, bytes, general.file_type): " + ", ".join(checks)
+    return out
+
 
 def case_plan(work: Path, sizes: Sizes, runs: int, log) -> dict:
     src, facts = _vgg16_input(work, sizes.vgg_scale, log)
@@ -666,7 +739,8 @@ def main(argv=None) -> int:
     fns = {"vgg16": ("vgg16-caffe-to-torch", case_vgg16), "safetensors": ("safetensors-rename-4g", case_safetensors),
            "plan": ("plan-inspect", case_plan), "scaling": ("scaling", case_scaling),
            "sharded": (f"sharded-llama-{sizes.llama_gib:g}g", case_sharded), "gguf": ("gguf-llama", case_gguf),
-           "sync": ("sync-vs-no-sync-1.5g", case_sync)}
+           "sync": ("sync-vs-no-sync-1.5g", case_sync),
+           "hf-gguf": ("hf-to-gguf-outtype", case_hf_gguf)}
     report = {"machine": machine(), "runs": runs, "quick": a.quick, "date": time.strftime("%Y-%m-%d %H:%M"),
               "rss_method": RSS_METHOD, "cases": {}}
     t0 = time.perf_counter()

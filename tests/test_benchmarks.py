@@ -74,9 +74,11 @@ def test_quick_run_produces_every_case_and_checks_outputs(tmp_path):
     report = json.loads(out.read_text())
     cases = report["cases"]
     assert list(cases) == ["vgg16-caffe-to-torch", "safetensors-rename-4g", "plan-inspect", "scaling",
-                           "sharded-llama-0.6g", "gguf-llama", "sync-vs-no-sync-1.5g"]
+                           "sharded-llama-0.6g", "gguf-llama", "sync-vs-no-sync-1.5g", "hf-to-gguf-outtype"]
     assert cases["gguf-llama"]["check"].startswith("equal to gguf-py's (48 GGUF tensors")
     assert cases["sharded-llama-0.6g"]["check"].startswith("equal to the HF way's")
+    outtype = cases["hf-to-gguf-outtype"]
+    assert "skipped" in outtype or outtype["check"].startswith("equal to llama.cpp's converter")
     assert cases["vgg16-caffe-to-torch"]["check"].startswith("identical to the baseline")
     assert cases["safetensors-rename-4g"]["check"].startswith("all 8 tensors equal")
     sync = cases["sync-vs-no-sync-1.5g"]
@@ -92,7 +94,7 @@ def test_quick_run_produces_every_case_and_checks_outputs(tmp_path):
     assert rows[0]["bytes"] < rows[-1]["bytes"]
     assert "| vgg16-caffe-to-torch | mapspec apply |" in proc.stdout
     assert not list(work.glob("*.caffemodel")) and not list(work.glob("*.safetensors"))  # cleaned up
-    assert not list(work.glob("llama-*")) and not list(work.glob("sync-*"))
+    assert not list(work.glob("llama-*")) and not list(work.glob("sync-*")) and not list(work.glob("hf-llama-*"))
 
 
 def test_generated_gguf_reads_with_gguf_py(tmp_path):
