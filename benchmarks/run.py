@@ -91,6 +91,7 @@ class Measured(NamedTuple):
     label: str
     wall: list  # seconds, one per run
     rss: list  # peak RSS in bytes, one per run
+    cpu: list = []  # user + system CPU seconds of the process and its children, one per run
 
     @property
     def wall_median(self) -> float:
@@ -102,6 +103,7 @@ class Measured(NamedTuple):
 
     def to_json(self) -> dict:
         return {"label": self.label, "wall_s": [round(w, 4) for w in self.wall], "peak_rss_bytes": self.rss,
+                "cpu_s": [round(c, 3) for c in self.cpu],
                 "wall_median_s": round(self.wall_median, 4), "peak_rss_median_mb": round(self.rss_median / MB, 1)}
 
 
@@ -125,8 +127,9 @@ def _remove(path: Optional[Path]) -> None:
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None  # GNU time (Debian package "time")
 
 
-def run_once(cmd: Command, clear: tuple = ()) -> tuple:
-    """(wall seconds, peak RSS bytes) of one fresh process running ``cmd``.
+def run_once(cmd: Command, clear: tuple = (), cpu: Optional[list] = None) -> tuple:
+    """(wall seconds, peak RSS bytes) of one fresh process running ``cmd``; its user + system CPU
+    seconds (``wait4``: the process and the children it waited for) are appended to ``cpu`` if given.
 
     Peak RSS comes from GNU time (``%M``, kilobytes), which starts the command from its own small
     process: a child forked straight from this Python would report at least this Python's RSS
@@ -150,6 +153,8 @@ def run_once(cmd: Command, clear: tuple = ()) -> tuple:
     proc.stderr.close()
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd.label}: exit {proc.returncode}: {' '.join(argv)}\n{err}")
+    if cpu is not None:
+        cpu.append(usage.ru_utime + usage.ru_stime)
     if TIME:
         kb = int(_TIME_OUT.read_text().split()[-1])
     else:
@@ -166,16 +171,17 @@ def measure(commands: list, runs: int, log) -> dict:
     """Run every command ``runs`` times, interleaved; {label: Measured}."""
     walls = {c.label: [] for c in commands}
     rsss = {c.label: [] for c in commands}
+    cpus = {c.label: [] for c in commands}
     outputs = tuple(c.output for c in commands if c.output is not None)
     for i in range(runs):
         for c in commands:
-            w, r = run_once(c, clear=outputs)  # every run starts without the other commands' outputs
+            w, r = run_once(c, clear=outputs, cpu=cpus[c.label])  # each run starts without the others' outputs
             walls[c.label].append(w)
             rsss[c.label].append(r)
             log(f"  run {i + 1}/{runs} {c.label}: {w:.3f} s, {r / MB:.0f} MB")
     for c in commands:
         _remove(c.output)
-    return {c.label: Measured(c.label, walls[c.label], rsss[c.label]) for c in commands}
+    return {c.label: Measured(c.label, walls[c.label], rsss[c.label], cpus[c.label]) for c in commands}
 
 
 def mapspec_cmd(*args) -> list:
@@ -545,6 +551,7 @@ def case_hf_gguf(work: Path, sizes: Sizes, runs: int, log) -> dict:
         out["targets"][f"{outtype}: peak RSS <= {HF_GGUF_FACTOR} x converter"] = _target(
             statistics.median(me.rss), HF_GGUF_FACTOR * statistics.median(ref.rss), "B")
         out[f"paired_ratio_wall_{outtype}_vs_converter"] = _paired(me.wall, ref.wall)
+        out[f"paired_ratio_cpu_{outtype}_vs_converter"] = _paired(me.cpu, ref.cpu)  # less sensitive to load
     out["check"] = "equal to llama.cpp's converter (ggml types, bytes, general.file_type): " + ", ".join(checks)
     return out
 
