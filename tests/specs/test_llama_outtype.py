@@ -1,8 +1,8 @@
 """llama/hf-to-gguf --outtype X against llama.cpp's own convert_hf_to_gguf.py --outtype X on a tiny random
-Llama (transformers' classes, random weights and norms, a tiny sentencepiece tokenizer): every tensor's ggml
-type and bytes, and general.file_type, equal.  q4_0/q4_1/q5_0/q5_1 (which the converter does not offer):
-the converter's q8_0 choice of types with the type swapped, data = gguf-py's quantize of the converter's
-f32 tensors."""
+Llama (transformers' classes, random weights and norms, a SentencePiece tokenizer): every tensor's ggml type
+and bytes, and general.file_type, equal.  q4_0/q4_1/q5_0/q5_1 (which the converter does not offer): the
+converter's q8_0 choice of types with the type swapped, data = gguf-py's quantize of the converter's f32
+tensors."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 from mapspec import cli
 
+import llamacpp_util
 import llm_fixtures
 
 gguf = pytest.importorskip("gguf")
@@ -20,9 +21,10 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
-SRC, WHY = llm_fixtures.llama_cpp_src()
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(SRC is None, reason=WHY or "")]
+pytestmark = pytest.mark.slow
 Q = gguf.GGMLQuantizationType
+VOCAB = 320
+FFN = 80  # rows of 80 values: not whole blocks of 32, so ffn_down falls back to F16 (the converter's rule)
 
 
 def run(*argv):
@@ -42,13 +44,15 @@ def file_type(path) -> int:
 
 
 def _model(tmp_path_factory, dtype: str):
-    d = llm_fixtures.tiny_llama(tmp_path_factory.mktemp(f"llama-{dtype}"), dtype=dtype)
-    llm_fixtures.tiny_sentencepiece(d)
+    d = tmp_path_factory.mktemp(f"llama-{dtype}")
+    llm_fixtures.sentencepiece_tokenizer(d, vocab_size=VOCAB)
+    llm_fixtures.llama_model(d, VOCAB, dtype=dtype, intermediate_size=FFN)
     return d
 
 
 @pytest.fixture(scope="module")
 def f32_model(tmp_path_factory):
+    llamacpp_util.converter_src()  # skips without llama.cpp's converter
     return _model(tmp_path_factory, "float32")
 
 
@@ -60,8 +64,7 @@ def converted(f32_model, tmp_path_factory):
     def get(outtype: str):
         if outtype not in cache:
             out = tmp_path_factory.mktemp("ref") / f"ref-{outtype}.gguf"
-            r = llm_fixtures.run_converter(SRC, f32_model, out, outtype)
-            assert r.returncode == 0, r.stderr[-4000:]
+            llamacpp_util.convert(f32_model, out, "--outtype", outtype)
             cache[outtype] = out
         return cache[outtype]
     return get
@@ -88,7 +91,6 @@ def test_tensors_and_file_type_equal_the_converters(outtype, f32_model, converte
 
 
 def test_q8_0_falls_back_to_f16_where_rows_are_not_whole_blocks(converted):
-    # intermediate_size 80: ffn_down's rows are 80 values, not whole blocks of 32 (the converter's F16)
     types = {n: t for n, (t, _, _) in tensors(converted("q8_0")).items()}
     assert types["blk.0.ffn_down.weight"] == "F16" and types["blk.0.ffn_up.weight"] == "Q8_0"
 
@@ -117,11 +119,10 @@ def test_legacy_quants_follow_the_converters_q8_0_choice(outtype, f32_model, con
 
 
 def test_auto_on_a_bfloat16_model_is_bf16_like_the_converter(tmp_path_factory, tmp_path):
+    llamacpp_util.converter_src()
     model = _model(tmp_path_factory, "bfloat16")
     ref = tmp_path / "ref.gguf"
-    r = llm_fixtures.run_converter(SRC, model, ref, "auto")
-    assert r.returncode == 0, r.stderr[-4000:]
+    llamacpp_util.convert(model, ref, "--outtype", "auto")
     mine = ours(model, tmp_path, "auto")
-    want, got = tensors(ref), tensors(mine)
-    assert got == want
+    assert tensors(mine) == tensors(ref)
     assert file_type(mine) == file_type(ref) == int(gguf.LlamaFileType.MOSTLY_BF16)
