@@ -913,10 +913,12 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     def done(i: int, x) -> None:
         nonlocal written
         s = p.steps[i]
-        written += TensorInfo(s.target, s.out_meta.shape, s.out_meta.dtype).nbytes
+        stored = getattr(writer, "stored", None)  # (bytes, type) a writer encodes a tensor in (GGUF outtype)
+        nbytes, encoding = stored(s.target) if stored else (None, None)
+        written += nbytes if nbytes is not None else TensorInfo(s.target, s.out_meta.shape, s.out_meta.dtype).nbytes
         entries.append({"target": s.target, "source": s.source if not s.parts else s.sources, "refs": s.refs,
                         "transforms": [c.label for c in s.calls], "shape": list(s.out_meta.shape),
-                        "dtype": s.out_meta.dtype})
+                        "dtype": s.out_meta.dtype, **({"stored_as": encoding} if encoding else {})})
         for src in s.sources:
             release(src)
         for r in s.refs:

@@ -552,6 +552,13 @@ class GGUFWriter(Writer):
         self._placed: Optional[set] = None  # names written by write_at / copy_at
         self._lock = threading.Lock()
 
+    def stored(self, name: str) -> tuple:
+        """(bytes, ggml type name) of a tensor this writer encodes (``outtype``), else (None, None)."""
+        t = self._types.get(name)
+        if t is None:
+            return None, None
+        return tensor_layout(self._expected[name], t)[2], t
+
     def _pieces(self, name: str, array: np.ndarray):
         """The stored bytes of a tensor, in pieces (encoded into its outtype type if it has one)."""
         t = self._types.get(name)

@@ -103,3 +103,20 @@ def test_quantized_blocks_from_a_gguf_source_are_not_reencoded(tmp_path):
     spec.write_text("mapspec: 1\nsource: {format: gguf}\ntarget: {format: gguf}\nrules:\n  - {from: w, to: w.weight}\n")
     code, _, err = run("apply", spec, "--source", tmp_path / "q.gguf", "-o", tmp_path / "o.gguf", "--outtype", "f16")
     assert code == 1 and "holds Q8_0 blocks" in err and "Traceback" not in err
+
+
+def test_apply_reports_the_bytes_and_types_written(tmp_path):
+    x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    save_safetensors(str(tmp_path / "a.safetensors"), {"w": x, "b": x[0]})
+    report = tmp_path / "r.json"
+    code, out, err = run("apply", _spec(tmp_path, "gguf"), "--source", tmp_path / "a.safetensors", "-o",
+                         tmp_path / "o.gguf", "--outtype", "q8_0", "--report", report)
+    assert code == 0, err
+    import json
+
+    r = json.loads(report.read_text())
+    stored = {t["target"]: t.get("stored_as") for t in r["tensors"]}
+    assert stored == {"w.weight": "Q8_0", "b.weight": "F32"}
+    # 4 rows of 2 Q8_0 blocks (34 bytes) + 64 float32 values: what the file holds, not the float32 input
+    assert r["summary"]["bytes_written"] == 4 * 2 * 34 + 64 * 4
+    assert "528 B" in out
