@@ -843,6 +843,15 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list = []
 
 
+def _graph_command(sub) -> None:  # mapspec graph lives in its own module (cli_graph.py)
+    from .cli_graph import add_graph_command
+
+    add_graph_command(sub)
+
+
+_EXTRA_COMMANDS.append(_graph_command)
+
+
 def run(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
         stderr: Optional[TextIO] = None) -> int:
     out = stdout if stdout is not None else sys.stdout
