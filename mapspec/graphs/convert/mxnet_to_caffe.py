@@ -315,9 +315,14 @@ def convert(graph: Graph, input_shapes: dict) -> Converted:
     if missing:
         raise node_error(graph.path, f"input {missing[0]!r}", "has no shape: give --input-shape N,C,H,W "
                          "(e.g. 1,3,112,112); the Caffe net's Input layer needs it")
+    needed = set(dfs_order(graph.nodes, graph.heads))
+    for node in graph.nodes:  # before shape inference: an op Caffe cannot have is the first thing to say
+        if node.index in needed and node.op != "null" and node.op not in CONVERTERS:
+            raise node_error(graph.path, f"node {node.name!r} ({node.op})",
+                             f"mapspec cannot express op {node.op!r} in Caffe (ops it converts: "
+                             f"{', '.join(sorted(CONVERTERS))})")
     _, outs = infer_node_shapes(graph, input_shapes)
     ctx = _Ctx(graph, outs)
-    needed = set(dfs_order(graph.nodes, graph.heads))
     for name in graph.input_names:
         idx = graph.by_name[name]
         if idx not in needed:
@@ -329,10 +334,7 @@ def convert(graph: Graph, input_shapes: dict) -> Converted:
     for node in graph.nodes:
         if node.index not in needed or node.op == "null":
             continue
-        fn = CONVERTERS.get(node.op)
-        if fn is None:
-            raise ctx.fail(node, f"mapspec cannot express op {node.op!r} in Caffe (ops it converts: "
-                                 f"{', '.join(sorted(CONVERTERS))})")
+        fn = CONVERTERS[node.op]
         roles = slots_of(OPS[node.op], node.attrs) if node.op in OPS else (None,) * len(node.inputs)
         ins = []
         for (src, out), role in zip(node.inputs, roles):
