@@ -22,6 +22,7 @@ class WeightRule:
     fill: Optional[float] = None
     also: dict = field(default_factory=dict)
     why: str = ""  # a comment for the spec
+    transforms: list = field(default_factory=list)  # the rule's apply: list (plain dicts)
 
 
 @dataclass

@@ -50,8 +50,9 @@ def make_spec(conv: Converted, source_graph: str, written_graph: str, spec_path:
         if r.why:
             lines.append(f"  # {r.why}")
         lines += [f"  - from: {_q(r.src)}", f"    to: {_q(r.dst)}"]
-        if r.fill is not None:
-            lines.append(f"    apply: [{{fill: {r.fill!r}}}]")
+        apply = ([f"{{fill: {r.fill!r}}}"] if r.fill is not None else []) + [json.dumps(t) for t in r.transforms]
+        if apply:
+            lines.append(f"    apply: [{', '.join(apply)}]")
         if r.also:
             items = ", ".join(f"{{to: {_q(k)}, value: {json.dumps(v)}, dtype: float32}}" for k, v in r.also.items())
             lines.append(f"    also: [{items}]")
