@@ -18,6 +18,9 @@ def cmd_graph(args, out: TextIO, err: TextIO) -> int:
     print(f"wrote {escape(args.output)} ({conv.target_format}; outputs {escape(', '.join(conv.outputs))}; "
           f"{len(conv.rules)} weight tensors)" + (f"; spec in {escape(args.emit_spec)}" if args.emit_spec else ""),
           file=out)
+    if args.emit_spec:
+        weights = ".params" if conv.source_format == "mxnet" else ".caffemodel"
+        print(f"convert the weights with: mapspec apply {escape(args.emit_spec)} -s WEIGHTS{weights} -o OUT", file=out)
     return 0
 
 

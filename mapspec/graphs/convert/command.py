@@ -76,6 +76,8 @@ def graph(src: str, to: str, out: str, input_shape: Optional[str] = None, emit_s
         spec_text = make_spec(conv, src, out, emit_spec)
     with atomic_output(out, force=force) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
+            if conv.target_format == "caffe":
+                f.write(f"# {os.path.basename(src)} converted by mapspec graph\n")
             f.write(conv.text)
         if spec_text is not None:
             with atomic_output(emit_spec, force=force, what="spec") as tmp_spec:

@@ -242,7 +242,9 @@ def _eltwise(op: str, coeff: Optional[list] = None) -> Callable:
 
 
 def _scalar(scale_of: Callable, shift_of: Callable) -> Callable:
-    """A ``_*_scalar`` op as Caffe's Power layer: ``shift + scale * x`` (power 1)."""
+    """A ``_*_scalar`` op as Caffe's Power layer: ``shift + scale * x`` (power 1).  Plus, minus and multiply
+    are the same float operation in both; ``_div_scalar`` becomes a multiplication by ``1/s``, which may
+    differ from MXNet's division in the last bit."""
     def convert(ctx, node, ins):
         s = node.attrs["scalar"]
         p = ctx.layer(node, node.name, "Power", ins).power_param
