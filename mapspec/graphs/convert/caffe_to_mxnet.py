@@ -15,7 +15,6 @@ Eltwise coefficients, LRN, ...) is an error naming the layer.
 from __future__ import annotations
 
 import json
-import os
 from typing import Optional
 
 from ..caffe import layers as cl
@@ -347,10 +346,6 @@ def convert(net, path: str, input_shape: Optional[tuple] = None) -> Converted:
 def _rewritten_after(layers, i: int, blob: str) -> bool:
     """Is ``blob`` written again by a later layer (an in-place one)? Then that layer reports it."""
     return any(blob in layers[j].top for j in range(i + 1, len(layers)))
-
-
-def net_name(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
 
 
 __all__ = ["CONVERTERS", "convert"]

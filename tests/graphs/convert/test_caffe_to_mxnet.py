@@ -14,6 +14,7 @@ mapspec's Caffe executor (tested against recorded real-Caffe runs), MXNet's from
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ def test_symbol_shapes_are_caffes(fixture):
     path = str(fixture_file(fixture))
     net = load_net(path)
     conv = convert(net, path)
-    g = graph_from_json(__import__("json").loads(conv.text), "net-symbol.json")
+    g = graph_from_json(json.loads(conv.text), "net-symbol.json")
     mx = infer_shapes(g, conv.inputs)
     caffe = infer(net)
     checked = 0
@@ -140,7 +141,7 @@ def test_symbol_shapes_are_caffes(fixture):
 
 def test_zoo_structure():
     conv = convert(load_net(ZOO), "zoo.prototxt")
-    ops = {n["name"]: n for n in __import__("json").loads(conv.text)["nodes"]}
+    ops = {n["name"]: n for n in json.loads(conv.text)["nodes"]}
     assert ops["bn1"]["attrs"]["fix_gamma"] == "True" and ops["bn2"]["attrs"]["fix_gamma"] == "False"
     assert ops["bn2"]["attrs"]["eps"] == "0.001"
     assert ops["sum"]["op"] == "add_n" and ops["sub"]["op"] == "elemwise_sub"
