@@ -239,7 +239,7 @@ def quantize(x: np.ndarray, type_name: str) -> np.ndarray:
     """Float rows ``(*rows, n)`` (n a multiple of the block size) -> the type's stored form: uint8
     ``(*rows, n / block * bytes)`` for a block type, else float32 / float16 / bfloat16 bits (uint16)."""
     out = [np.asarray(p) for p in _encode_rows(np.asarray(x).reshape(-1, x.shape[-1] if x.ndim else 1),
-                                               type_name, "tensor")]
+                                               type_name, "tensor", _AS_GGUF_PY)]
     flat = np.concatenate(out) if out else np.empty((0,), _stored(type_name))
     t = by_name(type_name)
     row = (x.shape[-1] // t.block * t.nbytes) if x.ndim else 1
@@ -261,7 +261,10 @@ def _as_f32(x: np.ndarray, what: str) -> np.ndarray:
     return y
 
 
-def _encode_rows(rows: np.ndarray, type_name: str, what: str) -> Iterator[np.ndarray]:
+_AS_GGUF_PY = frozenset({"underflow"})  # quantize(): exactly gguf-py's arithmetic, tiny values flushed as it does
+
+
+def _encode_rows(rows: np.ndarray, type_name: str, what: str, allow: frozenset) -> Iterator[np.ndarray]:
     """2-D float rows -> the type's bytes, a bounded number of rows at a time (C order)."""
     t = by_name(type_name)
     if t.dtype is None and type_name not in QUANTIZE:
@@ -273,10 +276,10 @@ def _encode_rows(rows: np.ndarray, type_name: str, what: str) -> Iterator[np.nda
     step = max(1, (1 << 14) // max(1, rows.shape[1]))
     for i in range(0, rows.shape[0], step):
         x = _as_f32(np.ascontiguousarray(rows[i:i + step]), what)
-        yield _encode_f32(x, rows[i:i + step], type_name, what)
+        yield _encode_f32(x, rows[i:i + step], type_name, what, allow)
 
 
-def _encode_f32(x: np.ndarray, original: np.ndarray, type_name: str, what: str) -> np.ndarray:
+def _encode_f32(x: np.ndarray, original: np.ndarray, type_name: str, what: str, allow: frozenset) -> np.ndarray:
     if type_name == "F32":
         return x
     if type_name in ("F16", "BF16"):
@@ -290,6 +293,9 @@ def _encode_f32(x: np.ndarray, original: np.ndarray, type_name: str, what: str) 
             big = np.abs(x[np.isfinite(x) & ~fin]).max()
             raise QuantError(f"{what}: value {big:g} overflows {type_name.lower()} (it would become infinity); "
                              f"write it as f32" + (" or bf16" if type_name == "F16" else ""))
+        if "underflow" not in allow:
+            _check_underflow(x, y.view(np.float16).astype(F32) if type_name == "F16" else
+                             (y.astype(np.uint32) << 16).view(np.float32), type_name, what)
         return y
     if not np.isfinite(x).all():
         raise QuantError(f"{what}: NaN or infinity cannot be quantized to {type_name} (its whole block would be "
@@ -304,11 +310,26 @@ def _encode_f32(x: np.ndarray, original: np.ndarray, type_name: str, what: str) 
     return out
 
 
-def encode(array: np.ndarray, type_name: str, what: str) -> Iterator[memoryview]:
-    """The bytes of a float tensor stored as ggml type ``type_name`` (little-endian), in pieces."""
+def _check_underflow(x: np.ndarray, stored: np.ndarray, type_name: str, what: str) -> None:
+    """Nonzero values stored as zero in F16/BF16 are underflow (the numeric-safety rule of
+    :mod:`mapspec.numeric`): refused unless ``allow: [underflow]``.  (A block-quantized type rounds small
+    values of a block to zero by design: that is its documented quantization error, not checked here.)"""
+    lost = (stored == 0) & (x != 0)
+    if lost.any():
+        n, big = int(np.count_nonzero(lost)), float(np.abs(x[lost]).max())
+        tiny = float(np.finfo(np.float16).smallest_subnormal) if type_name == "F16" else \
+            float(np.finfo(np.float32).smallest_normal)
+        raise QuantError(f"{what}: {n} nonzero value{'s' if n > 1 else ''} (up to {big:g}) would underflow to 0 "
+                         f"in {type_name.lower()} (its smallest is {tiny:g}); write the model as bf16 or f32 "
+                         f"(--outtype bf16, auto or f32), or accept the loss with --target-option allow=underflow")
+
+
+def encode(array: np.ndarray, type_name: str, what: str, allow: frozenset = frozenset()) -> Iterator[memoryview]:
+    """The bytes of a float tensor stored as ggml type ``type_name`` (little-endian), in pieces.
+    ``allow``: numeric-safety kinds accepted (``underflow``: nonzero values stored as 0 in F16/BF16)."""
     array = np.asarray(array)
     rows = array.reshape(-1, array.shape[-1]) if array.ndim else array.reshape(1, 1)
-    for piece in _encode_rows(rows, type_name, what):
+    for piece in _encode_rows(rows, type_name, what, allow):
         piece = np.ascontiguousarray(piece)
         if piece.dtype.byteorder == ">" or (piece.dtype.byteorder == "=" and np.little_endian is False):
             piece = piece.byteswap()

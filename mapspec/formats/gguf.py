@@ -504,6 +504,19 @@ def tensor_layout(info: TensorInfo, encoding: Optional[str] = None) -> tuple:
     return BY_DTYPE[dname], list(reversed(info.shape)), info.nbytes
 
 
+def _allow_option(path: str, allow) -> frozenset:
+    """The writer option ``allow`` (``--target-option allow=underflow``): numeric-safety kinds accepted
+    when ``outtype`` stores values in a narrower type."""
+    from ..numeric import ALLOW
+
+    words = [allow] if isinstance(allow, str) else list(allow or ())
+    words = [w.strip() for item in words for w in str(item).split(",") if w.strip()]
+    bad = [w for w in words if w not in ALLOW]
+    if bad:
+        raise MapspecError(f"{path}: GGUF option allow: {bad[0]!r} is not one of {', '.join(ALLOW)}")
+    return frozenset(words)
+
+
 _SAME = {("F32", "float32"), ("F16", "float16")}  # (stored type, arriving dtype) whose bytes need no encoding
 
 
@@ -519,8 +532,9 @@ class GGUFWriter(Writer):
 
     def __init__(self, path: str, infos: Sequence[TensorInfo], metadata: Optional[Mapping] = None,
                  alignment: Optional[int] = None, template: Optional[str] = None, outtype: Optional[str] = None,
-                 **options):
+                 allow=(), **options):
         super().__init__(path, infos)
+        self._allow = _allow_option(path, allow)
         if len(set(self._order)) != len(self._order):
             raise MapspecError(f"{path}: the same tensor name is announced twice")
         meta: dict = dict(template_metadata(template)) if template is not None else {}
@@ -564,7 +578,7 @@ class GGUFWriter(Writer):
         t = self._types.get(name)
         if t is None or (t, dtypes.name_of(array.dtype)) in _SAME:
             return c_order_chunks(array, 16 << 20, byteorder="<")
-        return encode(array, t, f"tensor {name!r}")
+        return encode(array, t, f"tensor {name!r}", self._allow)
 
     def write(self, name: str, array: np.ndarray) -> None:
         array = np.asarray(array)
@@ -604,7 +618,7 @@ class GGUFWriter(Writer):
         for at in range(0, span[2], step):
             raw = _pread(fd, min(step, span[2] - at), src + at)
             rows = np.frombuffer(raw, dt).reshape(-1, info.shape[-1] if info.shape else 1)
-            for piece in encode(rows, t, f"tensor {name!r}"):
+            for piece in encode(rows, t, f"tensor {name!r}", self._allow):
                 pos = _pwrite(self._fh.fileno(), piece, pos)
 
     def _place(self, name: str) -> None:
@@ -666,7 +680,7 @@ def template_metadata(template: str) -> dict:
 
 
 READ_OPTIONS = ("dequantize",)
-WRITE_OPTIONS = ("metadata", "alignment", "outtype")
+WRITE_OPTIONS = ("metadata", "alignment", "outtype", "allow")
 POSITIONAL = GGUFWriter.positional  # the writer has write_at/copy_at (apply --jobs writes in parallel)
 
 

@@ -77,6 +77,25 @@ def test_a_value_that_cannot_be_encoded_names_the_tensor_and_leaves_no_file(tmp_
         assert not (tmp_path / "o.gguf").exists()
 
 
+def test_f16_underflow_is_refused_unless_allowed(tmp_path):
+    """A nonzero float32 value below f16's smallest subnormal would be stored as 0 (llama.cpp's converter
+    does so silently): refused, naming the tensor and the way out; ``allow=underflow`` gives gguf-py's bytes."""
+    x = np.random.default_rng(1).standard_normal((2, 32)).astype(np.float32)
+    x[1, 3] = 1e-9
+    save_safetensors(str(tmp_path / "a.safetensors"), {"w": x})
+    argv = ("apply", _spec(tmp_path, "gguf"), "--source", tmp_path / "a.safetensors", "-o", tmp_path / "o.gguf",
+            "--outtype", "f16")
+    code, _, err = run(*argv)
+    assert code == 1 and "tensor 'w.weight': 1 nonzero value (up to 1e-09) would underflow to 0 in f16" in err
+    assert "--target-option allow=underflow" in err and "Traceback" not in err
+    assert not (tmp_path / "o.gguf").exists()
+    assert run(*argv, "--target-option", "allow=underflow")[0] == 0
+    t = {x.name: x for x in gguf.GGUFReader(str(tmp_path / "o.gguf")).tensors}
+    assert t["w.weight"].data.tobytes() == x.astype(np.float16).tobytes()
+    code, _, err = run(*argv, "--target-option", "allow=underflw", "-f")
+    assert code == 1 and "'underflw' is not one of" in err
+
+
 def test_python_api_takes_outtype(tmp_path):
     import mapspec
 
