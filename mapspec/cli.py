@@ -492,14 +492,23 @@ def cmd_verify(args, out: TextIO, err: TextIO) -> int:
     from .verify import run_verify
 
     spec = load_spec(args.spec, args.allow_path or ())
+    if args.report:
+        from .verify.report import check_report_path
+
+        check_report_path(args.report, args.force, (args.source, args.converted))
     bars = (lambda desc, total, unit: byte_bar(err, total, desc, args.progress, unit)) \
         if wanted(args.progress, err) else None
     v = run_verify(spec, args.source, args.converted, source_graph=args.source_graph, target_graph=args.target_graph,
                    source_model=args.source_model, target_model=args.target_model,
                    source_config=args.source_config, target_config=args.target_config, input=args.input,
                    input_shape=parse_shape(args.input_shape) if args.input_shape else None, seed=args.seed,
-                   layers=args.layers, atol=args.atol, cosine=args.cosine, vars=parse_pairs(args.var, "--var"),
+                   layers=args.layers or bool(args.report), atol=args.atol, cosine=args.cosine,
+                   vars=parse_pairs(args.var, "--var"),
                    vars_file=args.vars_file, hidden_states=args.hidden_states, progress=bars)
+    if args.report:
+        from .verify.report import write_report
+
+        write_report(v, args.report, args.force, f"{args.spec}: {args.source} -> {args.converted}")
     if args.json:
         json.dump(v.to_json(), out, indent=1)
         print(file=out)
@@ -767,6 +776,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "hidden state too, not just the logits")
     p.add_argument("--layers", action="store_true", help="compare intermediate activations and name the first "
                                                          "layer that diverges")
+    p.add_argument("--report", metavar="FILE.html", help="also draw the per-layer error (max abs, relative, cosine) "
+                   "along the network, first divergence marked, as a self-contained HTML page (implies --layers)")
+    _add_force(p)
     p.add_argument("--atol", type=float,
                    help=f"largest allowed max |a-b| of the outputs (default: spec, else {ATOL:g})")
     p.add_argument("--cosine", type=float, help=f"smallest allowed cosine similarity (default: spec, else {COSINE:g})")
