@@ -176,3 +176,20 @@ def api_page() -> str:
         if inspect.isclass(obj) and obj.__mro__[1] is not object:
             lines += [f"Subclass of `{obj.__mro__[1].__name__}`.", ""]
     return "\n".join(lines)
+
+
+@page("reference/generators.md")
+def generators_page() -> str:
+    """The generators a spec's ``generate:`` may name, from their registry."""
+    from .generators import GENERATORS
+
+    lines = ["# Generators", "", "Generated from the generator registry (`mapspec/generators.py`): what a rule "
+             "without `from` or a `target.metadata` entry may `generate:` (spec language 1.1; see "
+             "[the spec language](../guide/spec-language.md)).", "",
+             "| generator | makes | arguments | what it computes |", "|---|---|---|---|"]
+    for name in sorted(GENERATORS):
+        g = GENERATORS[name]
+        args = ", ".join(f"`{a}` ({kind})" for a, kind in g.args.items()) or "-"
+        lines.append(f"| `{name}` | {'a tensor' if g.returns == 'tensor' else 'a value'} | {args} | "
+                     f"{_cell(inspect.cleandoc(g.fn.__doc__ or g.doc).split(chr(10) * 2)[0]).replace('``', '`')} |")
+    return "\n".join(lines) + "\n"

@@ -71,6 +71,15 @@ def test_schema_page_has_every_key_of_the_schema_file():
             assert f"| `{key}`" in section, f"{name}.{key}"
 
 
+def test_generators_page_has_every_generator_and_argument():
+    from mapspec.generators import GENERATORS
+
+    page = docgen.generators_page()
+    for name, g in GENERATORS.items():
+        row = next(line for line in page.splitlines() if line.startswith(f"| `{name}` |"))
+        assert all(f"`{a}`" in row for a in g.args), name
+
+
 def test_api_page_has_every_public_name_with_its_docstring():
     page = docgen.api_page()
     for name in mapspec.__all__:
