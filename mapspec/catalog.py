@@ -2,8 +2,8 @@
 
 Both listings are read from the registries themselves (``FORMATS`` and each format module's
 ``READ_OPTIONS``/``WRITE_OPTIONS``; ``TRANSFORMS`` with each transform's declared arguments and
-docstring), never kept by hand.  README's transform table is :func:`transforms_markdown`'s
-output (a test compares them).
+docstring), never kept by hand.  The manual's transform reference is :func:`transforms_markdown`'s output,
+generated at build time (mapspec/docgen.py).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def transform_rows() -> list[dict]:
 
 
 def transforms_markdown() -> str:
-    """README's transform table."""
+    """The transform table in markdown (`mapspec transforms --markdown`, the manual's reference page)."""
     lines = ["| transform | arguments | what it does |", "|---|---|---|"]
     for r in transform_rows():
         lines.append(f"| `{r['transform']}` | {r['signature']} | {r['doc']} |")

@@ -843,7 +843,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transforms", help="list the transforms with their arguments (or describe one)")
     p.add_argument("name", nargs="?", help="describe this transform's arguments")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--markdown", action="store_true", help="README's transform table")
+    p.add_argument("--markdown", action="store_true", help="the transform table as markdown (the manual's reference)")
     p.set_defaults(func=cmd_transforms)
 
     for extra in _EXTRA_COMMANDS:

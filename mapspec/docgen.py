@@ -130,7 +130,8 @@ def _properties(node: dict) -> list:
     required = set(node.get("required", ()))
     rows = ["| key | type | |", "|---|---|---|"]
     for k, v in props.items():
-        rows.append(f"| `{k}`{' (required)' if k in required else ''} | {_type(v)} | {_cell(v.get('description', ''))} |")
+        need = " (required)" if k in required else ""
+        rows.append(f"| `{k}`{need} | {_type(v)} | {_cell(v.get('description', ''))} |")
     return rows
 
 

@@ -39,7 +39,8 @@ def _shims(folder: Path) -> dict:
     """An environment whose `mapspec` and `python` are this interpreter, importing this checkout."""
     bin_dir = folder / ".bin"
     bin_dir.mkdir()
-    for name, cmd in (("mapspec", f'exec "{sys.executable}" -m mapspec "$@"'), ("python", f'exec "{sys.executable}" "$@"')):
+    shims = (("mapspec", f'exec "{sys.executable}" -m mapspec "$@"'), ("python", f'exec "{sys.executable}" "$@"'))
+    for name, cmd in shims:
         (bin_dir / name).write_text(f"#!/bin/sh\n{cmd}\n")
         (bin_dir / name).chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
