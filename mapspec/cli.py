@@ -495,7 +495,10 @@ def cmd_verify(args, out: TextIO, err: TextIO) -> int:
     if args.report:
         from .verify.report import check_report_path
 
-        check_report_path(args.report, args.force, (args.source, args.converted))
+        check_report_path(args.report, args.force, [
+            ("source", args.source), ("converted", args.converted), ("graph", args.source_graph),
+            ("graph", args.target_graph), ("config", args.source_config), ("config", args.target_config),
+            ("vars", args.vars_file), ("input", args.input)], spec)
     bars = (lambda desc, total, unit: byte_bar(err, total, desc, args.progress, unit)) \
         if wanted(args.progress, err) else None
     v = run_verify(spec, args.source, args.converted, source_graph=args.source_graph, target_graph=args.target_graph,

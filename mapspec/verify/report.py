@@ -128,17 +128,35 @@ def html_report(v, title: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def check_report_path(path: str, force: bool, inputs) -> None:
-    """Before anything runs: the report may not name an input, nor replace a file without ``--force``."""
+def _files(path) -> list:
+    """The files a verify input stands for: a file itself; a folder (or a sharded checkpoint's index) every
+    regular file in its folder (shards, config.json)."""
     import os
 
-    from ..errors import MapspecError
+    if not path:
+        return []
+    path = os.fspath(path)
+    folder = path if os.path.isdir(path) else (os.path.dirname(path) if path.endswith(".index.json") else None)
+    if folder is None:
+        return [path]
+    try:
+        return [path] + [e.path for e in os.scandir(folder or ".") if e.is_file()]
+    except OSError:
+        return [path]
+
+
+def check_report_path(path: str, force: bool, inputs, spec=None) -> None:
+    """Before anything runs: the report may not be an input of verify (``inputs``: (kind, path) pairs; the
+    spec and its includes are added), by name or through a link (:mod:`mapspec.guard`), nor replace a file
+    without ``--force``."""
     from ..formats.base import check_output_path
+    from ..guard import refuse_inputs
 
     check_output_path(path, force, "--report")
-    for other in inputs:
-        if other and os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other):
-            raise MapspecError(f"{path}: --report names an input of verify ({other}); write it somewhere else")
+    files = [(kind, f) for kind, p in inputs for f in _files(p)]
+    if spec is not None:
+        files += [("spec", f) for f in [spec.path, *spec.includes] if f]
+    refuse_inputs([("--report", path)], files)
 
 
 def write_report(v, path: str, force: bool, title: str) -> None:

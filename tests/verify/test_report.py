@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 
 import pytest
@@ -62,7 +63,8 @@ def job(tmp_path):
 
 def _verify(d, spec, *extra):
     out = d / f"{spec}.pth"
-    assert run("apply", d / f"{spec}.yaml", "-s", d / "a.pth", "-o", out, "-q", "-f")[0] == 0
+    if not out.exists():
+        assert run("apply", d / f"{spec}.yaml", "-s", d / "a.pth", "-o", out, "-q")[0] == 0
     model = f"{d / 'net.py'}:net"
     return run("verify", d / f"{spec}.yaml", "-s", d / "a.pth", "-c", out, "--source-model", model,
                "--target-model", model, "--input-shape", "1,8", *extra)
@@ -104,15 +106,25 @@ def test_report_implies_layers_and_keeps_json(job):
 
 
 def test_report_is_never_written_over_a_file_or_an_input(job):
+    import numpy as np
+
+    np.save(job / "in.npy", np.arange(8, dtype=np.float32).reshape(1, 8) / 8)
     (job / "r.html").write_text("keep")
     code, _, err = _verify(job, "good", "--report", job / "r.html")
     assert code == 1 and "r.html" in err and "--force" in err and "Traceback" not in err, err
     assert (job / "r.html").read_text() == "keep"
     assert _verify(job, "good", "--report", job / "r.html", "--force")[0] == 0
     assert (job / "r.html").read_text() != "keep"
-    code, _, err = _verify(job, "good", "--report", job / "a.pth", "--force")
-    assert code == 1 and "a.pth" in err and "input" in err and "Traceback" not in err, err
-    assert torch.load(job / "a.pth", weights_only=True)  # the source is untouched
+    before = {p.name: p.read_bytes() for p in job.iterdir() if p.is_file()}
+    (job / "link.html").symlink_to(job / "good.pth")
+    os.link(job / "good.yaml", job / "hard.html")
+    for target, kind in (("a.pth", "source"), ("good.pth", "converted"), ("link.html", "converted"),
+                         ("hard.html", "spec")):
+        code, _, err = _verify(job, "good", "--report", job / target, "--force")
+        assert code == 1 and f"would replace the {kind} file" in err and "Traceback" not in err, (target, err)
+    code, _, err = _verify(job, "good", "--report", job / "in.npy", "--force", "-i", job / "in.npy")
+    assert code == 1 and "would replace the input file" in err, err
+    assert {p.name: p.read_bytes() for p in job.iterdir() if p.is_file() and p.name in before} == before
 
 
 def _verdict(layers, first_bad=None) -> Verdict:
