@@ -194,3 +194,29 @@ def generators_page() -> str:
         lines.append(f"| `{name}` | {'a tensor' if g.returns == 'tensor' else 'a value'} | {args} | "
                      f"{_cell(inspect.cleandoc(g.fn.__doc__ or g.doc).split(chr(10) * 2)[0]).replace('``', '`')} |")
     return "\n".join(lines) + "\n"
+
+
+def _param_type(p) -> str:
+    kind = type(p).__name__
+    if hasattr(p, "low"):
+        return f"{kind.lower()} {p.low}..{p.high}"
+    if hasattr(p, "values"):
+        return "one of " + ", ".join(f"`{v}`" for v in p.values)
+    return kind.lower()
+
+
+@page("reference/models.md")
+def models_page() -> str:
+    """The model factories a spec's ``verify:`` section may name, from their registry."""
+    from .models.registry import FACTORIES
+
+    lines = ["# Model factories", "", "Generated from `mapspec.models.registry`: the models a spec's `verify:` "
+             "section may name (`model: NAME, params: {...}`), with the only parameters a spec may pass. Your own "
+             "model code is named on the command line (`--source-model`/`--target-model file.py:factory`); see "
+             "[Verify](../guide/verify.md).", "",
+             "| name | builds | parameters a spec may pass | takes the checkpoint path |", "|---|---|---|---|"]
+    for name in sorted(FACTORIES):
+        f = FACTORIES[name]
+        params = ", ".join(f"`{k}` ({_param_type(p)})" for k, p in f.params.items()) or "-"
+        lines.append(f"| `{name}` | `{f.ref}` | {params} | {'yes' if f.checkpoint else '-'} |")
+    return "\n".join(lines) + "\n"

@@ -79,6 +79,15 @@ def test_generators_page_has_every_generator_and_argument():
         assert all(f"`{a}`" in row for a in g.args), name
 
 
+def test_models_page_has_every_registered_factory():
+    from mapspec.models.registry import FACTORIES
+
+    page = docgen.models_page()
+    for name, f in FACTORIES.items():
+        row = next(line for line in page.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"`{f.ref}`" in row and all(f"`{p}`" in row for p in f.params), name
+
+
 def test_api_page_has_every_public_name_with_its_docstring():
     page = docgen.api_page()
     for name in mapspec.__all__:
