@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from typing import Optional, Sequence, TextIO
 
@@ -369,6 +370,8 @@ def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
     wrote = (f"wrote {escape(result.output)}: {result.tensors} tensors, {_size(result.bytes_written)} in "
              f"{result.seconds:.2f} s ({sm['matched']} matched, {sm['referenced']} referenced, "
              f"{sm['ignored']} ignored, {sm['dropped']} dropped, {sm['constants']} constants)")
+    if result.companions:
+        wrote += f"; beside it: {', '.join(escape(os.path.basename(c)) for c in result.companions)}"
     if args.report:
         try:
             with atomic_output(args.report, force=args.force, what="--report", anonymous=True,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import coverage, dtypes, metadata, numeric, parallel, rawblocks, stacking
+from . import companions, coverage, dtypes, metadata, numeric, parallel, rawblocks, stacking
 from .errors import ConversionError, CoverageError, ErrorList, Location, MapspecError, SpecError, escape
 from .formats import Reader, TensorInfo, atomic_output, create_writer, module, open_checkpoint, output_format, sharded
 from .formats import gguf_vocab
@@ -107,6 +108,7 @@ class Plan:
     unexpected_targets: list = field(default_factory=list)
     target_format: Optional[str] = None
     metadata: dict = field(default_factory=dict)  # target.metadata with its expressions evaluated
+    no_tokenizer: bool = False  # --no-tokenizer: no tokenizer metadata / companion files
 
     @property
     def ok(self) -> bool:
@@ -752,12 +754,13 @@ def plan(spec: Union[str, Spec], source: Union[str, Reader], template: Union[str
     spec = _as_spec(spec)
     reader = source if isinstance(source, Reader) else open_checkpoint(
         source, format=source_format or spec.source.format, **spec.source.options)
-    spec = with_vars(with_config(spec, reader.path, vars_file, given=set(vars or ())), vars)
+    spec = with_vars(with_config(spec, reader.path, vars_file, given=set(vars or ()), reader=reader), vars)
     tmpl = template if isinstance(template, Reader) else open_template(spec, template)
     fmt = target_format or spec.target.format
     fmt = output_format(output, fmt) if output else fmt
     p = _Planner(spec, reader, tmpl, fmt, set(relax)).run()
     gguf_vocab.add_to_plan(p, no_tokenizer=no_tokenizer, pre=tokenizer_pre)
+    p.no_tokenizer = no_tokenizer
     p.warnings[:0] = getattr(reader, "notes", [])  # e.g. shards beside an index that it does not name
     return p
 
@@ -770,6 +773,7 @@ class Result:
     bytes_written: int
     seconds: float
     report: dict
+    companions: list = field(default_factory=list)  # companion files written beside the weights (paths)
 
 
 def _read_counts(p: Plan) -> Counter:
@@ -849,6 +853,12 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
         options = {"shard_format": shard_format, "overwrite": force, **options}
     elif "max_shard_size" in options:
         raise MapspecError(f"{output}: max_shard_size needs a sharded output (a directory, or a *.index.json)")
+    extra, extra_notes, folder = {}, [], None
+    if route is not None and companions.declared(spec):  # a model folder: config, tokenizer files beside it
+        folder = os.path.dirname(os.path.abspath(output))
+        extra, extra_notes = companions.build(p, p.no_tokenizer)
+        companions.check_targets(folder, extra, force)
+    wrote_extra: list = []
     uses = _read_counts(p)
     cache: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
@@ -942,6 +952,8 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
                     done(i, x)
                     del x
             writer.close()
+            if extra:
+                wrote_extra = companions.write(folder, extra, force)
         except BaseException:
             writer.abort()
             raise
@@ -950,9 +962,10 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
         "spec": spec.path, "source": reader.path, "output": output, "format": fmt,
         "template": p.template.path if p.template else None, "tensors": entries,
         "summary": {**p.summary(), "bytes_written": written, "seconds": round(seconds, 3)},
-        "ignored": p.ignored, "warnings": p.warnings,
+        "ignored": p.ignored, "warnings": p.warnings + extra_notes, "companions": wrote_extra,
     }
-    return Result(p, output, len(entries), written, seconds, report)
+    p.warnings.extend(extra_notes)
+    return Result(p, output, len(entries), written, seconds, report, wrote_extra)
 
 
 def _compute(s: Step, x, args_per_call: list) -> np.ndarray:

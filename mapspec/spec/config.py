@@ -20,6 +20,18 @@ other is an error naming the key); ``default`` is for a config whose format lack
 ``{expr}`` over the other config vars); ``optional: true`` leaves the var unset (a metadata entry or
 generator using it must be guarded by ``when``; one that is not says which key is missing).
 
+A source whose file holds its hyper-parameters (a GGUF's key/values) is read with ``from:
+source_metadata`` instead of ``file:``; a key is then the metadata's full dotted name::
+
+    config:
+      from: source_metadata
+      vars:
+        num_attention_heads: llama.attention.head_count
+
+The same rules hold (a key the metadata lacks is an error naming it); a GGUF float32 value is
+read as the shortest decimal that gives that float32 (``1e-05``, not ``9.99999974e-06``), the
+number the model's own config held before it was stored in 32 bits.
+
 ``--vars-file FILE`` (``vars_file=``) reads FILE instead; a spec without ``config:``
 then takes FILE's entries as values of its own vars (each must be a var of the spec).
 A var found nowhere keeps its value under ``vars:``; without one it is an error.
@@ -31,6 +43,8 @@ import dataclasses
 import json
 import os
 from typing import Optional
+
+import numpy as np
 
 from ..errors import MapspecError
 from .model import Spec
@@ -65,6 +79,8 @@ def _read(path: str) -> dict:
 
 
 def _lookup(data: dict, key: str):
+    if key in data:  # a flat key (GGUF metadata: llama.attention.head_count)
+        return data[key]
     node = data
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -116,22 +132,51 @@ def _check_values(spec: Spec, cfg: dict, found: dict, env: dict, path: str) -> N
                                f"{', '.join(shown)}); converting would write a file that computes something else")
 
 
-def with_config(spec: Spec, source_path: Optional[str], vars_file: Optional[str] = None, given=()) -> Spec:
+def source_metadata(reader) -> dict:
+    """A source reader's metadata as config values (GGUF float32 numbers as their shortest decimal)."""
+    values = getattr(reader, "metadata", None)
+    if not isinstance(values, dict):
+        raise MapspecError(f"{reader.path}: a {getattr(reader, 'format', 'source')} file holds no metadata "
+                           f"key/values; this spec reads its vars from a GGUF source's metadata")
+    types = reader.metadata_types() if hasattr(reader, "metadata_types") else {}
+    out = dict(values)
+    for k, t in types.items():
+        if t == "float32" and isinstance(out.get(k), float):
+            out[k] = float(str(np.float32(out[k])))
+    return out
+
+
+def with_config(spec: Spec, source_path: Optional[str], vars_file: Optional[str] = None, given=(),
+                reader=None) -> Spec:
     """The spec with vars taken from its config file (or ``vars_file``); vars in ``given`` (``--var``) need none.
 
     Optional vars the file lacks are listed in ``spec.unset`` ({var: why}); defaults (``default:``) are
-    evaluated over the other vars."""
+    evaluated over the other vars.  ``reader``: the opened source, for a spec whose config is ``from:
+    source_metadata`` (else the source is opened here)."""
     cfg = spec.config
     if vars_file is None and not cfg:
         return spec
-    if vars_file is not None:
+    if vars_file is None and cfg.get("from") == "source_metadata":
+        if reader is None and not source_path:
+            raise MapspecError(f"{spec.path}: its vars come from the source file's metadata; give the source, "
+                               f"or --vars-file FILE / --var NAME=VALUE")
+        if reader is None:
+            from ..formats import open_checkpoint
+
+            with open_checkpoint(source_path, format=spec.source.format, **spec.source.options) as opened:
+                data = source_metadata(opened)
+        else:
+            data = source_metadata(reader)
+        path = f"{source_path if reader is None else reader.path} (its metadata)"
+    elif vars_file is not None:
         path = vars_file
     else:
         base = source_path if source_path and os.path.isdir(source_path) else os.path.dirname(
             os.path.abspath(source_path or "."))
         tried = [os.path.join(base, f) for f in cfg["file"]]
         path = next((p for p in tried if os.path.isfile(p)), None)
-    data = _read(path) if path else {}
+    if vars_file is not None or cfg.get("from") != "source_metadata":
+        data = _read(path) if path else {}
     inside = (cfg or {}).get("inside")
     if inside and isinstance(data.get(inside), dict):  # a multimodal config: the text model's own
         data = data[inside]

@@ -113,6 +113,7 @@ def _endpoint(raw, spec_dir: str, default: Location) -> Endpoint:
                     template_options=mapping("template_options"),
                     metadata=raw["metadata"] if isinstance(raw.get("metadata"), dict) else {},  # keeps locations
                     tokenizer=raw["tokenizer"] if isinstance(raw.get("tokenizer"), dict) else None,
+                    companions=raw["companions"] if isinstance(raw.get("companions"), dict) else None,
                     loc=getattr(raw, "loc", default))
 
 
@@ -276,6 +277,9 @@ class _Builder:
         if ep.tokenizer is not None and key != "target":
             self.errors.append(SpecError(f"{key}.tokenizer: only a target takes a tokenizer", _loc(raw, "tokenizer",
                                                                                                doc.loc)))
+        if ep.companions is not None and key != "target":
+            self.errors.append(SpecError(f"{key}.companions: only a target has companion files",
+                                         _loc(raw, "companions", doc.loc)))
         for okey in ("options", "template_options"):
             opts = raw.get(okey) if isinstance(raw, dict) else None
             for name in (opts or {}) if isinstance(opts, dict) else ():

@@ -25,6 +25,7 @@ class Endpoint:
     template_options: dict = field(default_factory=dict)  # for opening the template (e.g. input_shape)
     metadata: dict = field(default_factory=dict)  # file-level metadata for the writer (values may be templates)
     tokenizer: Optional[dict] = None  # target only: {from: source, vocab_size: ...} (mapspec.formats.gguf_vocab)
+    companions: Optional[dict] = None  # target only: files beside the weights in a model folder (mapspec.companions)
     loc: Optional[Location] = None
 
 

@@ -24,6 +24,8 @@ def config_section(raw) -> Optional[dict]:
     out = {"file": [files] if isinstance(files, str) else list(files or []), "vars": dict(raw["vars"])}
     if isinstance(raw.get("inside"), str):
         out["inside"] = raw["inside"]
+    if raw.get("from") is not None:  # from: source_metadata (mapspec.spec.config)
+        out["from"] = raw["from"]
     return out
 
 

@@ -1,0 +1,202 @@
+"""Companion files: what a model folder needs beside its weights (``config.json``, tokenizer files, ``params.json``).
+
+A spec declares them under ``target: companions:``; they are written only when the output is a
+model folder (``-o DIR/``, a sharded checkpoint), next to its index::
+
+    target:
+      companions:
+        copy: [config.json, generation_config.json, tokenizer.json]   # from the source's folder, those it holds
+        json:                                                         # made from the spec's vars
+          config.json:
+            model_type: llama
+            hidden_size: "{hidden_size}"                   # a lone {expr} keeps its type (int, float)
+            tie_word_embeddings: {$absent: lm_head.weight} # true when the output has no such tensor
+            dtype: {$dtype: model.embed_tokens.weight}     # the torch dtype name of an output tensor
+            bos_token_id: {$source_metadata: tokenizer.ggml.bos_token_id, optional: true}  # null if absent
+        tokenizer: gguf          # tokenizer files from a GGUF source's tokenizer.ggml.* (transformers' converter)
+
+Each kind is one plain function of :data:`KINDS`.  Files are built before anything is written (an
+error leaves no output); a file that exists is refused without ``--force``; the files are put in
+place with the checkpoint, through :func:`mapspec.formats.base.atomic_output`, before its index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Callable
+
+from .errors import MapspecError
+
+MAX_COPY_BYTES = 1 << 30  # a tokenizer.json is a few MB; a companion is never a weights file
+# torch's names of mapspec's dtype names (what transformers writes as config.json's "dtype")
+TORCH_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float64": "float64"}
+# what transformers' save_pretrained of a tokenizer loaded from a GGUF adds about that loading only
+_LOAD_ONLY_KEYS = ("is_local", "local_files_only", "_commit_hash", "name_or_path")
+
+
+def declared(spec) -> dict:
+    raw = getattr(spec.target, "companions", None)
+    return raw if isinstance(raw, dict) else {}
+
+
+def source_folder(plan) -> str:
+    path = plan.source.path
+    return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+
+
+def _copy(plan, value, files: dict, notes: list, no_tokenizer: bool) -> None:
+    folder = source_folder(plan)
+    missing = []
+    for name in value:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            missing.append(name)
+            continue
+        size = os.path.getsize(path)
+        if size > MAX_COPY_BYTES:
+            raise MapspecError(f"{path}: {size} bytes is not a companion file (at most {MAX_COPY_BYTES})")
+        try:
+            with open(path, "rb") as f:
+                files[name] = f.read()
+        except OSError as e:
+            raise MapspecError(f"{path}: cannot read the companion file: {e.strerror}") from None
+    if missing:
+        notes.append(f"not beside the source, so not in the output folder: {', '.join(missing)}")
+
+
+def _json(plan, value, files: dict, notes: list, no_tokenizer: bool) -> None:
+    for name, content in value.items():
+        data = _value(plan, content, f"target.companions.json.{name}")
+        files[name] = (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _tokenizer(plan, value, files: dict, notes: list, no_tokenizer: bool) -> None:
+    if value != "gguf":
+        raise MapspecError(f"{plan.spec.path}: target.companions.tokenizer: {value!r} is not a tokenizer source "
+                           f"(gguf)")
+    if no_tokenizer:
+        notes.append("no tokenizer files written (--no-tokenizer): AutoTokenizer cannot load the folder")
+        return
+    types = plan.source.metadata_types() if hasattr(plan.source, "metadata_types") else {}
+    if "tokenizer.ggml.model" not in types:
+        raise MapspecError(f"{plan.source.path}: the GGUF holds no tokenizer (tokenizer.ggml.model), so the output "
+                           f"folder would have none; pass --no-tokenizer to write it without tokenizer files")
+    files.update(gguf_tokenizer_files(plan.source.path))
+
+
+def gguf_tokenizer_files(path: str) -> dict:
+    """{file name: bytes} of the Hugging Face tokenizer transformers builds from a GGUF's tokenizer.ggml.*
+    (``AutoTokenizer.from_pretrained(folder, gguf_file=...)``, then ``save_pretrained``)."""
+    try:
+        import transformers
+    except ImportError:
+        raise MapspecError(f"{path}: making the tokenizer files from a GGUF needs transformers and gguf (pip "
+                           f"install transformers gguf), or pass --no-tokenizer") from None
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    except Exception as e:  # noqa: BLE001 - transformers' own error, one line
+        raise MapspecError(f"{path}: transformers cannot build a tokenizer from the GGUF's tokenizer.ggml.* "
+                           f"({type(e).__name__}: {e}); pass --no-tokenizer to write the folder without one") from None
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        tok.save_pretrained(d)
+        for f in sorted(os.listdir(d)):
+            with open(os.path.join(d, f), "rb") as fh:
+                out[f] = fh.read()
+    if "tokenizer_config.json" in out:
+        cfg = json.loads(out["tokenizer_config.json"])
+        for k in _LOAD_ONLY_KEYS:
+            cfg.pop(k, None)
+        out["tokenizer_config.json"] = (json.dumps(cfg, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return out
+
+
+KINDS: dict[str, Callable] = {"copy": _copy, "json": _json, "tokenizer": _tokenizer}
+
+
+def _value(plan, v, where: str):
+    from .spec.expr import SHAPE_OF, ExprError, Template
+
+    if isinstance(v, str):
+        try:
+            return Template(v).value({**plan.spec.vars, SHAPE_OF: lambda name: _shape(plan, name)})
+        except ExprError as e:
+            raise MapspecError(f"{plan.spec.path}: {where}: {v!r}: {e}") from None
+    if isinstance(v, list):
+        return [_value(plan, x, f"{where}[{i}]") for i, x in enumerate(v)]
+    if isinstance(v, dict):
+        special = [k for k in v if isinstance(k, str) and k.startswith("$")]
+        if special:
+            return _special(plan, v, special[0], where)
+        return {k: _value(plan, x, f"{where}.{k}") for k, x in v.items()}
+    return v
+
+
+def _shape(plan, name=None) -> list:
+    """shape("tensor") in a companion's {expr}: the shape of an output tensor."""
+    for s in plan.steps:
+        if s.target == name:
+            return [int(d) for d in s.out_meta.shape]
+    raise KeyError(f"the output has no tensor {name!r}")
+
+
+def _special(plan, v: dict, key: str, where: str):
+    arg = v[key]
+    outputs = {s.target: s for s in plan.steps}
+    if key == "$absent":
+        return arg not in outputs
+    if key == "$dtype":
+        step = outputs.get(arg)
+        if step is None:
+            raise MapspecError(f"{plan.spec.path}: {where}: the output has no tensor {arg!r} to take the dtype of")
+        dtype = TORCH_DTYPES.get(step.out_meta.dtype)
+        if dtype is None:
+            raise MapspecError(f"{plan.spec.path}: {where}: {arg!r} is {step.out_meta.dtype}, not a float dtype "
+                               f"transformers loads a model in")
+        return dtype
+    if key == "$source_metadata":
+        meta = getattr(plan.source, "metadata", None)
+        if isinstance(meta, dict) and arg in meta:
+            return meta[arg]
+        if v.get("optional"):
+            return None
+        raise MapspecError(f"{plan.source.path}: no metadata key {arg!r}, which {where} needs")
+    raise MapspecError(f"{plan.spec.path}: {where}: {key!r} is not a companion value form ($absent, $dtype, "
+                       f"$source_metadata)")
+
+
+def build(plan, no_tokenizer: bool = False) -> tuple[dict, list]:
+    """({file name: bytes}, notes) of the companions ``plan``'s spec declares (JSON after copies: it wins)."""
+    files: dict = {}
+    notes: list = []
+    raw = declared(plan.spec)
+    for kind in ("copy", "tokenizer", "json"):
+        if kind in raw:
+            KINDS[kind](plan, raw[kind], files, notes, no_tokenizer)
+    return files, notes
+
+
+def check_targets(folder: str, files: dict, force: bool) -> None:
+    """Refuse, before anything is written, a companion that exists (without ``force``) or is not a file."""
+    from .formats.base import check_output_path
+
+    for name in files:
+        check_output_path(os.path.join(folder, name), force, "companion file", make_parent=True)
+
+
+def write(folder: str, files: dict, force: bool) -> list:
+    """Put ``files`` into ``folder``, each through atomic_output (whole or absent); the engine calls this once
+    the checkpoint's tensors are written, before its index is put in place.  Returns the paths written."""
+    from .formats.base import atomic_output
+
+    with contextlib.ExitStack() as stack:
+        for name, data in sorted(files.items()):
+            tmp = stack.enter_context(atomic_output(os.path.join(folder, name), force=force,
+                                                    what="companion file"))
+            with open(tmp, "wb") as f:
+                f.write(data)
+    return [os.path.join(folder, name) for name in sorted(files)]
