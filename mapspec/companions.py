@@ -63,8 +63,9 @@ def _copy(plan, value, files: dict, notes: list, no_tokenizer: bool) -> None:
                 files[name] = f.read()
         except OSError as e:
             raise MapspecError(f"{path}: cannot read the companion file: {e.strerror}") from None
-    if missing:
-        notes.append(f"not beside the source, so not in the output folder: {', '.join(missing)}")
+    if "config.json" in missing:  # the one file every consumer of a model folder reads
+        notes.append(f"{folder}: no config.json beside the source, so the output folder has none (from_pretrained "
+                     f"needs one)")
 
 
 def _json(plan, value, files: dict, notes: list, no_tokenizer: bool) -> None:
