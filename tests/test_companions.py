@@ -1,0 +1,43 @@
+"""Spec validation of target.companions and config: {from: source_metadata} (mapspec/companions.py,
+mapspec/spec/config.py); the end-to-end proofs are in tests/specs/test_llama_gguf_folder.py and
+tests/specs/test_hf_companions.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from mapspec.errors import MapspecError
+from mapspec.spec.load import load_spec
+
+HEAD = "mapspec: 1.1\nname: t\nrules:\n  - {from: a, to: b}\n"
+
+
+def spec(tmp_path, text):
+    p = tmp_path / "s.yaml"
+    p.write_text(HEAD + text)
+    return load_spec(str(p))
+
+
+def test_companions_validate(tmp_path):
+    s = spec(tmp_path, "target:\n  companions:\n    copy: [config.json]\n    json: {params.json: {dim: '{d}'}}\n"
+                       "    tokenizer: gguf\nvars: {d: 4}\n")
+    assert s.target.companions["copy"] == ["config.json"]
+
+
+@pytest.mark.parametrize("text, word", [
+    ("source:\n  companions: {copy: [config.json]}\n", "only a target"),
+    ("target:\n  companions: {tokenizer: sentencepiece}\n", "'sentencepiece' is not one of gguf"),
+    ("target:\n  companions: {copy: [../config.json]}\n", "../config.json"),
+    ("target:\n  companions: {pick: [x]}\n", "unknown key 'pick'"),
+    ("config: {from: config_json, vars: {a: b}}\n", "not one of source_metadata"),
+    ("config: {vars: {a: b}}\n", "needs the key 'file'"),
+])
+def test_bad_companions_and_config_sources_are_refused(tmp_path, text, word):
+    with pytest.raises(MapspecError) as e:
+        spec(tmp_path, text)
+    assert word in str(e.value)
+
+
+def test_config_from_source_metadata_validates(tmp_path):
+    s = spec(tmp_path, "config: {from: source_metadata, vars: {heads: llama.attention.head_count}}\n")
+    assert s.config["from"] == "source_metadata"
