@@ -16,13 +16,13 @@ model folder (``-o DIR/``, a sharded checkpoint), next to its index::
         tokenizer: gguf          # tokenizer files from a GGUF source's tokenizer.ggml.* (transformers' converter)
 
 Each kind is one plain function of :data:`KINDS`.  Files are built before anything is written (an
-error leaves no output); a file that exists is refused without ``--force``; the files are put in
-place with the checkpoint, through :func:`mapspec.formats.base.atomic_output`, before its index.
+error leaves no output); a file that exists is refused without ``--force``; the files are written into
+the output's staging folder and published with the weights, whole
+(:func:`mapspec.formats.shard_output.staged`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -145,29 +145,75 @@ def _shape(plan, name=None) -> list:
     raise KeyError(f"the output has no tensor {name!r}")
 
 
+def _absent(plan, v: dict, arg, where: str):
+    """``{$absent: tensor}``: true when the output has no such tensor (tied embeddings: no lm_head)."""
+    return not any(s.target == arg for s in plan.steps)
+
+
+def _dtype(plan, v: dict, arg, where: str):
+    """``{$dtype: tensor}``: the torch dtype name of an output tensor (config.json's ``dtype``)."""
+    step = next((s for s in plan.steps if s.target == arg), None)
+    if step is None:
+        raise MapspecError(f"{plan.spec.path}: {where}: the output has no tensor {arg!r} to take the dtype of")
+    dtype = TORCH_DTYPES.get(step.out_meta.dtype)
+    if dtype is None:
+        raise MapspecError(f"{plan.spec.path}: {where}: {arg!r} is {step.out_meta.dtype}, not a float dtype "
+                           f"transformers loads a model in")
+    return dtype
+
+
+def _source_metadata(plan, v: dict, arg, where: str):
+    """``{$source_metadata: key}``: a value of the source's metadata (GGUF); ``optional: true``: null if absent."""
+    meta = getattr(plan.source, "metadata", None)
+    if isinstance(meta, dict) and arg in meta:
+        return meta[arg]
+    if v.get("optional") is True:
+        return None
+    raise MapspecError(f"{plan.source.path}: no metadata key {arg!r}, which {where} needs")
+
+
+def meta_ffn_size(dim: int, multiple_of: int, ffn_dim_multiplier=None) -> int:
+    """The feed-forward width Meta's Llama reference (llama/model.py, FeedForward) computes from params.json."""
+    hidden = int(2 * (4 * dim) / 3)
+    if ffn_dim_multiplier is not None:
+        hidden = int(ffn_dim_multiplier * hidden)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+def meta_ffn(dim: int, hidden: int) -> dict:
+    """params.json's ``multiple_of`` / ``ffn_dim_multiplier`` that give the feed-forward width ``hidden``:
+    the largest power of two with no multiplier (Llama 2's 256), else ``multiple_of: hidden`` with the
+    multiplier that brings 8/3 x dim down or up to it; checked with Meta's own formula."""
+    for k in range(12, -1, -1):
+        if meta_ffn_size(dim, 2 ** k) == hidden:
+            return {"multiple_of": 2 ** k, "ffn_dim_multiplier": None}
+    base = int(2 * (4 * dim) / 3)
+    for mult in (hidden / base, (hidden - 0.5) / base):
+        if base > 0 and meta_ffn_size(dim, hidden, mult) == hidden:
+            return {"multiple_of": hidden, "ffn_dim_multiplier": mult}
+    raise MapspecError(f"no params.json multiple_of / ffn_dim_multiplier gives Meta's feed-forward width {hidden} "
+                       f"for dim {dim}")
+
+
+def _meta_ffn(plan, v: dict, arg, where: str):
+    """``{$meta_ffn: multiple_of | ffn_dim_multiplier, dim: EXPR, hidden: EXPR}`` (see :func:`meta_ffn`)."""
+    dim, hidden = (_value(plan, v.get(k), f"{where}.{k}") for k in ("dim", "hidden"))
+    if arg not in ("multiple_of", "ffn_dim_multiplier") or not all(isinstance(x, int) for x in (dim, hidden)):
+        raise MapspecError(f"{plan.spec.path}: {where}: $meta_ffn takes multiple_of or ffn_dim_multiplier, with "
+                           f"integer dim and hidden")
+    return meta_ffn(dim, hidden)[arg]
+
+
+# Value forms of a JSON companion: {$name: argument, ...}, each a plain function (plan, the mapping, argument, where)
+FORMS: dict[str, Callable] = {"$absent": _absent, "$dtype": _dtype, "$source_metadata": _source_metadata,
+                              "$meta_ffn": _meta_ffn}
+
+
 def _special(plan, v: dict, key: str, where: str):
-    arg = v[key]
-    outputs = {s.target: s for s in plan.steps}
-    if key == "$absent":
-        return arg not in outputs
-    if key == "$dtype":
-        step = outputs.get(arg)
-        if step is None:
-            raise MapspecError(f"{plan.spec.path}: {where}: the output has no tensor {arg!r} to take the dtype of")
-        dtype = TORCH_DTYPES.get(step.out_meta.dtype)
-        if dtype is None:
-            raise MapspecError(f"{plan.spec.path}: {where}: {arg!r} is {step.out_meta.dtype}, not a float dtype "
-                               f"transformers loads a model in")
-        return dtype
-    if key == "$source_metadata":
-        meta = getattr(plan.source, "metadata", None)
-        if isinstance(meta, dict) and arg in meta:
-            return meta[arg]
-        if v.get("optional"):
-            return None
-        raise MapspecError(f"{plan.source.path}: no metadata key {arg!r}, which {where} needs")
-    raise MapspecError(f"{plan.spec.path}: {where}: {key!r} is not a companion value form ($absent, $dtype, "
-                       f"$source_metadata)")
+    if key not in FORMS:
+        raise MapspecError(f"{plan.spec.path}: {where}: {key!r} is not a companion value form "
+                           f"({', '.join(FORMS)})")
+    return FORMS[key](plan, v, v[key], where)
 
 
 def build(plan, no_tokenizer: bool = False) -> tuple[dict, list]:
@@ -189,15 +235,10 @@ def check_targets(folder: str, files: dict, force: bool) -> None:
         check_output_path(os.path.join(folder, name), force, "companion file", make_parent=True)
 
 
-def write(folder: str, files: dict, force: bool) -> list:
-    """Put ``files`` into ``folder``, each through atomic_output (whole or absent); the engine calls this once
-    the checkpoint's tensors are written, before its index is put in place.  Returns the paths written."""
-    from .formats.base import atomic_output
-
-    with contextlib.ExitStack() as stack:
-        for name, data in sorted(files.items()):
-            tmp = stack.enter_context(atomic_output(os.path.join(folder, name), force=force,
-                                                    what="companion file"))
-            with open(tmp, "wb") as f:
-                f.write(data)
+def write(stage: str, files: dict, folder: str) -> list:
+    """Write ``files`` into the staging folder of a model-folder output (:func:`mapspec.formats.shard_output.staged`),
+    which publishes them with the weights, whole; returns the paths they will have in ``folder``."""
+    for name, data in sorted(files.items()):
+        with open(os.path.join(stage, name), "xb") as f:
+            f.write(data)
     return [os.path.join(folder, name) for name in sorted(files)]

@@ -840,13 +840,17 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
         options["metadata"] = {**(options.get("metadata") or {}), **p.metadata}
     if p.template is not None:
         options.setdefault("template", p.template.path)
+    in_folder = bool(spec.target.file) and sharded.output_target(output, None) is not None
+    if in_folder:  # -o DIR/ of a layout whose folder holds one weights file (Meta's consolidated.00.pth)
+        output = os.path.join(output, spec.target.file)
+        fmt = output_format(output, p.target_format)
     if outtype is not None:
         options["outtype"] = outtype
     if options.get("outtype") is not None:
         from .formats import gguf_outtype
 
         options["outtype"] = gguf_outtype.resolve(options["outtype"], fmt, output, p.source.infos().values())
-    route = sharded.output_target(output, fmt)
+    route = None if in_folder else sharded.output_target(output, fmt)
     if route is not None:
         output, shard_format = route
         fmt = sharded.NAME
@@ -854,7 +858,7 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     elif "max_shard_size" in options:
         raise MapspecError(f"{output}: max_shard_size needs a sharded output (a directory, or a *.index.json)")
     extra, extra_notes, folder = {}, [], None
-    if route is not None and companions.declared(spec):  # a model folder: config, tokenizer files beside it
+    if (route is not None or in_folder) and companions.declared(spec):  # a model folder: config, tokenizer...
         folder = os.path.dirname(os.path.abspath(output))
         extra, extra_notes = companions.build(p, p.no_tokenizer)
         companions.check_targets(folder, extra, force)
@@ -938,8 +942,10 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
 
     guard.check(p, output, force=force)
     anonymous = not getattr(module(fmt), "NAMED_TEMP", False)
-    with (staged(output, shard_format, force=force, sync=sync) if route is not None else
-          atomic_output(output, force=force, anonymous=anonymous, sync=sync)) as tmp:
+    # a model folder (shards, or one file in a layout's folder) is staged and published whole, companions included
+    with (staged(output, shard_format if route is not None else fmt, force=force, sync=sync)
+          if route is not None or in_folder else atomic_output(output, force=force, anonymous=anonymous,
+                                                               sync=sync)) as tmp:
         writer = create_writer(tmp, infos, format=fmt, final_path=str(output), **options)
         try:
             if getattr(writer, "positional", False):
@@ -953,7 +959,7 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
                     del x
             writer.close()
             if extra:
-                wrote_extra = companions.write(folder, extra, force)
+                wrote_extra = companions.write(os.path.dirname(tmp), extra, folder)
         except BaseException:
             writer.abort()
             raise

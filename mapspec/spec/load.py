@@ -114,6 +114,7 @@ def _endpoint(raw, spec_dir: str, default: Location) -> Endpoint:
                     metadata=raw["metadata"] if isinstance(raw.get("metadata"), dict) else {},  # keeps locations
                     tokenizer=raw["tokenizer"] if isinstance(raw.get("tokenizer"), dict) else None,
                     companions=raw["companions"] if isinstance(raw.get("companions"), dict) else None,
+                    file=text("file"),
                     loc=getattr(raw, "loc", default))
 
 
@@ -277,6 +278,9 @@ class _Builder:
         if ep.tokenizer is not None and key != "target":
             self.errors.append(SpecError(f"{key}.tokenizer: only a target takes a tokenizer", _loc(raw, "tokenizer",
                                                                                                doc.loc)))
+        if ep.file is not None and key != "target":
+            self.errors.append(SpecError(f"{key}.file: only a target names its file in a folder output",
+                                         _loc(raw, "file", doc.loc)))
         if ep.companions is not None and key != "target":
             self.errors.append(SpecError(f"{key}.companions: only a target has companion files",
                                          _loc(raw, "companions", doc.loc)))

@@ -26,6 +26,7 @@ class Endpoint:
     metadata: dict = field(default_factory=dict)  # file-level metadata for the writer (values may be templates)
     tokenizer: Optional[dict] = None  # target only: {from: source, vocab_size: ...} (mapspec.formats.gguf_vocab)
     companions: Optional[dict] = None  # target only: files beside the weights in a model folder (mapspec.companions)
+    file: Optional[str] = None  # target only: the weights' file name in a folder output (-o DIR/), not shards
     loc: Optional[Location] = None
 
 
