@@ -15,6 +15,12 @@ model folder (``-o DIR/``, a sharded checkpoint), next to its index::
             bos_token_id: {$source_metadata: tokenizer.ggml.bos_token_id, optional: true}  # null if absent
         tokenizer: gguf          # tokenizer files from a GGUF source's tokenizer.ggml.* (transformers' converter)
 
+Value forms (:data:`FORMS`): ``$absent``, ``$dtype``, ``$source_metadata`` as above; ``{$count: PATTERN}``
+(output tensors matching it: a layer count); ``{$meta_ffn: multiple_of | ffn_dim_multiplier, dim, hidden}``
+(Meta params.json values that give a feed-forward width).  ``shape('tensor')`` in an ``{expr}`` is an
+output tensor's shape.  A target with ``file:`` (Meta's ``consolidated.00.pth``) writes that one file in
+the folder instead of shards.
+
 Each kind is one plain function of :data:`KINDS`.  Files are built before anything is written (an
 error leaves no output); a file that exists is refused without ``--force``; the files are written into
 the output's staging folder and published with the weights, whole
@@ -172,6 +178,17 @@ def _source_metadata(plan, v: dict, arg, where: str):
     raise MapspecError(f"{plan.source.path}: no metadata key {arg!r}, which {where} needs")
 
 
+def _count(plan, v: dict, arg, where: str):
+    """``{$count: "layers.<i>.attention.wq.weight"}``: how many output tensors the pattern matches."""
+    from .spec.pattern import Pattern, PatternSyntaxError
+
+    try:
+        pattern = Pattern(arg)
+    except (PatternSyntaxError, TypeError) as e:
+        raise MapspecError(f"{plan.spec.path}: {where}: {arg!r}: {e}") from None
+    return sum(1 for s in plan.steps if pattern.match(s.target) is not None)
+
+
 def meta_ffn_size(dim: int, multiple_of: int, ffn_dim_multiplier=None) -> int:
     """The feed-forward width Meta's Llama reference (llama/model.py, FeedForward) computes from params.json."""
     hidden = int(2 * (4 * dim) / 3)
@@ -206,7 +223,7 @@ def _meta_ffn(plan, v: dict, arg, where: str):
 
 # Value forms of a JSON companion: {$name: argument, ...}, each a plain function (plan, the mapping, argument, where)
 FORMS: dict[str, Callable] = {"$absent": _absent, "$dtype": _dtype, "$source_metadata": _source_metadata,
-                              "$meta_ffn": _meta_ffn}
+                              "$meta_ffn": _meta_ffn, "$count": _count}
 
 
 def _special(plan, v: dict, key: str, where: str):
