@@ -731,7 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outtype", choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "auto"),
                    help="GGUF outputs: the type of the weight matrices, chosen per tensor as llama.cpp's "
                         "convert_hf_to_gguf.py does (norms, biases, 1-D tensors F32; rows that are not whole "
-                        "blocks F16); auto: the source's bf16/f16. Sets general.file_type")
+                        "blocks F16); auto: the source's bf16/f16. Sets general.file_type. Safetensors/torch "
+                        "outputs: every float tensor in f32, f16 or bf16 (auto: the source's matrices' dtype)")
     _add_force(p)
     p.add_argument("--target-option", action="append", metavar=PAIR,
                    help="a writer option of the output's format, added to the spec's target.options")

@@ -824,7 +824,8 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     anything is written.  No file written may be one the plan reads (:mod:`mapspec.guard`).
     ``sync`` (default): fsync'ed before it is put in place (``--no-sync`` turns it off).  ``outtype`` (GGUF
     outputs): the ggml type of the weights, as llama.cpp's converter chooses them
-    (:mod:`mapspec.formats.gguf_outtype`).
+    (:mod:`mapspec.formats.gguf_outtype`); other outputs: the dtype of every float
+    tensor (:mod:`mapspec.outtype`).
     """
     from . import guard
     from .formats.shard_output import staged
@@ -833,6 +834,9 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     check_size(p, max_output)
     spec, reader = p.spec, p.source
     fmt = output_format(output, p.target_format)
+    if outtype is not None and fmt != "gguf":  # float outputs: every float tensor in one dtype
+        _outtype(p, outtype, fmt, output)
+        outtype = None
     infos = [TensorInfo(s.target, tuple(s.out_meta.shape), s.out_meta.dtype, s.meta) for s in p.steps]
     options = dict(spec.target.options)
     options.update(target_options or {})
@@ -974,6 +978,17 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     return Result(p, output, len(entries), written, seconds, report, wrote_extra)
 
 
+def _outtype(p: Plan, outtype: str, fmt: str, output: str) -> None:
+    """Every float tensor of the plan cast to ``--outtype``'s dtype (formats holding float tensors)."""
+    from . import outtype as float_outtype
+
+    want = float_outtype.float_dtype(outtype, fmt, output, p.source.infos().values())
+    for s in p.steps:
+        if s.out_meta.dtype != want and dtypes.DTYPES[s.out_meta.dtype].kind == "float":
+            s.calls.append(BoundCall(_IMPLICIT_CAST, {"dtype": want}, f"cast({want}) [--outtype {outtype}]"))
+            s.out_meta = Meta(s.out_meta.shape, want)
+
+
 def _compute(s: Step, x, args_per_call: list) -> np.ndarray:
     """Run a step's transforms on its input (a stacked step: its parts', each into its slot of one array);
     check the result against the plan."""
@@ -1042,7 +1057,8 @@ def apply(spec: Union[str, Spec], source: Union[str, Reader], output: str, templ
           target_options: Optional[dict] = None, max_output: Optional[float] = None, no_tokenizer: bool = False,
           tokenizer_pre: Optional[str] = None, sync: bool = True, outtype: Optional[str] = None) -> Result:
     """Plan, check and stream a conversion into ``output``; raises on any problem, leaving no partial file.
-    ``outtype``: a GGUF output's type (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or auto)."""
+    ``outtype``: a GGUF output's type (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or auto); another output's
+    float dtype (f32, f16, bf16 or auto: the source's matrices')."""
     p = plan(spec, source, template=template, target_format=target_format, output=output, relax=relax,
              source_format=source_format, vars=vars, vars_file=vars_file, no_tokenizer=no_tokenizer,
              tokenizer_pre=tokenizer_pre)

@@ -123,3 +123,29 @@ def test_missing_metadata_key_is_named(tmp_path):
     code, _, err = run("apply", "llama/gguf-to-hf", "-s", bad, "-o", tmp_path / "x" / "")
     assert code == 1 and "llama.attention.head_count" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("outtype", [None, "bf16", "auto"])
+def test_gguf_to_hf_outtype_gives_the_models_dtype_back(tmp_path, outtype):
+    """A bf16 model's GGUF holds F32 norms: --outtype bf16 (or auto, the matrices' dtype) gives back the very
+    file transformers saved; without it the norms stay float32 (what the GGUF holds), the same values."""
+    from safetensors import safe_open
+
+    d, g = _gguf(tmp_path, "bf16")
+    back = tmp_path / "back.safetensors"
+    code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", back, *(["--outtype", outtype] if outtype else []))
+    assert code == 0, err
+    with safe_open(d / "model.safetensors", "pt") as a, safe_open(back, "pt") as b:
+        assert sorted(a.keys()) == sorted(b.keys())
+        for k in a.keys():
+            x, y = a.get_tensor(k), b.get_tensor(k)
+            if outtype is None and k.endswith("norm.weight"):
+                assert y.dtype == torch.float32 and torch.equal(y.to(torch.bfloat16), x), k
+            else:
+                assert y.dtype == torch.bfloat16 and torch.equal(x, y), k
+
+
+def test_outtype_of_a_gguf_type_for_an_hf_output_is_refused(tmp_path):
+    _, g = _gguf(tmp_path, "f32")
+    code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", tmp_path / "x.safetensors", "--outtype", "q8_0")
+    assert code == 1 and "--outtype q8_0 is a GGUF type" in err and not (tmp_path / "x.safetensors").exists()
