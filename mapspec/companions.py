@@ -233,11 +233,30 @@ def _special(plan, v: dict, key: str, where: str):
     return FORMS[key](plan, v, v[key], where)
 
 
+def _refused(plan, entries: list) -> None:
+    """``refuse: [{source_tensor: NAME | source_metadata: KEY, except: [values], why: TEXT}]``: what the
+    companions cannot express (the folder would compute another model than the source) stops the conversion."""
+    meta = getattr(plan.source, "metadata", None)
+    meta = meta if isinstance(meta, dict) else {}
+    for e in entries:
+        if "source_tensor" in e and e["source_tensor"] in plan.source.infos():
+            held = f"holds {e['source_tensor']}"
+        elif "source_metadata" in e and e["source_metadata"] in meta \
+                and meta[e["source_metadata"]] not in (e.get("except") or []):
+            held = f"has {e['source_metadata']} = {meta[e['source_metadata']]!r}"
+        else:
+            continue
+        raise MapspecError(f"{plan.source.path}: {held} ({e.get('why')}), which the companion files of "
+                           f"{plan.spec.name} cannot express, so the folder would compute another model; write the "
+                           f"tensors to a file (-o FILE.safetensors) and give the model's config yourself")
+
+
 def build(plan, no_tokenizer: bool = False) -> tuple[dict, list]:
     """({file name: bytes}, notes) of the companions ``plan``'s spec declares (JSON after copies: it wins)."""
     files: dict = {}
     notes: list = []
     raw = declared(plan.spec)
+    _refused(plan, raw.get("refuse") or [])
     for kind in ("copy", "tokenizer", "json"):
         if kind in raw:
             KINDS[kind](plan, raw[kind], files, notes, no_tokenizer)

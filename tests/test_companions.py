@@ -41,3 +41,19 @@ def test_bad_companions_and_config_sources_are_refused(tmp_path, text, word):
 def test_config_from_source_metadata_validates(tmp_path):
     s = spec(tmp_path, "config: {from: source_metadata, vars: {heads: llama.attention.head_count}}\n")
     assert s.config["from"] == "source_metadata"
+
+
+def test_refuse_entries_validate(tmp_path):
+    s = spec(tmp_path, "target:\n  companions:\n    refuse: [{source_tensor: rope_freqs.weight, why: scaling}]\n")
+    assert s.target.companions["refuse"][0]["why"] == "scaling"
+    with pytest.raises(MapspecError):
+        spec(tmp_path, "target:\n  companions:\n    refuse: [{source_tensor: x}]\n")  # no why
+
+
+def test_meta_ffn_gives_the_width_by_metas_formula():
+    from mapspec.companions import meta_ffn, meta_ffn_size
+
+    assert meta_ffn(4096, 11008) == {"multiple_of": 256, "ffn_dim_multiplier": None}  # Llama 2 7B's params.json
+    for dim, hidden in [(4096, 14336), (64, 96), (8192, 28672), (48, 24)]:
+        p = meta_ffn(dim, hidden)
+        assert meta_ffn_size(dim, p["multiple_of"], p["ffn_dim_multiplier"]) == hidden

@@ -21,12 +21,13 @@ pytest.importorskip("gguf")
 pytest.importorskip("tokenizers")
 pytest.importorskip("sentencepiece")
 
-TEXT = "Hello world! The quick brown fox, 12345 llamas; I've been told."
+TEXT = "Hello world! The quick brown fox, 12345 llamas; I've been told.  ünïcödé\n\n 3.14159 ??"
 
 CASES = {
     "f32": (F.sentencepiece_tokenizer, dict(vocab_size=330)),
     "bf16": (F.sentencepiece_tokenizer, dict(vocab_size=320, dtype="bfloat16")),
-    "f32-tied": (F.sentencepiece_tokenizer, dict(vocab_size=330, tie_word_embeddings=True)),
+    "f32-tied-bpe": (F.bpe_tokenizer, dict(vocab_size=304, tie_word_embeddings=True, bos_token_id=298,
+                                           eos_token_id=299)),
 }
 
 
@@ -42,7 +43,8 @@ def _gguf(tmp_path, case):
     F.llama_model(d, **config)
     build(d)
     g = tmp_path / "m.gguf"
-    code, _, err = run("apply", "llama/hf-to-gguf", "-s", d, "-o", g, "-q")
+    pre = ["--tokenizer-pre", "llama-bpe"] if build is F.bpe_tokenizer else []
+    code, _, err = run("apply", "llama/hf-to-gguf", "-s", d, "-o", g, "-q", *pre)
     assert code == 0, err
     return d, g
 
@@ -149,3 +151,21 @@ def test_outtype_of_a_gguf_type_for_an_hf_output_is_refused(tmp_path):
     _, g = _gguf(tmp_path, "f32")
     code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", tmp_path / "x.safetensors", "--outtype", "q8_0")
     assert code == 1 and "--outtype q8_0 is a GGUF type" in err and not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize("rope", [{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+                                  {"rope_type": "linear", "factor": 2.0}])
+def test_rope_scaling_the_config_cannot_carry_is_refused_for_a_folder(tmp_path, rope):
+    """llama.cpp's converter writes Llama 3 rope scaling as rope_freqs.weight and linear scaling as
+    llama.rope.scaling.*; a folder whose config.json lacks them would compute another model."""
+    import llamacpp_util as L
+
+    d = tmp_path / "hf"
+    F.llama_model(d, vocab_size=330, rope_parameters={"rope_theta": 10000.0, **rope})
+    F.sentencepiece_tokenizer(d)
+    g = tmp_path / "m.gguf"
+    L.convert(d, g, "--outtype", "f32")
+    code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", f"{tmp_path / 'back'}/")
+    assert code == 1 and "rope scaling" in err and "Traceback" not in err, err
+    assert not (tmp_path / "back").exists()
