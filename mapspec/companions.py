@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Callable
+from typing import Callable, Optional
 
 from .errors import MapspecError
 
@@ -46,6 +46,23 @@ _LOAD_ONLY_KEYS = ("is_local", "local_files_only", "_commit_hash", "name_or_path
 def declared(spec) -> dict:
     raw = getattr(spec.target, "companions", None)
     return raw if isinstance(raw, dict) else {}
+
+
+def folder_file(spec, output) -> Optional[str]:
+    """``DIR/FILE`` when ``output`` names a folder (``-o DIR/``) and the spec's target keeps its weights in one
+    file there (``target: file: consolidated.00.pth``); else None (a folder output is shards and an index)."""
+    from .formats import sharded
+
+    name = getattr(spec.target, "file", None)
+    if not name or sharded.output_target(output, None) is None or sharded.is_index(output):
+        return None
+    return os.path.join(str(output), name)
+
+
+def named(spec) -> list:
+    """The companion file names a spec declares by name (copied or made from vars; not the tokenizer's)."""
+    raw = declared(spec)
+    return list(raw.get("copy") or []) + list(raw.get("json") or {})
 
 
 def source_folder(plan) -> str:

@@ -844,9 +844,10 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
         options["metadata"] = {**(options.get("metadata") or {}), **p.metadata}
     if p.template is not None:
         options.setdefault("template", p.template.path)
-    in_folder = bool(spec.target.file) and sharded.output_target(output, None) is not None
+    requested = output  # what the guard checks (it resolves a folder output the same way)
+    in_folder = companions.folder_file(spec, output)
     if in_folder:  # -o DIR/ of a layout whose folder holds one weights file (Meta's consolidated.00.pth)
-        output = os.path.join(output, spec.target.file)
+        output = in_folder
         fmt = output_format(output, p.target_format)
     if outtype is not None:
         options["outtype"] = outtype
@@ -944,7 +945,7 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
         if progress is not None:
             progress(i + 1, len(p.steps), s)
 
-    guard.check(p, output, force=force)
+    guard.check(p, requested, force=force)
     anonymous = not getattr(module(fmt), "NAMED_TEMP", False)
     # a model folder (shards, or one file in a layout's folder) is staged and published whole, companions included
     with (staged(output, shard_format if route is not None else fmt, force=force, sync=sync)

@@ -87,8 +87,12 @@ def check(p, output, force: bool = False, report: Optional[str] = None) -> None:
     from .formats import module, output_format, sharded
     from .formats.base import check_output_path
 
+    from .companions import folder_file, named
+
+    in_folder = folder_file(p.spec, output)
+    output = in_folder or output
     fmt = output_format(output, p.target_format)
-    route = sharded.output_target(output, fmt)
+    route = None if in_folder else sharded.output_target(output, fmt)
     if route is not None:
         index, shard_format = route
         outputs, pattern = _sharded_outputs(index, shard_format)
@@ -96,7 +100,9 @@ def check(p, output, force: bool = False, report: Optional[str] = None) -> None:
     else:
         index, pattern = str(output), None
         outputs = [index] + [index + s for s in getattr(module(fmt), "COMPANION_SUFFIXES", ())]
-        check_output_path(index, force, "output")
+        check_output_path(index, force, "output", make_parent=bool(in_folder))
+    if route is not None or in_folder:  # the spec's companion files beside the weights
+        outputs += [os.path.join(os.path.dirname(index), n) for n in named(p.spec)]
     if report:
         check_output_path(report, force, "--report")
     refuse_inputs([("output", o) for o in outputs] + ([("--report", report)] if report else []), input_files(p))
