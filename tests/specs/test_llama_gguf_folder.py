@@ -169,3 +169,21 @@ def test_rope_scaling_the_config_cannot_carry_is_refused_for_a_folder(tmp_path, 
     code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", f"{tmp_path / 'back'}/")
     assert code == 1 and "rope scaling" in err and "Traceback" not in err, err
     assert not (tmp_path / "back").exists()
+
+
+def test_a_gguf_without_tokenizer_needs_no_tokenizer_for_a_folder(tmp_path):
+    d = tmp_path / "hf"
+    F.llama_model(d, vocab_size=330)
+    g = tmp_path / "m.gguf"
+    code, _, err = run("apply", "llama/hf-to-gguf", "-s", d, "-o", g, "-q", "--no-tokenizer")
+    assert code == 0, err
+    code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", f"{tmp_path / 'back'}/")
+    assert code == 1 and "holds no tokenizer" in err and "--no-tokenizer" in err
+    assert not (tmp_path / "back").exists()
+    code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", f"{tmp_path / 'back'}/", "--no-tokenizer")
+    assert code == 0 and "no tokenizer files written" in err, err
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == [
+        "config.json", "generation_config.json", "model-00001-of-00001.safetensors", "model.safetensors.index.json"]
+    cfg = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert cfg["bos_token_id"] is None and cfg["eos_token_id"] is None  # not in the file: null, never a default
+    transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back")
