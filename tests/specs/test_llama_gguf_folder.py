@@ -91,9 +91,12 @@ def test_companion_files_need_force(tmp_path):
     assert code == 1 and "config.json" in err and "--force" in err and "Traceback" not in err
     assert sorted(p.name for p in back.iterdir()) == ["config.json"]  # nothing else written
     assert (back / "config.json").read_text() == "{}"
-    code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", f"{back}/", "--force")
+    code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", f"{back}/", "--force", "--report",
+                       tmp_path / "r.json")
     assert code == 0, err
     assert json.loads((back / "config.json").read_text())["model_type"] == "llama"
+    written = json.loads((tmp_path / "r.json").read_text())["companions"]
+    assert sorted(written) == sorted(str(p) for p in back.iterdir() if not p.name.startswith("model"))
 
 
 def test_single_file_output_gets_no_companions(tmp_path):
