@@ -251,8 +251,8 @@ def _special(plan, v: dict, key: str, where: str):
 
 
 def _refused(plan, entries: list) -> None:
-    """``refuse: [{source_tensor: NAME | source_metadata: KEY, except: [values], why: TEXT}]``: what the
-    companions cannot express (the folder would compute another model than the source) stops the conversion."""
+    """``refuse: [{source_tensor: NAME | source_metadata: KEY | var: NAME, except: [values], why: TEXT}]``: what
+    the companions cannot express (the folder would compute another model than the source) stops the conversion."""
     meta = getattr(plan.source, "metadata", None)
     meta = meta if isinstance(meta, dict) else {}
     for e in entries:
@@ -261,6 +261,9 @@ def _refused(plan, entries: list) -> None:
         elif "source_metadata" in e and e["source_metadata"] in meta \
                 and meta[e["source_metadata"]] not in (e.get("except") or []):
             held = f"has {e['source_metadata']} = {meta[e['source_metadata']]!r}"
+        elif "var" in e and plan.spec.vars.get(e["var"]) is not None \
+                and plan.spec.vars[e["var"]] not in (e.get("except") or []):
+            held = f"has {e['var']} = {plan.spec.vars[e['var']]!r}"
         else:
             continue
         raise MapspecError(f"{plan.source.path}: {held} ({e.get('why')}), which the companion files of "

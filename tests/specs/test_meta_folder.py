@@ -68,3 +68,17 @@ def test_hf_to_meta_folder(tmp_path, hidden, intermediate):
 
     a, b = load_file(d / "model.safetensors"), load_file(back)
     assert sorted(a) == sorted(b) and all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def test_rope_scaling_is_refused_for_a_meta_folder(tmp_path):
+    """params.json here has no use_scaled_rope: a Llama 3.1 rope-scaled model's folder would compute another
+    model; the tensors alone (-o FILE) still convert."""
+    d = tmp_path / "hf"
+    F.llama_model(d, vocab_size=330, rope_parameters={"rope_theta": 500000.0, "rope_type": "llama3", "factor": 8.0,
+                                                      "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                      "original_max_position_embeddings": 64})
+    code, _, err = run("apply", "llama/hf-to-meta", "-s", d, "-o", f"{tmp_path / 'meta'}/")
+    assert code == 1 and "rope_type = 'llama3'" in err and "Traceback" not in err, err
+    assert not (tmp_path / "meta").exists()
+    code, _, err = run("apply", "llama/hf-to-meta", "-s", d, "-o", tmp_path / "consolidated.00.pth")
+    assert code == 0, err
