@@ -835,7 +835,9 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     spec, reader = p.spec, p.source
     fmt = output_format(output, p.target_format)
     if outtype is not None and fmt != "gguf":  # float outputs: every float tensor in one dtype
-        _outtype(p, outtype, fmt, output)
+        from . import outtype as float_outtype
+
+        float_outtype.cast_plan(p, outtype, fmt, output)
         outtype = None
     infos = [TensorInfo(s.target, tuple(s.out_meta.shape), s.out_meta.dtype, s.meta) for s in p.steps]
     options = dict(spec.target.options)
@@ -977,17 +979,6 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     }
     p.warnings.extend(extra_notes)
     return Result(p, output, len(entries), written, seconds, report, wrote_extra)
-
-
-def _outtype(p: Plan, outtype: str, fmt: str, output: str) -> None:
-    """Every float tensor of the plan cast to ``--outtype``'s dtype (formats holding float tensors)."""
-    from . import outtype as float_outtype
-
-    want = float_outtype.float_dtype(outtype, fmt, output, p.source.infos().values())
-    for s in p.steps:
-        if s.out_meta.dtype != want and dtypes.DTYPES[s.out_meta.dtype].kind == "float":
-            s.calls.append(BoundCall(_IMPLICIT_CAST, {"dtype": want}, f"cast({want}) [--outtype {outtype}]"))
-            s.out_meta = Meta(s.out_meta.shape, want)
 
 
 def _compute(s: Step, x, args_per_call: list) -> np.ndarray:

@@ -40,3 +40,16 @@ def float_dtype(outtype: str, fmt: str, output: str, source_infos: Iterable) -> 
         raise MapspecError(f"{output}: --outtype {outtype} is a GGUF type; a {fmt} output holds float tensors "
                            f"(--outtype {', '.join(FLOAT_TYPES)} or auto)")
     return FLOAT_TYPES[outtype]
+
+
+def cast_plan(p, outtype: str, fmt: str, output: str) -> None:
+    """Every float tensor of plan ``p`` cast to ``outtype``'s dtype (a cast appended to its step, as the
+    spec's target dtype does)."""
+    from .engine import _IMPLICIT_CAST, BoundCall
+    from .transforms import Meta
+
+    want = float_dtype(outtype, fmt, output, p.source.infos().values())
+    for s in p.steps:
+        if s.out_meta.dtype != want and dtypes.DTYPES[s.out_meta.dtype].kind == "float":
+            s.calls.append(BoundCall(_IMPLICIT_CAST, {"dtype": want}, f"cast({want}) [--outtype {outtype}]"))
+            s.out_meta = Meta(s.out_meta.shape, want)
