@@ -156,6 +156,9 @@ def with_config(spec: Spec, source_path: Optional[str], vars_file: Optional[str]
     cfg = spec.config
     if vars_file is None and not cfg:
         return spec
+    if vars_file is not None and cfg and cfg.get("from") == "source_metadata":
+        raise MapspecError(f"{spec.path}: its vars come from the source file's own metadata; --vars-file {vars_file} "
+                           f"is not needed (override a var with --var NAME=VALUE)")
     if vars_file is None and cfg.get("from") == "source_metadata":
         if reader is None and not source_path:
             raise MapspecError(f"{spec.path}: its vars come from the source file's metadata; give the source, "

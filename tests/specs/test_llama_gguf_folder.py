@@ -190,3 +190,10 @@ def test_a_gguf_without_tokenizer_needs_no_tokenizer_for_a_folder(tmp_path):
     cfg = json.loads((tmp_path / "back" / "config.json").read_text())
     assert cfg["bos_token_id"] is None and cfg["eos_token_id"] is None  # not in the file: null, never a default
     transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back")
+
+
+def test_vars_file_is_refused_for_vars_from_the_gguf(tmp_path):
+    d, g = _gguf(tmp_path, "f32")
+    code, _, err = run("apply", "llama/gguf-to-hf", "-s", g, "-o", tmp_path / "x.safetensors", "--vars-file",
+                       d / "config.json")
+    assert code == 1 and "own metadata" in err and "--var" in err and "Traceback" not in err
