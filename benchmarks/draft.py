@@ -14,7 +14,7 @@ is applied to the source and compared, target by target, with the shipped spec's
 
 The draft's TODO rules are left out for that (they are what it leaves open).  The last pairs are
 ones that file order alone would get wrong, built here as real files (tests/two_tower.py,
-tests/draft/resnet_kaiming.py) and compared with a spec written by hand: two parallel towers of one
+tests/resnet_kaiming.py) and compared with a spec written by hand: two parallel towers of one
 shape listed in opposite orders (with telling and with opaque names), torch layers whose names cross
 the file order, and Kaiming's Caffe ResNet-50 (conv1 with a bias, each stage's shortcut listed first)
 against torchvision's layout.

@@ -47,7 +47,7 @@ def plan_pairs(path, source) -> set:
 def test_kaiming_resnet50_blocks_fold_into_letter_placeholders(tmp_path):
     """res<s><block letter>_branch2<a|b|c> -> layer{s-1}.{letter[block]}.conv{letter[c]+1}: the draft is as short
     as the hand-written spec (20 rules), and plans to the same pairs as the unfolded draft (121 rules)."""
-    from draft import resnet_kaiming as rk
+    import resnet_kaiming as rk
 
     proto, model = rk.caffe_files(tmp_path, width=8, classes=10, hw=32)
     template = rk.torch_template(tmp_path / "tv.pth", width=8, classes=10)

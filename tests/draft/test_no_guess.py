@@ -2,7 +2,7 @@
 
 Real files: a two-tower Caffe net (tests/two_tower.py) against torch modules that register the towers
 in the other order, torch against torch with crossed names, and Kaiming's Caffe ResNet-50 layout
-(conv1 with a bias) against torchvision's (tests/draft/resnet_kaiming.py).  Values are checked against
+(conv1 with a bias) against torchvision's (tests/resnet_kaiming.py).  Values are checked against
 the Caffe executor's output and the source tensors, never against the draft's own output.
 """
 
@@ -124,7 +124,7 @@ def test_kaiming_resnet50_conv1_bias_is_not_dropped(tmp_path):
     bn1.running_mean, where it belongs, is held back; the TODO's own rule gives the Caffe net's output, the
     'obvious' completion (drop the bias, map the mean as is) does not.  The shortcut (res2a_branch1, listed first
     by Caffe, last by torch, the shape of res2a_branch2c) is paired by the graph: every other target is exact."""
-    from draft import resnet_kaiming as rk
+    import resnet_kaiming as rk
 
     proto, model = rk.caffe_files(tmp_path, width=8, classes=10, hw=32)
     template = rk.torch_template(tmp_path / "tv.pth", width=8, classes=10)
