@@ -19,7 +19,7 @@ LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
-def sentencepiece_tokenizer(folder, vocab_size: int = 320) -> None:
+def sentencepiece_tokenizer(folder, vocab_size: int = 320, add_dummy_prefix: bool = True) -> None:
     """A Llama-2-style tokenizer: a SentencePiece BPE model with byte fallback (<unk> <s> </s> first), saved
     as transformers' LlamaTokenizer saves it (tokenizer.json, tokenizer_config.json, chat_template.jinja)
     beside the tokenizer.model, as Hub Llama 2 folders hold it (transformers 5 no longer writes that file)."""
@@ -30,15 +30,23 @@ def sentencepiece_tokenizer(folder, vocab_size: int = 320) -> None:
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(TEXT), model_writer=buf, vocab_size=vocab_size,
                                    model_type="bpe", byte_fallback=True, character_coverage=1.0,
-                                   normalization_rule_name="identity", add_dummy_prefix=True,
+                                   normalization_rule_name="identity", add_dummy_prefix=add_dummy_prefix,
                                    remove_extra_whitespaces=False, split_digits=True, unk_id=0, bos_id=1, eos_id=2,
                                    pad_id=-1, minloglevel=2)
     path = os.path.join(folder, "tokenizer.model")
     with open(path, "wb") as f:
         f.write(buf.getvalue())
-    tok = LlamaTokenizer.from_pretrained(folder, add_bos_token=True, add_eos_token=False)  # converts the .model
+    prefix = {} if add_dummy_prefix else {"add_prefix_space": False}
+    tok = LlamaTokenizer.from_pretrained(folder, add_bos_token=True, add_eos_token=False, **prefix)  # converts the .model
     tok.chat_template = CHAT_TEMPLATE
     tok.save_pretrained(folder)
+
+
+def gemma_tokenizer(folder, vocab_size: int = 320) -> None:
+    """A Gemma-style tokenizer: like :func:`sentencepiece_tokenizer` but with no dummy space prefix (Gemma's
+    SentencePiece model adds none; llama.cpp's converter writes add_space_prefix false for Gemma), saved
+    through transformers' LlamaTokenizer with add_prefix_space false."""
+    sentencepiece_tokenizer(folder, vocab_size, add_dummy_prefix=False)
 
 
 def bpe_tokenizer(folder, vocab_size: int = 300) -> None:
