@@ -16,9 +16,8 @@ from mapspec import cli
 from mapspec.formats import open_checkpoint
 
 TEXT = "Hello world! The quick brown fox, 12345 llamas; I've been told."
-# what the converter derives from the folder or the run, not from the model (ours: general.name from the spec)
-RUN_KEYS = ("GGUF.", "general.name", "general.size_label", "general.type", "general.file_type",
-            "general.quantization_version")
+# what the converter writes for its --outtype (f32 here), not from the model
+RUN_KEYS = ("GGUF.", "general.file_type", "general.quantization_version")
 
 
 def build(folder, cls: str, config: dict, norm_center: float = 0.0, dtype: str = "float32", seed: int = 0,

@@ -90,14 +90,19 @@ def test_round_trip_bf16_bit_identical(tmp_path):
             assert back[k].dtype == v.dtype and np.array_equal(back[k].view(np.uint8), v.view(np.uint8)), k
 
 
-def test_untied_lm_head_refused(tmp_path):
-    """llama.cpp's gemma2 has no output tensor: a checkpoint with its own lm_head is refused, naming it."""
+@pytest.mark.parametrize("change, named", [
+    (dict(tie_word_embeddings=False), "lm_head.weight"),  # llama.cpp's gemma2 has no output tensor
+    (dict(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}), "rope_type"),
+])
+def test_refused(tmp_path, change, named):
+    """What llama.cpp's gemma2 cannot express stops the conversion, naming it."""
     import io
 
     from mapspec import cli
 
-    Z.build(tmp_path / "hf", "Gemma2ForCausalLM", dict(CONFIG, tie_word_embeddings=False), tokenizer=F.gemma_tokenizer)
+    Z.build(tmp_path / "hf", "Gemma2ForCausalLM", dict(CONFIG, num_hidden_layers=1, **change),
+            tokenizer=F.gemma_tokenizer)
     err = io.StringIO()
     assert cli.run(["apply", "gemma2/hf-to-gguf", "-s", str(tmp_path / "hf"), "-o", str(tmp_path / "m.gguf")],
                    stdout=io.StringIO(), stderr=err) == 1
-    assert "lm_head.weight" in err.getvalue() and "Traceback" not in err.getvalue()
+    assert named in err.getvalue() and "Traceback" not in err.getvalue(), err.getvalue()
