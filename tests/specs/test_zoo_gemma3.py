@@ -1,0 +1,99 @@
+"""gemma3/hf-to-gguf and gemma3/gguf-to-hf on tiny random Gemma3ForCausalLM models (transformers' own classes,
+random weights and norms, query_pre_attn_scalar = head_dim as in released checkpoints, six layers so that the
+sixth is full attention with its own rope base, a window shorter than the text): real llama.cpp runs our GGUF
+with transformers' logits (q/k norms, 1 + w norms, final soft-capping, two rope bases, linear rope scaling as
+Gemma 3 4B+ has), the GGUF equals llama.cpp's converter output, and gguf-to-hf gives the checkpoint back."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+import llamacpp_util as L
+import llm_fixtures as F
+import zoo_checks as Z
+from mapspec import cli
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("sentencepiece")
+pytest.importorskip("gguf")
+
+ROPE = {"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}
+LINEAR = dict(ROPE, full_attention={"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0})
+CONFIG = dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=6, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=8,
+              max_position_embeddings=256, rms_norm_eps=1e-6, final_logit_softcapping=None, bos_token_id=1,
+              eos_token_id=2, pad_token_id=None, rope_parameters=ROPE)
+CASES = {"plain": CONFIG, "softcap-linear-rope": dict(CONFIG, final_logit_softcapping=8.0, rope_parameters=LINEAR)}
+NORMS = ("layernorm", "model.norm", "q_norm", "k_norm")
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def f32(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp("gemma3")
+    model = Z.build(d / "hf", "Gemma3ForCausalLM", CASES[request.param], tokenizer=F.gemma_tokenizer)
+    Z.apply("gemma3/hf-to-gguf", d / "hf", d / "ours.gguf")
+    return model, d
+
+
+@pytest.mark.slow
+def test_llama_cpp_gives_transformers_logits(f32):
+    model, d = f32
+    # ggml's CPU GELU reads a float16 table: ~1e-3 from transformers' exact tanh GELU (see test_zoo_gemma2)
+    Z.check_logits(model, d / "hf", d / "ours.gguf", atol=1e-3)
+
+
+@pytest.mark.slow
+def test_equals_llama_cpp_converter(f32):
+    _, d = f32
+    L.convert(d / "hf", d / "theirs.gguf", "--outtype", "f32")
+    Z.check_same_as_converter(d / "ours.gguf", d / "theirs.gguf")
+
+
+def test_round_trip_f32(f32, tmp_path):
+    """float32: every tensor back bit for bit but the norms, whose 1 + w the GGUF holds rounded to float32."""
+    _, d = f32
+    Z.apply("gemma3/gguf-to-hf", d / "ours.gguf", tmp_path / "back.safetensors")
+    src, back = Z.state(d / "hf" / "model.safetensors"), Z.state(tmp_path / "back.safetensors")
+    assert sorted(src) == sorted(back)
+    for k, v in src.items():
+        assert back[k].dtype == v.dtype, k
+        if any(n in k for n in NORMS):
+            assert np.abs(back[k] - v).max() <= 2.0 ** -23, k
+        else:
+            assert np.array_equal(back[k], v), k
+
+
+def test_round_trip_bf16_bit_identical(tmp_path):
+    """bfloat16 (as Gemma 3 ships): 1 + w is exact in float32, so the norms come back bit for bit (as float32)."""
+    Z.build(tmp_path / "hf", "Gemma3ForCausalLM", dict(CONFIG, num_hidden_layers=2), dtype="bfloat16",
+            tokenizer=F.gemma_tokenizer)
+    Z.apply("gemma3/hf-to-gguf", tmp_path / "hf", tmp_path / "m.gguf")
+    Z.apply("gemma3/gguf-to-hf", tmp_path / "m.gguf", tmp_path / "back.safetensors")
+    src, back = Z.state(tmp_path / "hf" / "model.safetensors"), Z.state(tmp_path / "back.safetensors")
+    assert sorted(src) == sorted(back) and any("q_norm" in k for k in src)
+    for k, v in src.items():
+        if any(n in k for n in NORMS):
+            assert back[k].dtype == np.float32 and np.array_equal(back[k], v.astype(np.float32)), k
+        else:
+            assert back[k].dtype == v.dtype and np.array_equal(back[k].view(np.uint8), v.view(np.uint8)), k
+
+
+@pytest.mark.parametrize("change, named", [
+    (dict(attn_logit_softcapping=50.0), "attn_logit_softcapping"),
+    (dict(rope_parameters=dict(ROPE, full_attention={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6,
+                                                      "original_max_position_embeddings": 64})), "rope_type"),
+])
+def test_refused(tmp_path, change, named):
+    """What llama.cpp's gemma3 cannot express (or this spec does not implement) stops the conversion, naming it."""
+    Z.build(tmp_path / "hf", "Gemma3ForCausalLM", dict(CONFIG, num_hidden_layers=1, **change),
+            tokenizer=F.gemma_tokenizer)
+    err = io.StringIO()
+    assert cli.run(["apply", "gemma3/hf-to-gguf", "-s", str(tmp_path / "hf"), "-o", str(tmp_path / "m.gguf")],
+                   stdout=io.StringIO(), stderr=err) == 1
+    assert named in err.getvalue() and "Traceback" not in err.getvalue(), err.getvalue()
+    assert not (tmp_path / "m.gguf").exists()
