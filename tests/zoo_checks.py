@@ -39,7 +39,7 @@ def build(folder, cls: str, config: dict, norm_center: float = 0.0, dtype: str =
                 p.normal_(0.0, 0.2)
     model = model.to(getattr(torch, dtype))
     model.save_pretrained(folder)
-    tokenizer(folder, vocab_size=config["vocab_size"])
+    tokenizer(folder, vocab_size=config["vocab_size"] if "vocab_size" in config else config["text_config"]["vocab_size"])
     return model.float()
 
 
