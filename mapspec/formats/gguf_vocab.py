@@ -51,6 +51,10 @@ ADD_KEYS = {"bos": "tokenizer.ggml.add_bos_token", "eos": "tokenizer.ggml.add_eo
 # 32016-token vocabulary ends a fill-in-the-middle turn with token 32010; granite-code's 49152 adds no BOS).
 ARCH_QUIRKS = {"llama": {32016: {"tokenizer.ggml.eot_token_id": ("uint32", 32010)},
                          49152: {"tokenizer.ggml.add_bos_token": ("bool", False)}}}
+# Architectures whose converter re-reads every token tokenizer.json lists as added, the SentencePiece model's own
+# pieces too (<unk> <s> </s>): score -1000, CONTROL if marked special else USER_DEFINED, the text as listed
+# (Phi3MiniModel.set_vocab); the others take only those past the pieces, as tokenizer_config.json's list.
+ADDED_TOKENS_ALL = frozenset({"phi3"})
 # Added tokens whose text looks like a control token although not marked special (the converter's list).
 LOOKS_SPECIAL = ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
 
@@ -76,7 +80,7 @@ def tokenizer_metadata(folder: str, vocab_size: int, pre: Optional[str] = None, 
         if pre is not None:
             raise MapspecError(f"{path('tokenizer.model')}: a SentencePiece tokenizer has no BPE pre-tokenizer to "
                                f"name; leave out --tokenizer-pre")
-        tokens, scores, types = _sentencepiece(folder, vocab_size, config)
+        tokens, scores, types = _sentencepiece(folder, vocab_size, config, arch in ADDED_TOKENS_ALL)
         meta["tokenizer.ggml.model"] = ("string", "llama")
         meta["tokenizer.ggml.pre"] = ("string", "default")
         meta["tokenizer.ggml.tokens"] = ("array[string]", tokens)
@@ -127,7 +131,7 @@ def _fits(path: str, token_id, vocab_size: int, what: str) -> int:
     return token_id
 
 
-def _sentencepiece(folder: str, vocab_size: int, config: Optional[dict]) -> tuple:
+def _sentencepiece(folder: str, vocab_size: int, config: Optional[dict], all_added: bool = False) -> tuple:
     try:
         import sentencepiece
     except ImportError as e:
@@ -163,19 +167,22 @@ def _sentencepiece(folder: str, vocab_size: int, config: Optional[dict]) -> tupl
     if os.path.isfile(json_path):
         # transformers 5 keeps added tokens only in tokenizer.json; those past the pieces would be lost (the
         # converter reads tokenizer_config.json's list only), so they count as entries of that list
-        entries += [(json_path, str(a["id"]), a) for a in _json(json_path).get("added_tokens") or []
-                    if isinstance(a, dict) and isinstance(a.get("id"), int) and a["id"] >= n
-                    and str(a["id"]) not in decoder]
+        # (ADDED_TOKENS_ALL: every one, after tokenizer_config.json's, as that converter reads them)
+        listed = [(json_path, str(a["id"]), a) for a in _json(json_path).get("added_tokens") or []
+                  if isinstance(a, dict) and isinstance(a.get("id"), int)]
+        entries += listed if all_added else [e for e in listed if int(e[1]) >= n and e[1] not in decoder]
     for where, key, entry in entries:
         text = entry.get("content") if isinstance(entry, dict) else None
         if not isinstance(text, str) or not key.isdigit():
             raise MapspecError(f"{where}: added token entry {key!r} has no token id and content")
         i = _fits(where, int(key), vocab_size, f"added token {text!r}")
-        if entry.get("special") or _look_special(text):
-            types[i] = CONTROL
+        if all_added:
+            kind = CONTROL if entry.get("special") else USER_DEFINED
+        elif entry.get("special") or _look_special(text):
+            kind = CONTROL
         else:
-            text, types[i] = text.replace("\u2581", " "), USER_DEFINED  # user-defined spaces pre-normalized
-        tokens[i], scores[i] = text, -1000.0
+            text, kind = text.replace("\u2581", " "), USER_DEFINED  # user-defined spaces pre-normalized
+        tokens[i], scores[i], types[i] = text, -1000.0, kind
     return tokens, scores, types
 
 
