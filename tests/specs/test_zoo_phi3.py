@@ -1,0 +1,109 @@
+"""phi3/hf-to-gguf and phi3/gguf-to-hf on tiny random Phi3ForCausalLM models (transformers' own classes, random
+weights and norms, a SentencePiece tokenizer with added special and user tokens and padding to vocab_size, as
+Phi-3's): real llama.cpp runs our GGUF (fused qkv and gate/up) with
+transformers' logits, the GGUF equals llama.cpp's converter output (the tokenizer's added tokens as its Phi-3
+converter re-reads them), and gguf-to-hf gives the checkpoint back bit for bit."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+import llamacpp_util as L
+import llm_fixtures as F
+import zoo_checks as Z
+from mapspec import cli
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("sentencepiece")
+pytest.importorskip("gguf")
+
+CONFIG = dict(vocab_size=330, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=256, original_max_position_embeddings=128,
+              rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=None, sliding_window=None,
+              rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0})
+
+
+def tokenizer(folder, vocab_size):
+    """320 SentencePiece pieces, a special <pad> and a user <extra> added after them, the rest padding."""
+    F.sentencepiece_tokenizer(folder, 320)
+    F.add_tokens(folder)
+
+
+@pytest.fixture(scope="module")
+def f32(tmp_path_factory):
+    d = tmp_path_factory.mktemp("phi3")
+    model = Z.build(d / "hf", "Phi3ForCausalLM", CONFIG, norm_center=1.0, tokenizer=tokenizer)
+    Z.apply("phi3/hf-to-gguf", d / "hf", d / "ours.gguf")
+    return model, d
+
+
+@pytest.mark.slow
+def test_llama_cpp_gives_transformers_logits(f32):
+    model, d = f32
+    Z.check_logits(model, d / "hf", d / "ours.gguf", atol=1e-5)
+
+
+@pytest.mark.slow
+def test_equals_llama_cpp_converter(f32):
+    _, d = f32
+    L.convert(d / "hf", d / "theirs.gguf", "--outtype", "f32")
+    Z.check_same_as_converter(d / "ours.gguf", d / "theirs.gguf")
+    types = L.fields(d / "ours.gguf")["tokenizer.ggml.token_type"][1]
+    assert types[:3] == [3, 3, 3] and types[320:323] == [3, 4, 5]  # re-read added tokens; padding unused
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_round_trip_bit_identical(tmp_path, dtype):
+    Z.build(tmp_path / "hf", "Phi3ForCausalLM", CONFIG, norm_center=1.0, dtype=dtype, tokenizer=tokenizer)
+    Z.apply("phi3/hf-to-gguf", tmp_path / "hf", tmp_path / "m.gguf")
+    Z.apply("phi3/gguf-to-hf", tmp_path / "m.gguf", tmp_path / "back.safetensors")
+    src, back = Z.state(tmp_path / "hf" / "model.safetensors"), Z.state(tmp_path / "back.safetensors")
+    assert sorted(src) == sorted(back)
+    for k, v in src.items():
+        if "norm" in k:  # llama.cpp keeps norms in float32: the same values
+            assert back[k].dtype == np.float32 and np.array_equal(back[k], v.astype(np.float32)), k
+        else:
+            assert back[k].dtype == v.dtype and np.array_equal(back[k].view(np.uint8), v.view(np.uint8)), k
+
+
+LONGROPE = {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 1.0,
+            "long_factor": [1.5] * 8, "short_factor": [1.0] * 8, "original_max_position_embeddings": 128}
+
+
+@pytest.mark.parametrize("change, named", [
+    (dict(rope_parameters=LONGROPE), "rope_type"),
+    (dict(rope_parameters=dict(CONFIG["rope_parameters"], partial_rotary_factor=0.5)), "partial_rotary_factor"),
+    # llama.cpp's phi3 ignores the window: its logits past 8 tokens would be transformers' without one
+    (dict(sliding_window=8), "sliding_window"),
+])
+def test_refused(tmp_path, change, named):
+    """What this spec does not implement stops the conversion, naming the config key."""
+    Z.build(tmp_path / "hf", "Phi3ForCausalLM", dict(CONFIG, num_hidden_layers=1, **change), tokenizer=tokenizer)
+    err = io.StringIO()
+    assert cli.run(["apply", "phi3/hf-to-gguf", "-s", str(tmp_path / "hf"), "-o", str(tmp_path / "m.gguf")],
+                   stdout=io.StringIO(), stderr=err) == 1
+    assert named in err.getvalue() and "Traceback" not in err.getvalue(), err.getvalue()
+
+
+@pytest.mark.slow
+def test_llama_cpp_phi3_ignores_a_sliding_window(tmp_path):
+    """The fact behind refusing a window: llama.cpp's own converter output of a Phi-3 with an 8-token window
+    gives transformers' logits without the window (if llama.cpp learns the window, this fails: lift the refusal)."""
+    import torch
+    import transformers
+
+    model = Z.build(tmp_path / "hf", "Phi3ForCausalLM", dict(CONFIG, sliding_window=8), norm_center=1.0,
+                    tokenizer=tokenizer)
+    L.convert(tmp_path / "hf", tmp_path / "theirs.gguf", "--outtype", "f32")
+    ids = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf").encode(Z.TEXT)
+    theirs = Z.llama_cpp_logits(tmp_path / "theirs.gguf", ids)
+    with torch.no_grad():
+        windowed = model(torch.tensor([ids])).logits[0].numpy()
+        model.config.sliding_window = None
+        full = model(torch.tensor([ids])).logits[0].numpy()
+    assert len(ids) > 8 and np.abs(theirs - windowed).max() > 0.1
+    assert np.abs(theirs - full).max() <= 1e-5 * max(1.0, np.abs(full).max())
