@@ -114,6 +114,17 @@ def size_label(params) -> str:
     return f"{scaled:.{digits}f}{suffix}"
 
 
+@generator("value", params="int", expert_params="int", experts="int")
+def moe_size_label(params, expert_params, experts) -> str:
+    """A mixture of experts' size class as llama.cpp's converter writes general.size_label ("8x7.2B"): the
+    expert count, then the parameters outside the stacked experts plus one expert's, as size_label writes them;
+    without stacked experts (``experts`` 0) size_label's."""
+    if experts <= 0:
+        return size_label(params)
+    shared = params - expert_params * experts
+    return f"{experts}x{size_label(shared + expert_params)}"
+
+
 _VERSION = re.compile(r"^(v\d+(?:\.\d+)*|\d.*)$")
 
 

@@ -6,7 +6,10 @@ conditions over vars hold, see :mod:`mapspec.spec.conditions`) and ``generate: {
 instead of ``value`` (the value of generator G, see :mod:`mapspec.generators`).
 
 Besides the vars, expressions here see facts of the planned conversion: ``output_params`` (the number
-of elements of every output tensor) and ``source_folder`` (the name of the folder holding the source).
+of elements of every output tensor), ``source_folder`` (the name of the folder holding the source), and
+for a mixture of experts ``output_expert_params`` / ``output_experts`` (the elements of one expert of
+every stacked ``*_exps.*`` tensor, and the experts each stacks: llama.cpp's count behind an MoE's
+general.size_label).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from .spec.expr import ExprError, Template
 from .spec.yamlsafe import loc_of
 
 ENTRY_KEYS = {"type", "value", "when", "generate"}
-BUILTINS = ("output_params", "source_folder")
+BUILTINS = ("output_params", "source_folder", "output_expert_params", "output_experts")
 
 
 def is_entry(v) -> bool:
@@ -31,15 +34,20 @@ def is_entry(v) -> bool:
 
 
 def builtins(steps, source_path: Optional[str]) -> dict:
-    params = 0
+    params = expert_params = expert_sum = expert_tensors = 0
     for s in steps:
         n = 1
         for d in s.out_meta.shape:
             n *= int(d)
         params += n
+        if "_exps." in s.target and len(s.out_meta.shape) >= 3:  # stacked experts (gguf-py's count)
+            count = int(s.out_meta.shape[-2 if ".bias" in s.target else -3])
+            expert_params, expert_sum, expert_tensors = expert_params + n // count, expert_sum + count, expert_tensors + 1
     folder = source_path if source_path and os.path.isdir(source_path) else os.path.dirname(
         os.path.abspath(source_path or "."))
-    return {"output_params": params, "source_folder": os.path.basename(os.path.normpath(folder))}
+    return {"output_params": params, "source_folder": os.path.basename(os.path.normpath(folder)),
+            "output_expert_params": expert_params,
+            "output_experts": expert_sum // expert_tensors if expert_tensors else 0}
 
 
 def _value(v, env: dict, unset: dict, where: Location):

@@ -55,6 +55,17 @@ def test_size_label_is_gguf_py(n):
     assert generators.run("size_label", {"params": n}, "t") == size_label(n, 0, 0, 0)
 
 
+
+@pytest.mark.parametrize("shared, per_expert, experts", [(0, 0, 0), (123_456, 0, 0), (1_000, 250, 4),
+                                                          (1_300_000_000, 5_600_000_000, 8), (99_999, 1, 256)])
+def test_moe_size_label_is_gguf_py(shared, per_expert, experts):
+    """gguf-py's size_label from its parameter counts (shared, one expert's, expert count) of the same tensors."""
+    from gguf.utility import size_label
+
+    total = shared + per_expert * experts
+    ours = generators.run("moe_size_label", {"params": total, "expert_params": per_expert, "experts": experts}, "t")
+    assert ours == size_label(total, shared, per_expert, experts)
+
 @pytest.mark.parametrize("name_or_path,folder", [("", "tiny-llama"), ("", "plain"), ("meta-llama/Llama-3.1-8B", "x"),
                                                  ("/home/me/models/llama", "tiny-llama-v2"), ("", "my model")])
 def test_hf_model_name_is_gguf_py_heuristic(tmp_path, name_or_path, folder):
