@@ -125,6 +125,13 @@ def moe_size_label(params, expert_params, experts) -> str:
     return f"{experts}x{size_label(shared + expert_params)}"
 
 
+@generator("value", mscale_all_dim="float")
+def deepseek2_yarn_log_multiplier(mscale_all_dim) -> float:
+    """llama.cpp's deepseek2 rope.scaling.yarn_log_multiplier: 0.1 x the yarn mscale_all_dim (the scale its
+    converter writes for that architecture, not the multiplier other architectures take)."""
+    return 0.1 * mscale_all_dim
+
+
 _VERSION = re.compile(r"^(v\d+(?:\.\d+)*|\d.*)$")
 
 

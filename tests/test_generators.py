@@ -78,3 +78,10 @@ def test_hf_model_name_is_gguf_py_heuristic(tmp_path, name_or_path, folder):
     (d / "config.json").write_text(json.dumps({"_name_or_path": name_or_path} if name_or_path else {}))
     want = Metadata.load(None, d, None, 1000).name
     assert generators.run("hf_model_name", {"name_or_path": name_or_path, "folder": folder}, "t") == want
+
+
+def test_deepseek2_yarn_log_multiplier_is_the_converters():
+    """llama.cpp's converter writes 0.1 x mscale_all_dim for deepseek2 (its float32 in the file)."""
+    for m in (1.0, 0.707, 0.0):
+        assert np.float32(generators.run("deepseek2_yarn_log_multiplier", {"mscale_all_dim": m}, "t")) == \
+            np.float32(0.1 * m)

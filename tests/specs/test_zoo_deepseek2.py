@@ -1,6 +1,7 @@
 """deepseek2/hf-to-gguf and deepseek2/gguf-to-hf on a tiny random DeepseekV3ForCausalLM (transformers' own classes,
 random weights, norms and routing bias; low-rank q and kv, one dense layer then mixture-of-experts layers with a
-shared expert, grouped sigmoid routing, routed scaling; a byte-level BPE tokenizer): real llama.cpp runs our GGUF
+shared expert, grouped sigmoid routing, routed scaling; with and without yarn rope scaling; a byte-level BPE
+tokenizer): real llama.cpp runs our GGUF
 with transformers' logits, the GGUF equals llama.cpp's converter output (kv_b split into k_b/v_b, experts
 stacked), and gguf-to-hf gives the checkpoint back bit for bit."""
 
@@ -31,6 +32,10 @@ CONFIG = dict(vocab_size=304, hidden_size=64, intermediate_size=96, moe_intermed
               norm_topk_prob=True, max_position_embeddings=256, rms_norm_eps=1e-6, bos_token_id=298,
               eos_token_id=299, pad_token_id=None, tie_word_embeddings=False,
               rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+# DeepSeek-V3's rope scaling, at a tiny original context (the text is longer)
+YARN = {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "original_max_position_embeddings": 16,
+        "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0}
+CASES = {"plain": {}, "yarn": dict(rope_parameters=YARN)}
 PRE = ("--tokenizer-pre", "llama-bpe")  # the test tokenizer's split is Llama 3's; its hash is no released model's
 
 
@@ -46,10 +51,10 @@ def build(folder, **change):
     return model
 
 
-@pytest.fixture(scope="module")
-def f32(tmp_path_factory):
+@pytest.fixture(scope="module", params=list(CASES))
+def f32(request, tmp_path_factory):
     d = tmp_path_factory.mktemp("deepseek2")
-    model = build(d / "hf")
+    model = build(d / "hf", **CASES[request.param])
     Z.apply("deepseek2/hf-to-gguf", d / "hf", d / "ours.gguf", *PRE)
     return model, d
 
@@ -124,8 +129,8 @@ def test_round_trip_bit_identical(tmp_path, dtype):
 
 
 @pytest.mark.parametrize("change, named", [
-    (dict(rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
-                           "original_max_position_embeddings": 64}), "rope_type"),
+    (dict(rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 10000.0}), "rope_type"),
+    (dict(rope_parameters=dict(YARN, mscale=0.707)), "mscale"),  # llama.cpp takes mscale_all_dim only
     (dict(rope_interleave=False), "rope_interleave"),
 ])
 def test_refused(tmp_path, change, named):
