@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import MapspecError
 
-KINDS = {"float": (int, float), "int": (int,), "text": (str,)}
+KINDS = {"float": (int, float), "int": (int,), "text": (str,), "floats": (list,)}
 MAX_ELEMENTS = 1 << 20  # a generated tensor's elements (a rotary dimension is a few hundred)
 
 
@@ -51,8 +51,10 @@ def run(name: str, args: dict, where: str) -> object:
     for k, kind in gen.args.items():
         v = args.get(k)
         if isinstance(v, bool) or not isinstance(v, KINDS[kind]):
-            want = {"float": "a number", "int": "an integer", "text": "text"}[kind]
+            want = {"float": "a number", "int": "an integer", "text": "text", "floats": "a list of numbers"}[kind]
             raise MapspecError(f"{where}: {name} argument {k!r} must be {want}, not {v!r}")
+        if kind == "floats" and not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise MapspecError(f"{where}: {name} argument {k!r} must be a list of numbers, not {v!r}")
     return gen.fn(**{k: args[k] for k in gen.args})
 
 
@@ -123,6 +125,30 @@ def moe_size_label(params, expert_params, experts) -> str:
         return size_label(params)
     shared = params - expert_params * experts
     return f"{experts}x{size_label(shared + expert_params)}"
+
+
+@generator("tensor", values="floats", dim="int")
+def rope_factors(values, dim) -> np.ndarray:
+    """A config's per-pair rotary factors (longrope's long_factor / short_factor) as llama.cpp's
+    rope_factors_long/short.weight: float32, one per rotary pair of a ``dim``-wide rotary part."""
+    if dim <= 0 or dim % 2 or len(values) != dim // 2:
+        raise MapspecError(f"rope_factors: {len(values)} factors, but a rotary dimension of {dim} has {dim // 2} "
+                           f"pairs; the config's factors do not belong to this model")
+    out = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise MapspecError("rope_factors: the factors are not finite float32 numbers")
+    return out
+
+
+@generator("value", context="int", original_context="int")
+def longrope_attn_factor(context, original_context) -> float:
+    """Phi-3's longrope attention factor as llama.cpp's converter writes rope.scaling.attn_factor:
+    sqrt(1 + ln(s) / ln(original_context)) for s = context / original_context > 1, else 1."""
+    if context <= 0 or original_context <= 1:
+        raise MapspecError(f"longrope_attn_factor: contexts {context} and {original_context} must be positive "
+                           f"(the original one above 1)")
+    scale = context / original_context
+    return math.sqrt(1 + math.log(scale) / math.log(original_context)) if scale > 1.0 else 1.0
 
 
 @generator("value", mscale_all_dim="float")

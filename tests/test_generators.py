@@ -85,3 +85,18 @@ def test_deepseek2_yarn_log_multiplier_is_the_converters():
     for m in (1.0, 0.707, 0.0):
         assert np.float32(generators.run("deepseek2_yarn_log_multiplier", {"mscale_all_dim": m}, "t")) == \
             np.float32(0.1 * m)
+
+
+def test_rope_factors_and_longrope_attn_factor():
+    """rope_factors: the config's list as float32, one per rotary pair (else refused); the attention factor is
+    sqrt(1 + ln(s) / ln(original)) for a context s times the original (numpy's), 1 without extension."""
+    out = generators.run("rope_factors", {"values": [1, 1.5, 2.25, 3.0], "dim": 8}, "t")
+    assert out.dtype == np.float32 and out.tolist() == [1.0, 1.5, 2.25, 3.0]
+    with pytest.raises(MapspecError, match="4 pairs"):
+        generators.run("rope_factors", {"values": [1.0, 2.0], "dim": 8}, "t")
+    with pytest.raises(MapspecError, match="list of numbers"):
+        generators.run("rope_factors", {"values": [1.0, "x"], "dim": 4}, "t")
+    for context, original in ((131072, 4096), (256, 128), (4096, 4096), (100, 4096)):
+        expect = np.sqrt(1 + np.log(context / original) / np.log(original)) if context > original else 1.0
+        got = generators.run("longrope_attn_factor", {"context": context, "original_context": original}, "t")
+        assert np.isclose(got, expect, rtol=1e-15, atol=0)

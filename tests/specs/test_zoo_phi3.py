@@ -74,15 +74,62 @@ LONGROPE = {"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_fact
             "long_factor": [1.5] * 8, "short_factor": [1.0] * 8, "original_max_position_embeddings": 128}
 
 
+
+# Phi-3 128K's longrope, tiny: distinct factors per rotary pair (head_dim 16: 8 pairs)
+LONG = [1.0 + 0.5 * i for i in range(8)]
+SHORT = [1.0 + 0.1 * i for i in range(8)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("original, context", [(512, 1024), (128, 256)])
+def test_longrope(tmp_path, original, context):
+    """longrope: rope_factors_long/short and attn_factor equal the converter's, and llama.cpp gives transformers'
+    logits.  llama.cpp picks the long factors when its context (llama-cpp-python pads n_ctx=64 to 256) exceeds
+    the original one, transformers when the sequence does: at original 512 both use the short factors; at 128
+    llama.cpp uses the long ones, so transformers' reference runs with long factors in place of the short."""
+    import torch
+    import transformers
+
+    rope = dict(LONGROPE, long_factor=LONG, short_factor=SHORT, original_max_position_embeddings=original)
+    config = dict(CONFIG, rope_parameters=rope, original_max_position_embeddings=original,
+                  max_position_embeddings=context)
+    model = Z.build(tmp_path / "hf", "Phi3ForCausalLM", config, norm_center=1.0, tokenizer=tokenizer)
+    Z.apply("phi3/hf-to-gguf", tmp_path / "hf", tmp_path / "ours.gguf")
+    L.convert(tmp_path / "hf", tmp_path / "theirs.gguf", "--outtype", "f32")
+    Z.check_same_as_converter(tmp_path / "ours.gguf", tmp_path / "theirs.gguf")
+    out = Z.tensors(tmp_path / "ours.gguf")
+    assert np.array_equal(out["rope_factors_long.weight"][2], np.float32(LONG))
+    assert np.array_equal(out["rope_factors_short.weight"][2], np.float32(SHORT))
+    if original < 256:
+        reference = transformers.Phi3ForCausalLM(transformers.Phi3Config(
+            **dict(config, rope_parameters=dict(rope, short_factor=LONG)))).eval()
+        reference.load_state_dict(model.state_dict())
+        model = reference
+    Z.check_logits(model, tmp_path / "hf", tmp_path / "ours.gguf", atol=1e-5)
+    # back to Hugging Face: Phi3ForCausalLM keeps the factors in config.json, which gguf-to-hf does not write
+    err = io.StringIO()
+    assert cli.run(["apply", "phi3/gguf-to-hf", "-s", str(tmp_path / "ours.gguf"), "-o", str(tmp_path / "b.safetensors")],
+                   stdout=io.StringIO(), stderr=err) == 1
+    assert "rope_factors_long.weight" in err.getvalue()
+
+
 @pytest.mark.parametrize("change, named", [
-    (dict(rope_parameters=LONGROPE), "rope_type"),
+    # transformers' Phi-3 takes no other rope type: written into config.json below
+    (dict(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}), "rope_type"),
     (dict(rope_parameters=dict(CONFIG["rope_parameters"], partial_rotary_factor=0.5)), "partial_rotary_factor"),
     # llama.cpp's phi3 ignores the window: its logits past 8 tokens would be transformers' without one
     (dict(sliding_window=8), "sliding_window"),
 ])
 def test_refused(tmp_path, change, named):
     """What this spec does not implement stops the conversion, naming the config key."""
+    import json
+
+    change = dict(change)
+    rope = change.pop("rope_parameters", None) if change.get("rope_parameters", {}).get("rope_type") == "dynamic" else None
     Z.build(tmp_path / "hf", "Phi3ForCausalLM", dict(CONFIG, num_hidden_layers=1, **change), tokenizer=tokenizer)
+    if rope:
+        cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+        (tmp_path / "hf" / "config.json").write_text(json.dumps(dict(cfg, rope_parameters=rope)))
     err = io.StringIO()
     assert cli.run(["apply", "phi3/hf-to-gguf", "-s", str(tmp_path / "hf"), "-o", str(tmp_path / "m.gguf")],
                    stdout=io.StringIO(), stderr=err) == 1
