@@ -1,0 +1,74 @@
+"""gpt2/hf-to-gguf and gpt2/gguf-to-hf on a tiny random GPT2LMHeadModel (transformers' own classes, random
+weights and layer norms; tied lm_head as GPT-2 has it): the GGUF equals llama.cpp's converter's key for key and
+tensor for tensor (tokenizer included: the tiny BPE tokenizer is named llama-bpe to both), real llama.cpp runs
+it and gives transformers' logits, and GGUF -> HF gives back the saved weights bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import zoo_util as Z
+
+pytest.importorskip("gguf")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpt2")
+    # n_embd 64 / 4 heads; n_inner null (GPT-2's own: 4 x n_embd); layer_norm_epsilon not the default
+    cfg = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, layer_norm_epsilon=1e-4,
+                                  **Z.SPECIAL)
+    path = Z.folder(root / "tiny-gpt2", cfg, "GPT2LMHeadModel")
+    return root, path, Z.ours(path, "gpt2/hf-to-gguf", root / "ours.gguf")
+
+
+@pytest.mark.slow
+def test_equals_llama_cpp_converter(model):
+    root, path, ours = model
+    # the converter reads n_ctx, which transformers 5 no longer writes (hub GPT-2 configs have it, = n_positions):
+    # given to it here in a copy of the folder
+    import shutil
+
+    theirs_dir = root / "with-n_ctx" / path.name
+    shutil.copytree(path, theirs_dir)
+    cfg = json.loads((theirs_dir / "config.json").read_text())
+    assert "n_ctx" not in cfg
+    (theirs_dir / "config.json").write_text(json.dumps({**cfg, "n_ctx": cfg["n_positions"]}))
+    meta = Z.assert_same_gguf(ours, Z.theirs(theirs_dir, root / "theirs.gguf"))
+    assert meta["gpt2.feed_forward_length"][1] == 256 and meta["tokenizer.ggml.model"][1] == "gpt2"
+
+
+@pytest.mark.slow
+def test_llama_cpp_gives_transformers_logits(model):
+    """Within 5e-5 of transformers' logits once its GELU reads through float16 as ggml's table does (with
+    float32's GELU ~1.2e-4 apart, the table's rounding alone; what remains, ~2e-5, is inputs that float32 sums
+    in another order put on the other side of a float16 step)."""
+    _, path, ours = model
+
+    def ggml_gelu(m):
+        for block in m.transformer.h:
+            block.mlp.act = Z.Fp16Gelu("tanh")          # GPT-2's gelu_new is the tanh form
+
+    Z.assert_llama_cpp_gives_transformers_logits(path, ours, rtol=5e-5, adjust=ggml_gelu)
+
+
+def test_gguf_to_hf_gives_the_weights_back(model, tmp_path):
+    _, path, ours = model
+    Z.assert_round_trip(path, ours, "gpt2/gguf-to-hf", tmp_path / "back.safetensors")
+
+
+def test_n_ctx_that_disagrees_with_n_positions_is_refused(model, tmp_path):
+    import shutil
+
+    _, path, _ = model
+    d = tmp_path / "m"
+    shutil.copytree(path, d)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "n_ctx": 64}))
+    code, _, err = Z.run("apply", "gpt2/hf-to-gguf", "-s", d, "-o", tmp_path / "x.gguf", "-q",
+                         "--tokenizer-pre", "llama-bpe")
+    assert code == 1 and "n_ctx" in err and "Traceback" not in err, err
