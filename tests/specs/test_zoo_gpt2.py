@@ -61,14 +61,53 @@ def test_gguf_to_hf_gives_the_weights_back(model, tmp_path):
     Z.assert_round_trip(path, ours, "gpt2/gguf-to-hf", tmp_path / "back.safetensors")
 
 
-def test_n_ctx_that_disagrees_with_n_positions_is_refused(model, tmp_path):
+@pytest.mark.parametrize("change, key", [({"n_ctx": 64}, "n_ctx"),                  # two context lengths
+                                         ({"activation_function": "gelu"}, "activation_function")])  # exact GELU
+def test_config_llama_cpp_would_run_otherwise_is_refused(model, tmp_path, change, key):
     import shutil
 
     _, path, _ = model
     d = tmp_path / "m"
     shutil.copytree(path, d)
     cfg = json.loads((d / "config.json").read_text())
-    (d / "config.json").write_text(json.dumps({**cfg, "n_ctx": 64}))
+    (d / "config.json").write_text(json.dumps({**cfg, **change}))
     code, _, err = Z.run("apply", "gpt2/hf-to-gguf", "-s", d, "-o", tmp_path / "x.gguf", "-q",
                          "--tokenizer-pre", "llama-bpe")
-    assert code == 1 and "n_ctx" in err and "Traceback" not in err, err
+    assert code == 1 and key in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.slow
+def test_n_inner_is_the_feed_forward_length_llama_cpp_runs(tmp_path):
+    """A GPT-2 whose config sets n_inner (not 4 x n_embd): feed_forward_length is n_inner, so llama.cpp loads
+    the file (it checks ffn_up against that key) and gives transformers' logits.  llama.cpp's converter writes
+    4 x n_embd whatever n_inner says: a file llama.cpp refuses to load."""
+    cfg = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, n_inner=96, **Z.SPECIAL)
+    path = Z.folder(tmp_path / "tiny-gpt2-inner", cfg, "GPT2LMHeadModel")
+    ours = Z.ours(path, "gpt2/hf-to-gguf", tmp_path / "ours.gguf")
+    import gguf
+
+    assert gguf.GGUFReader(str(ours)).fields["gpt2.feed_forward_length"].contents() == 96
+
+    def ggml_gelu(m):
+        for block in m.transformer.h:
+            block.mlp.act = Z.Fp16Gelu("tanh")
+
+    Z.assert_llama_cpp_gives_transformers_logits(path, ours, rtol=5e-5, adjust=ggml_gelu)
+
+
+def test_bare_gpt2model_layout_gives_the_same_file(model, tmp_path):
+    """The original hub checkpoints (openai-community/gpt2) hold GPT2Model's names (h.N..., wte, no
+    transformer. prefix): the same GGUF as GPT2LMHeadModel's names."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    root, path, ours = model
+    d = tmp_path / path.name
+    shutil.copytree(path, d)
+    state = load_file(str(d / "model.safetensors"))
+    assert all(k.startswith("transformer.") for k in state)
+    save_file({k[len("transformer."):]: v for k, v in state.items()}, str(d / "model.safetensors"),
+              metadata={"format": "pt"})
+    Z.assert_same_gguf(Z.ours(d, "gpt2/hf-to-gguf", tmp_path / "bare.gguf"), ours)
