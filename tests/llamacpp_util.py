@@ -15,13 +15,21 @@ import pytest
 DEFAULT_SRC = os.path.expanduser("~/.cache/mapspec-ci/src/llama_cpp_python-0.3.36/vendor/llama.cpp")
 
 # Runs the converter with its get_vocab_base_pre answering NAME for the one hash given: what its error asks a
-# user to do for a tokenizer it does not list (add the hash to the table).
+# user to do for a tokenizer it does not list (add the hash to the table); and with HPARAMS (JSON) added to the
+# hyper-parameters it loads where they lack them (keys it reads that transformers 5 no longer writes).
 _WRAPPER = """
-import runpy, sys
+import json, runpy, sys
 from hashlib import sha256
-src, chkhsh, name = sys.argv[1:4]
+src, chkhsh, name, hparams = sys.argv[1:5]
 sys.path[:0] = [src, src + "/gguf-py"]
 from conversion import base
+load_hparams = base.ModelBase.load_hparams
+def load_with(*args, **kwargs):
+    loaded = load_hparams(*args, **kwargs)
+    for k, v in json.loads(hparams).items():
+        loaded.setdefault(k, v)
+    return loaded
+base.ModelBase.load_hparams = staticmethod(load_with)
 original = base.TextModel.get_vocab_base_pre
 def pre(self, tokenizer):
     ids = tokenizer.encode('''{text}''')
@@ -29,7 +37,7 @@ def pre(self, tokenizer):
         return name
     return original(self, tokenizer)
 base.TextModel.get_vocab_base_pre = pre
-sys.argv = [src + "/convert_hf_to_gguf.py"] + sys.argv[4:]
+sys.argv = [src + "/convert_hf_to_gguf.py"] + sys.argv[5:]
 runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
 """
 
@@ -51,16 +59,19 @@ def converter_src() -> str:
     return src
 
 
-def convert(model_dir, out, *args, pre: tuple = ()) -> None:
+def convert(model_dir, out, *args, pre: tuple = (), hparams: dict | None = None) -> None:
     """llama.cpp's convert_hf_to_gguf.py on ``model_dir`` (in a subprocess, its own gguf-py first on the path).
-    ``pre=(chkhsh, name)``: its pre-tokenizer table also knows that hash."""
+    ``pre=(chkhsh, name)``: its pre-tokenizer table also knows that hash.  ``hparams``: keys added to the
+    config it loads where it lacks them (GPT-2's n_ctx, GPT-NeoX's rotary_pct: keys it reads that transformers 5
+    no longer writes; a key the config has keeps its value)."""
     src = converter_src()
     import json
 
     text = json.load(open(os.path.join(os.path.dirname(__file__), "..", "mapspec", "formats",
                                        "gguf_pretokenizers.json"), encoding="utf-8"))["check_text"]
     wrapper = _WRAPPER.replace("'''{text}'''", repr(text))
-    argv = [sys.executable, "-c", wrapper, src, *(pre or ("-", "-")), str(model_dir), "--outfile", str(out), *args]
+    argv = [sys.executable, "-c", wrapper, src, *(pre or ("-", "-")), json.dumps(hparams or {}), str(model_dir),
+            "--outfile", str(out), *args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.path.join(src, "gguf-py")]),
            }
     r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)

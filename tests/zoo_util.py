@@ -56,9 +56,10 @@ def ours(path, spec: str, out):
     return out
 
 
-def theirs(path, out):
-    """llama.cpp's converter's GGUF of ``path`` (F32), its pre-tokenizer table told this tokenizer's hash."""
-    L.convert(path, out, "--outtype", "f32", pre=(chkhsh(path), "llama-bpe"))
+def theirs(path, out, hparams=None):
+    """llama.cpp's converter's GGUF of ``path`` (F32), its pre-tokenizer table told this tokenizer's hash
+    (``hparams``: see llamacpp_util.convert)."""
+    L.convert(path, out, "--outtype", "f32", pre=(chkhsh(path), "llama-bpe"), hparams=hparams)
     return out
 
 
