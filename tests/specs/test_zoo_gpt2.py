@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 import zoo_util as Z
@@ -106,3 +108,37 @@ def test_bare_gpt2model_layout_gives_the_same_file(model, tmp_path):
     save_file({k[len("transformer."):]: v for k, v in state.items()}, str(d / "model.safetensors"),
               metadata={"format": "pt"})
     Z.assert_same_gguf(Z.ours(d, "gpt2/hf-to-gguf", tmp_path / "bare.gguf"), ours)
+
+
+@pytest.mark.slow
+def test_bfloat16_checkpoint_round_trip(tmp_path):
+    """A bfloat16 GPT-2: its 2-D tensors come back bit for bit in bfloat16; the 1-D ones (norms, biases), stored
+    as F32 as llama.cpp wants them, come back as their exact float32 widening (the GGUF does not say they were
+    bfloat16, so no guess narrows them), and transformers' model loaded from them in bfloat16 is the original."""
+    import torch
+
+    from mapspec.formats import open_checkpoint
+
+    cfg = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, dtype="bfloat16", **Z.SPECIAL)
+    path = Z.folder(tmp_path / "tiny-gpt2-bf16", cfg, "GPT2LMHeadModel")
+    model = transformers.GPT2LMHeadModel.from_pretrained(path, dtype=torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    model.save_pretrained(path)
+    ours = Z.ours(path, "gpt2/hf-to-gguf", tmp_path / "ours.gguf")
+    back = tmp_path / "back" / "model.safetensors"
+    back.parent.mkdir()
+    code, _, err = Z.run("apply", "gpt2/gguf-to-hf", "-s", ours, "-o", back, "-q")
+    assert code == 0, err
+    with open_checkpoint(str(path / "model.safetensors")) as a, open_checkpoint(str(back)) as b:
+        assert sorted(a.names()) == sorted(b.names())
+        for k in a.names():
+            x, y = a.read(k), b.read(k)
+            assert x.shape == y.shape, k
+            if x.ndim == 2:
+                assert x.dtype == y.dtype and np.array_equal(x.view(np.uint16), y.view(np.uint16)), k
+            else:
+                assert y.dtype == np.float32 and np.array_equal(x.astype(np.float32), y), k
+    (back.parent / "config.json").write_text((path / "config.json").read_text())
+    again = transformers.GPT2LMHeadModel.from_pretrained(back.parent, dtype=torch.bfloat16)
+    for (k, p), (_, q) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(p, q), k
