@@ -111,34 +111,46 @@ def test_bare_gpt2model_layout_gives_the_same_file(model, tmp_path):
 
 
 @pytest.mark.slow
+def test_gguf_to_hf_folder_loads_in_transformers(model, tmp_path):
+    """-o DIR/: config.json and the tokenizer files beside the weights; transformers' from_pretrained loads the
+    model (the original's logits, exactly) and the tokenizer (the original's ids)."""
+    import torch
+
+    _, path, ours = model
+    out = tmp_path / "back"
+    code, _, err = Z.run("apply", "gpt2/gguf-to-hf", "-s", ours, "-o", f"{out}/", "-q")
+    assert code == 0, err
+    ids = transformers.AutoTokenizer.from_pretrained(path).encode(Z.TEXT)
+    assert transformers.AutoTokenizer.from_pretrained(out).encode(Z.TEXT) == ids
+    a = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    b = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert type(b) is type(a) and b.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.equal(a(torch.tensor([ids])).logits, b(torch.tensor([ids])).logits)
+
+
+@pytest.mark.slow
 def test_bfloat16_checkpoint_round_trip(tmp_path):
-    """A bfloat16 GPT-2: its 2-D tensors come back bit for bit in bfloat16; the 1-D ones (norms, biases), stored
-    as F32 as llama.cpp wants them, come back as their exact float32 widening (the GGUF does not say they were
-    bfloat16, so no guess narrows them), and transformers' model loaded from them in bfloat16 is the original."""
+    """A bfloat16 GPT-2 (its config says so): HF -> GGUF (norms and biases stored F32, as llama.cpp wants
+    them) -> HF with --outtype auto gives the saved file back bit for bit, bfloat16 throughout."""
     import torch
 
     from mapspec.formats import open_checkpoint
 
-    cfg = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, dtype="bfloat16", **Z.SPECIAL)
+    cfg = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, **Z.SPECIAL)
     path = Z.folder(tmp_path / "tiny-gpt2-bf16", cfg, "GPT2LMHeadModel")
-    model = transformers.GPT2LMHeadModel.from_pretrained(path, dtype=torch.bfloat16)
-    assert next(model.parameters()).dtype == torch.bfloat16
-    model.save_pretrained(path)
+    transformers.GPT2LMHeadModel.from_pretrained(path, dtype=torch.bfloat16).save_pretrained(path)
     ours = Z.ours(path, "gpt2/hf-to-gguf", tmp_path / "ours.gguf")
-    back = tmp_path / "back" / "model.safetensors"
-    back.parent.mkdir()
-    code, _, err = Z.run("apply", "gpt2/gguf-to-hf", "-s", ours, "-o", back, "-q")
+    import gguf
+
+    kinds = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(ours)).tensors}
+    assert kinds["blk.0.attn_norm.bias"] == "F32" and kinds["blk.0.attn_qkv.weight"] == "BF16"
+    back = tmp_path / "back.safetensors"
+    code, _, err = Z.run("apply", "gpt2/gguf-to-hf", "-s", ours, "-o", back, "-q", "--outtype", "auto")
     assert code == 0, err
     with open_checkpoint(str(path / "model.safetensors")) as a, open_checkpoint(str(back)) as b:
         assert sorted(a.names()) == sorted(b.names())
         for k in a.names():
             x, y = a.read(k), b.read(k)
-            assert x.shape == y.shape, k
-            if x.ndim == 2:
-                assert x.dtype == y.dtype and np.array_equal(x.view(np.uint16), y.view(np.uint16)), k
-            else:
-                assert y.dtype == np.float32 and np.array_equal(x.astype(np.float32), y), k
-    (back.parent / "config.json").write_text((path / "config.json").read_text())
-    again = transformers.GPT2LMHeadModel.from_pretrained(back.parent, dtype=torch.bfloat16)
-    for (k, p), (_, q) in zip(model.state_dict().items(), again.state_dict().items()):
-        assert torch.equal(p, q), k
+            assert str(x.dtype) == str(y.dtype) == "bfloat16" and x.shape == y.shape, k
+            assert np.array_equal(x.view(np.uint16), y.view(np.uint16)), k
