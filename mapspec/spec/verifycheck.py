@@ -1,5 +1,6 @@
 """Checks of a spec's ``verify:`` runners: each side's ``run`` is a registered runner, its ``model`` a
-registered model factory and its ``params`` the typed parameters that factory declares.
+registered model factory and its ``params`` the typed parameters that factory declares; its ``input``
+step does not contradict itself.
 
 A spec is data: it chooses no code and no file through ``verify:``.  The registries
 (``mapspec.verify.runners.RUNNERS``, ``mapspec.models.registry.FACTORIES``) list what it may name.
@@ -16,6 +17,7 @@ from .yamlsafe import loc_of
 def runner_errors(verify, default: Location) -> list[SpecError]:
     """Every problem with verify.source / verify.target's run, model and params, each at its place."""
     from ..models import registry
+    from ..verify.preprocess import side_errors
     from ..verify.runners import RUNNERS
 
     errors = []
@@ -23,6 +25,7 @@ def runner_errors(verify, default: Location) -> list[SpecError]:
         raw = verify.get(side) if isinstance(verify, dict) else None
         if not isinstance(raw, dict):
             continue
+        errors += [SpecError(m, loc_of(raw, k, default)) for m, k in side_errors(raw, f"verify.{side}")]
         run = raw.get("run")
         if isinstance(run, str) and run and run not in RUNNERS:
             hint = difflib.get_close_matches(run, list(RUNNERS), n=1)

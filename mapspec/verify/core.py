@@ -18,6 +18,7 @@ from ..errors import MapspecError, escape
 from ..paths import checkpoint_dir
 from ..progress import no_bar
 from . import inputs as I
+from .preprocess import from_side
 from .diagnose import diagnose, diagnose_weights
 from .layers import (LayerResult, candidates, compare_layers, derive_layers, explicit_layers, last_position,
                      why_no_layers)
@@ -169,11 +170,12 @@ def _side(name: str, cfg: Optional[dict], spec, weights: str, fmt: Optional[str]
     config = config or spec_path("config")
     if kind is None:
         kind = _infer_kind(name, fmt, model, config, graph, weights)
+    inp = cfg.get("input")
     return Side(name=name, kind=kind, weights=weights, weights_format=fmt,
                 graph=graph, model=model or cfg.get("model"), model_from_cli=bool(model), config=config,
                 params=None if model else cfg.get("params"),
-                output=cfg.get("output"), input=cfg.get("input"), channels=cfg.get("channels", "rgb"),
-                vars=vars_)
+                output=cfg.get("output"), input=inp.get("name") if isinstance(inp, dict) else inp,
+                preprocess=from_side(cfg, f"verify.{name}"), vars=vars_)
 
 
 def _make_input(args_input: Optional[str], shape_arg, cfg: dict, src: Runner, tgt: Runner, seed: int):

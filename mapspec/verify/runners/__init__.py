@@ -39,5 +39,5 @@ def make_runner(side: Side) -> Runner:
         raise MapspecError(f"the {side.kind} runner needs the Python package {e.name!r}; install it "
                            f"(pip install {e.name})") from None
     runner = mod.build(side)
-    runner.channels = side.channels
+    runner.name, runner.preprocess = side.name, side.preprocess
     return runner

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ...errors import MapspecError
+from ..preprocess import Preprocess, apply
 
 
 @dataclass
@@ -37,8 +38,8 @@ class Side:
     params: Optional[dict] = None   # the spec's params for a registered factory (checked against the registry)
     config: Optional[str] = None    # a transformers config.json (default: beside the weights)
     output: Optional[str] = None
-    input: Optional[str] = None
-    channels: str = "rgb"
+    input: Optional[str] = None     # the graph's input blob name
+    preprocess: Preprocess = field(default_factory=Preprocess)  # this side's own input step (verify.<side>.input)
     vars: dict = field(default_factory=dict)
     loaded: Optional[Callable[[int], None]] = None  # told the bytes of each tensor read (a progress bar)
 
@@ -59,7 +60,9 @@ class Runner:
     """One side of a comparison.  ``run`` returns ({output name: array}, {activation: array}) in execution order."""
 
     kind = "?"
-    channels = "rgb"
+    name = "?"                 # the side ("source", "target"): how errors name it
+    preprocess = Preprocess()  # this side's own input step
+    layout = "nchw"            # the layout the model takes when its step does not say
     kernel_layout = "oihw"   # how this side stores convolution kernels (weights are compared in OIHW)
     vocab_size: Optional[int] = None  # set by models that take token ids
     takes_tokens = False              # integer inputs (token ids) make sense for this runner
@@ -67,9 +70,7 @@ class Runner:
     def prepare(self, x: np.ndarray) -> np.ndarray:
         if x.dtype.kind in "iu":
             return np.ascontiguousarray(x, dtype=np.int64)
-        if self.channels == "bgr":
-            x = x[:, ::-1]
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return apply(self.preprocess, x, self.layout, f"verify.{self.name}")
 
     def run(self, x: np.ndarray, capture: bool = False) -> tuple["OrderedDict[str, np.ndarray]", OrderedDict]:
         raise NotImplementedError

@@ -14,6 +14,7 @@ from .base import Runner, Side, build_model
 class KerasRunner(Runner):
     kind = "keras"
     kernel_layout = "hwio"
+    layout = "nhwc"
 
     def __init__(self, model, weights: str):
         import keras
@@ -30,7 +31,7 @@ class KerasRunner(Runner):
 
     def run(self, x, capture=False):
         keras = self.keras
-        xin = np.ascontiguousarray(self.prepare(x).transpose(0, 2, 3, 1))
+        xin = self.prepare(x)  # channels last unless this side's input step says otherwise
         acts: OrderedDict = OrderedDict()
         if capture:
             layers = [l for l in self.model.layers if not isinstance(l, keras.layers.InputLayer)]
