@@ -194,7 +194,7 @@ def _no_guess_pairs(d: Path) -> list:
                 _truth(d, "encdec", "torch", truth), d / "encdec.pth", ".pth", d / "encdec-template.pth"))
     _, model = rk.caffe_files(d / "resnet50")
     out.append(("ResNet-50 Kaiming Caffe -> torchvision",
-                str(ROOT / "benchmarks" / "specs" / "resnet50-kaiming-caffe-to-torchvision.yaml"), model, ".pth",
+                str(ROOT / "specs" / "resnet" / "caffe-to-torchvision.yaml"), model, ".pth",
                 rk.torch_template(d / "resnet50" / "torchvision.pth")))
     return out
 

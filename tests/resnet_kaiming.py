@@ -1,9 +1,10 @@
-"""Kaiming He's Caffe ResNet-50 layout and torchvision's, as real files (any width, seeded weights).
+"""Kaiming He's Caffe ResNet-50/101/152 layout and torchvision's, as real files (any width, seeded weights).
 
 Caffe (``ResNet-50-deploy.prototxt``'s names): ``conv1`` with a bias, ``bn_conv1`` + ``scale_conv1``,
 ``pool1``, blocks ``res<s><b>_branch1`` (the shortcut, first in each stage) and
 ``res<s><b>_branch2a/2b/2c`` each with ``bn...``/``scale...``, stages 2-5 with 3, 4, 6, 3 blocks
-lettered a, b, c, ...; the stride in ``branch1`` and ``branch2a``.  torchvision: ``conv1`` (no bias),
+lettered a, b, c, ... (ResNet-101/152 name the blocks of stages 3 and 4 ``a``, ``b1``, ``b2``, ...: ``res4b22``);
+the stride in ``branch1`` and ``branch2a``.  torchvision: ``conv1`` (no bias),
 ``bn1``, ``layer1..4.<n>.conv1/bn1/conv2/bn2/conv3/bn3`` then ``downsample.0/1``, ``fc``.
 ``torch_module`` computes what the Caffe net computes (its stride and pooling), so a converted state
 dict can be run against the Caffe executor.
@@ -16,10 +17,17 @@ from pathlib import Path
 import numpy as np
 
 BLOCKS = (3, 4, 6, 3)
+DEPTHS = {50: (BLOCKS, ()), 101: ((3, 4, 23, 3), (3, 4)), 152: ((3, 8, 36, 3), (3, 4))}  # blocks, numbered stages
 
 
-def prototxt(width: int = 64, classes: int = 1000, hw: int = 64) -> str:
-    out = ['name: "ResNet-50"',
+def block_name(stage: int, b: int, numbered=()) -> str:
+    """Kaiming's name of block ``b`` (from 0) of stage ``stage`` (2..5): ``a``, ``b``, ... or ``a``, ``b1``, ..."""
+    return "a" if b == 0 else f"b{b}" if stage in numbered else chr(ord("a") + b)
+
+
+def prototxt(width: int = 64, classes: int = 1000, hw: int = 64, depth: int = 50) -> str:
+    blocks, numbered = DEPTHS[depth]
+    out = [f'name: "ResNet-{depth}"',
            f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 1 dim: 3 dim: {hw} '
            f'dim: {hw} }} }} }}']
 
@@ -40,10 +48,10 @@ def prototxt(width: int = 64, classes: int = 1000, hw: int = 64) -> str:
     out.append('layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX '
                'kernel_size: 3 stride: 2 } }')
     bottom, inplanes = "pool1", width
-    for s, n in enumerate(BLOCKS, start=2):
+    for s, n in enumerate(blocks, start=2):
         planes = width * 2 ** (s - 2)
         for b in range(n):
-            name = f"res{s}{chr(ord('a') + b)}"
+            name = f"res{s}{block_name(s, b, numbered)}"
             stride = 2 if b == 0 and s > 2 else 1
             if b == 0:
                 conv(f"{name}_branch1", bottom, planes * 4, 1, stride)
@@ -68,19 +76,20 @@ def prototxt(width: int = 64, classes: int = 1000, hw: int = 64) -> str:
     return "\n".join(out) + "\n"
 
 
-def caffe_files(d: Path, width: int = 64, classes: int = 1000, hw: int = 64, seed: int = 50) -> tuple:
+def caffe_files(d: Path, width: int = 64, classes: int = 1000, hw: int = 64, seed: int = 50,
+                depth: int = 50) -> tuple:
     from mapspec.models.seeded import write_caffemodel
 
     d.mkdir(parents=True, exist_ok=True)
-    proto = d / "ResNet-50-deploy.prototxt"
-    proto.write_text(prototxt(width, classes, hw))
-    model = d / "ResNet-50-model.caffemodel"
+    proto = d / f"ResNet-{depth}-deploy.prototxt"
+    proto.write_text(prototxt(width, classes, hw, depth))
+    model = d / f"ResNet-{depth}-model.caffemodel"
     write_caffemodel(str(proto), str(model), seed=seed)
     return proto, model
 
 
-def torch_module(width: int = 64, classes: int = 1000):
-    """torchvision's ResNet-50 layout (state dict names, shapes and order), computing as the Caffe net does."""
+def torch_module(width: int = 64, classes: int = 1000, depth: int = 50):
+    """torchvision's ResNet-50/101/152 layout (state dict names, shapes and order), computing as the Caffe net does."""
     import torch
     from torch import nn
 
@@ -108,7 +117,7 @@ def torch_module(width: int = 64, classes: int = 1000):
             self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
             self.bn1 = nn.BatchNorm2d(width)
             inplanes = width
-            for s, n in enumerate(BLOCKS, start=1):
+            for s, n in enumerate(DEPTHS[depth][0], start=1):
                 planes = width * 2 ** (s - 1)
                 blocks = []
                 for b in range(n):
@@ -127,11 +136,11 @@ def torch_module(width: int = 64, classes: int = 1000):
     return ResNet50().eval()
 
 
-def torch_template(path: Path, width: int = 64, classes: int = 1000) -> Path:
+def torch_template(path: Path, width: int = 64, classes: int = 1000, depth: int = 50) -> Path:
     import torch
 
     torch.manual_seed(0)
-    torch.save(torch_module(width, classes).state_dict(), path)
+    torch.save(torch_module(width, classes, depth).state_dict(), path)
     return path
 
 
@@ -141,10 +150,10 @@ def caffe_output(proto: Path, weights, x: np.ndarray, classes: int = 1000) -> np
     return CaffeExecutor(str(proto), weights).run({"data": x}, outputs=[f"fc{classes}"])[f"fc{classes}"]
 
 
-def torch_output(state: dict, x: np.ndarray, width: int = 64, classes: int = 1000) -> np.ndarray:
+def torch_output(state: dict, x: np.ndarray, width: int = 64, classes: int = 1000, depth: int = 50) -> np.ndarray:
     import torch
 
-    m = torch_module(width, classes)
+    m = torch_module(width, classes, depth)
     m.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
     with torch.no_grad():
         return m(torch.from_numpy(x)).numpy()

@@ -61,7 +61,7 @@ def test_specs_validate():
     specs = sorted(str(p) for p in (BENCH / "specs").glob("*.yaml"))
     names = {Path(p).name for p in specs}
     assert {"safetensors-rename.yaml", "vgg16-caffe-to-torch.yaml", "llama-hf-to-meta.yaml", "gguf-rename.yaml",
-            "gguf-to-safetensors.yaml", "resnet50-kaiming-caffe-to-torchvision.yaml"} <= names
+            "gguf-to-safetensors.yaml"} <= names
     assert cli.run(["validate", *specs]) == 0
 
 
