@@ -32,7 +32,7 @@ from typing import Optional, Union
 import numpy as np
 import yaml
 
-from . import dtypes
+from . import dtypes, inverse_tables
 from .errors import ErrorList, MapspecError, SpecError
 from .spec import expr as E, sections
 from .spec.expr import ExprError, Template
@@ -217,12 +217,20 @@ def template_pattern(t: Template, kinds: dict, fixed: dict) -> tuple[str, dict]:
                 placed[i] = seen[key] = _ph(x, kinds[x])
                 progress = True
                 continue
+            table = inverse_tables.lookup(node, x, fixed)
+            if table is not None:  # {table[x]}: read back through the inverse table, if it is one-to-one
+                name = _fresh(x, kinds)
+                try:
+                    placed[i] = seen[key] = inverse_tables.placeholder(name, inverse_tables.inverse(
+                        table, fixed[table], fixed))
+                except inverse_tables.TableError as e:
+                    raise NotInvertible(f"the target name's {{{key}}} cannot be solved for {x}: {e}") from None
+                solved[x], progress = inverse_tables.solution(table, name), True
+                continue
             lin = linear(node, x)
             if lin is None or lin[0] == 0 or kinds[x] != "int":
                 continue
-            name = f"_{x}"
-            while name in kinds:
-                name = f"_{name}"
+            name = _fresh(x, kinds)
             solved[x] = _solve(lin[0], substitute(lin[1], solved), name)
             placed[i] = seen[key] = f"<{name}>"
             progress = True
@@ -243,6 +251,13 @@ def template_pattern(t: Template, kinds: dict, fixed: dict) -> tuple[str, dict]:
                 raise NotInvertible(f"the target name {t.text!r} contains '<' or '>', which a pattern cannot hold")
         out.append(text)
     return "".join(out), solved
+
+
+def _fresh(x: str, kinds: dict) -> str:
+    name = f"_{x}"
+    while name in kinds:
+        name = f"_{name}"
+    return name
 
 
 def _token_text(tok) -> str:
@@ -958,9 +973,11 @@ def _render(spec: Spec, outs: list[_Out], notes: list, missing: list, inexact: l
         dst["dtype"] = target_dtype
     if dst:
         doc["target"] = dst
-    if spec.vars:
-        doc["vars"] = _plain(spec.vars)
     doc["rules"] = [o.rule for o in outs]
+    tables = inverse_tables.used(spec.vars, yaml.safe_dump(doc["rules"]))
+    if spec.vars or tables:
+        doc = {**{k: v for k, v in doc.items() if k != "rules"}, "vars": _plain({**spec.vars, **tables}),
+               "rules": doc["rules"]}
     if ignore:
         doc["ignore"] = ignore
     head = [f"# The reverse of {os.path.basename(spec.path)} ({spec.name}), written by `mapspec invert`"
