@@ -83,6 +83,7 @@ _LLMS = {n: Factory(f"mapspec.models.llm:{n}", checkpoint=True) for n in (
 FACTORIES: dict[str, Factory] = {
     **_DENSENETS,
     "mobilefacenet": Factory("mapspec.models.mobilefacenet:mobilefacenet", {"normalize": Bool()}),
+    "iresnet": Factory("mapspec.models.iresnet:iresnet", {"depth": Int(18, 100), "num_features": Int(1, 2048)}),
     **_KERAS_CAFFENETS,
     **_LLMS,
 }
