@@ -76,6 +76,12 @@ def test_fresnet_to_iresnet_gives_real_mxnets_embedding(mxnet_python, depth, tmp
                                                               f"params: {{depth: {depth}, num_features: 128}}"))
     code, text, err = run("verify", spec, "-s", params, "-c", out, "--atol", 1e-5 * float(np.abs(theirs).max()))
     assert code == 0 and "\nPASS (" in "\n" + text, text + err
+    # the user's own model from a file on the command line (arcface_torch's, here ours): the spec's input step holds
+    user = tmp_path / "my_iresnet.py"
+    user.write_text(f"from mapspec.models.iresnet import iresnet\n\ndef build():\n    return iresnet({depth}, 128)\n")
+    code, text, err = run("verify", SPEC, "-s", params, "-c", out, "--target-model", f"{user}:build",
+                          "--atol", 1e-5 * float(np.abs(theirs).max()))
+    assert code == 0 and "\nPASS (" in "\n" + text, text + err
 
 
 def test_iresnet_refuses_a_depth_it_does_not_know():
@@ -84,3 +90,16 @@ def test_iresnet_refuses_a_depth_it_does_not_know():
 
     with pytest.raises(MapspecError, match="iresnet depth 20 is not one of 18, 34, 50, 100"):
         iresnet(depth=20, num_features=8)
+
+
+def test_a_spec_names_no_model_file(tmp_path):
+    """Your own model code comes only from the command line (--target-model file.py:function); a spec naming a
+    file is refused where it says so."""
+    from mapspec.resources import shipped_specs
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(shipped_specs()[SPEC].read_text().replace("model: iresnet, params: {depth: 50, num_features: 512}",
+                                                              "model: \"my_iresnet.py:build\""))
+    code, _, err = run("validate", spec)
+    assert code == 1 and "verify.target.model: 'my_iresnet.py:build' names code, not a registered model factory" in err
+    assert "--target-model on the command line" in err
