@@ -1,12 +1,10 @@
 """invert reads a lookup table in a target name backwards ({block[b]} -> <_b:0|1|...> and {block_inverse[_b]})
 when the table is one-to-one, and refuses naming the table when it is not; proved by the round trip of
-resnet/caffe-to-torchvision on Kaiming's ResNet-50 (tests/draft/resnet_kaiming.py)."""
+resnet/caffe-to-torchvision on Kaiming's ResNet-50 (tests/resnet_kaiming.py)."""
 
 from __future__ import annotations
 
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +14,6 @@ from mapspec import cli
 from mapspec.formats import open_checkpoint
 from mapspec.inverse_tables import TableError, inverse
 
-ROOT = Path(__file__).resolve().parents[1]
 RESNET50_BLOCKS = "block={a: 0, b: 1, c: 2, d: 3, e: 4, f: 5}"
 
 
@@ -50,7 +47,6 @@ def test_shipped_resnet_spec_is_refused_naming_its_table(tmp_path):
 @pytest.mark.slow
 def test_resnet50_round_trip_through_the_inverse_table(tmp_path):
     torch = pytest.importorskip("torch")  # noqa: F841
-    sys.path.insert(0, str(ROOT / "tests" / "draft"))
     import resnet_kaiming as rk
 
     proto, model = rk.caffe_files(tmp_path, width=4, hw=32)
