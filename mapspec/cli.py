@@ -381,7 +381,7 @@ def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
         except MapspecError as e:
             raise MapspecError(f"{wrote}, but the report was not written: {e}") from None
         except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP after the output was in place
-            from .formats.base import PUBLISHED
+            from .files import PUBLISHED
 
             if PUBLISHED and PUBLISHED[-1] == str(args.report):  # ... and after the report was too
                 raise
@@ -865,7 +865,7 @@ _EXTRA_COMMANDS: list = []
 def _graph_command(sub) -> None:  # mapspec graph lives in its own module (cli_graph.py)
     from .cli_graph import add_graph_command
 
-    add_graph_command(sub)
+    add_graph_command(sub, _add_output, _add_force)
 
 
 _EXTRA_COMMANDS.append(_graph_command)
@@ -878,7 +878,7 @@ def run(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
     parser = build_parser()
     args = None
     restore = _handle_signals()
-    from .formats.base import PUBLISHED
+    from .files import PUBLISHED
 
     published_before = len(PUBLISHED)
     try:
@@ -905,7 +905,7 @@ def run(argv: Optional[Sequence[str]] = None, stdout: Optional[TextIO] = None,
         print(f"mapspec: error: {escape(e, keep_newlines=True)}", file=err)
         return e.exit_code
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated)
-        from .formats.base import PUBLISHED
+        from .files import PUBLISHED
 
         done = PUBLISHED[published_before:]
         what = (f"{' and '.join(escape(d) for d in done)} {'was' if len(done) == 1 else 'were'} written completely "
@@ -933,7 +933,7 @@ class Terminated(KeyboardInterrupt):
 def _raise_terminated(signum, frame):
     import signal
 
-    from .formats.base import interrupt
+    from .files import interrupt
 
     interrupt(KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum))
 

@@ -24,9 +24,9 @@ def cmd_graph(args, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def add_graph_command(sub) -> None:
-    from .cli import _add_force, _add_output
-
+def add_graph_command(sub, _add_output, _add_force) -> None:
+    """``mapspec graph``'s parser; the shared --output and --force flags come from :mod:`.cli`, which calls this
+    (so that this module never imports it back)."""
     p = sub.add_parser("graph", help="convert a network graph: MXNet -symbol.json <-> Caffe .prototxt")
     p.add_argument("source", help="an MXNet -symbol.json or a Caffe .prototxt")
     p.add_argument("--to", required=True, choices=("caffe", "mxnet"), help="the framework to write")

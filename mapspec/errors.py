@@ -134,6 +134,13 @@ class ConversionError(MapspecError):
         super().__init__("".join(parts) + message)
 
 
+class TransformError(MapspecError, ValueError):
+    """The input does not fit a transform; the engine adds rule, tensor and location.
+
+    Here (not in :mod:`mapspec.transforms`) so that :mod:`mapspec.numeric`, below the transforms,
+    raises it too."""
+
+
 # Optional packages: import name -> (what it is, the pip requirement that installs it).
 OPTIONAL_PACKAGES = {
     "torch": ("PyTorch", "torch"),

@@ -31,7 +31,7 @@ def run_example(name: str, directory: str, out: TextIO, err: TextIO, run_command
     """Make example ``name`` in ``directory``; each step runs as ``run_command(argv, stdout=, stderr=)``, the
     CLI's own entry point (passed in by the CLI, so that this module does not import it back)."""
     from .errors import MapspecError, MissingDependency
-    from .formats import atomic_output
+    from .files import atomic_output
 
     if name not in EXAMPLES:
         raise MapspecError(f"unknown example {name!r} (examples: {', '.join(EXAMPLES)})")

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import MapspecError
-from .formats import atomic_output
+from .files import atomic_output
 
 FOLDABLE = {"Convolution": "convolution_param", "InnerProduct": "inner_product_param",
             "Deconvolution": "convolution_param"}
@@ -171,7 +171,7 @@ class FoldResult:
 def fold_bn(prototxt: str, caffemodel: str, out_prefix: str, force: bool = False, emit_spec: Optional[str] = None,
             verify: bool = False, seed: int = 0, progress=None, sync: bool = True) -> FoldResult:
     """``progress``: optional ``plan -> context manager`` yielding ``engine.execute``'s progress callback.
-    ``sync``: fsync the outputs before they are put in place (see :func:`mapspec.formats.base.atomic_output`)."""
+    ``sync``: fsync the outputs before they are put in place (see :func:`mapspec.files.atomic_output`)."""
     from . import engine
     from .formats import open_checkpoint
     from .graphs.caffe.net import dump, load_net_with_unknown

@@ -83,9 +83,9 @@ def refuse_inputs(outputs, inputs) -> None:
 
 def check(p, output, force: bool = False, report: Optional[str] = None) -> None:
     """Refuse (MapspecError) an output or report that is an input, or that is the other one; and one
-    that mapspec may not replace (:func:`mapspec.formats.base.check_output_path`)."""
+    that mapspec may not replace (:func:`mapspec.files.check_output_path`)."""
     from .formats import module, output_format, sharded
-    from .formats.base import check_output_path
+    from .files import check_output_path
 
     from .companions import folder_file, named
 

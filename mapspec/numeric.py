@@ -34,7 +34,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import dtypes
-from .transforms.registry import TransformError
+from .errors import TransformError
 
 ALLOW = ("overflow", "truncate", "non-finite", "underflow")
 CHUNK = 1 << 20  # values per pass of a finiteness check (bounded temporary memory)

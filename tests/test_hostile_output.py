@@ -304,7 +304,7 @@ def test_fallback_without_o_tmpfile(case, monkeypatch, link_fails):
     renamed) into place; the same no-overwrite and cleanup rules."""
     import errno
 
-    from mapspec.formats import base
+    from mapspec import files as base
 
     d, spec, src = case
     monkeypatch.setattr(base, "_anonymous_file", lambda parent: None)
@@ -329,7 +329,7 @@ def test_fallback_without_o_tmpfile(case, monkeypatch, link_fails):
 def test_signal_at_the_final_link_reports_the_written_output(case, monkeypatch):
     """A SIGTERM that lands while the output is being linked into place: the link completes and the
     message names the output as written (not "no output was written")."""
-    from mapspec.formats import base
+    from mapspec import files as base
 
     d, spec, src = case
     original = base._publish

@@ -109,7 +109,7 @@ _DRIVER = textwrap.dedent("""
             return read(self, info)
         npz.NpzReader._read = _read
     elif phase in ("before-swap", "after-swap"):
-        from mapspec.formats import durable
+        from mapspec import durable
         exchange = durable.exchange
         def swap(a, b):
             if phase == "before-swap":
@@ -120,7 +120,7 @@ _DRIVER = textwrap.dedent("""
             return done
         durable.exchange = swap
     elif phase == "named":  # a writer that needs a named temporary (Keras HDF5, ONNX with external data)
-        from mapspec.formats import base
+        from mapspec import files as base
         base._anonymous_file = lambda parent: None
         write = npz.NpzWriter.write
         def slow_write(self, name, array):

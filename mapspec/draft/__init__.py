@@ -164,7 +164,7 @@ def write(d: Draft, output: Optional[str], source: str, source_format: Optional[
 
     from ..engine import plan
     from ..errors import ErrorList, MapspecError
-    from ..formats import atomic_output
+    from ..files import atomic_output
     from ..spec.load import check_spec
 
     def checked(path: str) -> None:

@@ -1,6 +1,6 @@
 """The format registry: one module per format, all with the same four functions.
 
-``FORMATS`` is data: format name -> (module, file-name suffixes, what it is).
+``FORMATS`` (:mod:`.registry`) is data: format name -> (module, file-name suffixes, what it is).
 Modules are imported on first use, so that ``import mapspec`` never imports torch
 or h5py.  Each module defines ``sniff``, ``open``, ``create`` and ``save``
 (see :mod:`mapspec.formats.base`); a template-only format's ``create`` raises.
@@ -8,84 +8,13 @@ or h5py.  Each module defines ``sniff``, ``open``, ``create`` and ``save``
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
-from ..errors import FormatError, MapspecError, MissingDependency
-from .base import Reader, TensorInfo, Writer, atomic_output, check_regular, read_head
-
-
-class FormatEntry(NamedTuple):
-    module: str
-    suffixes: tuple
-    description: str
-    has_data: bool = True
-
-
-FORMATS: dict[str, FormatEntry] = {
-    "safetensors": FormatEntry("mapspec.formats.safetensors", (".safetensors",), "safetensors file"),
-    "npz": FormatEntry("mapspec.formats.npz", (".npz",), "numpy .npz archive"),
-    "torch": FormatEntry("mapspec.formats.torch", (".pt", ".pth", ".bin", ".ckpt", ".tar"),
-                         "PyTorch state dict (torch.save zip or legacy pickle; read with weights_only=True)"),
-    "caffe": FormatEntry("mapspec.formats.caffe", (".caffemodel",), "Caffe NetParameter (.caffemodel)"),
-    "prototxt": FormatEntry("mapspec.formats.prototxt", (".prototxt",),
-                            "Caffe net definition (text); a template of the blobs a caffemodel must hold", False),
-    "mxnet": FormatEntry("mapspec.formats.mxnet", (".params",), "MXNet NDArray list (.params)"),
-    "mxnet-symbol": FormatEntry("mapspec.formats.mxnet_symbol", ("-symbol.json",),
-                                "MXNet symbol graph; a template of the parameters a .params must hold", False),
-    "keras": FormatEntry("mapspec.formats.keras", (".weights.h5", ".h5", ".hdf5"),
-                         "Keras HDF5 weights (legacy .h5 and Keras 3 .weights.h5)"),
-    "sharded": FormatEntry("mapspec.formats.sharded", (".index.json",),
-                           "sharded checkpoint: a Hugging Face *.index.json and its safetensors or torch shards "
-                           "(or a directory holding one)"),
-    "keras-archive": FormatEntry("mapspec.formats.keras_archive", (".keras",),
-                                 "Keras 3 .keras archive (config.json + model.weights.h5); written over a template"),
-    "gguf": FormatEntry("mapspec.formats.gguf", (".gguf",),
-                        "GGUF (llama.cpp): typed metadata, float/integer tensors and quantized blocks"),
-    "onnx": FormatEntry("mapspec.formats.onnx", (".onnx",),
-                        "ONNX model: the main graph's initializers (external data too); written over a template"),
-}
-
-# A format name a spec may use for a source/target, mapped to the format that holds
-# its template when the template file is given by suffix.  (e.g. target format caffe,
-# template net.prototxt).
-ALIASES = {"pytorch": "torch", "pth": "torch", "numpy": "npz", "caffemodel": "caffe", "h5": "keras",
-           "hdf5": "keras"}
-
-# Formats of one family: a spec naming the first may write a file whose suffix names another
-# (``target: {format: keras}`` with a ``.keras`` output writes a Keras 3 archive).
-FAMILIES = {"keras": ("keras-archive",)}
-
-
-def module(name: str):
-    """The module implementing format ``name`` (imported on first use)."""
-    entry = FORMATS.get(ALIASES.get(name, name))
-    if entry is None:
-        raise MapspecError(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}")
-    try:
-        return importlib.import_module(entry.module)
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("mapspec"):
-            raise MapspecError(f"format {name!r} is not available in this build of mapspec") from None
-        raise MissingDependency(e.name or "", f"format {name!r}") from None
-
-
-def canonical(name: str) -> str:
-    key = ALIASES.get(name, name)
-    if key not in FORMATS:
-        raise MapspecError(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}")
-    return key
-
-
-def by_suffix(path) -> Optional[str]:
-    lower = str(path).lower()
-    best = None
-    for name, entry in FORMATS.items():
-        for suf in entry.suffixes:
-            if lower.endswith(suf) and (best is None or len(suf) > best[1]):
-                best = (name, len(suf))
-    return best[0] if best else None
+from ..errors import FormatError, MapspecError
+from ..files import atomic_output, check_regular, read_head
+from .base import Reader, TensorInfo, Writer
+from .registry import ALIASES, FAMILIES, FORMATS, by_suffix, canonical, check_options, module  # noqa: F401
 
 
 SHARDED_INDEX_SUFFIX = ".index.json"
@@ -148,23 +77,6 @@ def detect(path) -> str:
     raise FormatError(path, "cannot tell the format of this file (known: "
                       + ", ".join(f"{n} {'/'.join(e.suffixes)}" for n, e in FORMATS.items())
                       + "); name it with --format")
-
-
-# Options the engine itself passes to every writer.
-ENGINE_WRITE_OPTIONS = ("template", "final_path")
-
-
-def check_options(name: str, mod, options: dict, kind: str) -> None:
-    """Unknown options are an error, never silently ignored."""
-    allowed = tuple(getattr(mod, f"{kind.upper()}_OPTIONS", ()))
-    if kind == "write":
-        allowed += ENGINE_WRITE_OPTIONS
-    unknown = [k for k in options if k not in allowed]
-    if unknown:
-        shown = [a for a in allowed if a not in ENGINE_WRITE_OPTIONS]
-        raise MapspecError(f"format {name!r} has no {kind} option {unknown[0]!r}"
-                           + (f" (its {kind} options: {', '.join(shown)})" if shown else
-                              f" (it takes no {kind} options)"))
 
 
 def open_checkpoint(path, format: Optional[str] = None, opened=None, **options) -> Reader:

@@ -1,7 +1,7 @@
 """Caffe ``.caffemodel`` files (a binary ``NetParameter``), read and written without Caffe.
 
 Reading walks the protobuf wire format directly over a memory map
-(:class:`~mapspec.formats.base.MappedFile`): each layer's blobs are *skipped* (their
+(:class:`~mapspec.files.MappedFile`): each layer's blobs are *skipped* (their
 offsets recorded), so opening a several-hundred-MB model costs milliseconds and no
 copy, and there is no 64 MB protobuf limit.  Blob values are numpy views over the map:
 ``float32`` from the packed ``data`` field, ``float64`` from ``double_data``; unpacked
@@ -58,7 +58,8 @@ from ..errors import FormatError, MapspecError
 from ..graphs.caffe import layers as cl
 from ..graphs.caffe import net as caffe_net
 from ..graphs.caffe import schema
-from .base import MappedFile, Reader, TensorInfo, Writer, save_with
+from ..files import MappedFile
+from .base import Reader, TensorInfo, Writer, save_with
 from .chunks import c_order_chunks
 from .protowire import I32, I64, LEN, VARINT
 from .protowire import Wire as _Wire

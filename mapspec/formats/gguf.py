@@ -48,8 +48,8 @@ import numpy as np
 from .. import dtypes
 from ..errors import FormatError, MapspecError
 from ..kernels import copy_range
-from .base import (MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, create_file, read_head,
-                   save_with)
+from ..files import MappedFile, check_shape, create_file, read_head
+from .base import Reader, TensorInfo, Writer, announced_dtype, save_with
 from ..ggml import BY_DTYPE, BY_NAME, TYPES
 from ..quant import DEQUANTIZE
 from ..quant import dequantize as dequantize_blocks

@@ -67,7 +67,8 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, read_head, save_with
+from ..files import MappedFile, read_head
+from .base import Reader, TensorInfo, Writer, announced_dtype, save_with
 
 NAME = "keras"
 LEGACY, KERAS3 = "legacy", "keras3"

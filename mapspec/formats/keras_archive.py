@@ -34,7 +34,8 @@ import numpy as np
 
 from ..errors import FormatError, MapspecError
 from . import keras as kh5
-from .base import Reader, TensorInfo, Writer, read_head, save_with
+from ..files import read_head
+from .base import Reader, TensorInfo, Writer, save_with
 
 NAME = "keras-archive"
 WEIGHTS = "model.weights.h5"

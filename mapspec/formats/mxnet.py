@@ -55,7 +55,8 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, create_file, save_with
+from ..files import MappedFile, check_shape, create_file
+from .base import Reader, TensorInfo, Writer, announced_dtype, save_with
 
 NAME = "mxnet"
 LIST_MAGIC = 0x112

@@ -18,7 +18,8 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError
-from .base import MappedFile, Reader, TensorInfo, Writer, check_shape, save_with
+from ..files import MappedFile, check_shape
+from .base import Reader, TensorInfo, Writer, save_with
 
 NAME = "npz"
 # What the zipfile module raises on damaged archives: structure errors, unsupported

@@ -36,7 +36,8 @@ import numpy as np
 from .. import dtypes
 from ..errors import FormatError, MapspecError
 from ..paths import within
-from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, companion, save_with
+from ..files import MappedFile, check_shape, companion
+from .base import Reader, TensorInfo, Writer, announced_dtype, save_with
 from .chunks import c_order_chunks
 from .protowire import LEN, VARINT, Wire, encode_varint, len_field, signed64, tag
 

@@ -9,7 +9,7 @@ not apply.
 from __future__ import annotations
 
 from ..errors import FormatError
-from .base import MappedFile
+from ..files import MappedFile
 
 # wire types
 VARINT, I64, LEN, SGROUP, EGROUP, I32 = 0, 1, 2, 3, 4, 5

@@ -13,7 +13,7 @@ Why our own reader, with the ``safetensors`` library only as a test oracle:
 ``safetensors.numpy.load_file`` copies every tensor into memory and cannot
 represent bfloat16/float8 in numpy at all; ``safe_open(framework="np")`` likewise
 copies per tensor.  Reading the header ourselves lets us hand out zero-copy,
-read-only numpy views over one memory map (:class:`~mapspec.formats.base.MappedFile`),
+read-only numpy views over one memory map (:class:`~mapspec.files.MappedFile`),
 including bfloat16 and float8 through ``ml_dtypes``, and check every offset and
 length against the real file size before anything is touched.
 
@@ -45,7 +45,8 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import MappedFile, Reader, TensorInfo, Writer, announced_dtype, check_shape, create_file, save_with
+from ..files import MappedFile, check_shape, create_file
+from .base import Reader, TensorInfo, Writer, announced_dtype, save_with
 from ..kernels import copy_range
 from .chunks import c_order_chunks
 

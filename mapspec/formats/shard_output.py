@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import MapspecError
-from . import durable
-from .base import PUBLISHED, _signals_held, check_output_path
+from .. import durable
+from ..files import PUBLISHED, _signals_held, check_output_path
 from .sharded import _split_name, stale_shards
 
 MAX_CARRIED = 100_000  # entries of D hard-linked into the staging folder; more: publish in place

@@ -90,7 +90,7 @@ def source_path(path) -> str:
     p = Path(path)
     if not p.is_dir():
         return str(path)
-    from . import FORMATS, by_suffix
+    from .registry import FORMATS, by_suffix
 
     try:
         names = sorted(e.name for e in os.scandir(p) if not e.name.startswith(".") and e.is_file())
@@ -195,7 +195,7 @@ def check_shard_name(index: str, shard: str) -> Path:
 
 
 def _shard_format(index: str, shard: Path, given: Optional[str]) -> str:
-    from . import FORMATS, by_suffix, canonical
+    from .registry import FORMATS, by_suffix, canonical
 
     if given:
         return canonical(given)
@@ -217,7 +217,7 @@ class ShardedReader(Reader):
     def __init__(self, path: str, shard_format: Optional[str] = None, opened=None, **shard_options):
         """``opened(total, shard)``, if given, is told of each shard opened (``inspect``'s progress bar)."""
         super().__init__(path)
-        from . import check_options, module
+        from .registry import check_options, module
 
         self.weight_map, self.metadata = read_index(path)
         self.notes: list[str] = []
@@ -338,7 +338,7 @@ def output_target(output, fmt: Optional[str]) -> Optional[tuple]:
     Sharded: format ``sharded``, a ``*.index.json`` name, an existing directory, or a name
     ending with ``/``.  A directory gets the index name ``save_pretrained`` uses.
     """
-    from . import by_suffix, canonical
+    from .registry import by_suffix, canonical
 
     text = str(output)
     fmt = canonical(fmt) if fmt else None
@@ -379,7 +379,7 @@ def plan_shards(infos: Sequence[TensorInfo], limit: int) -> list[list[TensorInfo
 
 def _split_name(final_index: str, shard_fmt: str) -> tuple[str, str]:
     """(stem, extension) of the shard names: model.safetensors.index.json -> (model, .safetensors)."""
-    from . import FORMATS
+    from .registry import FORMATS
 
     base = os.path.basename(final_index)[:-len(SUFFIX)]
     for ext in FORMATS[shard_fmt].suffixes:
@@ -402,7 +402,7 @@ class ShardedWriter(Writer):
                  shard_format: str = "safetensors", max_shard_size=DEFAULT_MAX_SHARD_SIZE, overwrite: bool = False,
                  template: Optional[str] = None, **shard_options):
         super().__init__(path, infos)
-        from . import check_options, module
+        from .registry import check_options, module
 
         if len(set(self._order)) != len(self._order):
             raise MapspecError(f"{path}: the same tensor name is announced twice")

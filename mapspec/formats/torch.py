@@ -73,7 +73,8 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import FormatError, MapspecError
-from .base import Reader, TensorInfo, Writer, announced_dtype, create_file, save_with
+from ..files import create_file
+from .base import Reader, TensorInfo, Writer, announced_dtype, save_with
 from .chunks import c_order_chunks
 
 NAME = "torch"

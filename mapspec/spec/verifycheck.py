@@ -3,7 +3,7 @@ registered model factory and its ``params`` the typed parameters that factory de
 step does not contradict itself.
 
 A spec is data: it chooses no code and no file through ``verify:``.  The registries
-(``mapspec.verify.runners.RUNNERS``, ``mapspec.models.registry.FACTORIES``) list what it may name.
+(``mapspec.spec.runners.RUNNERS``, ``mapspec.models.registry.FACTORIES``) list what it may name.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 import difflib
 
 from ..errors import Location, SpecError
+from .runners import RUNNERS
 from .yamlsafe import loc_of
 
 
 def runner_errors(verify, default: Location) -> list[SpecError]:
     """Every problem with verify.source / verify.target's run, model and params, each at its place."""
     from ..models import registry
-    from ..verify.preprocess import side_errors
-    from ..verify.runners import RUNNERS
+    from .inputstep import side_errors
 
     errors = []
     for side in ("source", "target"):

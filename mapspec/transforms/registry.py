@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
+from ..errors import TransformError  # noqa: F401 - raised by every transform module through this one
 from .inverse import Inverse, InverseContext
 
 
@@ -39,10 +40,6 @@ class Meta(NamedTuple):
         for d in self.shape:
             n *= int(d)
         return n
-
-
-class TransformError(ValueError):
-    """The input does not fit the transform; the engine adds rule, tensor and location."""
 
 
 # Argument kinds:

@@ -3,7 +3,7 @@
 The source's framework comes from its name (``-symbol.json``/``.json``: MXNet; ``.prototxt``,
 ``.pbtxt``: Caffe).  ``--emit-spec`` writes the weight spec beside (see :mod:`.spec`).  Every
 output is checked for existence first (``force`` to overwrite) and written through
-:func:`~mapspec.formats.atomic_output`: a failure leaves nothing behind.
+:func:`~mapspec.files.atomic_output`: a failure leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from typing import Optional
 
 from ...errors import MapspecError, UsageError
-from ...formats import atomic_output
+from ...files import atomic_output
 from .common import Converted
 
 TARGETS = ("caffe", "mxnet")

@@ -27,6 +27,7 @@ import os
 from typing import Mapping, NamedTuple, Optional, Sequence
 
 from ...errors import FormatError, MapspecError
+from ...files import check_regular
 from .attrs import MAX_INT_CHARS, MAX_NDIM, BadValue, as_shape, parse_literal
 from .ops import (AUX_ROLES, LABEL_ROLES, OPS, PARAM_HINTS, PARAM_ROLES, PARAM_SUFFIXES, ShapeError, outputs_of,
                   slots_of, typed_attrs)
@@ -93,8 +94,6 @@ def _fail(path: str, msg: str) -> FormatError:
 
 
 def _read_json(path: str):
-    from ...formats.base import check_regular  # noqa: PLC0415 - formats imports graphs
-
     check_regular(path)  # a FIFO would block forever
     try:
         size = os.path.getsize(path)

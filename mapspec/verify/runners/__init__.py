@@ -3,7 +3,7 @@
 ``RUNNERS`` is data: runner name -> module.  Modules are imported on first use (so that
 naming a runner never imports torch, keras or transformers until it runs) and each defines
 ``build(side) -> Runner`` for a :class:`Side`.  Adding a runner is one module plus one
-line here.
+line in :mod:`mapspec.spec.runners`.
 """
 
 from __future__ import annotations
@@ -11,17 +11,9 @@ from __future__ import annotations
 import importlib
 
 from ...errors import MapspecError
+from ...spec.runners import RUNNERS
 from .base import Runner, RunError, Side, build_model, load_factory
 
-RUNNERS: dict[str, str] = {
-    "caffe": "mapspec.verify.runners.caffe",
-    "mxnet": "mapspec.verify.runners.mxnet",
-    "torch": "mapspec.verify.runners.torch",
-    "keras": "mapspec.verify.runners.keras",
-    "transformers": "mapspec.verify.runners.transformers",
-    "onnx": "mapspec.verify.runners.onnx",
-    "model": "mapspec.verify.runners.model",   # torch or keras, whichever the factory returns
-}
 
 __all__ = ["RUNNERS", "RunError", "Runner", "Side", "build_model", "load_factory", "make_runner", "check_name"]
 

@@ -1,4 +1,4 @@
-"""Temporary names and their removal (mapspec/formats/durable.py): only ours, only stale."""
+"""Temporary names and their removal (mapspec/durable.py): only ours, only stale."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from mapspec.formats import durable
+from mapspec import durable
 
 
 def _dead_pid() -> int:
