@@ -33,9 +33,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import FormatError, MapspecError
-from . import keras as kh5
+from . import keras_hdf5 as kh5
 from ..files import read_head
 from .base import Reader, TensorInfo, Writer, save_with
+from .keras_weights import KerasReader, KerasWriter
 
 NAME = "keras-archive"
 WEIGHTS = "model.weights.h5"
@@ -123,7 +124,7 @@ class KerasArchiveReader(Reader):
 
     def __init__(self, path: str, isolate: bool = True, timeout: float = kh5.PROBE_TIMEOUT):
         super().__init__(path)
-        self._inner: Optional[kh5.KerasReader] = None
+        self._inner: Optional[KerasReader] = None
         self._weights = None
         try:
             with _open_zip(path) as zf:
@@ -132,7 +133,7 @@ class KerasArchiveReader(Reader):
                 _extract(path, zf, self._weights)
                 self._weights.flush()
             try:
-                self._inner = kh5.KerasReader(self.weights_name, isolate=isolate, timeout=timeout,
+                self._inner = KerasReader(self.weights_name, isolate=isolate, timeout=timeout,
                                               fileobj=self._weights)
             except FormatError as e:
                 raise FormatError(path, f"{WEIGHTS} in the archive: {e.bare}", offset=e.offset,
@@ -160,9 +161,9 @@ class KerasArchiveReader(Reader):
         """How messages name the weights member: ``model.keras!model.weights.h5``."""
         return f"{self.path}!{WEIGHTS}"
 
-    def weights_reader(self) -> kh5.KerasReader:
+    def weights_reader(self) -> KerasReader:
         """Another reader of the weights member (already probed), for the caller to close before this one."""
-        return kh5.KerasReader(self.weights_name, isolate=False, fileobj=self._weights)
+        return KerasReader(self.weights_name, isolate=False, fileobj=self._weights)
 
     def close(self) -> None:
         if self._inner is not None:
@@ -187,7 +188,7 @@ class KerasArchiveWriter(Writer):
         self._template = KerasArchiveReader(str(template))
         self._h5path = path + ".weights.h5"
         try:
-            self._inner = kh5.KerasWriter(self._h5path, infos, layout=kh5.KERAS3,
+            self._inner = KerasWriter(self._h5path, infos, layout=kh5.KERAS3,
                                           template=self._template.weights_reader())
         except BaseException:
             self._template.close()

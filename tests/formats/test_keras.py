@@ -17,6 +17,7 @@ h5py = pytest.importorskip("h5py")
 from mapspec.errors import FormatError, MapspecError  # noqa: E402
 from mapspec.formats import TensorInfo  # noqa: E402
 from mapspec.formats import keras as kf  # noqa: E402
+from mapspec.formats import keras_hdf5  # noqa: E402
 
 EPS = 1e-3  # BatchNormalization default epsilon
 
@@ -316,9 +317,9 @@ def test_variable_table_matches_keras():
         layer.build(shape)
         cls = to_snake_case(type(layer).__name__)
         stored = [v.name for v in layer._trainable_variables + layer._non_trainable_variables]
-        assert kf.KERAS3_VARIABLES[cls][len(stored)] == tuple(stored), cls
+        assert keras_hdf5.KERAS3_VARIABLES[cls][len(stored)] == tuple(stored), cls
         seen.add((cls, len(stored)))
-    assert seen == {(c, n) for c, t in kf.KERAS3_VARIABLES.items() for n in t}
+    assert seen == {(c, n) for c, t in keras_hdf5.KERAS3_VARIABLES.items() for n in t}
 
 
 # -- layouts written by hand (Keras 2 style, chunked attributes) -----------------
