@@ -54,9 +54,9 @@ def input_files(p) -> list[tuple[str, str]]:
 
 def _sharded_outputs(index: str, shard_format: str) -> tuple[list[str], re.Pattern]:
     """The index and the existing files of its folder that a new sharded checkpoint may replace or remove."""
-    from .formats.sharded import _split_name
+    from .formats.shard_index import split_name
 
-    stem, ext = _split_name(index, shard_format)
+    stem, ext = split_name(index, shard_format)
     pattern = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}" + re.escape(ext))
     folder = Path(index).parent
     try:

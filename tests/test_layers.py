@@ -155,14 +155,8 @@ def test_every_module_has_a_layer():
         layer_of(name)
 
 
-# Circles not yet taken apart (none may be added; remove an entry when its circle is gone).
-KNOWN_CIRCLES = [
-    ["mapspec.formats.shard_output", "mapspec.formats.sharded"],  # sharded.save stages through shard_output
-]
-
-
 def test_no_import_circles():
-    assert [c for c in circles(imports(modules())) if c not in KNOWN_CIRCLES] == []
+    assert circles(imports(modules())) == []
 
 
 def test_no_upward_imports():

@@ -52,7 +52,7 @@ from typing import Iterator
 from ..errors import MapspecError
 from .. import durable
 from ..files import PUBLISHED, _signals_held, check_output_path
-from .sharded import _split_name, stale_shards
+from .shard_index import split_name, stale_shards
 
 MAX_CARRIED = 100_000  # entries of D hard-linked into the staging folder; more: publish in place
 
@@ -88,7 +88,7 @@ def staged(index, shard_format: str, force: bool = False, sync: bool = True) -> 
             for n in sorted(names - {final.name}) + [final.name]:  # every shard, then the index
                 durable.sync_file(stage / n)
             durable.sync_dir(stage)
-        stem, ext = _split_name(str(final), shard_format)
+        stem, ext = split_name(str(final), shard_format)
         stale = set(stale_shards(str(d / final.name), stem, ext, names))
         with _signals_held():  # published and recorded as one step, as far as a signal can tell
             if not force:

@@ -41,16 +41,10 @@ import numpy as np
 from ..errors import FormatError, MapspecError
 from ..paths import within
 from .base import Reader, TensorInfo, Writer
-from .safetensors import _Duplicate, _no_duplicates  # one duplicate-key check for both JSON headers
+from .shard_index import DEFAULT_NAMES, SHARD_FORMATS, SUFFIX, read_index, split_name
 
 NAME = "sharded"
-SUFFIX = ".index.json"
-MAX_INDEX = 64 << 20  # bytes; a 100k-tensor index is ~10 MB
 DEFAULT_MAX_SHARD_SIZE = "5GB"
-# Shard format -> (the index file save_pretrained writes, the shard file extension).
-DEFAULT_NAMES = {"safetensors": ("model.safetensors.index.json", ".safetensors"),
-                 "torch": ("pytorch_model.bin.index.json", ".bin")}
-SHARD_FORMATS = tuple(DEFAULT_NAMES)
 
 _UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
           "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40}
@@ -110,61 +104,6 @@ def source_path(path) -> str:
     shown = ", ".join(files[:5]) + (", ..." if len(files) > 5 else "")
     raise FormatError(path, f"the directory holds {len(files)} checkpoint files ({shown}) and no *.index.json "
                       f"that says how they belong together; name one file")
-
-
-MAX_INT_DIGITS = 20  # an index's numbers are byte counts: 2**64 has 20 digits
-
-
-class _HugeInt(ValueError):
-    pass
-
-
-def _bounded_int(text: str) -> int:
-    """``int`` of a JSON number, refused past :data:`MAX_INT_DIGITS` (Python's own limit is a traceback)."""
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise _HugeInt(len(text.lstrip("-")))
-    return int(text)
-
-
-def read_index(path: str) -> tuple[dict, dict]:
-    """(weight_map, metadata) of an index file, checked."""
-    try:
-        size = os.path.getsize(path)
-        if size > MAX_INDEX:
-            raise FormatError(path, f"index is {size} bytes; more than the limit of {MAX_INDEX} (not an index?)")
-        with builtins.open(path, "rb") as f:
-            raw = f.read(MAX_INDEX + 1)
-    except OSError as e:
-        raise FormatError(path, f"cannot read: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise FormatError(path, f"index is not UTF-8 ({e.reason})", offset=e.start) from None
-    try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_bounded_int)
-    except _Duplicate as e:
-        raise FormatError(path, f"the index names {e.args[0]!r} twice") from None
-    except _HugeInt as e:
-        raise FormatError(path, f"the index holds an integer of {e.args[0]} digits (its numbers are byte counts: at "
-                          f"most {MAX_INT_DIGITS} digits)") from None
-    except json.JSONDecodeError as e:
-        raise FormatError(path, f"index is not valid JSON: {e.msg} (truncated or damaged index?)",
-                          offset=e.pos) from None
-    except RecursionError:
-        raise FormatError(path, "index JSON is nested too deeply") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("weight_map"), dict):
-        raise FormatError(path, "an index is a JSON object with a \"weight_map\" object {tensor: shard file}")
-    meta = obj.get("metadata")
-    if meta is not None and not isinstance(meta, dict):
-        raise FormatError(path, "the index's \"metadata\" is not an object")
-    wm = obj["weight_map"]
-    for name, shard in wm.items():
-        if not isinstance(shard, str):
-            raise FormatError(path, f"weight_map gives {shard!r} as the shard; a file name is a string",
-                              tensor=name)
-    if not wm:
-        raise FormatError(path, "the index's weight_map is empty")
-    return wm, dict(meta or {})
 
 
 def check_shard_name(index: str, shard: str) -> Path:
@@ -377,17 +316,6 @@ def plan_shards(infos: Sequence[TensorInfo], limit: int) -> list[list[TensorInfo
     return shards or [[]]
 
 
-def _split_name(final_index: str, shard_fmt: str) -> tuple[str, str]:
-    """(stem, extension) of the shard names: model.safetensors.index.json -> (model, .safetensors)."""
-    from .registry import FORMATS
-
-    base = os.path.basename(final_index)[:-len(SUFFIX)]
-    for ext in FORMATS[shard_fmt].suffixes:
-        if base.lower().endswith(ext) and len(base) > len(ext):
-            return base[:-len(ext)], base[-len(ext):]
-    return base or "model", DEFAULT_NAMES[shard_fmt][1]
-
-
 class ShardedWriter(Writer):
     """Shards in plan order, then the index (``path``), all in the staging folder of :func:`.shard_output.staged`.
 
@@ -413,7 +341,7 @@ class ShardedWriter(Writer):
         self._shard_options = shard_options
         final = final_path or path
         self.directory = Path(path).parent  # the staging folder (shard_output.staged) the shards are written in
-        stem, ext = _split_name(final, shard_format)
+        stem, ext = split_name(final, shard_format)
         self._final, self._stem, self._ext = final, stem, ext
         groups = plan_shards(self.infos, parse_size(max_shard_size))
         n = len(groups)
@@ -494,16 +422,6 @@ class ShardedWriter(Writer):
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 self._tmp[k] = None
-
-
-def stale_shards(index: str, stem: str, ext: str, keep) -> list[str]:
-    """The shards ``index`` names that look like ours (``stem-0000k-of-0000n.ext``) and are not in ``keep``."""
-    try:
-        old, _ = read_index(index)
-    except (FormatError, OSError):
-        return []
-    pattern = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}" + re.escape(ext))
-    return sorted({s for s in old.values() if pattern.fullmatch(s) and s not in set(keep)})
 
 
 READ_OPTIONS = ("shard_format",)
