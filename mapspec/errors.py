@@ -141,6 +141,15 @@ class TransformError(MapspecError, ValueError):
     raises it too."""
 
 
+class ShapeError(MapspecError):
+    """A layer's parameters, inputs or blobs do not fit (Caffe and MXNet graphs and executors); the
+    message names neither file nor layer: the caller adds them."""
+
+
+class Unsupported(ShapeError):
+    """A layer feature or attribute value an executor does not implement (the caller names the layer)."""
+
+
 # Optional packages: import name -> (what it is, the pip requirement that installs it).
 OPTIONAL_PACKAGES = {
     "torch": ("PyTorch", "torch"),

@@ -78,11 +78,11 @@ def sniff(path: str, head: bytes) -> bool:
     return 2 <= n <= MAX_HEADER and head[8:9] == b"{"
 
 
-def _no_duplicates(pairs):
+def no_duplicates(pairs):
     out = {}
     for k, v in pairs:
         if k in out:
-            raise _Duplicate(k)
+            raise DuplicateKey(k)
         for text in (k, v) if isinstance(v, str) else (k,):
             try:
                 text.encode("utf-8")
@@ -96,8 +96,8 @@ class _Surrogate(Exception):
     pass
 
 
-class _Duplicate(Exception):
-    pass
+class DuplicateKey(MapspecError):
+    """A JSON object naming one key twice (the key is the message); the caller names the file."""
 
 
 def _is_int(x) -> bool:
@@ -130,8 +130,8 @@ class Header:
         if not text.startswith("{"):
             raise FormatError(path, "header does not start with '{' (not a safetensors file)", offset=8)
         try:
-            obj = json.loads(text, object_pairs_hook=_no_duplicates)
-        except _Duplicate as e:
+            obj = json.loads(text, object_pairs_hook=no_duplicates)
+        except DuplicateKey as e:
             raise FormatError(path, f"header names {e.args[0]!r} twice", offset=8) from None
         except _Surrogate as e:
             raise FormatError(path, f"header holds {e.args[0]!r}, which has a lone surrogate escape (not Unicode "

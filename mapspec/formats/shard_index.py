@@ -12,7 +12,7 @@ import os
 import re
 
 from ..errors import FormatError
-from .safetensors import _Duplicate, _no_duplicates  # one duplicate-key check for both JSON headers
+from .safetensors import DuplicateKey, no_duplicates  # one duplicate-key check for both JSON headers
 
 
 SUFFIX = ".index.json"
@@ -58,8 +58,8 @@ def read_index(path: str) -> tuple[dict, dict]:
     except UnicodeDecodeError as e:
         raise FormatError(path, f"index is not UTF-8 ({e.reason})", offset=e.start) from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_bounded_int)
-    except _Duplicate as e:
+        obj = json.loads(text, object_pairs_hook=no_duplicates, parse_int=_bounded_int)
+    except DuplicateKey as e:
         raise FormatError(path, f"the index names {e.args[0]!r} twice") from None
     except _HugeInt as e:
         raise FormatError(path, f"the index holds an integer of {e.args[0]} digits (its numbers are byte counts: at "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, NamedTuple, Union
+from ..errors import MapspecError
 
 _TOKEN = re.compile(r"\s*(?:(?P<int>[0-9]+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<str>'[^']*'|\"[^\"]*\")"
                     r"|(?P<op>//|[-+*%()\[\]]))")
@@ -33,7 +34,7 @@ MAX_TOKENS = 256
 MAX_NESTING = 32
 
 
-class ExprError(ValueError):
+class ExprError(MapspecError, ValueError):
     """A syntax or evaluation error; ``column`` is 0-based within the expression text."""
 
     def __init__(self, message: str, column: int = 0):

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import re
 from typing import NamedTuple, Optional, Union
+from ..errors import MapspecError
 
 KINDS = {
     "int": r"0|[1-9][0-9]*",
@@ -65,13 +66,13 @@ class Choice(NamedTuple):
 Token = Union[str, Placeholder, Choice]
 
 
-class PatternSyntaxError(ValueError):
+class PatternSyntaxError(MapspecError, ValueError):
     def __init__(self, message: str, column: int):
         super().__init__(message)
         self.column = column
 
 
-class AmbiguousMatch(ValueError):
+class AmbiguousMatch(MapspecError, ValueError):
     def __init__(self, name: str, first: dict, second: dict):
         self.name = name
         self.readings = (first, second)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
+from ..errors import MapspecError
 
 
-class NotInvertible(ValueError):
+class NotInvertible(MapspecError, ValueError):
     """No inverse can be written for this use of the transform; the message says why."""
 
 

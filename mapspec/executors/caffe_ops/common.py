@@ -13,15 +13,12 @@ from typing import Sequence
 
 import torch
 
+from ...errors import Unsupported  # noqa: F401 - a Caffe feature the executor does not implement
 from ...graphs.caffe.geometry import ShapeError, count
 
 # Something a layer's parameters, inputs or blobs get wrong (becomes a MapspecError): the graphs'
 # ShapeError itself, so that a check of mapspec.graphs.caffe fails a kernel the same way.
 LayerError = ShapeError
-
-
-class Unsupported(LayerError):
-    """A Caffe feature the executor does not implement."""
 
 
 class BlobError(LayerError):

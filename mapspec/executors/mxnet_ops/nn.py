@@ -13,15 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from ...graphs.mxnet.ops import deconv_pad_adj, pooled_size
+from ...errors import Unsupported  # noqa: F401 - an attribute value the executor does not implement
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
-
-
-class Unsupported(Exception):
-    """An attribute value the executor does not implement (turned into a MapspecError)."""
 
 
 def convolution(a: dict, x, w, b=None):

@@ -15,13 +15,10 @@ import math
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
+from ...errors import ShapeError  # noqa: F401 - raised here (no file or layer named: callers add them)
 
 MAX, AVE, STOCHASTIC = 0, 1, 2  # PoolingParameter.PoolMethod
 CEIL, FLOOR = 0, 1  # PoolingParameter.RoundMode
-
-
-class ShapeError(Exception):
-    """A layer's parameters do not fit its inputs (message without file/layer; callers add them)."""
 
 
 def count(shape: Sequence[int], start: int = 0, end: Optional[int] = None) -> int:

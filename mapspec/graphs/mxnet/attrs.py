@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Callable, NamedTuple
+from ...errors import MapspecError
 
 MAX_NDIM = 32
 MAX_INT_CHARS = 100
@@ -56,7 +57,7 @@ def parse_literal(text: str):
     return _scalar(t)
 
 
-class BadValue(Exception):
+class BadValue(MapspecError):
     """An attribute string that does not parse as the declared type."""
 
 
@@ -111,7 +112,6 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 KINDS: dict[str, Callable[[str], Any]] = {"int": _as_int, "float": _as_float, "bool": _as_bool,
                                           "shape": as_shape, "str": _as_str}
 KINDS.update({k + "?": _optional(f) for k, f in list(KINDS.items())})
-
 
 
 class Param(NamedTuple):

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, NamedTuple, Sequence, Union
 
+from ...errors import ShapeError  # noqa: F401 - raised by shape rules; turned into a FormatError naming the node
 from .attrs import KINDS, REQUIRED, BadValue, Param, parse_literal
 
 # -- the op table --------------------------------------------------------------
-
-class ShapeError(Exception):
-    """Raised by shape rules; turned into a FormatError naming the node."""
 
 PARAM_ROLES = frozenset({"weight", "bias", "gamma", "beta", "moving_mean", "moving_var"})
 AUX_ROLES = frozenset({"moving_mean", "moving_var"})
@@ -509,7 +507,6 @@ def typed_attrs(op: str, raw: Mapping[str, str]) -> dict:
 
 
 _WINDOWED = ("Convolution", "Deconvolution", "Pooling")
-
 
 
 def param_base_name(name: str) -> str:
