@@ -194,12 +194,3 @@ class ErrorList(MapspecError):
     @property
     def errors(self) -> list[MapspecError]:
         return list(self._errors)
-
-
-def raise_all(errors: list[MapspecError]) -> None:
-    """Raise nothing, the single error, or an :class:`ErrorList` of them all."""
-    if not errors:
-        return
-    if len(errors) == 1:
-        raise errors[0]
-    raise ErrorList(errors)

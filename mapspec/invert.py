@@ -338,12 +338,6 @@ class Reverse:
     inexact: list = field(default_factory=list)  # with lossy: rules whose reverse values are close, not equal
 
 
-class _Refused(Exception):
-    def __init__(self, rule: Rule, err: NotInvertible):
-        super().__init__(str(err))
-        self.rule, self.lossy = rule, isinstance(err, Lossy)
-
-
 @dataclass
 class _Out:
     rule: dict

@@ -380,9 +380,5 @@ class Pattern:
     def _typed(self, raw: dict) -> dict:
         return {k: (int(v) if self.captures[k] == "int" else v) for k, v in raw.items()}
 
-    def literal_hint(self) -> str:
-        """The pattern with placeholders blanked, for 'closest names' suggestions."""
-        return "".join(t if isinstance(t, str) else t.options[0] if isinstance(t, Choice) else "" for t in self.tokens)
-
     def __repr__(self) -> str:
         return f"Pattern({self.text!r})"

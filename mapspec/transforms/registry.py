@@ -106,12 +106,6 @@ def norm_axis(axis: int, ndim: int, what: str = "axis") -> int:
     return axis % ndim
 
 
-def float_dtype(name: str) -> bool:
-    from .. import dtypes
-
-    return dtypes.DTYPES[name].kind == "float"
-
-
 # -- element coverage and static checks (spec language 1.1) ---------------------
 #
 # Kept beside TRANSFORMS rather than in TransformDef so that a transform declares them only
