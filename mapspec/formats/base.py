@@ -207,20 +207,30 @@ def announced_dtype(info: TensorInfo) -> str:
 
 def save_with(create, path, tensors: Mapping[str, np.ndarray], **options) -> None:
     """Write a whole mapping through a format's ``create`` (atomically)."""
-    arrays = {k: np.asarray(v) for k, v in tensors.items()}
-    infos = [TensorInfo(k, tuple(a.shape), dtypes.name_of(a.dtype)) for k, a in arrays.items()]
+    arrays, infos = arrays_and_infos(tensors)
     import inspect
 
     named = getattr(inspect.getmodule(create), "NAMED_TEMP", False)
     with atomic_output(path, force=True, anonymous=not named) as tmp:
-        w = create(tmp, infos, final_path=str(path), **options)
-        try:
-            for k, a in arrays.items():
-                w.write(k, a)
-            w.close()
-        except BaseException:
-            w.abort()
-            raise
+        write_all(create(tmp, infos, final_path=str(path), **options), arrays)
+
+
+def arrays_and_infos(tensors: Mapping[str, np.ndarray]) -> tuple[dict, list]:
+    """A ``{name: array}`` mapping as numpy arrays, and the :class:`TensorInfo` of each, in order."""
+    arrays = {k: np.asarray(v) for k, v in tensors.items()}
+    return arrays, [TensorInfo(k, tuple(a.shape), dtypes.name_of(a.dtype)) for k, a in arrays.items()]
+
+
+def write_all(writer: Writer, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write every array and close ``writer``; on any error (an interrupt too) abort it."""
+    try:
+        for k, a in arrays.items():
+            writer.write(k, a)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
 
 def shapes_option(path, value) -> dict:
     """The ``input_shapes`` reader option: a mapping of input name -> shape (a list is a mistake, named)."""

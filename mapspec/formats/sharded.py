@@ -438,19 +438,10 @@ def create(path: str, infos: Sequence[TensorInfo], **options) -> ShardedWriter:
 
 def save(path: str, tensors, **options) -> None:
     """Write a whole mapping as a sharded checkpoint (index ``path``), published as one (see :mod:`.shard_output`)."""
-    from .base import TensorInfo as _Info
-    from .. import dtypes
+    from .base import arrays_and_infos, write_all
     from .shard_output import staged
 
-    arrays = {k: np.asarray(v) for k, v in tensors.items()}
-    infos = [_Info(k, tuple(a.shape), dtypes.name_of(a.dtype)) for k, a in arrays.items()]
+    arrays, infos = arrays_and_infos(tensors)
     fmt = options.pop("shard_format", None) or output_target(path, None)[1]
     with staged(path, fmt, force=True, sync=options.pop("sync", True)) as tmp:
-        w = create(tmp, infos, final_path=str(path), shard_format=fmt, overwrite=True, **options)
-        try:
-            for k, a in arrays.items():
-                w.write(k, a)
-            w.close()
-        except BaseException:
-            w.abort()
-            raise
+        write_all(create(tmp, infos, final_path=str(path), shard_format=fmt, overwrite=True, **options), arrays)
