@@ -65,6 +65,7 @@ def test_specs_validate():
     assert cli.run(["validate", *specs]) == 0
 
 
+@pytest.mark.slow
 def test_quick_run_produces_every_case_and_checks_outputs(tmp_path):
     """``benchmarks/run.py --quick``: every case runs, outputs are checked, the JSON holds the numbers."""
     pytest.importorskip("torch")  # the baseline and the output check use torch

@@ -42,6 +42,7 @@ def _skip_unless_available(name: str) -> None:
         pytest.skip(f"target {name}: {why}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_fuzz_target(name, tmp_path):
     _skip_unless_available(name)

@@ -103,6 +103,7 @@ def _spec(d: Path, rules: str) -> Path:
     return p
 
 
+@pytest.mark.slow
 def test_take_with_100k_indices_is_refused_before_writing(small):
     d, src = small
     idx = ", ".join(["0", "1"] * 50_000)  # every row used (element coverage), 100k rows out

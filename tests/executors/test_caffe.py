@@ -315,6 +315,7 @@ def densenet121():
     return path, net, w
 
 
+@pytest.mark.slow
 def test_densenet121_runs_with_seeded_weights(densenet121):
     path, net, w = densenet121
     ex = CaffeExecutor(str(path), w)
@@ -330,6 +331,7 @@ def test_densenet121_runs_with_seeded_weights(densenet121):
     assert len([k for k in out if k in ex.layer_names]) == len(ex.layer_names)
 
 
+@pytest.mark.slow
 def test_densenet121_equals_torchvision_densenet(densenet121):
     from mapspec.models.densenet import densenet121 as tv_densenet121
 
@@ -410,6 +412,7 @@ def _mobilefacenet_from_mxnet_params(net, params) -> dict:
     return {k: np.asarray(v, np.float32) for k, v in w.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["face", "noise"])
 def test_mobilefacenet_filled_from_mxnet_matches_mxnet(mxnet_python, tmp_path, key):
     from mxnet_oracle import run as oracle

@@ -350,6 +350,7 @@ def test_keras2_style_legacy_file(tmp_path):
     check_model_has(keras, m, w)
 
 
+@pytest.mark.slow
 def test_chunked_layer_names_read_and_written(tmp_path):
     n = 3000  # ~100 KB of layer names: over HDF5's 64 KB attribute limit, so Keras chunks them
     tensors = {f"a_rather_long_layer_name_number_{i:05d}/kernel": np.full((2,), i, np.int32) for i in range(n)}
@@ -569,6 +570,7 @@ def _corrupt_global_heap(data: bytes) -> bytes:
     return bytes(b)
 
 
+@pytest.mark.slow
 def test_hdf5_hang_becomes_format_error(tmp_path):
     """A one-field corruption that hangs libhdf5 in-process is refused through the probe."""
     keras = _keras()

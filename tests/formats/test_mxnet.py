@@ -162,6 +162,7 @@ def test_plain_list_from_mxnet(mxnet_python, tmp_path):
     np.testing.assert_array_equal(r.read("1"), arrays["b"])
 
 
+@pytest.mark.slow
 def test_v3_numpy_semantics_both_ways(mxnet_python, tmp_path):
     arrays = {"scalar": np.array(2.5, dtype=np.float32), "vec": np.arange(3, dtype=np.float64),
               "empty": np.zeros((0, 3), dtype=np.float32)}
@@ -316,6 +317,7 @@ def test_every_truncation_is_a_format_error(tmp_path):
             _open_and_read(p)
 
 
+@pytest.mark.slow
 def test_fixture_truncations(tmp_path):
     raw = fixture_file(MFN + "-0200.params").read_bytes()
     rng = random.Random(3)

@@ -229,6 +229,7 @@ def _open_all(path) -> None:
             np.asarray(r.read(n)).sum()
 
 
+@pytest.mark.slow
 def test_every_truncation_is_a_format_error(tmp_path):
     data = _valid_file(tmp_path)
     p = tmp_path / "t.safetensors"
@@ -238,6 +239,7 @@ def test_every_truncation_is_a_format_error(tmp_path):
             _open_all(p)
 
 
+@pytest.mark.slow
 def test_flipped_header_bytes_never_escape_format_error(tmp_path):
     data = _valid_file(tmp_path)
     (n,) = struct.unpack("<Q", data[:8])

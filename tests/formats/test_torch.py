@@ -419,6 +419,7 @@ _MEMORY_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_streaming_memory_is_bounded_and_metadata_is_lazy(tmp_path):
     """8 x 64 MB written: peak RSS growth stays near one tensor; open+infos of 512 MB << 0.5 s."""
     path = tmp_path / "big.pt"

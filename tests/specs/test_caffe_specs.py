@@ -53,6 +53,7 @@ def densenet121(tmp_path_factory):
     return d, blobs
 
 
+@pytest.mark.slow
 def test_densenet_caffe_to_torchvision_parity(densenet121):
     from mapspec.models.densenet import densenet121 as tv121
 
@@ -69,6 +70,7 @@ def test_densenet_caffe_to_torchvision_parity(densenet121):
     assert code == 0 and passes(text), text + err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", [121, 161, 169, 201])
 def test_densenet_fixture_prototxts_convert_and_load(depth, tmp_path):
     """shicai's own prototxts (DenseNet-201 names its transitions convB_N/blk) -> strict torch load."""
@@ -83,6 +85,7 @@ def test_densenet_fixture_prototxts_convert_and_load(depth, tmp_path):
     getattr(tvd, f"densenet{depth}")().load_state_dict(torch.load(out, weights_only=True), strict=True)
 
 
+@pytest.mark.slow
 def test_densenet_caffe_to_efficient_caffe_parity(densenet121):
     from mapspec.models.densenet_caffe import efficient_prototxt
 
@@ -103,6 +106,7 @@ def test_densenet_caffe_to_efficient_caffe_parity(densenet121):
                                    s.read("conv2_1/x1/bn[0]") / s.read("conv2_1/x1/bn[2]")[0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_efficient_caffe_without_the_flip_is_caught(densenet121, tmp_path):
     """The seed-000 mistake: copying 3x3 filters as they are gives a net that verify rejects."""
     from mapspec.models.densenet_caffe import efficient_prototxt
@@ -124,6 +128,7 @@ def test_efficient_caffe_without_the_flip_is_caught(densenet121, tmp_path):
     assert "first divergence: conv2_6/x2 -> denseblock1" in text and "likely cause: kernels copied unchanged (denseblock1[" in text, text
 
 
+@pytest.mark.slow
 def test_densenet_factor_not_divided_out_is_diagnosed(densenet121, tmp_path):
     """Caffe stores BatchNorm statistics times a moving-average factor (blob 2); forgetting to divide it
     out of conv1's statistics scales every channel of norm0 by about 1/sqrt(factor)."""
@@ -226,6 +231,7 @@ def test_mobilefacenet_matches_the_third_party_caffe_layout():
         assert code == 0 and text.rstrip().endswith("coverage: OK"), err
 
 
+@pytest.mark.slow
 def test_third_party_prototxt_filled_with_params_matches_mxnet(tmp_path):
     """The fixture README's claim, with our executors: the MXNet2Caffe prototxt (no input normalisation
     layer), filled through the spec, computes MXNet's embedding on a normalised input."""

@@ -44,6 +44,7 @@ def checkpoints(tmp_path_factory):
     return d, sd
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["new", "old"])
 def test_converts_and_loads_strictly(checkpoints, which):
     from mapspec.models.densenet import efficient_densenet121

@@ -57,6 +57,7 @@ def params():
     return fixture_file(MFN)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cause", list(BREAKS))
 def test_each_documented_cause_is_diagnosed(cause, params, tmp_path):
     old, new, expected = BREAKS[cause]

@@ -85,6 +85,7 @@ def test_mobilefacenet_mxnet_to_torch_parity(mfn_torch):
         assert "PASS" in text
 
 
+@pytest.mark.slow
 def test_broken_eps_is_diagnosed_at_the_first_batchnorm(mfn_torch, tmp_path):
     params, _ = mfn_torch
     from mapspec.resources import shipped_specs
