@@ -18,6 +18,7 @@ def run(*argv):
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_example_dir_converts_and_verifies(tmp_path):
     pytest.importorskip("torch")
     d = tmp_path / "ex"

@@ -261,6 +261,7 @@ def test_unknown_batchnorm_eps_is_said(tmp_path):
     assert "# NOTE keras weights do not say a BatchNorm's eps" in spec.read_text()
 
 
+@pytest.mark.slow
 def test_densenet_caffe_to_torchvision_draft(tmp_path):
     """The issue's example: conv<b>_<l>/x<k> -> features.denseblock{b-1}.denselayer{l}.norm{k}, the factor divided
     out, num_batches_tracked from it, fc6's 1x1 convolution squeezed; every value as the shipped spec gives it."""

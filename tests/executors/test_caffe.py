@@ -348,6 +348,7 @@ def test_densenet121_equals_torchvision_densenet(densenet121):
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4 * scale)
 
 
+@pytest.mark.slow
 def test_densenet169_runs(fixtures_dir):
     path = fixture_file("densenet-caffe/DenseNet_169.prototxt")
     net = caffe_net.load_net(str(path))

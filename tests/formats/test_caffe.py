@@ -256,6 +256,7 @@ def _small_model(tmp_path) -> bytes:
     return path.read_bytes()
 
 
+@pytest.mark.slow
 def test_truncation_at_every_offset_is_a_format_error_or_a_valid_prefix(tmp_path):
     data = _small_model(tmp_path)
     p = tmp_path / "cut.caffemodel"

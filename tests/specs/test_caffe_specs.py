@@ -206,6 +206,7 @@ def test_caffenet_flatten_order_mistake_is_diagnosed(caffenet, tmp_path, monkeyp
 MFN = "mobilefacenet-mxnet/model_mobilefacenet-0200.params"
 
 
+@pytest.mark.slow
 def test_mobilefacenet_mxnet_to_caffe_parity(tmp_path):
     params = fixture_file(MFN)
     out = tmp_path / "mobilefacenet.caffemodel"
