@@ -285,7 +285,7 @@ def build(plan, no_tokenizer: bool = False) -> tuple[dict, list]:
 
 def check_targets(folder: str, files: dict, force: bool) -> None:
     """Refuse, before anything is written, a companion that exists (without ``force``) or is not a file."""
-    from .formats.base import check_output_path
+    from .files import check_output_path
 
     for name in files:
         check_output_path(os.path.join(folder, name), force, "companion file", make_parent=True)

@@ -149,7 +149,7 @@ def check_report_path(path: str, force: bool, inputs, spec=None) -> None:
     """Before anything runs: the report may not be an input of verify (``inputs``: (kind, path) pairs; the
     spec and its includes are added), by name or through a link (:mod:`mapspec.guard`), nor replace a file
     without ``--force``."""
-    from ..formats.base import check_output_path
+    from ..files import check_output_path
     from ..guard import refuse_inputs
 
     check_output_path(path, force, "--report")
@@ -162,7 +162,7 @@ def check_report_path(path: str, force: bool, inputs, spec=None) -> None:
 def write_report(v, path: str, force: bool, title: str) -> None:
     """Write the page atomically (the same rules as every output: nothing half-written, nothing replaced
     without ``--force``)."""
-    from ..formats import atomic_output
+    from ..files import atomic_output
 
     with atomic_output(path, force=force, what="--report", anonymous=True) as tmp, \
             open(tmp, "w", encoding="utf-8") as f:
