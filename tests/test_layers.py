@@ -36,7 +36,7 @@ LAYERS = [
     # the spec loader (checks names against the format, transform, runner and model tables)
     ("spec", "options"),
     # the engine and what plans or writes with it
-    ("engine", "outtype", "companions", "parallel", "guard", "progress", "invert", "catalog"),
+    ("engine", "outtype", "companions", "parallel", "guard", "progress", "invert", "inverse_tables", "catalog"),
     # verification (runs both sides, compares)
     ("verify",),
     # tools on top: BN folding, spec drafting, examples, graph conversion
