@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .errors import MapspecError
 from .spec import expr as E
 
 SUFFIX = "_inverse"
 _NOT_IN_PATTERNS = set("<>|{}[]:?")
 
 
-class TableError(ValueError):
+class TableError(MapspecError, ValueError):
     """The table cannot be read backwards (the message says why)."""
 
 
