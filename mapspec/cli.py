@@ -192,6 +192,7 @@ def cmd_inspect(args, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_specs(args, out: TextIO, err: TextIO) -> int:
+    from .family import families
     from .resources import shipped_specs
     from .spec.load import check_spec
 
@@ -205,6 +206,12 @@ def cmd_specs(args, out: TextIO, err: TextIO) -> int:
         desc = spec.description.strip().splitlines()[0] if spec and spec.description else ""
         rows.append([name, desc if not errors else f"(invalid: {len(errors)} errors)"])
     _table(rows, out, ["spec", "description"])
+    fams = families()
+    if fams:
+        print(f"\nfamilies: `mapspec apply NAME` with NAME one of {', '.join(sorted({f.generic for f in fams}))} "
+              f"applies the family's spec that reads the source's architecture:", file=out)
+        _table([[f.generic, f.spec, f.reads] for f in sorted(fams, key=lambda f: (f.generic, f.spec))], out,
+               ["name", "spec", "picked for"])
     return 0
 
 
@@ -254,10 +261,13 @@ def _close(p) -> None:
 
 def _spec_from_args(args):
     """The spec with the command line's --source-option / --template-option added to its own options."""
+    from .family import resolve
     from .formats import detect
     from .spec.load import load_spec
 
-    spec = load_spec(args.spec, args.allow_path or ())
+    picked = resolve(args.spec, args.source)
+    args.picked = f"{args.spec}: the source's architecture picks {picked}" if picked != args.spec else None
+    spec = load_spec(picked, args.allow_path or ())
     src = parse_pairs(args.source_option, "--source-option")
     tmpl = parse_pairs(args.template_option, "--template-option")
     _check_flag_options("--source-option", args.source_format or spec.source.format or (detect(args.source) if src
@@ -312,6 +322,8 @@ def cmd_plan(args, out: TextIO, err: TextIO) -> int:
 
 
 def _report_plan(p, args, out: TextIO, err: TextIO) -> int:
+    if getattr(args, "picked", None) and not args.json:
+        print(args.picked, file=out)
     if args.json:
         json.dump(p.to_json(), out, indent=1)
         print(file=out)
@@ -390,6 +402,8 @@ def _apply_plan(p, args, out: TextIO, err: TextIO) -> int:
     if not args.quiet:
         for w in p.warnings:
             print(f"warning: {escape(w, keep_newlines=True)}", file=err)
+        if getattr(args, "picked", None):
+            print(args.picked, file=out)
         print(wrote, file=out)
     return 0
 
@@ -492,9 +506,10 @@ def _layer_rows(v, limit: int = 16) -> tuple[list, int]:
 def cmd_verify(args, out: TextIO, err: TextIO) -> int:
     from .progress import byte_bar, wanted
     from .spec.load import load_spec
+    from .family import resolve
     from .verify import run_verify
 
-    spec = load_spec(args.spec, args.allow_path or ())
+    spec = load_spec(resolve(args.spec, args.source), args.allow_path or ())
     if args.report:
         from .verify.report import check_report_path
 
@@ -657,7 +672,8 @@ def _add_vars(p: argparse.ArgumentParser) -> None:
 
 
 def _add_plan_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="a spec file, or a shipped spec's name (see `mapspec specs`)")
+    p.add_argument("spec", help="a spec file, a shipped spec's name, or a family-picked name (hf-to-gguf, "
+                                "gguf-to-hf: the source's architecture picks the family; see `mapspec specs`)")
     p.add_argument("--source", "-s", required=True, metavar="FILE", help="the source checkpoint")
     p.add_argument("--template", "-t", metavar="FILE", help="a file whose tensor names and shapes the output must match "
                                             "(overrides the spec's target template)")

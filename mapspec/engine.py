@@ -720,8 +720,11 @@ _IMPLICIT_CAST = Call(tdef=TRANSFORMS["cast"], args={}, arg_locs={}, loc=Locatio
 
 # -- public API -----------------------------------------------------------------------
 
-def _as_spec(spec: Union[str, Spec]) -> Spec:
-    return spec if isinstance(spec, Spec) else load_spec(spec)
+def _as_spec(spec: Union[str, Spec], source=None) -> Spec:
+    """A spec, a spec's path or shipped name, or a generic name (``hf-to-gguf``) the source's family picks."""
+    from .family import resolve
+
+    return spec if isinstance(spec, Spec) else load_spec(resolve(spec, source))
 
 
 def open_template(spec: Spec, template: Optional[str]) -> Optional[Reader]:
@@ -751,7 +754,7 @@ def plan(spec: Union[str, Spec], source: Union[str, Reader], template: Union[str
 
     Vars come from the spec, then its config file beside the source (or ``vars_file``), then ``vars``.
     ``no_tokenizer``, ``tokenizer_pre``: see :func:`mapspec.formats.gguf_vocab.add_to_plan`."""
-    spec = _as_spec(spec)
+    spec = _as_spec(spec, source)
     reader = source if isinstance(source, Reader) else open_checkpoint(
         source, format=source_format or spec.source.format, **spec.source.options)
     spec = with_vars(with_config(spec, reader.path, vars_file, given=set(vars or ()), reader=reader), vars)

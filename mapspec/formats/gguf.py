@@ -305,6 +305,13 @@ class GGUFReader(Reader):
                               for k, (t, pos) in self._kv.items()}
         return self._metadata
 
+    def metadata_value(self, key: str):
+        """One metadata key's value (None if absent), without decoding the others (a vocabulary's arrays)."""
+        if self._metadata is not None or key not in self._kv:
+            return (self._metadata or {}).get(key)
+        t, pos = self._kv[key]
+        return _Cursor(self._file, pos).value(t, f"metadata {key!r}", True)
+
     def metadata_types(self) -> dict:
         """Every metadata key -> its GGUF type name (``uint32``, ``array[string]``, ...)."""
         out = {}

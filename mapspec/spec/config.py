@@ -78,6 +78,9 @@ def _read(path: str) -> dict:
     return data
 
 
+read_file = _read  # the family picker reads config.json's architectures the same way
+
+
 def _lookup(data: dict, key: str):
     if key in data:  # a flat key (GGUF metadata: llama.attention.head_count)
         return data[key]

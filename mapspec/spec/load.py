@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .. import dtypes
+from .. import family
 from ..errors import ErrorList, Location, MapspecError, SpecError
 from ..paths import within
 from ..resources import shipped_specs
@@ -180,7 +181,7 @@ class _Builder:
             return None
         schema_errors = list(schema.check(doc))
         self.version = doc.get("mapspec")
-        self.errors += schema_errors
+        self.errors += schema_errors + family.check(doc, doc.key_loc, self.version)
         skip = schema.failing_rules(schema_errors, doc)
         spec_dir = os.path.dirname(os.path.abspath(self.path))
         raw_vars = doc.get("vars") if isinstance(doc.get("vars"), dict) else {}
