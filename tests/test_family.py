@@ -97,6 +97,17 @@ def test_model_type_without_spec_and_no_config_are_refused(tmp_path):
     assert code == 1 and "no config.json beside the checkpoint" in err and "name the spec" in err
 
 
+def test_architecture_and_model_type_that_disagree_are_refused(tmp_path):
+    fams = [f for f in family.families() if f.generic == "hf-to-gguf" and f.model_types]
+    other = next(f for f in fams if "LlamaForCausalLM" not in f.architectures)
+    d = config_dir(tmp_path, "LlamaConfig", architectures=["LlamaForCausalLM"])
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model_type"] = other.model_types[0]
+    (d / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run("plan", "hf-to-gguf", "-s", d)
+    assert code == 1 and "disagree" in err and other.spec in err
+
+
 def test_gguf_to_hf_refuses_an_architecture_without_spec_and_a_non_gguf_source(llama_dir, tmp_path):
     gguf = pytest.importorskip("gguf")
     path = tmp_path / "x.gguf"

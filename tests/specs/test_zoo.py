@@ -1,0 +1,106 @@
+"""The family specs HF <-> GGUF, one tiny random model per family (tests/zoo_models.py), each picked by
+`mapspec apply hf-to-gguf` / `gguf-to-hf` and proved against other people's code:
+
+- llama.cpp's own converter (convert_hf_to_gguf.py) on the same folder writes the same tensors (names, types,
+  values) and the same metadata under the architecture's keys, general.architecture and tokenizer.*
+  (general.name and the other general.* keys come from gguf-metadata's generators, not compared here);
+- real llama.cpp (llama-cpp-python) loads our GGUF, tokenizes as the Hugging Face tokenizer and gives
+  transformers' logits within float tolerance;
+- GGUF -> HF gives back the checkpoint's tensors bit for bit (float32 models).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+import llamacpp_util as L
+import zoo_models as Z
+from mapspec import cli
+from mapspec.formats import open_checkpoint
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+gguf = pytest.importorskip("gguf")
+pytest.importorskip("tokenizers")
+pytest.importorskip("sentencepiece")
+
+TEXT = "Hello world! The quick brown fox, 12345 llamas; I've been told."
+
+
+def run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.run([str(a) for a in argv], stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def tensors(path) -> dict:
+    """{name: (ggml type name, array)} of a GGUF file, read by gguf-py."""
+    return {t.name: (t.tensor_type.name, np.array(t.data)) for t in gguf.GGUFReader(str(path)).tensors}
+
+
+@pytest.fixture(scope="module", params=list(Z.FAMILIES))
+def converted(request, tmp_path_factory):
+    family = request.param
+    d = tmp_path_factory.mktemp(family)
+    model = Z.build(family, d / "hf")
+    f = Z.FAMILIES[family]
+    pre = ["--tokenizer-pre", f["pre"]] if f.get("pre") else []
+    ours = d / "ours.gguf"
+    code, out, err = run("apply", "hf-to-gguf", "-s", d / "hf", "-o", ours, "-q", *pre)
+    assert code == 0, err
+    return family, f, d, model, ours
+
+
+@pytest.mark.slow
+def test_picked_spec_writes_what_llama_cpp_converter_writes(converted):
+    family, f, d, model, ours = converted
+    theirs = d / "theirs.gguf"
+    L.convert(d / "hf", theirs, "--outtype", "f32", pre=(Z.chkhsh(d / "hf"), f["pre"]) if f.get("pre") else ())
+    a, b = tensors(ours), tensors(theirs)
+    assert sorted(a) == sorted(b)
+    for name in b:
+        assert a[name][0] == b[name][0], name
+        assert a[name][1].shape == b[name][1].shape and np.array_equal(a[name][1], b[name][1]), name
+    keys = (f"{f['arch']}.", "tokenizer.", "general.architecture")
+    ma, mb = L.fields(ours), L.fields(theirs)
+    assert {k: v for k, v in ma.items() if k.startswith(keys)} == {k: v for k, v in mb.items() if k.startswith(keys)}
+    assert mb["general.architecture"][1] == f["arch"]
+
+
+@pytest.mark.slow
+def test_llama_cpp_runs_it_with_transformers_logits(converted):
+    llama_cpp = L.llama_cpp()
+    family, f, d, model, ours = converted
+    ids = transformers.AutoTokenizer.from_pretrained(d / "hf").encode(TEXT)
+    # the KV cache in F32 (its default F16 alone moves logits by ~1e-3)
+    llm = llama_cpp.Llama(model_path=str(ours), logits_all=True, n_ctx=64, verbose=False, type_k=0, type_v=0)
+    try:
+        assert L.tokenize(llm, TEXT) == ids
+        theirs = L.logits(llm, ids)
+    finally:
+        llm.close()
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0].numpy()
+    assert theirs.shape == ref.shape
+    assert np.abs(theirs - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), family
+
+
+@pytest.mark.slow
+def test_gguf_to_hf_gives_the_checkpoint_back_bit_for_bit(converted):
+    family, f, d, model, ours = converted
+    back = d / "back.safetensors"
+    heads = ["--vars-file", d / "hf" / "config.json"] if f["arch"] == "llama" else []   # its permute's head counts
+    code, out, err = run("apply", "gguf-to-hf", "-s", ours, "-o", back, *heads)
+    assert code == 0, err
+    assert f"{f['spec']}/gguf-to-hf" in out
+    src, got = open_checkpoint(str(d / "hf" / "model.safetensors")), open_checkpoint(str(back))
+    try:
+        assert sorted(got.names()) == sorted(src.names())
+        for name in src.names():
+            x, y = src.read(name), got.read(name)
+            assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), name
+    finally:
+        src.close(), got.close()

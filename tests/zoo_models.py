@@ -1,0 +1,84 @@
+"""Tiny random models of the families the shipped GGUF specs convert, built offline from transformers' own
+config and model classes (random weights and random norms, saved with save_pretrained as transformers 5
+writes them), with a tokenizer from llm_fixtures beside them.  One entry per family in FAMILIES; copy the
+nearest one to add the next."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import llm_fixtures as F
+
+# the shape every tiny model shares (each family adds or overrides its own keys)
+SMALL = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             max_position_embeddings=256, rms_norm_eps=1e-5)
+SP = dict(tokenizer=F.sentencepiece_tokenizer, vocab_size=330, bos_token_id=1, eos_token_id=2)
+BPE = dict(tokenizer=F.bpe_tokenizer, vocab_size=304, bos_token_id=298, eos_token_id=299, pre="llama-bpe")
+
+
+def qwen2_tokenizer(folder, vocab_size: int = 300) -> None:
+    """A Qwen2-style tokenizer: byte-level BPE learned here with Qwen2's split pattern, then built and saved by
+    transformers' own Qwen2Tokenizer (its pre-tokenizer, NFC, <|endoftext|> as eos/pad/unk after the learned
+    tokens), as a Qwen2/Qwen3 folder holds it (transformers 5 loads that class for these model types anyway)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tk.train_from_iterator(F.TEXT, trainer)
+    model = json.loads(tk.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    tok = Qwen2Tokenizer(vocab=model["vocab"], merges=merges)
+    tok.chat_template = F.CHAT_TEMPLATE
+    os.makedirs(folder, exist_ok=True)
+    tok.save_pretrained(folder)
+
+
+QWEN = dict(tokenizer=qwen2_tokenizer, vocab_size=304, bos_token_id=299, eos_token_id=299, pre="qwen2")
+
+# family -> the HF class, the spec the picker must choose each way, the GGUF architecture, the model's config
+FAMILIES = {
+    "qwen2": dict(cls="Qwen2ForCausalLM", arch="qwen2", spec="qwen2", **QWEN,
+                  config=dict(SMALL, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                              tie_word_embeddings=True)),
+    "qwen3": dict(cls="Qwen3ForCausalLM", arch="qwen3", spec="qwen3", **QWEN,
+                  config=dict(SMALL, head_dim=32, rope_parameters={"rope_type": "default", "rope_theta": 5e5})),
+}
+
+
+def build(family: str, folder, seed: int = 0):
+    """The family's tiny model and tokenizer saved in ``folder``; returns the model (float32, eval mode)."""
+    import torch
+    import transformers
+
+    f = FAMILIES[family]
+    model_cls = getattr(transformers, f["cls"])
+    torch.manual_seed(seed)
+    cfg = model_cls.config_class(vocab_size=f["vocab_size"], bos_token_id=f["bos_token_id"],
+                                 eos_token_id=f["eos_token_id"], **f["config"])
+    model = model_cls(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))
+            else:
+                p.normal_(0.0, 0.2)
+    model.save_pretrained(folder)
+    f["tokenizer"](folder)
+    return model
+
+
+def chkhsh(folder) -> str:
+    """llama.cpp's hash of the folder's tokenizer (the token ids of its check text), as its converter computes it."""
+    from transformers import AutoTokenizer
+
+    text = json.load(open(os.path.join(os.path.dirname(__file__), "..", "mapspec", "formats",
+                                       "gguf_pretokenizers.json"), encoding="utf-8"))["check_text"]
+    return hashlib.sha256(str(AutoTokenizer.from_pretrained(folder).encode(text)).encode()).hexdigest()
