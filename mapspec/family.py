@@ -5,6 +5,8 @@ A shipped spec says which models it reads in top-level fields (data in the spec,
     architectures: [LlamaForCausalLM, MistralForCausalLM]   # config.json's "architectures" (a Hugging Face source)
     model_types: [llama, mistral]                           # config.json's "model_type" (optional)
     gguf_architecture: llama                                # general.architecture (a GGUF source)
+    gguf_has: [llama.expert_count]                          # ... whose metadata holds these keys (optional)
+    gguf_lacks: [llama.expert_count]                        # ... and not these (optional)
 
 A *generic name* is the file name of such specs without their family folder (``hf-to-gguf``,
 ``gguf-to-hf``).  Given one, :func:`resolve` reads the source's config.json (or the GGUF's
@@ -20,7 +22,7 @@ from typing import Optional
 
 from .errors import Location, MapspecError, SpecError
 
-FIELDS = ("architectures", "model_types", "gguf_architecture")
+FIELDS = ("architectures", "model_types", "gguf_architecture", "gguf_has", "gguf_lacks")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,12 +32,15 @@ class Family:
     architectures: tuple = ()
     model_types: tuple = ()
     gguf_architecture: Optional[str] = None
+    gguf_has: tuple = ()
+    gguf_lacks: tuple = ()
 
     @property
     def reads(self) -> str:
         """What the picker picks this spec for, as ``mapspec specs`` shows it."""
         if self.gguf_architecture:
-            return f"general.architecture {self.gguf_architecture}"
+            return f"general.architecture {self.gguf_architecture}" + "".join(
+                [f" with {k}" for k in self.gguf_has] + [f" without {k}" for k in self.gguf_lacks])
         return ", ".join(self.architectures + tuple(f"model_type {m}" for m in self.model_types))
 
 
@@ -60,6 +65,10 @@ def check(doc, loc_of, version) -> list:
         if key in fields and reads_gguf:
             errors.append(SpecError(f"{key}: a spec reading GGUF is picked by general.architecture; declare "
                                     f"gguf_architecture: NAME instead", loc_of(key)))
+    for key in ("gguf_has", "gguf_lacks"):
+        if key in fields and "gguf_architecture" not in fields:
+            errors.append(SpecError(f"{key}: declare gguf_architecture: NAME too (these keys only tell apart specs "
+                                    f"of one architecture)", loc_of(key)))
     if "model_types" in fields and "architectures" not in fields:
         errors.append(SpecError("model_types: declare architectures: [...] too (config.json's architectures are "
                                 "what the picker reads first)", loc_of("model_types")))
@@ -92,7 +101,8 @@ def families() -> list[Family]:
         ga = f.get("gguf_architecture")
         out.append(Family(spec=name, generic=name.rsplit("/", 1)[-1], architectures=names(f.get("architectures")),
                           model_types=names(f.get("model_types")),
-                          gguf_architecture=ga if isinstance(ga, str) else None))
+                          gguf_architecture=ga if isinstance(ga, str) else None,
+                          gguf_has=names(f.get("gguf_has")), gguf_lacks=names(f.get("gguf_lacks"))))
     _CACHE[root] = out
     return out
 
@@ -143,14 +153,20 @@ def _by_gguf(name: str, candidates: list, source: str) -> str:
     reader = GGUFReader(source)
     try:
         arch = reader.metadata_value("general.architecture")
+        keys = {k for f in candidates for k in f.gguf_has + f.gguf_lacks}
+        present = {k for k in keys if reader.metadata_value(k) is not None}
     finally:
         reader.close()
     if not isinstance(arch, str):
         raise MapspecError(f"{source}: no general.architecture (text) in the GGUF metadata to pick the {name} spec "
                            f"by; name the spec to apply instead of {name!r} (`mapspec specs` lists them)")
-    hits = [f for f in candidates if f.gguf_architecture == arch]
+    hits = [f for f in candidates if f.gguf_architecture == arch and set(f.gguf_has) <= present
+            and not set(f.gguf_lacks) & present]
     if not hits:
-        raise MapspecError(f"{source}: general.architecture {arch!r} has no shipped {name} spec (supported: "
+        keys = sorted(k for f in candidates if f.gguf_architecture == arch for k in f.gguf_has + f.gguf_lacks)
+        held = f" (holding {', '.join(sorted(present))}, not {', '.join(sorted(set(keys) - present))})" if keys \
+            else ""
+        raise MapspecError(f"{source}: general.architecture {arch!r}{held} has no shipped {name} spec (supported: "
                            f"{_supported(candidates)}); {_how(name, candidates, f'gguf_architecture: {arch}')}")
     return _one(name, hits, f"general.architecture {arch!r}", source)
 

@@ -116,7 +116,8 @@ def test_gguf_to_hf_refuses_an_architecture_without_spec_and_a_non_gguf_source(l
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
     code, _, err = run("apply", "gguf-to-hf", "-s", path, "-o", tmp_path / "o.safetensors")
     assert code == 1 and "general.architecture 'mamba' has no shipped gguf-to-hf spec" in err
-    assert "general.architecture llama (llama/gguf-to-hf)" in err and "gguf_architecture: mamba" in err
+    assert "general.architecture llama without llama.expert_count (llama/gguf-to-hf)" in err
+    assert "general.architecture qwen2 (qwen2/gguf-to-hf)" in err and "gguf_architecture: mamba" in err
     code, _, err = run("apply", "gguf-to-hf", "-s", llama_dir / "model.safetensors", "-o", tmp_path / "o2.safetensors")
     assert code == 1 and "is not one" in err
 
@@ -136,7 +137,7 @@ def test_shipped_declarations_are_unique_and_real_names():
     seen = {}
     for f in family.families():
         for key in f.architectures + tuple(f"model_type {m}" for m in f.model_types) + (
-                (f"gguf {f.gguf_architecture}",) if f.gguf_architecture else ()):
+                (f"gguf {f.gguf_architecture} {f.gguf_has} {f.gguf_lacks}",) if f.gguf_architecture else ()):
             assert (f.generic, key) not in seen, (f.spec, seen[(f.generic, key)], key)
             seen[(f.generic, key)] = f.spec
         for a in f.architectures:
@@ -155,14 +156,17 @@ def test_picker_fields_are_checked(tmp_path):
                                                                          "source is GGUF"),
         "v10.yaml": (base.replace("mapspec: 1.1", "mapspec: 1").replace("rope_permute", "rope_permute"),
                      "'gguf_architecture' is spec language 1.1"),
-        "arch.yaml": (base.replace("gguf_architecture: llama", "architectures: [LlamaForCausalLM]"),
+        "arch.yaml": (base.replace("gguf_architecture: llama", "architectures: [LlamaForCausalLM]")
+                      .replace("gguf_lacks: [llama.expert_count]", ""),
                       "architectures: a spec reading GGUF is picked by general.architecture"),
+        "lacks.yaml": (base.replace("gguf_architecture: llama", ""),
+                       "gguf_lacks: declare gguf_architecture: NAME too"),
     }
     for name, (text, message) in cases.items():
         p = tmp_path / name
         p.write_text(text)
         line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith(("gguf_architecture",
-                                                                                    "architectures")))
+                                                                                    "architectures", "gguf_lacks")))
         code, out, err = run("validate", p)
         assert code == 1 and message in out + err, (name, out, err)
         assert f"{p}:{line}:" in out + err, (name, out, err)

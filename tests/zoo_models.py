@@ -50,6 +50,9 @@ FAMILIES = {
                               tie_word_embeddings=True)),
     "qwen3": dict(cls="Qwen3ForCausalLM", arch="qwen3", spec="qwen3", **QWEN,
                   config=dict(SMALL, head_dim=32, rope_parameters={"rope_type": "default", "rope_theta": 5e5})),
+    "mixtral": dict(cls="MixtralForCausalLM", arch="llama", spec="mixtral", **SP,
+                    config=dict(SMALL, num_local_experts=4, num_experts_per_tok=2,
+                                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
 }
 
 
