@@ -43,8 +43,16 @@ def qwen2_tokenizer(folder, vocab_size: int = 300) -> None:
 
 QWEN = dict(tokenizer=qwen2_tokenizer, vocab_size=304, bos_token_id=299, eos_token_id=299, pre="qwen2")
 
-# family -> the HF class, the spec the picker must choose each way, the GGUF architecture, the model's config
+# family -> the HF class, the spec folder the picker must choose HF -> GGUF (and GGUF -> HF: back, if another),
+# the GGUF architecture, the model's config
 FAMILIES = {
+    "mistral": dict(cls="MistralForCausalLM", arch="llama", spec="mistral", back="llama", **SP,
+                    config=dict(SMALL, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                                sliding_window=None)),
+    # Mistral-Nemo: head_dim is not hidden_size / heads
+    "mistral-nemo": dict(cls="MistralForCausalLM", arch="llama", spec="mistral", back="llama", **SP,
+                         config=dict(SMALL, head_dim=32, rope_parameters={"rope_type": "default",
+                                                                          "rope_theta": 1000000.0})),
     "qwen2": dict(cls="Qwen2ForCausalLM", arch="qwen2", spec="qwen2", **QWEN,
                   config=dict(SMALL, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
                               tie_word_embeddings=True)),
