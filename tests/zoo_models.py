@@ -58,6 +58,10 @@ FAMILIES = {
                               tie_word_embeddings=True)),
     "qwen3": dict(cls="Qwen3ForCausalLM", arch="qwen3", spec="qwen3", **QWEN,
                   config=dict(SMALL, head_dim=32, rope_parameters={"rope_type": "default", "rope_theta": 5e5})),
+    # Qwen3-30B-A3B's shape: head_dim not hidden_size / heads, experts renormalised
+    "qwen3moe": dict(cls="Qwen3MoeForCausalLM", arch="qwen3moe", spec="qwen3moe", **QWEN,
+                     config=dict(SMALL, head_dim=32, moe_intermediate_size=48, num_experts=4, num_experts_per_tok=2,
+                                 norm_topk_prob=True, rope_parameters={"rope_type": "default", "rope_theta": 1e6})),
     "mixtral": dict(cls="MixtralForCausalLM", arch="llama", spec="mixtral", **SP,
                     config=dict(SMALL, num_local_experts=4, num_experts_per_tok=2,
                                 rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
