@@ -41,6 +41,24 @@ def qwen2_tokenizer(folder, vocab_size: int = 300) -> None:
     tok.save_pretrained(folder)
 
 
+def gpt2_tokenizer(folder, vocab_size: int = 300) -> None:
+    """A GPT-2-style tokenizer: byte-level BPE learned here, built and saved by transformers' own GPT2Tokenizer
+    (its pre-tokenizer, <|endoftext|> after the learned tokens as bos/eos/unk)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPT2Tokenizer
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.train_from_iterator(F.TEXT, trainers.BpeTrainer(vocab_size=vocab_size - 1, show_progress=False,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    model = json.loads(tk.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    tok = GPT2Tokenizer(vocab=model["vocab"], merges=merges)
+    tok.chat_template = F.CHAT_TEMPLATE
+    os.makedirs(folder, exist_ok=True)
+    tok.save_pretrained(folder)
+
+
 QWEN = dict(tokenizer=qwen2_tokenizer, vocab_size=304, bos_token_id=299, eos_token_id=299, pre="qwen2")
 
 # family -> the HF class, the spec folder the picker must choose HF -> GGUF (and GGUF -> HF: back, if another),
@@ -62,6 +80,11 @@ FAMILIES = {
     "qwen3moe": dict(cls="Qwen3MoeForCausalLM", arch="qwen3moe", spec="qwen3moe", **QWEN,
                      config=dict(SMALL, head_dim=32, moe_intermediate_size=48, num_experts=4, num_experts_per_tok=2,
                                  norm_topk_prob=True, rope_parameters={"rope_type": "default", "rope_theta": 1e6})),
+    # GPT-2 names its sizes n_embd/n_layer/n_head/n_positions; the Hub's configs also carry n_ctx, which
+    # llama.cpp's converter reads (transformers 5 no longer writes it): added to config.json as they have it
+    "gpt2": dict(cls="GPT2LMHeadModel", arch="gpt2", spec="gpt2", tokenizer=gpt2_tokenizer, vocab_size=304,
+                 bos_token_id=299, eos_token_id=299, pre="gpt-2", extra_config=dict(n_ctx=256), rtol=1e-3,
+                 config=dict(n_embd=64, n_layer=2, n_head=4, n_positions=256, layer_norm_epsilon=1e-5)),
     "mixtral": dict(cls="MixtralForCausalLM", arch="llama", spec="mixtral", **SP,
                     config=dict(SMALL, num_local_experts=4, num_experts_per_tok=2,
                                 rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
@@ -81,11 +104,15 @@ def build(family: str, folder, seed: int = 0):
     model = model_cls(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
+            if p.ndim == 1 and name.endswith("weight"):   # RMSNorm / LayerNorm scales
                 p.copy_(1.0 + 0.2 * torch.randn_like(p))
             else:
                 p.normal_(0.0, 0.2)
     model.save_pretrained(folder)
+    if f.get("extra_config"):
+        path = os.path.join(folder, "config.json")
+        saved = json.load(open(path, encoding="utf-8"))
+        json.dump({**saved, **f["extra_config"]}, open(path, "w", encoding="utf-8"), indent=2)
     f["tokenizer"](folder)
     return model
 

@@ -55,6 +55,9 @@ ARCH_QUIRKS = {"llama": {32016: {"tokenizer.ggml.eot_token_id": ("uint32", 32010
 # pieces too (<unk> <s> </s>): score -1000, CONTROL if marked special else USER_DEFINED, the text as listed
 # (Phi3MiniModel.set_vocab); the others take only those past the pieces, as tokenizer_config.json's list.
 ADDED_TOKENS_ALL = frozenset({"phi3"})
+# Architectures whose converter class copies tokenizer_config.json's add_prefix_space to
+# tokenizer.ggml.add_space_prefix (LlamaModel.set_vocab; Qwen2Model, GPT2Model and the others do not).
+ADD_SPACE_PREFIX_ARCHS = ("llama",)
 # Added tokens whose text looks like a control token although not marked special (the converter's list).
 LOOKS_SPECIAL = ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
 
@@ -74,7 +77,8 @@ def tokenizer_metadata(folder: str, vocab_size: int, pre: Optional[str] = None, 
     path = lambda name: os.path.join(folder, name)  # noqa: E731
     config = _json(path("tokenizer_config.json")) if os.path.isfile(path("tokenizer_config.json")) else None
     meta: dict = {}
-    if config is not None and isinstance(config.get("add_prefix_space"), bool):
+    if config is not None and isinstance(config.get("add_prefix_space"), bool) and (
+            arch is None or arch in ADD_SPACE_PREFIX_ARCHS):
         meta["tokenizer.ggml.add_space_prefix"] = ("bool", config["add_prefix_space"])
     if os.path.isfile(path("tokenizer.model")):
         if pre is not None:

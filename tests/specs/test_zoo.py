@@ -86,7 +86,9 @@ def test_llama_cpp_runs_it_with_transformers_logits(converted):
     with torch.no_grad():
         ref = model(torch.tensor([ids])).logits[0].numpy()
     assert theirs.shape == ref.shape
-    assert np.abs(theirs - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), family
+    # rtol: 1e-5, or the family's own where llama.cpp computes differently: its GELU is not transformers'
+    # gelu_new to the last bit (~4e-4 relative here; the converter's file, whose tensors are ours, runs the same)
+    assert np.abs(theirs - ref).max() <= f.get("rtol", 1e-5) * max(1.0, np.abs(ref).max()), family
 
 
 @pytest.mark.slow
