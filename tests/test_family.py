@@ -126,7 +126,7 @@ def test_specs_lists_the_families_and_their_architectures():
     code, out, _ = run("specs")
     assert code == 0
     families = out.split("families:", 1)[1]
-    assert re.search(r"hf-to-gguf\s+llama/hf-to-gguf\s+LlamaForCausalLM, model_type llama", families)
+    assert re.search(r"hf-to-gguf\s+llama/hf-to-gguf\s+LlamaForCausalLM, MistralForCausalLM, model_type llama", families)
     assert re.search(r"gguf-to-hf\s+llama/gguf-to-hf\s+general.architecture llama", families)
 
 

@@ -64,11 +64,11 @@ QWEN = dict(tokenizer=qwen2_tokenizer, vocab_size=304, bos_token_id=299, eos_tok
 # family -> the HF class, the spec folder the picker must choose HF -> GGUF (and GGUF -> HF: back, if another),
 # the GGUF architecture, the model's config
 FAMILIES = {
-    "mistral": dict(cls="MistralForCausalLM", arch="llama", spec="mistral", back="llama", **SP,
+    "mistral": dict(cls="MistralForCausalLM", arch="llama", spec="llama", **SP,
                     config=dict(SMALL, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
                                 sliding_window=None)),
     # Mistral-Nemo: head_dim is not hidden_size / heads
-    "mistral-nemo": dict(cls="MistralForCausalLM", arch="llama", spec="mistral", back="llama", **SP,
+    "mistral-nemo": dict(cls="MistralForCausalLM", arch="llama", spec="llama", **SP,
                          config=dict(SMALL, head_dim=32, rope_parameters={"rope_type": "default",
                                                                           "rope_theta": 1000000.0})),
     "qwen2": dict(cls="Qwen2ForCausalLM", arch="qwen2", spec="qwen2", **QWEN,

@@ -256,7 +256,7 @@ class _Builder:
             except PatternSyntaxError as e:
                 self.errors.append(SpecError(f"ignore pattern: {e}", Location(loc.file, loc.line, loc.col + e.column)))
         for other in included:
-            spec.rules += other.rules
+            spec.rules += sections.unreplaced(spec.rules, other.rules)
             spec.ignore += other.ignore
         return spec
 

@@ -3,7 +3,8 @@
 
 ``include`` carries an included spec's vars, rules, ``config:`` vars and ``target.metadata``; the
 including spec wins key by key (a config var or metadata key it defines replaces the included one;
-a metadata key set to ``null`` removes it), so a family spec can be a short delta over a base spec.
+a metadata key set to ``null`` removes it; a rule with a ``name`` replaces the included rule of that
+name), so a family spec can be a short delta over a base spec.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def check_config(raw) -> list:
                 except ExprError as e:
                     errors.append(SpecError(f"config var {var!r}: {text!r}: {e}", at))
     return errors
+
+
+def unreplaced(own_rules: list, included_rules: list) -> list:
+    """The included rules the including spec does not replace: ours win by rule ``name``."""
+    names = {r.name for r in own_rules if r.name}
+    return [r for r in included_rules if not (r.name and r.name in names)]
 
 
 def merge_included(spec, other) -> None:

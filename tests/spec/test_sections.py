@@ -202,3 +202,28 @@ def test_config_entries_are_checked_when_validating(tmp_path):
     text = [str(e) for e in check_spec(str(spec))[1]]
     assert any("s.yaml:5:" in t and "config var 'a'" in t for t in text), text
     assert any("s.yaml:6:" in t and "taken by a fact of the conversion" in t for t in text), text
+
+
+def test_a_named_rule_replaces_the_included_rule_of_that_name(tmp_path):
+    """Ours win by rule name too: a family's attn_q without llama's permute; unnamed, llama's attn_q would be left
+    matching nothing (the first rule whose from matches takes each tensor)."""
+    import os
+
+    pytest.importorskip("transformers")
+    import llm_fixtures as F
+    from mapspec.resources import specs_dir
+
+    base = os.path.relpath(os.path.join(specs_dir(), "llama", "hf-to-gguf.yaml"), tmp_path)
+    rule = '  - {%sfrom: "model.layers.<i>.self_attn.q_proj.weight", to: "blk.{i}.attn_q.weight"}\n'
+    folder = F.save_model(tmp_path / "m", F.llama3_config())
+    for name, ok in (("name: attn_q, ", True), ("", False)):
+        (tmp_path / "family.yaml").write_text(f"mapspec: 1.1\ninclude: [{base}]\nvars: {{arch: fam}}\nrules:\n"
+                                              + rule % name)
+        p = plan(load_spec(str(tmp_path / "family.yaml"), allow_paths=[specs_dir()]), str(folder), no_tokenizer=True)
+        assert p.ok == ok, p.errors
+        if ok:
+            q = [s for s in p.steps if s.target == "blk.0.attn_q.weight"]
+            assert len(q) == 1 and q[0].transforms_text == "-"                  # ours: no rope_permute
+            assert {s.target for s in p.steps} >= {"blk.0.attn_k.weight", "blk.0.ffn_gate.weight"}  # the rest stays
+        else:
+            assert "(attn_q): matches no source tensor" in str(p.errors)          # llama's attn_q, shadowed
