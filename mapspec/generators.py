@@ -158,6 +158,16 @@ def deepseek2_yarn_log_multiplier(mscale_all_dim) -> float:
     return 0.1 * mscale_all_dim
 
 
+@generator("value", head_dim="int", fraction="float")
+def rotary_dims(head_dim, fraction) -> int:
+    """The rotary part of a head with partial rotary (GPT-NeoX's rotary_pct / partial_rotary_factor): the
+    whole part of fraction x head_dim, as llama.cpp's converter writes rope.dimension_count."""
+    if not 0 < fraction <= 1 or head_dim <= 0:
+        raise MapspecError(f"rotary_dims: the rotary fraction must be in (0, 1] and head_dim positive, not "
+                           f"{fraction} and {head_dim}")
+    return int(fraction * head_dim)
+
+
 _VERSION = re.compile(r"^(v\d+(?:\.\d+)*|\d.*)$")
 
 

@@ -100,3 +100,10 @@ def test_rope_factors_and_longrope_attn_factor():
         expect = np.sqrt(1 + np.log(context / original) / np.log(original)) if context > original else 1.0
         got = generators.run("longrope_attn_factor", {"context": context, "original_context": original}, "t")
         assert np.isclose(got, expect, rtol=1e-15, atol=0)
+def test_rotary_dims_is_the_whole_part_and_refuses_a_fraction_out_of_range():
+    # convert_hf_to_gguf.py's GPTNeoXModel: int(rotary_pct * (hidden_size // num_attention_heads))
+    assert generators.run("rotary_dims", {"head_dim": 80, "fraction": 0.25}, "t") == 20
+    assert generators.run("rotary_dims", {"head_dim": 96, "fraction": 0.33}, "t") == 31
+    for bad in (0.0, 1.5):
+        with pytest.raises(MapspecError, match="must be in"):
+            generators.run("rotary_dims", {"head_dim": 64, "fraction": bad}, "t")

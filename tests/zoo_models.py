@@ -85,6 +85,15 @@ FAMILIES = {
     "gpt2": dict(cls="GPT2LMHeadModel", arch="gpt2", spec="gpt2", tokenizer=gpt2_tokenizer, vocab_size=304,
                  bos_token_id=299, eos_token_id=299, pre="gpt-2", extra_config=dict(n_ctx=256), rtol=1e-3,
                  config=dict(n_embd=64, n_layer=2, n_head=4, n_positions=256, layer_norm_epsilon=1e-5)),
+    # Pythia's shape: partial rotary, parallel residual
+    "gptneox": dict(cls="GPTNeoXForCausalLM", arch="gptneox", spec="gptneox", tokenizer=gpt2_tokenizer,
+                    vocab_size=304, bos_token_id=299, eos_token_id=299, pre="gpt-2",
+                    no_converter="llama.cpp's converter reads hparams['rotary_pct'], which transformers 5 no longer "
+                                 "keeps in a GPT-NeoX config (KeyError), even when config.json has it",
+                    rtol=1e-3, config=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                           num_attention_heads=4, max_position_embeddings=256, layer_norm_eps=1e-5,
+                                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                            "partial_rotary_factor": 0.25})),
     "mixtral": dict(cls="MixtralForCausalLM", arch="llama", spec="mixtral", **SP,
                     config=dict(SMALL, num_local_experts=4, num_experts_per_tok=2,
                                 rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
