@@ -61,6 +61,7 @@ def gpt2_tokenizer(folder, vocab_size: int = 300) -> None:
 
 QWEN = dict(tokenizer=qwen2_tokenizer, vocab_size=304, bos_token_id=299, eos_token_id=299, pre="qwen2")
 
+# refuse: a config.json change llama.cpp could not run right, and the var the refusal names
 # family -> the HF class, the spec folder the picker must choose HF -> GGUF (and GGUF -> HF: back, if another),
 # the GGUF architecture, the model's config
 FAMILIES = {
@@ -72,6 +73,9 @@ FAMILIES = {
                          config=dict(SMALL, head_dim=32, rope_parameters={"rope_type": "default",
                                                                           "rope_theta": 1000000.0})),
     "qwen2": dict(cls="Qwen2ForCausalLM", arch="qwen2", spec="qwen2", **QWEN,
+                  refuse=({"rope_parameters": {"rope_type": "llama3", "rope_theta": 1e6, "factor": 8.0,
+                                               "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                               "original_max_position_embeddings": 64}}, "rope_type"),
                   config=dict(SMALL, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
                               tie_word_embeddings=True)),
     "qwen3": dict(cls="Qwen3ForCausalLM", arch="qwen3", spec="qwen3", **QWEN,
@@ -79,15 +83,19 @@ FAMILIES = {
     # Qwen3-30B-A3B's shape: head_dim not hidden_size / heads, experts renormalised
     "qwen3moe": dict(cls="Qwen3MoeForCausalLM", arch="qwen3moe", spec="qwen3moe", **QWEN,
                      config=dict(SMALL, head_dim=32, moe_intermediate_size=48, num_experts=4, num_experts_per_tok=2,
-                                 norm_topk_prob=True, rope_parameters={"rope_type": "default", "rope_theta": 1e6})),
+                                 norm_topk_prob=True, rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
+                     refuse=({"norm_topk_prob": False}, "norm_topk_prob")),
     # GPT-2 names its sizes n_embd/n_layer/n_head/n_positions; the Hub's configs also carry n_ctx, which
     # llama.cpp's converter reads (transformers 5 no longer writes it): added to config.json as they have it
     "gpt2": dict(cls="GPT2LMHeadModel", arch="gpt2", spec="gpt2", tokenizer=gpt2_tokenizer, vocab_size=304,
                  bos_token_id=299, eos_token_id=299, pre="gpt-2", extra_config=dict(n_ctx=256), rtol=1e-3,
+                 refuse=({"activation_function": "relu"}, "activation_function"),
                  config=dict(n_embd=64, n_layer=2, n_head=4, n_positions=256, layer_norm_epsilon=1e-5)),
     # Pythia's shape: partial rotary, parallel residual
     "gptneox": dict(cls="GPTNeoXForCausalLM", arch="gptneox", spec="gptneox", tokenizer=gpt2_tokenizer,
                     vocab_size=304, bos_token_id=299, eos_token_id=299, pre="gpt-2",
+                    refuse=({"rope_parameters": {"rope_type": "default", "rope_theta": 5e5,
+                                                 "partial_rotary_factor": 0.25}}, "rope_theta"),
                     no_converter="llama.cpp's converter reads hparams['rotary_pct'], which transformers 5 no longer "
                                  "keeps in a GPT-NeoX config (KeyError), even when config.json has it",
                     rtol=1e-3, config=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2,

@@ -111,3 +111,20 @@ def test_gguf_to_hf_gives_the_checkpoint_back_bit_for_bit(converted):
             assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), name
     finally:
         src.close(), got.close()
+
+
+def test_what_llama_cpp_cannot_run_is_refused(converted, tmp_path):
+    family, f, d, model, ours = converted
+    if "refuse" not in f:
+        pytest.skip(f"{family}: no such config")
+    change, var = f["refuse"]
+    import json
+    import shutil
+
+    shutil.copytree(d / "hf", tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**cfg, **change}))
+    pre = ["--tokenizer-pre", f["pre"]] if f.get("pre") else []
+    code, out, err = run("apply", "hf-to-gguf", "-s", tmp_path / "hf", "-o", tmp_path / "x.gguf", *pre)
+    assert code == 1 and var in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.gguf").exists()
