@@ -129,8 +129,14 @@ def _supported(candidates: list) -> str:
     return "; ".join(f"{f.reads} ({f.spec})" for f in candidates)
 
 
-def _how(name: str, candidates: list, key: str) -> str:
-    nearest = candidates[0].spec
+def _how(name: str, candidates: list, key: str, wanted: str = "") -> str:
+    """How to add the family: copy the spec whose name for what it reads is closest to ``wanted``."""
+    import difflib
+
+    names = {n: f.spec for f in candidates for n in f.architectures + f.model_types + (f.gguf_architecture or "",)
+             if n}
+    close = difflib.get_close_matches(wanted, list(names), n=1, cutoff=0) if wanted else []
+    nearest = names[close[0]] if close else candidates[0].spec
     return (f"to convert it, write a spec for it: copy the nearest family's (specs/{nearest}.yaml; `mapspec specs` "
             f"lists them), declare {key} and adapt its rules, then give its path instead of {name!r}")
 
@@ -167,7 +173,8 @@ def _by_gguf(name: str, candidates: list, source: str) -> str:
         held = f" (holding {', '.join(sorted(present))}, not {', '.join(sorted(set(keys) - present))})" if keys \
             else ""
         raise MapspecError(f"{source}: general.architecture {arch!r}{held} has no shipped {name} spec (supported: "
-                           f"{_supported(candidates)}); {_how(name, candidates, f'gguf_architecture: {arch}')}")
+                           f"{_supported(candidates)}); "
+                           f"{_how(name, candidates, f'gguf_architecture: {arch}', arch)}")
     return _one(name, hits, f"general.architecture {arch!r}", source)
 
 
@@ -196,7 +203,7 @@ def _by_config(name: str, candidates: list, source: str) -> str:
             if not any(a in f.architectures for f in candidates):
                 raise MapspecError(
                     f"{path}: architecture {a!r} has no shipped {name} spec (supported: {_supported(candidates)}); "
-                    f"{_how(name, candidates, f'architectures: [{a}]')}")
+                    f"{_how(name, candidates, f'architectures: [{a}]', a)}")
         picked = {_one(name, [f for f in candidates if a in f.architectures], f"architecture {a!r}", path)
                   for a in archs}
         if len(picked) > 1:
@@ -214,7 +221,8 @@ def _by_config(name: str, candidates: list, source: str) -> str:
         if not hits:
             raise MapspecError(
                 f"{path}: no 'architectures', and model_type {model_type!r} has no shipped {name} spec "
-                f"(supported: {_supported(candidates)}); {_how(name, candidates, f'model_types: [{model_type}]')}")
+                f"(supported: {_supported(candidates)}); "
+                f"{_how(name, candidates, f'model_types: [{model_type}]', model_type)}")
         return _one(name, hits, f"model_type {model_type!r}", path)
     raise MapspecError(f"{path}: neither 'architectures' nor 'model_type' says which model this is; name the spec "
                        f"to apply instead of {name!r} (`mapspec specs` lists them)")

@@ -71,7 +71,7 @@ def test_architecture_without_spec_is_refused_with_the_supported_list(tmp_path, 
     assert code == 1 and "Traceback" not in err
     assert f"{d / 'config.json'}: architecture {arch!r} has no shipped hf-to-gguf spec" in err
     assert "LlamaForCausalLM" in err and "(llama/hf-to-gguf)" in err       # the supported ones
-    assert f"declare architectures: [{arch}]" in err                      # how to write a spec
+    assert f"declare architectures: [{arch}]" in err and "copy the nearest family" in err   # how to add it
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.gguf").exists()
 
