@@ -78,6 +78,10 @@ FAMILIES = {
                                                "original_max_position_embeddings": 64}}, "rope_type"),
                   config=dict(SMALL, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
                               tie_word_embeddings=True)),
+    # Qwen2.5's long-context setting: YaRN rope scaling (the keys come from llama/hf-to-gguf, the base)
+    "qwen2-yarn": dict(cls="Qwen2ForCausalLM", arch="qwen2", spec="qwen2", **QWEN,
+                       config=dict(SMALL, rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
+                                                           "original_max_position_embeddings": 64})),
     "qwen3": dict(cls="Qwen3ForCausalLM", arch="qwen3", spec="qwen3", **QWEN,
                   config=dict(SMALL, head_dim=32, rope_parameters={"rope_type": "default", "rope_theta": 5e5})),
     # Qwen3-30B-A3B's shape: head_dim not hidden_size / heads, experts renormalised
