@@ -47,12 +47,10 @@ def test_hf_to_gguf_picks_llama_and_writes_what_the_named_spec_writes(llama_dir,
     assert picked.read_bytes() == named.read_bytes()
 
     back_picked, back_named = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    code, out, err = run("apply", "gguf-to-hf", "-s", picked, "-o", back_picked, "--vars-file",
-                         llama_dir / "config.json")
+    code, out, err = run("apply", "gguf-to-hf", "-s", picked, "-o", back_picked)
     assert code == 0, err
     assert "llama/gguf-to-hf" in out
-    assert run("apply", "llama/gguf-to-hf", "-s", picked, "-o", back_named, "--vars-file",
-               llama_dir / "config.json")[0] == 0
+    assert run("apply", "llama/gguf-to-hf", "-s", picked, "-o", back_named)[0] == 0
     assert back_picked.read_bytes() == back_named.read_bytes()
 
 
