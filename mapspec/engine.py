@@ -956,7 +956,8 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     with (staged(output, shard_format if route is not None else fmt, force=force, sync=sync)
           if route is not None or in_folder else atomic_output(output, force=force, anonymous=anonymous,
                                                                sync=sync)) as tmp:
-        writer = create_writer(tmp, infos, format=fmt, final_path=str(output), **options)
+        writer = create_writer(tmp, infos, format=fmt, final_path=str(output),
+                               copy_phases=parallel.copy_phases(p.steps, span), **options)
         try:
             if getattr(writer, "positional", False):
                 parallel.run(p.steps, parallel.default_jobs() if jobs is None else jobs, prepare_positional, work,

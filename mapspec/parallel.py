@@ -83,3 +83,21 @@ def _check(running: set) -> set:
 
 
 WINDOW = 4  # finished steps waiting for an earlier one, per thread
+PAGE = 4096
+
+
+def copy_phases(steps: Sequence, span) -> dict:
+    """{target: its source bytes' offset mod PAGE} for the steps that only rename a tensor the reader can
+    hand out as a file span (``span(name)``, or None): a writer that places tensors itself puts them at
+    the same place in their pages, so that the kernel copies whole pages.  A hint for the layout only;
+    whether a step is copied is decided when it runs."""
+    if span is None:
+        return {}
+    out = {}
+    for s in steps:
+        if s.calls or s.parts or s.source is None:
+            continue
+        where = span(s.source)
+        if where is not None:
+            out[s.target] = where[1] % PAGE
+    return out

@@ -65,7 +65,23 @@ def test_parallel_bytes_equal_streaming_writer(tmp_path, source, jobs):
         want[f"out.{i}.d"] = t[f"t{i}.d"]
     st.save(str(tmp_path / "expected.safetensors"), want)
     apply(spec, src, str(tmp_path / "par.safetensors"), jobs=jobs)
-    assert (tmp_path / "par.safetensors").read_bytes() == (tmp_path / "expected.safetensors").read_bytes()
+    # the same header and data; only the padding after the JSON may differ (renamed tensors are placed at
+    # their source's place in the page, tests/formats/test_safetensors.py)
+    got, exp = _split(tmp_path / "par.safetensors"), _split(tmp_path / "expected.safetensors")
+    assert got[0] == exp[0] and got[1] == exp[1]
+
+
+def _split(path):
+    """(the JSON header parsed, the data area) of a safetensors file; the header's padding must be spaces."""
+    import json
+    import struct
+
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    text = raw[8:8 + n].decode("utf-8")
+    body = text.rstrip(" ")
+    assert body.endswith("}") and (8 + n) % 8 == 0
+    return json.loads(body), raw[8 + n:]
 
 
 def test_renamed_tensors_are_copied_file_to_file(tmp_path, source, monkeypatch):

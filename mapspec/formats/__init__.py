@@ -103,7 +103,10 @@ def open_checkpoint(path, format: Optional[str] = None, opened=None, **options) 
     return mod.open(str(path), **options)
 
 
-def create_writer(path, infos: Sequence[TensorInfo], format: Optional[str] = None, **options) -> Writer:
+def create_writer(path, infos: Sequence[TensorInfo], format: Optional[str] = None,
+                  copy_phases: Optional[dict] = None, **options) -> Writer:
+    """A writer for ``path``; ``copy_phases`` ({target: source offset mod page} of the tensors the engine
+    will copy file to file) goes to formats that place their data by it (``COPY_PHASES`` in the module)."""
     name = canonical(format) if format else by_suffix(path)
     if name is None:
         raise MapspecError(f"{path}: cannot tell the output format from the file name; name it in the spec "
@@ -115,6 +118,8 @@ def create_writer(path, infos: Sequence[TensorInfo], format: Optional[str] = Non
     mod = module(name)
     if name != "sharded":  # the sharded writer checks its shards' options itself
         check_options(name, mod, options, "write")
+    if copy_phases and getattr(mod, "COPY_PHASES", False):
+        options["copy_phases"] = copy_phases
     return mod.create(str(path), infos, **options)
 
 

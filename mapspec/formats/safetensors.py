@@ -54,6 +54,7 @@ NAME = "safetensors"
 MAX_HEADER = 100_000_000  # bytes; the safetensors library refuses larger headers too
 _ALIGN = 8  # the library pads the JSON header with spaces to a multiple of 8 bytes
 _CHUNK = 16 << 20  # bytes per write when a non-contiguous array must be copied
+PAGE = 4096  # the page size the data area's start is matched to (see data_phase)
 
 # safetensors dtype code <-> mapspec dtype name.
 CODES: dict[str, str] = {
@@ -251,11 +252,40 @@ def _chunks(arr: np.ndarray, limit: Optional[int] = None) -> Iterator[memoryview
     return c_order_chunks(arr, _CHUNK if limit is None else limit, byteorder="<")
 
 
-def header_bytes(infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, str]] = None) -> tuple:
+def data_phase(infos: Sequence[TensorInfo], copy_phases: Optional[Mapping[str, int]]) -> Optional[int]:
+    """Where in its page the data area should start so that most copied bytes keep their place in the page.
+
+    ``copy_phases`` maps the tensors that will be copied file to file (:meth:`SafetensorsWriter.copy_at`)
+    to their source offset modulo :data:`PAGE`.  A kernel copy (``copy_file_range``) between offsets at
+    the same place in their pages moves whole pages; at different places it splits every page in two,
+    which cost ~50 % more system time here (measured: 64 MiB tensors, 0.29 s vs 0.44 s of CPU a GiB);
+    file systems that clone (XFS, btrfs) can share blocks only at matching, block-aligned offsets.
+    The answer is the phase shared by the most copied bytes among those that keep the data area 8-byte
+    aligned (what the library writes); None if nothing is copied."""
+    if not copy_phases:
+        return None
+    weight: dict = {}
+    offset = 0
+    for info in infos:
+        n = info.numel * dtypes.itemsize(announced_dtype(info))
+        p = copy_phases.get(info.name)
+        if p is not None and n:
+            q = (int(p) - offset) % PAGE
+            if q % _ALIGN == 0:
+                weight[q] = weight.get(q, 0) + n
+        offset += n
+    return max(weight, key=lambda q: (weight[q], -q)) if weight else None
+
+
+def header_bytes(infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, str]] = None,
+                 copy_phases: Optional[Mapping[str, int]] = None) -> tuple:
     """(the 8-byte length + padded JSON header, total data size) for tensors in ``infos`` order.
 
     Offsets follow ``infos`` order, so each tensor's place in the file is known up front
-    (:meth:`SafetensorsWriter.write_at`)."""
+    (:meth:`SafetensorsWriter.write_at`).  The JSON is padded with spaces to a multiple of 8 bytes,
+    as the library pads it; with ``copy_phases`` (see :func:`data_phase`) further, up to a page, so
+    that the data area starts where the copied tensors' bytes sit in their pages (the format allows
+    any whitespace after the JSON; the library and mapspec's reader read it)."""
     head: dict = {}
     if metadata:
         bad = [k for k, v in metadata.items() if not (isinstance(k, str) and isinstance(v, str))]
@@ -273,6 +303,9 @@ def header_bytes(infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, st
         offset += n
     text = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % _ALIGN)
+    phase = data_phase(infos, copy_phases)
+    if phase is not None:
+        text += b" " * ((phase - 8 - len(text)) % PAGE)
     return struct.pack("<Q", len(text)) + text, offset
 
 
@@ -282,18 +315,19 @@ class SafetensorsWriter(Writer):
     Either ``write`` in the announced order, or ``write_at`` in any order from several
     threads: every tensor's offset follows from the header, and its bytes go there with
     ``os.pwrite`` (which, like numpy's copies, releases the GIL).
-    Options: ``metadata={str: str}`` becomes the ``__metadata__`` entry (omitted if not given).
+    Options: ``metadata={str: str}`` becomes the ``__metadata__`` entry (omitted if not given);
+    ``copy_phases`` (from the engine, not the user: see :func:`data_phase`) places the data area.
     """
 
     format = NAME
     positional = hasattr(os, "pwrite")  # write_at / copy_at (POSIX)
 
     def __init__(self, path: str, infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, str]] = None,
-                 **options):
+                 copy_phases: Optional[Mapping[str, int]] = None, **options):
         super().__init__(path, infos)
         if len(set(self._order)) != len(self._order):
             raise MapspecError(f"{path}: the same tensor name is announced twice")
-        blob, self._data_size = header_bytes(self.infos, metadata)
+        blob, self._data_size = header_bytes(self.infos, metadata, copy_phases)
         self._end = len(blob) + self._data_size
         self._fh = create_file(path)
         self._fh.write(blob)
@@ -367,6 +401,7 @@ class SafetensorsWriter(Writer):
 READ_OPTIONS = ()
 WRITE_OPTIONS = ("metadata",)
 POSITIONAL = SafetensorsWriter.positional  # the writer has write_at/copy_at (apply --jobs writes in parallel)
+COPY_PHASES = True  # create() takes copy_phases= from the engine (see data_phase)
 
 
 def open(path: str, **options) -> SafetensorsReader:  # noqa: A001 - the format API's name

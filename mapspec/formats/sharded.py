@@ -328,7 +328,7 @@ class ShardedWriter(Writer):
 
     def __init__(self, path: str, infos: Sequence[TensorInfo], final_path: Optional[str] = None,
                  shard_format: str = "safetensors", max_shard_size=DEFAULT_MAX_SHARD_SIZE, overwrite: bool = False,
-                 template: Optional[str] = None, **shard_options):
+                 template: Optional[str] = None, copy_phases: Optional[dict] = None, **shard_options):
         super().__init__(path, infos)
         from .registry import check_options, module
 
@@ -339,6 +339,7 @@ class ShardedWriter(Writer):
         self._mod = module(shard_format)
         check_options(shard_format, self._mod, shard_options, "write")
         self._shard_options = shard_options
+        self._copy_phases = copy_phases if getattr(self._mod, "COPY_PHASES", False) else None
         final = final_path or path
         self.directory = Path(path).parent  # the staging folder (shard_output.staged) the shards are written in
         stem, ext = split_name(final, shard_format)
@@ -368,9 +369,13 @@ class ShardedWriter(Writer):
             # with truncation makes ext4 flush it to disk on close (auto_da_alloc), ~0.1 s a shard.)
             tmp = str(self.directory / self.names[k])
             self._tmp[k] = tmp
+            extra = {}
+            if self._copy_phases:
+                extra["copy_phases"] = {i.name: self._copy_phases[i.name] for i in self.groups[k]
+                                        if i.name in self._copy_phases}
             w = self._writers[k] = self._mod.create(tmp, self.groups[k], final_path=str(Path(self._final).parent /
                                                                                         self.names[k]),
-                                                    **self._shard_options)
+                                                    **self._shard_options, **extra)
         return w
 
     def write(self, name: str, array: np.ndarray) -> None:
@@ -426,6 +431,7 @@ class ShardedWriter(Writer):
 
 READ_OPTIONS = ("shard_format",)
 WRITE_OPTIONS = ("shard_format", "max_shard_size", "overwrite")
+COPY_PHASES = True  # passed on to shard writers that take them (see create_writer)
 
 
 def open(path: str, **options) -> ShardedReader:  # noqa: A001 - the format API's name

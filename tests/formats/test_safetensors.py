@@ -321,3 +321,75 @@ def test_import_is_light():
     code = ("import sys, mapspec.formats.safetensors as m; "
             "assert 'torch' not in sys.modules and 'h5py' not in sys.modules and 'safetensors' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- renamed tensors keep their place in the page (copy_phases) ----------------------------------------------
+
+RENAME_SPEC = """mapspec: 1
+name: rename
+source: {format: safetensors}
+target: {format: safetensors}
+rules:
+  - from: "w.<i>"
+    to: "renamed.layer.{i}.weight"
+  - from: "t.<i>"
+    to: "transposed.{i}"
+    apply: [{transpose: [1, 0]}]
+"""
+
+
+def _lib_offsets(path):
+    """{name: absolute file offset of its data} from the header as the safetensors library's own
+    format description defines it (8-byte length, JSON, data area)."""
+    raw = open(path, "rb").read(1 << 20)
+    (n,) = struct.unpack("<Q", raw[:8])
+    head = json.loads(raw[8:8 + n])
+    return {k: 8 + n + v["data_offsets"][0] for k, v in head.items() if k != "__metadata__"}, 8 + n
+
+
+def test_renamed_tensors_sit_at_their_sources_place_in_the_page(tmp_path):
+    """A rename-only tensor is copied by the kernel; the output's data area starts so that its bytes sit
+    at the same offset mod 4096 as in the source (whole-page copies), and the library reads the file."""
+    from mapspec.engine import apply
+
+    rng = np.random.default_rng(0)
+    src = {f"w.{i}": (np.arange(4096 * 3, dtype=np.float32) + 1000 * i).reshape(96, 128) for i in range(4)}
+    src.update({f"t.{i}": rng.standard_normal((64, 32)).astype(np.float32) for i in range(2)})
+    source = tmp_path / "src.safetensors"
+    safetensors_numpy.save_file(src, str(source), metadata={"format": "np"})
+    (tmp_path / "s.yaml").write_text(RENAME_SPEC)
+    out = tmp_path / "out.safetensors"
+    apply(str(tmp_path / "s.yaml"), str(source), str(out), jobs=2)
+    src_at, _ = _lib_offsets(source)
+    out_at, start = _lib_offsets(out)
+    assert start % 8 == 0
+    for i in range(4):
+        assert out_at[f"renamed.layer.{i}.weight"] % 4096 == src_at[f"w.{i}"] % 4096
+    assert src_at["w.0"] % 4096 != 8 + 0  # the case is not trivial: the library's header is not a page long
+    got = safetensors_numpy.load_file(str(out))
+    assert sorted(got) == sorted([f"renamed.layer.{i}.weight" for i in range(4)] + ["transposed.0", "transposed.1"])
+    for i in range(4):
+        np.testing.assert_array_equal(got[f"renamed.layer.{i}.weight"], src[f"w.{i}"])
+    for i in range(2):
+        np.testing.assert_array_equal(got[f"transposed.{i}"], src[f"t.{i}"].T)
+
+
+def test_without_copies_the_header_is_the_librarys(tmp_path):
+    """Nothing copied: no extra padding, the very bytes of the library's save_file."""
+    x = {"a": np.arange(10, dtype=np.float32), "b": np.arange(6, dtype=np.int16).reshape(2, 3)}
+    st.save(str(tmp_path / "ours.safetensors"), x)
+    safetensors_numpy.save_file(x, str(tmp_path / "lib.safetensors"))
+    assert (tmp_path / "ours.safetensors").read_bytes() == (tmp_path / "lib.safetensors").read_bytes()
+
+
+def test_data_phase_follows_the_most_copied_bytes():
+    infos = [TensorInfo("a", (1024,), "float32"), TensorInfo("b", (10,), "float32"), TensorInfo("c", (4,), "uint8")]
+    assert st.data_phase(infos, {}) is None
+    # a: 4096 bytes at data offset 0 wants the area at 104; b (40 bytes at 4096) wants 16 - 4096 = 16 mod 4096
+    assert st.data_phase(infos, {"a": 104, "b": 16}) == 104
+    assert st.data_phase(infos, {"b": 16}) == 16
+    # a phase that would break the data area's 8-byte alignment is never chosen
+    assert st.data_phase(infos, {"a": 101}) is None
+    assert st.data_phase(infos, {"a": 101, "b": 24}) == 24
+    blob, _ = st.header_bytes(infos, None, {"a": 104})
+    assert len(blob) % 4096 == 104

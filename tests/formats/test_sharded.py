@@ -435,3 +435,42 @@ def test_diff_and_plan_take_sharded_checkpoints(tmp_path):
     assert code == 1 and "embed" in out
     code, out, _ = run_cli("plan", spec_file(tmp_path), "-s", index)
     assert code == 0 and "coverage: OK" in out
+
+
+def test_renamed_tensors_keep_their_place_in_the_page_in_every_shard(tmp_path):
+    """Sharded output of a rename: each shard's data area starts so that the copied tensors' bytes sit at
+    the same offset mod 4096 as in their source shard; the library reads every shard."""
+    import struct
+
+    def offsets(path):
+        raw = Path(path).read_bytes()
+        (n,) = struct.unpack("<Q", raw[:8])
+        return {k: 8 + n + v["data_offsets"][0] for k, v in json.loads(raw[8:8 + n]).items() if k != "__metadata__"}
+
+    src_dir = tmp_path / "src"
+    src_dir.mkdir()
+    weight_map, want = {}, {}
+    for k in range(2):
+        part = {f"w.{2 * k + j}": (np.arange(2048, dtype=np.float32) + 10_000 * (2 * k + j)).reshape(32, 64)
+                for j in range(2)}
+        name = f"model-0000{k + 1}-of-00002.safetensors"
+        st_numpy.save_file(part, str(src_dir / name), metadata={"shard": "x" * (5 + 37 * k)})
+        weight_map.update({t: name for t in part})
+        want.update(part)
+    (src_dir / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    spec = tmp_path / "s.yaml"
+    spec.write_text("mapspec: 1\nname: r\nsource: {format: safetensors}\ntarget: {format: safetensors}\n"
+                    "rules:\n  - from: \"w.<i>\"\n    to: \"renamed.{i}\"\n")
+    out = tmp_path / "out"
+    apply(str(spec), str(src_dir), f"{out}/", target_options={"max_shard_size": 8192 * 2}, jobs=2)
+    index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    assert len(set(index.values())) == 2
+    src_at = {}
+    for name in set(weight_map.values()):
+        src_at.update(offsets(src_dir / name))
+    for shard in set(index.values()):
+        got = st_numpy.load_file(str(out / shard))
+        for t, at in offsets(out / shard).items():
+            i = int(t.split(".")[1])
+            assert at % 4096 == src_at[f"w.{i}"] % 4096, t
+            np.testing.assert_array_equal(got[t], want[f"w.{i}"])
