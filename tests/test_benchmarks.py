@@ -61,7 +61,7 @@ def test_specs_validate():
     specs = sorted(str(p) for p in (BENCH / "specs").glob("*.yaml"))
     names = {Path(p).name for p in specs}
     assert {"safetensors-rename.yaml", "vgg16-caffe-to-torch.yaml", "llama-hf-to-meta.yaml", "gguf-rename.yaml",
-            "gguf-to-safetensors.yaml"} <= names
+            "gguf-to-safetensors.yaml", "safetensors-rename-only.yaml"} <= names
     assert cli.run(["validate", *specs]) == 0
 
 
@@ -84,6 +84,10 @@ def test_quick_run_produces_every_case_and_checks_outputs(tmp_path):
     assert "skipped" in outtype or outtype["check"].startswith("equal to llama.cpp's converter")
     assert cases["vgg16-caffe-to-torch"]["check"].startswith("identical to the baseline")
     assert cases["safetensors-rename-4g"]["check"].startswith("all 8 tensors equal")
+    assert "rename-only: all 8 tensors equal the source's bytes" in cases["safetensors-rename-4g"]["check"]
+    assert {"rename-only --no-sync <= 1.15 x cp", "rename-only (durable) <= 1.15 x cp && sync",
+            "full workload (durable) <= 1.3 x cp && sync", "full workload < HF way",
+            "rename-only (durable) < HF way"} <= set(cases["safetensors-rename-4g"]["targets"])
     sync = cases["sync-vs-no-sync-1.5g"]
     assert sync["check"].startswith("all 8 tensors equal") and set(sync["results"]) == {
         "mapspec apply (sync)", "mapspec apply --no-sync", "mapspec apply DIR/ (sync)",
@@ -153,3 +157,19 @@ def test_generated_llama_shards_load_with_transformers_layout(tmp_path):
     b = {k: v for f in hf.glob("*.safetensors") for k, v in safetensors_numpy.load_file(str(f)).items()}
     assert sorted(a) == sorted(b) and "layers.0.attention.wq.weight" in a and "output.weight" in a
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("mode,spec", [("full", "safetensors-rename.yaml"), ("rename", "safetensors-rename-only.yaml")])
+def test_hf_file_script_matches_the_spec(tmp_path, mode, spec):
+    """hf_file.py (the Hugging Face way of the safetensors case) writes what mapspec writes with the spec."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    src = tmp_path / "s.safetensors"
+    gen.safetensors_checkpoint(str(src), count=8, rows=16, cols=24, seed=3)
+    subprocess.run([sys.executable, str(BENCH / "hf_file.py"), mode, str(src), str(tmp_path / "hf.safetensors")],
+                   check=True)
+    mapspec.apply(str(BENCH / "specs" / spec), str(src), str(tmp_path / "ms.safetensors"))
+    a, b = load_file(str(tmp_path / "hf.safetensors")), load_file(str(tmp_path / "ms.safetensors"))
+    assert sorted(a) == sorted(b) and len(a) == 8
+    assert all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
