@@ -61,15 +61,16 @@ def gpt2_tokenizer(folder, vocab_size: int = 300) -> None:
 
 QWEN = dict(tokenizer=qwen2_tokenizer, vocab_size=304, bos_token_id=299, eos_token_id=299, pre="qwen2")
 
-# refuse: a config.json change llama.cpp could not run right, and the var the refusal names
+# refuse: a config.json change llama.cpp could not run right, and the var the refusal names; folder_refused: what
+# the refusal of gguf-to-hf -o DIR/ names (the folder's config.json could not carry it)
 # family -> the HF class, the spec folder the picker must choose HF -> GGUF (and GGUF -> HF: back, if another),
-# the GGUF architecture, the model's config
+# the GGUF architecture, the model's config; back_cls: the class a gguf-to-hf folder loads as, if not cls
 FAMILIES = {
-    "mistral": dict(cls="MistralForCausalLM", arch="llama", spec="llama", **SP,
+    "mistral": dict(cls="MistralForCausalLM", arch="llama", spec="llama", **SP, back_cls="LlamaForCausalLM",
                     config=dict(SMALL, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
                                 sliding_window=None)),
     # Mistral-Nemo: head_dim is not hidden_size / heads
-    "mistral-nemo": dict(cls="MistralForCausalLM", arch="llama", spec="llama", **SP,
+    "mistral-nemo": dict(cls="MistralForCausalLM", arch="llama", spec="llama", **SP, back_cls="LlamaForCausalLM",
                          config=dict(SMALL, head_dim=32, rope_parameters={"rope_type": "default",
                                                                           "rope_theta": 1000000.0})),
     "qwen2": dict(cls="Qwen2ForCausalLM", arch="qwen2", spec="qwen2", **QWEN,
@@ -79,7 +80,7 @@ FAMILIES = {
                   config=dict(SMALL, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
                               tie_word_embeddings=True)),
     # Qwen2.5's long-context setting: YaRN rope scaling (the keys come from llama/hf-to-gguf, the base)
-    "qwen2-yarn": dict(cls="Qwen2ForCausalLM", arch="qwen2", spec="qwen2", **QWEN,
+    "qwen2-yarn": dict(cls="Qwen2ForCausalLM", arch="qwen2", spec="qwen2", **QWEN, folder_refused="rope scaling",
                        config=dict(SMALL, rope_parameters={"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
                                                            "original_max_position_embeddings": 64})),
     "qwen3": dict(cls="Qwen3ForCausalLM", arch="qwen3", spec="qwen3", **QWEN,

@@ -58,12 +58,13 @@ def unreplaced(own_rules: list, included_rules: list) -> list:
 
 
 def merge_included(spec, other) -> None:
-    """Carry ``other``'s (an included spec's) config vars and target metadata into ``spec``; ours win."""
+    """Carry ``other``'s (an included spec's) config vars, target metadata and companions into ``spec``; ours win."""
     if other.config:
         if spec.config is None:
             spec.config = {"file": list(other.config["file"]), "vars": {}}
-            if "inside" in other.config:
-                spec.config["inside"] = other.config["inside"]
+            for key in ("inside", "from"):
+                if key in other.config:
+                    spec.config[key] = other.config[key]
         spec.config["vars"] = {**other.config["vars"], **spec.config["vars"]}
     merged = dict(other.target.metadata)
     own = spec.target.metadata
@@ -75,6 +76,26 @@ def merge_included(spec, other) -> None:
         if hasattr(own, "loc_of"):
             locs.update({k: own.loc_of(k) for k in own})
         spec.target.metadata = _Located(merged, locs, spec.target.loc)
+    spec.target.companions = merge_companions(other.target.companions, spec.target.companions)
+
+
+def merge_companions(included: Optional[dict], own: Optional[dict]) -> Optional[dict]:
+    """An included spec's companions under ours: ``json`` files merged key by key (ours win; a key set to
+    null is not written), ``refuse`` entries of both, ``copy`` and ``tokenizer`` ours when we give them."""
+    if not included:
+        return own
+    own = own or {}
+    out = {**included, **{k: v for k, v in own.items() if k not in ("json", "refuse")}}
+    files = {name: dict(body) for name, body in (included.get("json") or {}).items()}
+    for name, body in (own.get("json") or {}).items():
+        files[name] = {**files.get(name, {}), **body} if isinstance(body, dict) else body
+    if files:
+        out["json"] = {name: {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else body
+                       for name, body in files.items()}
+    refuse = list(included.get("refuse") or []) + list(own.get("refuse") or [])
+    if refuse:
+        out["refuse"] = refuse
+    return out
 
 
 def drop_removed(metadata):

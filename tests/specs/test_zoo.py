@@ -127,3 +127,25 @@ def test_what_llama_cpp_cannot_run_is_refused(converted, tmp_path):
     code, out, err = run("apply", "hf-to-gguf", "-s", tmp_path / "hf", "-o", tmp_path / "x.gguf", *pre)
     assert code == 1 and var in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.slow
+def test_gguf_to_hf_folder_loads_in_transformers(converted, tmp_path):
+    """-o DIR/: config.json, generation_config.json and the tokenizer files beside the weights; transformers'
+    from_pretrained loads the model (the original's logits, exactly) and the tokenizer (the original's ids)."""
+    family, f, d, model, ours = converted
+    if f.get("folder_refused"):
+        key = f["folder_refused"]
+        code, out, err = run("apply", "gguf-to-hf", "-s", ours, "-o", f"{tmp_path / 'back'}/", "-q")
+        assert code == 1 and key in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "back").exists()
+        return
+    back = tmp_path / "back"
+    code, out, err = run("apply", "gguf-to-hf", "-s", ours, "-o", f"{back}/", "-q")
+    assert code == 0, err
+    ids = transformers.AutoTokenizer.from_pretrained(d / "hf").encode(TEXT)
+    assert transformers.AutoTokenizer.from_pretrained(back).encode(TEXT) == ids
+    got = transformers.AutoModelForCausalLM.from_pretrained(back).eval()
+    assert type(got).__name__ == f.get("back_cls", f["cls"]) and got.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.equal(got(torch.tensor([ids])).logits, model(torch.tensor([ids])).logits), family
