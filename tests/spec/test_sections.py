@@ -227,3 +227,38 @@ def test_a_named_rule_replaces_the_included_rule_of_that_name(tmp_path):
             assert {s.target for s in p.steps} >= {"blk.0.attn_k.weight", "blk.0.ffn_gate.weight"}  # the rest stays
         else:
             assert "(attn_q): matches no source tensor" in str(p.errors)          # llama's attn_q, shadowed
+
+
+def test_include_carries_companions_the_including_spec_wins(tmp_path):
+    """An included spec's companions: json files merged key by key (ours win, null removes a key), refuse
+    entries of both, tokenizer kept unless we give one."""
+    (tmp_path / "base.yaml").write_text("""\
+mapspec: 1.1
+name: base
+source: {format: gguf}
+target:
+  companions:
+    tokenizer: gguf
+    refuse: [{source_metadata: a.b, why: "base's"}]
+    json:
+      config.json: {model_type: base, vocab_size: 7, dropped: 1}
+      generation_config.json: {bos_token_id: 1}
+rules: []
+""")
+    (tmp_path / "fam.yaml").write_text("""\
+mapspec: 1.1
+name: fam
+include: [base.yaml]
+source: {format: gguf}
+target:
+  companions:
+    refuse: [{source_metadata: c.d, why: "ours"}]
+    json:
+      config.json: {model_type: fam, dropped: null, hidden_size: 3}
+rules: []
+""")
+    got = load_spec(str(tmp_path / "fam.yaml")).target.companions
+    assert got["tokenizer"] == "gguf"
+    assert [r["why"] for r in got["refuse"]] == ["base's", "ours"]
+    assert dict(got["json"]["config.json"]) == {"model_type": "fam", "vocab_size": 7, "hidden_size": 3}
+    assert dict(got["json"]["generation_config.json"]) == {"bos_token_id": 1}
