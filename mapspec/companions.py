@@ -17,8 +17,8 @@ model folder (``-o DIR/``, a sharded checkpoint), next to its index::
 
 Value forms (:data:`FORMS`): ``$absent``, ``$dtype``, ``$source_metadata`` as above; ``{$count: PATTERN}``
 (output tensors matching it: a layer count); ``{$meta_ffn: multiple_of | ffn_dim_multiplier, dim, hidden}``
-(Meta params.json values that give a feed-forward width).  ``shape('tensor')`` in an ``{expr}`` is an
-output tensor's shape.  A target with ``file:`` (Meta's ``consolidated.00.pth``) writes that one file in
+(Meta params.json values that give a feed-forward width); ``{$ratio: [PART, WHOLE]}`` (a float fraction).
+``shape('tensor')`` in an ``{expr}`` is an output tensor's shape.  A target with ``file:`` (Meta's ``consolidated.00.pth``) writes that one file in
 the folder instead of shards.
 
 Each kind is one plain function of :data:`KINDS`.  Files are built before anything is written (an
@@ -238,9 +238,23 @@ def _meta_ffn(plan, v: dict, arg, where: str):
     return meta_ffn(dim, hidden)[arg]
 
 
+def _ratio(plan, v: dict, arg, where: str):
+    """``{$ratio: [PART, WHOLE]}``: PART / WHOLE as a float (a rotary fraction: rotary dims over head_dim), refused
+    when the consumer's ``int(WHOLE * ratio)`` would not give PART back."""
+    parts = _value(plan, arg, f"{where}.$ratio") if isinstance(arg, list) and len(arg) == 2 else None
+    if not parts or not all(isinstance(x, int) and not isinstance(x, bool) for x in parts) or parts[1] <= 0:
+        raise MapspecError(f"{plan.spec.path}: {where}: $ratio takes [part, whole], two integers (whole > 0)")
+    part, whole = parts
+    ratio = part / whole
+    if int(whole * ratio) != part:
+        raise MapspecError(f"{plan.spec.path}: {where}: {part}/{whole} as a float does not give {part} back "
+                           f"(int({whole} * {ratio!r}))")
+    return ratio
+
+
 # Value forms of a JSON companion: {$name: argument, ...}, each a plain function (plan, the mapping, argument, where)
 FORMS: dict[str, Callable] = {"$absent": _absent, "$dtype": _dtype, "$source_metadata": _source_metadata,
-                              "$meta_ffn": _meta_ffn, "$count": _count}
+                              "$meta_ffn": _meta_ffn, "$count": _count, "$ratio": _ratio}
 
 
 def _special(plan, v: dict, key: str, where: str):

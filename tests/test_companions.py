@@ -57,3 +57,27 @@ def test_meta_ffn_gives_the_width_by_metas_formula():
     for dim, hidden in [(4096, 14336), (64, 96), (8192, 28672), (48, 24)]:
         p = meta_ffn(dim, hidden)
         assert meta_ffn_size(dim, p["multiple_of"], p["ffn_dim_multiplier"]) == hidden
+
+
+@pytest.mark.parametrize("part,whole", [(8, 32), (16, 64), (20, 80), (24, 80), (32, 128), (3, 10), (7, 96)])
+def test_ratio_gives_the_part_back_as_transformers_reads_it(part, whole):
+    """{$ratio: [part, whole]} (GPT-NeoX's partial_rotary_factor): transformers' int(head_dim * factor) gives the
+    rotary dims back."""
+    from types import SimpleNamespace
+
+    from mapspec.companions import _ratio
+
+    plan = SimpleNamespace(spec=SimpleNamespace(path="s.yaml", vars={"r": part, "h": whole}))
+    got = _ratio(plan, {}, ["{r}", "{h}"], "config.json.x")
+    assert isinstance(got, float) and int(whole * got) == part
+
+
+def test_ratio_of_non_integers_is_refused():
+    from types import SimpleNamespace
+
+    from mapspec.companions import _ratio
+    from mapspec.errors import MapspecError
+
+    plan = SimpleNamespace(spec=SimpleNamespace(path="s.yaml", vars={}))
+    with pytest.raises(MapspecError, match=r"s.yaml: config.json.x: \$ratio takes \[part, whole\]"):
+        _ratio(plan, {}, [1, 0], "config.json.x")

@@ -103,8 +103,6 @@ FAMILIES = {
                                                  "partial_rotary_factor": 0.25}}, "rope_theta"),
                     no_converter="llama.cpp's converter reads hparams['rotary_pct'], which transformers 5 no longer "
                                  "keeps in a GPT-NeoX config (KeyError), even when config.json has it",
-                    folder_todo="gptneox/gguf-to-hf writes no config.json yet (partial_rotary_factor needs a "
-                                "division the spec expressions lack)",
                     no_gguf_tokenizer="transformers' GGUF tokenizer converter: 'architecture gptneox is not "
                                       "supported yet'",
                     rtol=1e-3, config=dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
