@@ -107,3 +107,30 @@ def check_same_as_converter(ours, theirs, extra: dict = {}) -> None:
 def state(path) -> dict:
     with open_checkpoint(str(path)) as r:
         return {k: r.read(k) for k in r.names()}
+
+
+def check_folder(model, folder, gguf_path, spec: str, out, exact: bool = True, tokenizer: bool = True) -> None:
+    """``spec`` with ``-o out/``: transformers' from_pretrained loads the folder as the original's class, its
+    tokenizer gives the original's ids (``tokenizer``; else the folder must be refused without --no-tokenizer),
+    and the model gives the original's logits exactly (``exact``), or else (a family whose GGUF rounds some
+    weights) the logits of the original's config with the folder's weights exactly: config.json is right."""
+    import torch
+    import transformers
+
+    ids = transformers.AutoTokenizer.from_pretrained(folder).encode(TEXT)
+    if tokenizer:
+        apply(spec, gguf_path, f"{out}/")
+        assert transformers.AutoTokenizer.from_pretrained(out).encode(TEXT) == ids
+    else:
+        err = io.StringIO()
+        code = cli.run(["apply", spec, "-s", str(gguf_path), "-o", f"{out}/", "-q"], stdout=io.StringIO(), stderr=err)
+        assert code == 1 and "--no-tokenizer" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+        apply(spec, gguf_path, f"{out}/", "--no-tokenizer")
+    got = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    assert type(got) is type(model) and got.dtype == torch.float32
+    ref = model
+    if not exact:
+        ref = type(model)(model.config).eval()
+        ref.load_state_dict(got.state_dict())
+    with torch.no_grad():
+        assert torch.equal(got(torch.tensor([ids])).logits, ref(torch.tensor([ids])).logits)

@@ -106,3 +106,25 @@ def test_refused(tmp_path, change, named):
     assert cli.run(["apply", "gemma2/hf-to-gguf", "-s", str(tmp_path / "hf"), "-o", str(tmp_path / "m.gguf")],
                    stdout=io.StringIO(), stderr=err) == 1
     assert named in err.getvalue() and "Traceback" not in err.getvalue(), err.getvalue()
+
+
+@pytest.mark.slow
+def test_gguf_to_hf_folder_loads_in_transformers(f32, tmp_path):
+    """-o DIR/: config.json (soft-capping, sliding window, query scale), generation_config.json and the tokenizer
+    files; from_pretrained loads them: the original's token ids, and its config's logits on the folder's weights
+    (the float32 norms come back within one step, so not the original's logits to the bit)."""
+    model, d = f32
+    Z.check_folder(model, d / "hf", d / "ours.gguf", "gemma2/gguf-to-hf", tmp_path / "back", exact=False)
+
+
+@pytest.mark.parametrize("layers, scalar", [(2, 32), (46, 16)])
+def test_folder_query_scale_is_llama_cpps(tmp_path, layers, scalar):
+    """llama.cpp scales queries by 1/sqrt(key_length), but by 1/sqrt(hidden / heads) for a 46-layer gemma2 (its
+    27B; src/llama-model.cpp): config.json's query_pre_attn_scalar says the same (head_dim 32, hidden / heads 16)."""
+    import json
+
+    Z.build(tmp_path / "hf", "Gemma2ForCausalLM", dict(CONFIG, num_hidden_layers=layers, head_dim=32,
+                                                       query_pre_attn_scalar=scalar), tokenizer=F.gemma_tokenizer)
+    Z.apply("gemma2/hf-to-gguf", tmp_path / "hf", tmp_path / "m.gguf")
+    Z.apply("gemma2/gguf-to-hf", tmp_path / "m.gguf", f"{tmp_path / 'back'}/")
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["query_pre_attn_scalar"] == scalar
