@@ -109,3 +109,21 @@ def test_refused(tmp_path, change, named):
                    stdout=io.StringIO(), stderr=err) == 1
     assert named in err.getvalue() and "Traceback" not in err.getvalue(), err.getvalue()
     assert not (tmp_path / "m.gguf").exists()
+
+
+@pytest.mark.slow
+def test_gguf_to_hf_folder_loads_in_transformers(f32, tmp_path):
+    """-o DIR/: config.json (rope bases per layer type, soft-capping, sliding window), generation_config.json and
+    the tokenizer files; from_pretrained loads them: the original's token ids, and its config's logits on the
+    folder's weights (float32 norms come back within one step).  Linear rope scaling, which the folder's config
+    does not carry, is refused; a multimodal checkpoint comes back as its text model."""
+    model, d = f32
+    if model.config.get_text_config().rope_parameters["full_attention"]["rope_type"] == "linear":
+        err = io.StringIO()
+        assert cli.run(["apply", "gemma3/gguf-to-hf", "-s", str(d / "ours.gguf"), "-o", f"{tmp_path / 'back'}/"],
+                       stdout=io.StringIO(), stderr=err) == 1
+        assert "rope scaling" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
+        return
+    if type(model).__name__ != "Gemma3ForCausalLM":
+        pytest.skip("the multimodal checkpoint's text model: not the class the folder loads as")
+    Z.check_folder(model, d / "hf", d / "ours.gguf", "gemma3/gguf-to-hf", tmp_path / "back", exact=False)
