@@ -154,3 +154,11 @@ def test_llama_cpp_phi3_ignores_a_sliding_window(tmp_path):
         full = model(torch.tensor([ids])).logits[0].numpy()
     assert len(ids) > 8 and np.abs(theirs - windowed).max() > 0.1
     assert np.abs(theirs - full).max() <= 1e-5 * max(1.0, np.abs(full).max())
+
+
+@pytest.mark.slow
+def test_gguf_to_hf_folder_loads_in_transformers(f32, tmp_path):
+    """-o DIR/: config.json (no sliding window, as llama.cpp runs it), generation_config.json and the tokenizer
+    files; from_pretrained loads them: the original's token ids and logits, exactly."""
+    model, d = f32
+    Z.check_folder(model, d / "hf", d / "ours.gguf", "phi3/gguf-to-hf", tmp_path / "back")
