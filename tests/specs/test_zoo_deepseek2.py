@@ -141,3 +141,20 @@ def test_refused(tmp_path, change, named):
     assert cli.run(["apply", "deepseek2/hf-to-gguf", "-s", str(tmp_path / "hf"), "-o", str(tmp_path / "m.gguf"),
                     *PRE], stdout=io.StringIO(), stderr=err) == 1
     assert named in err.getvalue() and "Traceback" not in err.getvalue(), err.getvalue()
+
+
+@pytest.mark.slow
+def test_gguf_to_hf_folder_loads_in_transformers(f32, tmp_path):
+    """-o DIR/: a DeepseekV3ForCausalLM config.json (MLA ranks and head sizes, grouped sigmoid routing, shared
+    experts) and generation_config.json; from_pretrained loads them: the original's logits, exactly.  transformers
+    cannot build a deepseek2 tokenizer from a GGUF: the folder is refused without --no-tokenizer.  Yarn rope scaling, which the folder's config does not carry, is refused."""
+    model, d = f32
+    if model.config.rope_parameters["rope_type"] == "yarn":
+        err = io.StringIO()
+        assert cli.run(["apply", "deepseek2/gguf-to-hf", "-s", str(d / "ours.gguf"), "-o", f"{tmp_path / 'back'}/"],
+                       stdout=io.StringIO(), stderr=err) == 1
+        assert "rope scaling" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
+        assert not (tmp_path / "back").exists()
+        return
+    # transformers' GGUF tokenizer converter: "GGUF model with architecture deepseek2 is not supported yet"
+    Z.check_folder(model, d / "hf", d / "ours.gguf", "deepseek2/gguf-to-hf", tmp_path / "back", tokenizer=False)
