@@ -93,6 +93,10 @@ def test_round_trip_bf16_bit_identical(tmp_path):
 @pytest.mark.parametrize("change, named", [
     (dict(tie_word_embeddings=False), "lm_head.weight"),  # llama.cpp's gemma2 has no output tensor
     (dict(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}), "rope_type"),
+    # llama.cpp scales queries by 1/sqrt(head_dim) here (not a 46-layer model): another scalar would compute
+    # something else in llama.cpp, and the file has no key to say so
+    (dict(query_pre_attn_scalar=24), "query_pre_attn_scalar is 24"),
+    (dict(num_hidden_layers=46, head_dim=32, query_pre_attn_scalar=32), "query_pre_attn_scalar is 32"),
 ])
 def test_refused(tmp_path, change, named):
     """What llama.cpp's gemma2 cannot express stops the conversion, naming it."""
@@ -100,7 +104,7 @@ def test_refused(tmp_path, change, named):
 
     from mapspec import cli
 
-    Z.build(tmp_path / "hf", "Gemma2ForCausalLM", dict(CONFIG, num_hidden_layers=1, **change),
+    Z.build(tmp_path / "hf", "Gemma2ForCausalLM", dict(CONFIG, **{"num_hidden_layers": 1, **change}),
             tokenizer=F.gemma_tokenizer)
     err = io.StringIO()
     assert cli.run(["apply", "gemma2/hf-to-gguf", "-s", str(tmp_path / "hf"), "-o", str(tmp_path / "m.gguf")],

@@ -99,6 +99,7 @@ def test_round_trip_bf16_bit_identical(tmp_path):
     (dict(rope_parameters=dict(ROPE, full_attention={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6,
                                                       "original_max_position_embeddings": 64})), "rope_type"),
     (dict(sliding_window_pattern=2), "sliding_window_pattern"),  # llama.cpp's gemma3: every sixth layer full
+    (dict(query_pre_attn_scalar=24), "query_pre_attn_scalar is 24"),  # llama.cpp scales queries by head_dim
 ])
 def test_refused(tmp_path, change, named):
     """What llama.cpp's gemma3 cannot express (or this spec does not implement) stops the conversion, naming it."""
