@@ -34,7 +34,7 @@ LAYERS = [
     # models for verify and the examples; executors that run graphs on numpy
     ("models", "executors"),
     # the spec loader (checks names against the format, transform, runner and model tables)
-    ("spec", "options"),
+    ("spec", "options", "family"),
     # the engine and what plans or writes with it
     ("engine", "outtype", "companions", "parallel", "guard", "progress", "invert", "inverse_tables", "catalog"),
     # verification (runs both sides, compares)

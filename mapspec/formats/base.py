@@ -25,6 +25,8 @@ Template-only formats (a ``.prototxt``, a ``-symbol.json``) are readers with
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -190,6 +192,41 @@ class Writer:
 
     def abort(self) -> None:
         """Release resources after a failure; the engine removes the temporary file."""
+
+
+class PositionalWriter(Writer):
+    """A writer whose tensors' offsets follow from its header: ``write`` in the announced order, or
+    ``write_at`` / ``copy_at`` in any order from several threads (``apply --jobs``), never both.
+    Subclasses flush their header before the first positional write and call :meth:`_place` first."""
+
+    positional = hasattr(os, "pwrite")  # POSIX positional writes
+
+    def __init__(self, path, infos: Sequence[TensorInfo], **options):
+        super().__init__(path, infos, **options)
+        self._placed: Optional[set] = None  # names written by write_at / copy_at
+        self._lock = threading.Lock()
+
+    def _place(self, name: str) -> None:
+        """Claim ``name`` for a positional write (once; not after ``write``)."""
+        with self._lock:
+            if self._placed is None:
+                if self._next:
+                    raise MapspecError(f"{self.path}: write_at after write; use one or the other")
+                self._fh.flush()  # the header, before any positional write
+                self._placed = set()
+            if name in self._placed:
+                raise MapspecError(f"{self.path}: tensor {name!r} written twice")
+            self._placed.add(name)
+
+    def _all_placed(self) -> bool:
+        """True when the file was written positionally and every announced tensor came; False when it was
+        written in order (the caller's sequential close checks it); a MapspecError when one is missing."""
+        if self._placed is None:
+            return False
+        missing = [n for n in self._order if n not in self._placed]
+        if missing:
+            raise MapspecError(f"{self.path}: writer closed before tensor {missing[0]!r} was written")
+        return True
 
 
 def _utf8(text) -> bool:

@@ -40,7 +40,6 @@ import builtins
 import struct
 import sys
 import os
-import threading
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -49,7 +48,7 @@ from .. import dtypes
 from ..errors import FormatError, MapspecError
 from ..kernels import copy_range
 from ..files import MappedFile, check_shape, create_file, read_head
-from .base import Reader, TensorInfo, Writer, announced_dtype, save_with
+from .base import PositionalWriter, Reader, TensorInfo, announced_dtype, save_with
 from ..ggml import BY_DTYPE, BY_NAME, TYPES
 from ..quant import DEQUANTIZE
 from ..quant import dequantize as dequantize_blocks
@@ -527,7 +526,7 @@ def _allow_option(path: str, allow) -> frozenset:
 _SAME = {("F32", "float32"), ("F16", "float16")}  # (stored type, arriving dtype) whose bytes need no encoding
 
 
-class GGUFWriter(Writer):
+class GGUFWriter(PositionalWriter):
     """Streaming GGUF writer (version 3); see the module docstring for its options.
 
     Either ``write`` in the announced order, or ``write_at`` / ``copy_at`` in any order from several
@@ -535,7 +534,6 @@ class GGUFWriter(Writer):
 
     format = NAME
     RAW_BLOCKS = RAW_BLOCKS
-    positional = hasattr(os, "pwrite")
 
     def __init__(self, path: str, infos: Sequence[TensorInfo], metadata: Optional[Mapping] = None,
                  alignment: Optional[int] = None, template: Optional[str] = None, outtype: Optional[str] = None,
@@ -570,8 +568,6 @@ class GGUFWriter(Writer):
         self._fh = create_file(path)
         for piece in head:
             piece.copy_to(self._fh) if isinstance(piece, RawValue) else self._fh.write(piece)
-        self._placed: Optional[set] = None  # names written by write_at / copy_at
-        self._lock = threading.Lock()
 
     def stored(self, name: str) -> tuple:
         """(bytes, ggml type name) of a tensor this writer encodes (``outtype``), else (None, None)."""
@@ -628,22 +624,8 @@ class GGUFWriter(Writer):
             for piece in encode(rows, t, f"tensor {name!r}", self._allow):
                 pos = _pwrite(self._fh.fileno(), piece, pos)
 
-    def _place(self, name: str) -> None:
-        with self._lock:
-            if self._placed is None:
-                if self._next:
-                    raise MapspecError(f"{self.path}: write_at after write; use one or the other")
-                self._fh.flush()  # the header, before any positional write
-                self._placed = set()
-            if name in self._placed:
-                raise MapspecError(f"{self.path}: tensor {name!r} written twice")
-            self._placed.add(name)
-
     def close(self) -> None:
-        if self._placed is not None:
-            missing = [n for n in self._order if n not in self._placed]
-            if missing:
-                raise MapspecError(f"{self.path}: writer closed before tensor {missing[0]!r} was written")
+        if self._all_placed():
             self._fh.truncate(self._end)  # the padding after the last tensor
             self._fh.close()
             return

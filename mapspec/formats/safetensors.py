@@ -38,7 +38,6 @@ import json
 import os
 import struct
 import sys
-import threading
 from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
@@ -46,7 +45,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import FormatError, MapspecError
 from ..files import MappedFile, check_shape, create_file
-from .base import Reader, TensorInfo, Writer, announced_dtype, save_with
+from .base import PositionalWriter, Reader, TensorInfo, announced_dtype, save_with
 from ..kernels import copy_range
 from .chunks import c_order_chunks
 
@@ -309,7 +308,7 @@ def header_bytes(infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, st
     return struct.pack("<Q", len(text)) + text, offset
 
 
-class SafetensorsWriter(Writer):
+class SafetensorsWriter(PositionalWriter):
     """Streaming writer: the header goes out at once, each tensor's bytes as they arrive.
 
     Either ``write`` in the announced order, or ``write_at`` in any order from several
@@ -320,7 +319,6 @@ class SafetensorsWriter(Writer):
     """
 
     format = NAME
-    positional = hasattr(os, "pwrite")  # write_at / copy_at (POSIX)
 
     def __init__(self, path: str, infos: Sequence[TensorInfo], metadata: Optional[Mapping[str, str]] = None,
                  copy_phases: Optional[Mapping[str, int]] = None, **options):
@@ -336,8 +334,6 @@ class SafetensorsWriter(Writer):
         for info in self.infos:
             self._offsets[info.name] = pos
             pos += info.numel * dtypes.itemsize(announced_dtype(info))
-        self._placed: Optional[set] = None  # names written by write_at
-        self._lock = threading.Lock()
 
     def write(self, name: str, array: np.ndarray) -> None:
         array = np.asarray(array)
@@ -369,22 +365,8 @@ class SafetensorsWriter(Writer):
         self._place(name)
         copy_range(span[0], span[1], self._fh.fileno(), self._offsets[name], span[2])
 
-    def _place(self, name: str) -> None:
-        with self._lock:
-            if self._placed is None:
-                if self._next:
-                    raise MapspecError(f"{self.path}: write_at after write; use one or the other")
-                self._fh.flush()  # the header, before any positional write
-                self._placed = set()
-            if name in self._placed:
-                raise MapspecError(f"{self.path}: tensor {name!r} written twice")
-            self._placed.add(name)
-
     def close(self) -> None:
-        if self._placed is not None:
-            missing = [n for n in self._order if n not in self._placed]
-            if missing:
-                raise MapspecError(f"{self.path}: writer closed before tensor {missing[0]!r} was written")
+        if self._all_placed():
             self._fh.close()
             return
         super().close()
