@@ -45,7 +45,7 @@ def float_dtype(outtype: str, fmt: str, output: str, source_infos: Iterable) -> 
 def cast_plan(p, outtype: str, fmt: str, output: str) -> None:
     """Every float tensor of plan ``p`` cast to ``outtype``'s dtype (a cast appended to its step, as the
     spec's target dtype does)."""
-    from .engine import _IMPLICIT_CAST, BoundCall
+    from .engine.steps import _IMPLICIT_CAST, BoundCall
     from .transforms import Meta
 
     want = float_dtype(outtype, fmt, output, p.source.infos().values())
