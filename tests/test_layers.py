@@ -43,7 +43,7 @@ LAYERS = [
     # tools on top: BN folding, spec drafting, examples, graph conversion
     ("foldbn", "draft", "example", "graphs.convert", "graphs"),
     # the command line and the public API
-    ("cli", "cli_graph", "docgen", "__main__", ""),
+    ("cli", "docgen", "__main__", ""),
 ]
 
 
