@@ -77,4 +77,4 @@ def _build(units: tuple, num_features: int):
             x = self.dropout(torch.flatten(self.bn2(x), 1))
             return self.features(self.fc(x))
 
-    return IResNet().eval()
+    return IResNet().train(False)  # inference mode (nn.Module.eval)
