@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from proc_util import default_signals
 
 from mapspec import cli
 from mapspec.formats import module, open_checkpoint
@@ -239,7 +240,7 @@ def _driver(d: Path, marker: str, wait_for: str, *argv) -> subprocess.Popen:
     script.write_text(_DRIVER)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, str(script), marker, wait_for, *map(str, argv)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 60) -> None:

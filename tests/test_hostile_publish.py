@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from proc_util import default_signals
 
 from mapspec import cli
 from mapspec.formats import module
@@ -148,7 +149,7 @@ def _driver(work: Path, phase: str, *argv, short: bool = False) -> subprocess.Po
     if short:
         env["SHORT"] = "1"
     return subprocess.Popen([sys.executable, str(script), phase, str(work / "paused"), *map(str, argv)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 60) -> None:
