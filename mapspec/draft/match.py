@@ -18,6 +18,7 @@ from typing import NamedTuple, Optional
 
 from .names import ROTARY, SYNONYMS, reading, rotary_family
 from .settle import settle
+from .todo import reads
 from .units import Unit
 
 TORCH_EPS = 1e-5
@@ -185,19 +186,7 @@ def fold_mappings(s: Unit, bn: Unit, t: Unit) -> Optional[list]:
 
 def _used(maps: list) -> int:
     """Source tensors a set of mappings reads (tie-break: explain more of the source)."""
-    names: set = set()
-    for m in maps:
-        names.add(m.source)
-        stack = [m.apply]
-        while stack:
-            v = stack.pop()
-            if isinstance(v, str):
-                names.add(v)
-            elif isinstance(v, list):
-                stack += v
-            elif isinstance(v, dict):
-                stack += list(v.values())
-    return len(names)
+    return len(reads(maps))
 
 
 def split_mappings(s: Unit, ts: list, prev_conv_c: Optional[int] = None) -> Optional[list]:

@@ -16,7 +16,8 @@ from typing import Optional
 import yaml
 
 
-def _read(maps: list) -> set:
+def reads(maps: list) -> set:
+    """Every source tensor name a set of mappings reads: each source and every name inside its transforms."""
     names: set = set()
     for m in maps:
         stack = [m.source, m.apply]
@@ -34,7 +35,7 @@ def _read(maps: list) -> set:
 def hold_back(maps: list, su: list, st) -> tuple:
     """``(maps, held)``: ``held`` maps a left-over bias to ``(its layer, the BatchNorm reading it, the mean's
     mapping taken out of maps)``."""
-    read = _read(maps)
+    read = reads(maps)
     keys = {u.key for u in su} | {u.scale_op for u in su if u.scale_op}
     held: dict = {}
     for u in su:
