@@ -17,7 +17,7 @@ from .errors import (ConversionError, CoverageError, ErrorList, FormatError, Map
 
 def load_spec(path):
     """Load and check a spec (a path, or a shipped spec's name); raises SpecError/ErrorList."""
-    from .spec.load import load_spec as _load
+    from .language.load import load_spec as _load
 
     return _load(path)
 

@@ -143,7 +143,7 @@ KINDS: dict[str, Callable] = {"copy": _copy, "json": _json, "tokenizer": _tokeni
 
 
 def _value(plan, v, where: str):
-    from .spec.expr import SHAPE_OF, ExprError, Template
+    from .language.expr import SHAPE_OF, ExprError, Template
 
     if isinstance(v, str):
         try:
@@ -197,7 +197,7 @@ def _source_metadata(plan, v: dict, arg, where: str):
 
 def _count(plan, v: dict, arg, where: str):
     """``{$count: "layers.<i>.attention.wq.weight"}``: how many output tensors the pattern matches."""
-    from .spec.pattern import Pattern, PatternSyntaxError
+    from .language.pattern import Pattern, PatternSyntaxError
 
     try:
         pattern = Pattern(arg)

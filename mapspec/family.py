@@ -81,7 +81,7 @@ _CACHE: dict = {}
 def families() -> list[Family]:
     """Every shipped spec that declares what it reads, sorted by spec name."""
     from .resources import shipped_specs, specs_dir
-    from .spec.yamlsafe import load_file
+    from .language.yamlsafe import load_file
 
     root = str(specs_dir())
     if root in _CACHE:
@@ -185,7 +185,7 @@ def config_path(source: str) -> str:
 
 
 def _by_config(name: str, candidates: list, source: str) -> str:
-    from .spec.config import read_file
+    from .language.config import read_file
 
     path = config_path(source)
     if not os.path.isfile(path):

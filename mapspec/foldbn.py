@@ -176,7 +176,7 @@ def fold_bn(prototxt: str, caffemodel: str, out_prefix: str, force: bool = False
     from .formats import open_checkpoint
     from .graphs.caffe.net import dump, load_net_with_unknown
     from .guard import refuse_inputs
-    from .spec.load import load_spec
+    from .language.load import load_spec
 
     net, unknown = load_net_with_unknown(prototxt)
     chains, notes = find_chains(net)

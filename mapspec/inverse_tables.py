@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .errors import MapspecError
-from .spec import expr as E
+from .language import expr as E
 
 SUFFIX = "_inverse"
 _NOT_IN_PATTERNS = set("<>|{}[]:?")

@@ -2,7 +2,7 @@
 
 A metadata key may hold ``{expr}`` holes (``"{arch}.block_count"``).  A metadata entry is a value, an ``{expr}`` text (a lone ``{expr}`` keeps its value's type), or
 ``{type: T, value: V}``; that mapping may also say ``when:`` (the key is written only if the
-conditions over vars hold, see :mod:`mapspec.spec.conditions`) and ``generate: {G: {arg: V}}``
+conditions over vars hold, see :mod:`mapspec.language.conditions`) and ``generate: {G: {arg: V}}``
 instead of ``value`` (the value of generator G, see :mod:`mapspec.generators`).
 
 Besides the vars, expressions here see facts of the planned conversion: ``output_params`` (the number
@@ -19,9 +19,9 @@ from typing import Optional
 
 from . import generators
 from .errors import Location, MapspecError, SpecError
-from .spec import conditions
-from .spec.expr import ExprError, Template
-from .spec.yamlsafe import loc_of
+from .language import conditions
+from .language.expr import ExprError, Template
+from .language.yamlsafe import loc_of
 
 ENTRY_KEYS = {"type", "value", "when", "generate"}
 BUILTINS = ("output_params", "source_folder", "output_expert_params", "output_experts")

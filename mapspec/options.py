@@ -14,7 +14,7 @@ from typing import Iterable, Optional
 import yaml
 
 from .errors import SpecError, UsageError
-from .spec.yamlsafe import load_value
+from .language.yamlsafe import load_value
 
 MAX_VALUE_CHARS = 65536
 # YAML 1.1 reads 1e-5 (no dot) as text; on a command line it is a number.

@@ -1,5 +1,5 @@
 """Spec validation of target.companions and config: {from: source_metadata} (mapspec/companions.py,
-mapspec/spec/config.py); the end-to-end proofs are in tests/specs/test_llama_gguf_folder.py and
+mapspec/language/config.py); the end-to-end proofs are in tests/specs/test_llama_gguf_folder.py and
 tests/specs/test_hf_companions.py."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mapspec.errors import MapspecError
-from mapspec.spec.load import load_spec
+from mapspec.language.load import load_spec
 
 HEAD = "mapspec: 1.1\nname: t\nrules:\n  - {from: a, to: b}\n"
 

@@ -49,8 +49,8 @@ def test_moved_exceptions_keep_their_message(cls, args, message):
 
 
 def test_internal_errors_keep_their_messages_and_value_error_base():
-    from mapspec.spec.expr import ExprError
-    from mapspec.spec.pattern import AmbiguousMatch, PatternSyntaxError
+    from mapspec.language.expr import ExprError
+    from mapspec.language.pattern import AmbiguousMatch, PatternSyntaxError
     from mapspec.transforms.inverse import Lossy, NotInvertible
 
     for e in (ExprError("unknown name 'x'", 3), PatternSyntaxError("unclosed {", 5), NotInvertible("no"),

@@ -508,7 +508,7 @@ def test_torch_pickle_that_runs_code_via_cli(tmp_path):
 # -- YAML ----------------------------------------------------------------------------------
 
 def _one_spec_error(path: Path, match: str, seconds: float = 5.0) -> SpecError:
-    from mapspec.spec.load import check_spec
+    from mapspec.language.load import check_spec
 
     t0 = time.monotonic()
     spec, errors = check_spec(str(path))
@@ -664,7 +664,7 @@ def test_apply_refuses_to_overwrite_without_force(apply_case):
 # -- paths ---------------------------------------------------------------------------------
 
 def test_spec_paths_are_relative_to_the_spec(tmp_path, monkeypatch):
-    from mapspec.spec.load import load_spec
+    from mapspec.language.load import load_spec
 
     home = tmp_path / "specs"
     (home / "sub").mkdir(parents=True)

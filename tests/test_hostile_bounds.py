@@ -65,7 +65,7 @@ def test_include_fan_out_is_bounded(tmp_path):
     for i in range(7):
         inc = f"include: [{', '.join([f'f{i + 1}.yaml'] * 10)}]\n" if i < 6 else ""
         (tmp_path / f"f{i}.yaml").write_text(f"mapspec: 1\n{inc}rules: []\n")
-    from mapspec.spec.load import MAX_SPEC_FILES, load_spec
+    from mapspec.language.load import MAX_SPEC_FILES, load_spec
 
     t0 = time.perf_counter()
     with pytest.raises(SpecError) as e:
@@ -77,7 +77,7 @@ def test_include_fan_out_is_bounded(tmp_path):
 
 
 def test_include_rules_budget(tmp_path, monkeypatch):
-    from mapspec.spec import load
+    from mapspec.language import load
 
     monkeypatch.setattr(load, "MAX_RULES", 5)
     rules = "".join(f'  - {{from: "a{i}", to: "b{i}"}}\n' for i in range(4))
@@ -235,7 +235,7 @@ def test_suggestion_work_is_bounded(monkeypatch):
 
     from mapspec.engine import MAX_SUGGEST, MAX_SUGGESTIONS, plan
     from mapspec.formats import Reader, TensorInfo
-    from mapspec.spec.load import load_spec
+    from mapspec.language.load import load_spec
 
     class Many(Reader):
         format = "fake"

@@ -25,7 +25,7 @@ import pytest
 from mapspec import cli
 from mapspec.errors import SpecError
 from mapspec.formats import module
-from mapspec.spec.load import load_spec
+from mapspec.language.load import load_spec
 
 SECRET = "root:$6$do-not-print-me$:19000:0:99999:7:::"
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from mapspec.formats import module
 from mapspec.invert import template_pattern, pattern_template
-from mapspec.spec.expr import Template
-from mapspec.spec.pattern import Pattern
+from mapspec.language.expr import Template
+from mapspec.language.pattern import Pattern
 from mapspec.transforms.inverse import NotInvertible
 
 from checkpoint_util import run, tensors, tiny_caffenet

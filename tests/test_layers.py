@@ -24,7 +24,7 @@ LAYERS = [
     # numbers: exact arithmetic, ggml block layouts, kernels, quantization
     ("numeric", "ggml", "kernels", "quant"),
     # the spec language (YAML with places, expressions, conditions, patterns) and template builtins
-    ("spec.yamlsafe", "spec.expr", "spec.conditions", "spec.pattern", "generators", "metadata"),
+    ("language.yamlsafe", "language.expr", "language.conditions", "language.pattern", "generators", "metadata"),
     # transforms and what is computed from their table
     ("transforms", "rawblocks", "coverage", "stacking"),
     # network graphs (Caffe, MXNet) as data
@@ -34,7 +34,7 @@ LAYERS = [
     # models for verify and the examples; executors that run graphs on numpy
     ("models", "executors"),
     # the spec loader (checks names against the format, transform, runner and model tables)
-    ("spec", "options", "family"),
+    ("language", "options", "family"),
     # the engine (engine.steps, what a plan is made of, is imported by outtype, which engine.execute calls)
     # and what plans or writes with it
     ("engine", "outtype", "companions", "parallel", "guard", "progress", "invert", "inverse_tables", "catalog"),

@@ -147,7 +147,7 @@ class Recorder:
 
 
 def test_verify_reports_each_tensor_loaded(verify_job):
-    from mapspec.spec.load import load_spec
+    from mapspec.language.load import load_spec
     from mapspec.verify import run_verify
 
     spec, _, src, _, conv, _, model = verify_job[:7]

@@ -27,7 +27,7 @@ def _spec_from_args(args):
     """The spec with the command line's --source-option / --template-option added to its own options."""
     from ..family import resolve
     from ..formats import detect
-    from ..spec.load import load_spec
+    from ..language.load import load_spec
 
     picked = resolve(args.spec, args.source)
     args.picked = f"{args.spec}: the source's architecture picks {picked}" if picked != args.spec else None

@@ -110,7 +110,7 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template-option", action="append", metavar=PAIR,
                    help="a reader option of the template's format (e.g. input_shape=1,3,224,224), added to the "
                         "spec's target.template_options")
-    from ..spec.model import RELAXATIONS
+    from ..language.model import RELAXATIONS
 
     p.add_argument("--relax", action="append", choices=list(RELAXATIONS), help=RELAX_HELP)
     p.add_argument("--no-tokenizer", action="store_true",

@@ -13,7 +13,7 @@ from .show import _table
 
 
 def cmd_validate(args, out: TextIO, err: TextIO) -> int:
-    from ..spec.load import check_spec
+    from ..language.load import check_spec
 
     status = 0
     for path in args.specs:
@@ -33,7 +33,7 @@ def cmd_validate(args, out: TextIO, err: TextIO) -> int:
 def cmd_specs(args, out: TextIO, err: TextIO) -> int:
     from ..family import families
     from ..resources import shipped_specs
-    from ..spec.load import check_spec
+    from ..language.load import check_spec
 
     specs = shipped_specs()
     if not specs:

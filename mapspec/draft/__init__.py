@@ -165,7 +165,7 @@ def write(d: Draft, output: Optional[str], source: str, source_format: Optional[
     from ..engine import plan
     from ..errors import ErrorList, MapspecError
     from ..files import atomic_output
-    from ..spec.load import check_spec
+    from ..language.load import check_spec
 
     def checked(path: str) -> None:
         # the drafted rules must plan (what is open relaxed); the draft itself, TODO rules and all, must validate

@@ -18,7 +18,7 @@ import re
 from collections import OrderedDict
 from contextvars import ContextVar
 from typing import Optional
-from ..spec.pattern import Pattern
+from ..language.pattern import Pattern
 
 _NUM = re.compile(r"(0|[1-9][0-9]*)")
 # with letters: a lowercase letter right after a number and before no letter or digit counts too (Kaiming's
@@ -346,7 +346,7 @@ def _explicits(group: list) -> list:
 
 def _consistent(rule: dict, group: list) -> bool:
     """Render the rule for every member: the target, references and constants must come out as drafted."""
-    from ..spec.expr import Template
+    from ..language.expr import Template
 
     p = Pattern(rule["from"])
     table = {LETTER_VAR: {x: i for i, x in enumerate(_LETTERS)}}

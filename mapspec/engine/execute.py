@@ -13,8 +13,8 @@ import numpy as np
 from .. import companions, dtypes, numeric, parallel
 from ..errors import ConversionError, MapspecError
 from ..formats import Reader, TensorInfo, atomic_output, create_writer, module, output_format, sharded
-from ..spec.args import Ref
-from ..spec.model import Spec
+from ..language.args import Ref
+from ..language.model import Spec
 from ..transforms import TransformError
 from .plan import plan
 from .report import Result, report_document, report_entry

@@ -10,13 +10,13 @@ from typing import Optional, Union
 from .. import coverage, dtypes, metadata, rawblocks, stacking
 from ..errors import ConversionError, CoverageError, Location, MapspecError, SpecError
 from ..formats import Reader, TensorInfo, module, open_checkpoint, output_format, gguf_vocab
-from ..spec.args import Binder, Ref
-from ..spec import conditions
-from ..spec.config import with_config
-from ..spec.expr import SHAPE_OF, ExprError
-from ..spec.load import load_spec
-from ..spec.model import Rule, Spec
-from ..spec.pattern import AmbiguousMatch
+from ..language.args import Binder, Ref
+from ..language import conditions
+from ..language.config import with_config
+from ..language.expr import SHAPE_OF, ExprError
+from ..language.load import load_spec
+from ..language.model import Rule, Spec
+from ..language.pattern import AmbiguousMatch
 from ..transforms import Meta, TransformError
 from .names import MAX_LISTED, MAX_SUGGESTIONS, _closest, _listing
 from .rules import _ambiguous, _constant_array, _each_envs, _nbytes, _possible

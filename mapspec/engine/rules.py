@@ -9,11 +9,11 @@ import numpy as np
 from .. import dtypes, numeric
 from ..errors import Location
 from ..formats import TensorInfo
-from ..spec.args import Binder
-from ..spec.expr import ExprError, Template
-from ..spec.load import MAX_EACH
-from ..spec.model import Rule
-from ..spec.pattern import AmbiguousMatch
+from ..language.args import Binder
+from ..language.expr import ExprError, Template
+from ..language.load import MAX_EACH
+from ..language.model import Rule
+from ..language.pattern import AmbiguousMatch
 from ..transforms import Meta
 from .steps import _shape_text
 

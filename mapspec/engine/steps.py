@@ -9,8 +9,8 @@ from typing import Any, Optional
 from .. import rawblocks
 from ..errors import ErrorList, Location
 from ..formats import Reader, TensorInfo
-from ..spec.args import Ref
-from ..spec.model import Call, Rule, Spec
+from ..language.args import Ref
+from ..language.model import Call, Rule, Spec
 from ..transforms import TRANSFORMS, Meta
 
 

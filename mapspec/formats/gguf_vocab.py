@@ -440,7 +440,7 @@ def add_to_plan(plan, no_tokenizer: bool = False, pre: Optional[str] = None) -> 
     ``no_tokenizer`` (``--no-tokenizer``): write no tokenizer although the spec asks for one (llama.cpp
     cannot run such a file; a warning says so).  A GGUF template that holds a tokenizer keeps its own."""
     from ..errors import Location, SpecError
-    from ..spec.expr import ExprError, Template
+    from ..language.expr import ExprError, Template
 
     raw = plan.spec.target.tokenizer
     if raw is None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import dtypes
 from ..errors import ErrorList, MapspecError, SpecError
-from ..spec.model import Spec
+from ..language.model import Spec
 from ..transforms.inverse import Lossy, NotInvertible
 from .names import _matches
 from .order import order
@@ -21,7 +21,7 @@ from .render import _render
 
 def _planned_steps(spec: Spec, source, source_format: Optional[str], template) -> dict:
     from ..engine import _IMPLICIT_CAST, plan
-    from ..spec.args import Ref
+    from ..language.args import Ref
 
     p = plan(spec, source, template=template, source_format=source_format, no_tokenizer=True)  # tensors only
     try:
@@ -125,7 +125,7 @@ def invert(spec: Union[str, Spec], source=None, source_format: Optional[str] = N
 def _config_vars(spec: Spec, source, given: Optional[dict]) -> Spec:
     """Vars the forward reads from the model's config file: the reverse needs their values (the reverse's
     source has another config file, or none): read beside ``source``, or given with --var."""
-    from ..spec.config import with_config
+    from ..language.config import with_config
 
     wanted = [k for k in (spec.config or {}).get("vars", {}) if k not in spec.vars]
     if not wanted:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Optional
 
 from .. import inverse_tables
-from ..spec import expr as E
-from ..spec.expr import ExprError, Template
-from ..spec.pattern import AmbiguousMatch, Choice, Pattern, Placeholder
+from ..language import expr as E
+from ..language.expr import ExprError, Template
+from ..language.pattern import AmbiguousMatch, Choice, Pattern, Placeholder
 from ..transforms.inverse import NotInvertible
 
 

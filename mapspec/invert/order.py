@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..spec.pattern import Pattern
+from ..language.pattern import Pattern
 from .names import _matches, _samples
 from .rules import _Out
 

@@ -11,7 +11,7 @@ import yaml
 
 from .. import inverse_tables
 from ..errors import MapspecError
-from ..spec.model import Spec
+from ..language.model import Spec
 from .rules import Reverse, _Out
 
 
@@ -24,7 +24,7 @@ class SpecDumper(yaml.SafeDumper):
 
 def _version(spec: Spec):
     """The forward's spec language version (the reverse uses the same features)."""
-    from ..spec.yamlsafe import load_file
+    from ..language.yamlsafe import load_file
 
     try:
         v = load_file(spec.path).get("mapspec", 1)
@@ -75,7 +75,7 @@ def _render(spec: Spec, outs: list[_Out], notes: list, missing: list, inexact: l
 def write(rev: Reverse, output: Optional[str], force: bool = False, sync: bool = True) -> None:
     """Check that the reverse validates, then write it atomically (or return it for stdout)."""
     from ..formats import atomic_output
-    from ..spec.load import check_spec
+    from ..language.load import check_spec
 
     def checked(path: str) -> None:
         with open(path, "w", encoding="utf-8") as f:

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import MapspecError
-from ..spec import expr as E, sections
-from ..spec.expr import ExprError, Template
-from ..spec.model import Rule, Spec
-from ..spec.pattern import AmbiguousMatch, Pattern
-from ..spec.args import Ref
+from ..language import expr as E, sections
+from ..language.expr import ExprError, Template
+from ..language.model import Rule, Spec
+from ..language.pattern import AmbiguousMatch, Pattern
+from ..language.args import Ref
 from ..transforms.inverse import Inverse, InverseContext, Lossy, NotInvertible, same_axis
 from .names import (_matches, _uses, capture_kinds, chosen_options, pattern_template, rewrite, template_pattern,
                     template_text)

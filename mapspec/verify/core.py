@@ -220,7 +220,7 @@ def run_verify(spec, source: str, converted: str, *, source_graph=None, target_g
     from ..formats import open_checkpoint
 
     from ..engine import with_vars
-    from ..spec.config import with_config
+    from ..language.config import with_config
 
     cfg = spec.verify or {}
     # the vars a factory may take: the spec's, its config file's (beside the source, or vars_file), --var

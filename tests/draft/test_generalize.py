@@ -30,7 +30,7 @@ def test_a_letter_after_a_number_is_cut_as_a_number_only_when_asked():
 def plan_pairs(path, source) -> set:
     """(source, target, transforms with bound arguments) of every step the spec plans, and what it drops."""
     from mapspec.engine import plan
-    from mapspec.spec.load import load_spec
+    from mapspec.language.load import load_spec
 
     p = plan(load_spec(str(path), allow_paths=[str(path.parent)]), str(source))
     try:

@@ -319,7 +319,7 @@ def run_atheris(target: Target, argv: list, seed: int) -> None:
         raise SystemExit("atheris: mapspec was imported before instrumentation; coverage would be blind")
     with atheris.instrument_imports(include=["mapspec"]):
         import mapspec.formats  # noqa: F401
-        import mapspec.spec.load  # noqa: F401
+        import mapspec.language.load  # noqa: F401
         if target.format is not None:
             from mapspec.formats import module
 

@@ -162,7 +162,7 @@ def _exercise_reader(target: Target, path: Path, product: bool) -> str:
 
 def _exercise_spec(path: Path) -> str:
     from mapspec.errors import MapspecError
-    from mapspec.spec.load import check_spec
+    from mapspec.language.load import check_spec
 
     spec, errors = check_spec(str(path))
     for e in errors:

@@ -78,7 +78,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("onnx", "onnx", "mapspec.formats.onnx", ".onnx", "binary", compressed=True),
     Target("keras-archive", "keras-archive", "mapspec.formats.keras_archive", ".keras", "zip",
            options={"isolate": False}, product_options={"timeout": 10.0}, compressed=True, requires=("h5py",)),
-    Target("spec", None, "mapspec.spec.load", ".yaml", "yaml"),
+    Target("spec", None, "mapspec.language.load", ".yaml", "yaml"),
     # A sharded checkpoint's index; its shards lie beside it (harness.support_files), so a small
     # index may describe tensors larger than itself (compressed=True).
     Target("sharded", "sharded", "mapspec.formats.sharded", ".index.json", "json", compressed=True),

@@ -3,7 +3,7 @@
 ``RUNNERS`` is data: runner name -> module.  Modules are imported on first use (so that
 naming a runner never imports torch, keras or transformers until it runs) and each defines
 ``build(side) -> Runner`` for a :class:`Side`.  Adding a runner is one module plus one
-line in :mod:`mapspec.spec.runners`.
+line in :mod:`mapspec.language.runners`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 
 from ...errors import MapspecError
-from ...spec.runners import RUNNERS
+from ...language.runners import RUNNERS
 from .base import Runner, RunError, Side, build_model, load_factory
 
 

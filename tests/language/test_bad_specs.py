@@ -1,4 +1,4 @@
-"""The catalogue of bad specs (tests/spec/bad_specs/): each file is one mistake, with its exact message.
+"""The catalogue of bad specs (tests/language/bad_specs/): each file is one mistake, with its exact message.
 
 Each file's header says at which stage the mistake is caught (validate: no data
 read; plan: metadata of a source; apply: the data itself), which tiny source (and

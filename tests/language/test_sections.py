@@ -1,4 +1,4 @@
-"""Spec language around the rules (mapspec/spec/sections.py): what include carries (config vars, target
+"""Spec language around the rules (mapspec/language/sections.py): what include carries (config vars, target
 metadata; the including spec wins key by key, null removes a key), metadata when:/generate:, a rule's
 generate:, and their validation errors at file:line:col."""
 
@@ -13,7 +13,7 @@ import pytest
 from mapspec import cli
 from mapspec.engine import plan
 from mapspec.invert import invert
-from mapspec.spec.load import check_spec, load_spec
+from mapspec.language.load import check_spec, load_spec
 
 BASE = """\
 mapspec: 1.1

@@ -1,7 +1,7 @@
 import pytest
 
 from mapspec.errors import SpecError
-from mapspec.spec.yamlsafe import LocDict, load_text
+from mapspec.language.yamlsafe import LocDict, load_text
 
 
 def test_locations_are_recorded():

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from mapspec.spec.pattern import AmbiguousMatch, Pattern, PatternSyntaxError
+from mapspec.language.pattern import AmbiguousMatch, Pattern, PatternSyntaxError
 
 
 def test_integer_captures_are_ints():

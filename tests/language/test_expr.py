@@ -1,6 +1,6 @@
 import pytest
 
-from mapspec.spec.expr import ExprError, Template, check_types, evaluate, parse
+from mapspec.language.expr import ExprError, Template, check_types, evaluate, parse
 
 
 @pytest.mark.parametrize("text,env,value", [

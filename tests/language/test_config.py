@@ -1,4 +1,4 @@
-"""Config vars read from where transformers keeps them (mapspec/spec/config.py), on configs transformers
+"""Config vars read from where transformers keeps them (mapspec/language/config.py), on configs transformers
 writes itself (save_pretrained): rope_parameters (transformers 5), head_dim, text_config, tied embeddings."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import llm_fixtures as F
 from mapspec.engine import plan
 from mapspec.errors import MapspecError
-from mapspec.spec.config import with_config
-from mapspec.spec.load import load_spec
+from mapspec.language.config import with_config
+from mapspec.language.load import load_spec
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("torch")

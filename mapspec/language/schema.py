@@ -27,7 +27,7 @@ def schema() -> dict:
 
 @lru_cache(maxsize=1)
 def _validator():
-    # The shipped schema is checked against the metaschema by the tests (tests/spec/test_schema.py), not
+    # The shipped schema is checked against the metaschema by the tests (tests/language/test_schema.py), not
     # on every run: that check alone took 0.1-0.26 s of each command's start.
     return jsonschema.Draft202012Validator(schema())
 

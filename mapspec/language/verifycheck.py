@@ -3,7 +3,7 @@ registered model factory and its ``params`` the typed parameters that factory de
 step does not contradict itself.
 
 A spec is data: it chooses no code and no file through ``verify:``.  The registries
-(``mapspec.spec.runners.RUNNERS``, ``mapspec.models.registry.FACTORIES``) list what it may name.
+(``mapspec.language.runners.RUNNERS``, ``mapspec.models.registry.FACTORIES``) list what it may name.
 """
 
 from __future__ import annotations

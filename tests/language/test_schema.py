@@ -1,10 +1,10 @@
-"""mapspec.spec.schema: the shipped JSON schema itself."""
+"""mapspec.language.schema: the shipped JSON schema itself."""
 
 from __future__ import annotations
 
 import jsonschema
 
-from mapspec.spec import schema
+from mapspec.language import schema
 
 
 def test_the_shipped_schema_is_a_valid_draft_2020_12_schema():

@@ -25,7 +25,7 @@ def config_section(raw) -> Optional[dict]:
     out = {"file": [files] if isinstance(files, str) else list(files or []), "vars": dict(raw["vars"])}
     if isinstance(raw.get("inside"), str):
         out["inside"] = raw["inside"]
-    if raw.get("from") is not None:  # from: source_metadata (mapspec.spec.config)
+    if raw.get("from") is not None:  # from: source_metadata (mapspec.language.config)
         out["from"] = raw["from"]
     return out
 
