@@ -351,7 +351,8 @@ def atomic_output(path, force: bool = False, what: str = "output", anonymous: bo
     frame = {"force": force, "what": what, "companions": []}
     _OPEN.append(frame)
     try:
-        yield tmp
+        with durable.writing(sync):
+            yield tmp
         if sync:
             for ctmp, _ in frame["companions"]:
                 durable.sync_file(ctmp)

@@ -100,3 +100,71 @@ def test_literals(value, dt, ok):
             numeric.scalar(value, dt)
     else:
         assert numeric.scalar(value, dt) == ok
+
+
+# -- the bit-level scans (all_finite, the zeros check_underflow looks at) against numpy's float64 view --
+
+_FLOATS = ["float16", "bfloat16", "float32", "float64"]
+
+
+def _np_dtype(name):
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+
+
+@st.composite
+def _float_array(draw):
+    dt = _np_dtype(draw(st.sampled_from(_FLOATS)))
+    bits = {2: np.uint16, 4: np.uint32, 8: np.uint64}[dt.itemsize]
+    # raw bit patterns: every class of value (zeros of both signs, subnormals, infinities, NaNs)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0], dtype=np.float64)
+    with np.errstate(over="ignore"):
+        special_bits = [int(b) for b in specials.astype(dt).view(bits)]
+    if dt.kind == "f":
+        special_bits += [int(np.array(np.finfo(dt).max, dt).view(bits)), 1, (1 << (8 * dt.itemsize - 1)) | 1]
+    value = st.one_of(st.integers(0, (1 << (8 * dt.itemsize)) - 1), st.sampled_from(special_bits))
+    raw = draw(st.lists(value, min_size=0, max_size=40))
+    x = np.array(raw, dtype=bits).view(dt)
+    layout = draw(st.sampled_from(["flat", "2d", "transposed", "big-endian"]))
+    if layout != "flat" and x.size >= 4:
+        x = x[: x.size // 2 * 2].reshape(2, -1)
+        if layout == "transposed":
+            x = x.T
+    if layout == "big-endian" and dt.kind == "f":
+        x = x.astype(dt.newbyteorder(">"))
+    return x
+
+
+def _reference(x):
+    as64 = x.astype(np.float32).astype(np.float64) if x.dtype.kind == "V" else x.astype(np.float64)
+    return bool(np.isfinite(as64).all()), sorted(np.flatnonzero(as64.reshape(-1) == 0).tolist())
+
+
+@settings(max_examples=400, deadline=None)
+@given(_float_array())
+def test_finite_and_zero_scans_match_numpy(x):
+    finite, zeros = _reference(x)
+    assert numeric.all_finite(x) is finite
+    found = sorted(int(i) + int(j) for i, chunk in numeric._zeros(x) for j in chunk)
+    assert found == zeros
+
+
+def test_scans_cross_chunk_boundaries(monkeypatch):
+    monkeypatch.setattr(numeric, "CHUNK", 7)
+    x = np.arange(1, 31, dtype=np.float32)
+    x[[0, 7, 13, 29]] = 0
+    assert sorted(int(i) + int(j) for i, c in numeric._zeros(x) for j in c) == [0, 7, 13, 29]
+    assert numeric.all_finite(x)
+    x[20] = np.inf
+    assert not numeric.all_finite(x)
+
+
+def test_bfloat16_cast_underflow_still_refused():
+    import ml_dtypes
+
+    x = np.array([1.0, 1e-45, -2.0], dtype=np.float32)  # 1e-45 (a float32 subnormal) is 0 in bfloat16
+    with pytest.raises(TransformError, match="1 nonzero value would become 0 in bfloat16"):
+        numeric.cast(x, np.dtype(ml_dtypes.bfloat16))
+    big = np.array([3e38, 1.0], dtype=np.float32)
+    assert numeric.cast(big, np.dtype(ml_dtypes.bfloat16)).dtype == np.dtype(ml_dtypes.bfloat16)

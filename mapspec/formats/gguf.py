@@ -45,6 +45,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from .. import dtypes
+from ..durable import written
 from ..errors import FormatError, MapspecError
 from ..kernels import copy_range
 from ..files import MappedFile, check_shape, create_file, read_head
@@ -600,6 +601,7 @@ class GGUFWriter(PositionalWriter):
         pos = self._offsets[name]
         for piece in self._pieces(name, array):
             pos = _pwrite(self._fh.fileno(), piece, pos)
+        written(self._fh.fileno(), self._offsets[name], pos - self._offsets[name])
 
     def copy_at(self, name: str, info: TensorInfo, span: tuple) -> None:
         """Write tensor ``name`` from another file's bytes (``span``: descriptor, offset, byte count, as a
@@ -612,6 +614,7 @@ class GGUFWriter(PositionalWriter):
         if t is None or (t, info.dtype) in _SAME:
             self._place(name)
             copy_range(span[0], span[1], self._fh.fileno(), self._offsets[name], span[2])
+            written(self._fh.fileno(), self._offsets[name], span[2])
             return
         self._place(name)
         fd, src, pos = span[0], span[1], self._offsets[name]
@@ -623,6 +626,7 @@ class GGUFWriter(PositionalWriter):
             rows = np.frombuffer(raw, dt).reshape(-1, info.shape[-1] if info.shape else 1)
             for piece in encode(rows, t, f"tensor {name!r}", self._allow):
                 pos = _pwrite(self._fh.fileno(), piece, pos)
+        written(self._fh.fileno(), self._offsets[name], pos - self._offsets[name])
 
     def close(self) -> None:
         if self._all_placed():

@@ -43,6 +43,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from .. import dtypes
+from ..durable import written
 from ..errors import FormatError, MapspecError
 from ..files import MappedFile, check_shape, create_file
 from .base import PositionalWriter, Reader, TensorInfo, announced_dtype, save_with
@@ -354,6 +355,7 @@ class SafetensorsWriter(PositionalWriter):
                 n = os.pwrite(fd, piece, pos)
                 pos += n
                 piece = piece[n:]
+        written(fd, self._offsets[name], pos - self._offsets[name])
 
     def copy_at(self, name: str, info: TensorInfo, span: tuple) -> None:
         """Write tensor ``name`` by copying its bytes from another file (``span`` as
@@ -364,6 +366,7 @@ class SafetensorsWriter(PositionalWriter):
             raise MapspecError(f"{self.path}: tensor {name!r} does not match what was announced")
         self._place(name)
         copy_range(span[0], span[1], self._fh.fileno(), self._offsets[name], span[2])
+        written(self._fh.fileno(), self._offsets[name], span[2])
 
     def close(self) -> None:
         if self._all_placed():

@@ -82,7 +82,8 @@ def staged(index, shard_format: str, force: bool = False, sync: bool = True) -> 
             stage.mkdir()
         if d.is_dir():
             durable.sweep(d)
-        yield str(stage / final.name)
+        with durable.writing(sync):
+            yield str(stage / final.name)
         names = set(os.listdir(stage))
         if sync:
             for n in sorted(names - {final.name}) + [final.name]:  # every shard, then the index
