@@ -159,6 +159,9 @@ OPTIONAL_PACKAGES = {
     "h5py": ("h5py", "h5py"),
     "sentencepiece": ("sentencepiece", "'mapspec[tokenizer]'"),
     "tokenizers": ("Hugging Face tokenizers", "'mapspec[tokenizer]'"),
+    "transformers": ("Hugging Face transformers", "transformers"),
+    "onnx": ("ONNX", "onnx"),
+    "onnxruntime": ("ONNX Runtime", "onnxruntime"),
 }
 
 

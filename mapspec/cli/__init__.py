@@ -9,7 +9,8 @@ The rooms: :mod:`.flags` (the parser, the flag vocabulary, the :class:`~.flags.C
 :mod:`.show` (terminal tables), one module per command group (:mod:`.convert`: plan, apply;
 :mod:`.checkpoints`: inspect, diff; :mod:`.verify`; :mod:`.spectools`: validate, specs, formats,
 transforms, invert, draft; :mod:`.tools`: fold-bn, graph, example), and :mod:`.signals`.  Each group
-lists its commands in ``COMMANDS``; :data:`COMMANDS` below is the table the parser is built from.
+module defines its commands; :data:`COMMAND_TABLE` below (a lazy table, :mod:`mapspec.registry`) names each
+command's home and is the table the parser is built from.
 Command modules import what they run only when they run it (start-up stays light).
 """
 
@@ -20,15 +21,32 @@ from typing import Optional, Sequence, TextIO
 
 from .. import __version__
 from ..errors import OPTIONAL_PACKAGES, MapspecError, MissingDependency, UsageError, escape
-from . import checkpoints, convert, spectools, tools, verify
+from ..registry import LazyTable
 from .flags import Command, _Parser
 from .signals import Terminated, _handle_signals
 
-_BY_NAME = {c.name: c for group in (spectools, checkpoints, convert, verify, tools) for c in group.COMMANDS}
-# The table, in the order `mapspec --help` lists the commands.
-COMMANDS: list[Command] = [_BY_NAME[n] for n in (
-    "validate", "inspect", "plan", "apply", "diff", "verify", "fold-bn", "invert", "draft", "example", "specs",
-    "formats", "transforms", "graph")]
+# The table of commands (name -> its Command in its group's module), in the order `mapspec --help` lists them.
+COMMAND_TABLE = LazyTable("command", {
+    "validate": "mapspec.cli.spectools:VALIDATE",
+    "inspect": "mapspec.cli.checkpoints:INSPECT",
+    "plan": "mapspec.cli.convert:PLAN",
+    "apply": "mapspec.cli.convert:APPLY",
+    "diff": "mapspec.cli.checkpoints:DIFF",
+    "verify": "mapspec.cli.verify:VERIFY",
+    "fold-bn": "mapspec.cli.tools:FOLD_BN",
+    "invert": "mapspec.cli.spectools:INVERT",
+    "draft": "mapspec.cli.spectools:DRAFT",
+    "example": "mapspec.cli.tools:EXAMPLE",
+    "specs": "mapspec.cli.spectools:SPECS",
+    "formats": "mapspec.cli.spectools:FORMATS",
+    "transforms": "mapspec.cli.spectools:TRANSFORMS",
+    "graph": "mapspec.cli.tools:GRAPH",
+})
+
+
+def commands() -> list[Command]:
+    """Every command, in the table's order (building the parser needs each one's arguments)."""
+    return [COMMAND_TABLE.load(name) for name in COMMAND_TABLE]
 
 
 def build_parser() -> _Parser:
@@ -36,7 +54,7 @@ def build_parser() -> _Parser:
                                                  "layouts with a declarative YAML spec.")
     parser.add_argument("--version", action="version", version=f"mapspec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for c in COMMANDS:
+    for c in commands():
         p = sub.add_parser(c.name, help=c.help)
         c.add_arguments(p)
         p.set_defaults(func=c.run, **({"output_required": True} if c.output_required else {}))

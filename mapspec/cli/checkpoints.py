@@ -181,7 +181,5 @@ def _add_diff(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-COMMANDS = [
-    Command("inspect", "list a checkpoint's (or template's) tensors", _add_inspect, cmd_inspect),
-    Command("diff", "compare two checkpoints tensor by tensor (exit 1 if they differ)", _add_diff, cmd_diff),
-]
+INSPECT = Command("inspect", "list a checkpoint's (or template's) tensors", _add_inspect, cmd_inspect)
+DIFF = Command("diff", "compare two checkpoints tensor by tensor (exit 1 if they differ)", _add_diff, cmd_diff)

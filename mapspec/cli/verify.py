@@ -123,7 +123,5 @@ def _add_verify(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-COMMANDS = [
-    Command("verify", "prove a conversion: run the original and the converted model and compare",
-            _add_verify, cmd_verify),
-]
+VERIFY = Command("verify", "prove a conversion: run the original and the converted model and compare",
+                 _add_verify, cmd_verify)

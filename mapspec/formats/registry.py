@@ -6,10 +6,10 @@ needs the table (:mod:`.sharded`) imports it from here, never from the package.
 
 from __future__ import annotations
 
-import importlib
 from typing import NamedTuple, Optional
 
-from ..errors import MapspecError, MissingDependency
+from ..errors import MapspecError
+from ..registry import LazyTable
 
 
 class FormatEntry(NamedTuple):
@@ -19,7 +19,7 @@ class FormatEntry(NamedTuple):
     has_data: bool = True
 
 
-FORMATS: dict[str, FormatEntry] = {
+_FORMATS: dict[str, FormatEntry] = {
     "safetensors": FormatEntry("mapspec.formats.safetensors", (".safetensors",), "safetensors file"),
     "npz": FormatEntry("mapspec.formats.npz", (".npz",), "numpy .npz archive"),
     "torch": FormatEntry("mapspec.formats.torch", (".pt", ".pth", ".bin", ".ckpt", ".tar"),
@@ -48,6 +48,7 @@ FORMATS: dict[str, FormatEntry] = {
 # template net.prototxt).
 ALIASES = {"pytorch": "torch", "pth": "torch", "numpy": "npz", "caffemodel": "caffe", "h5": "keras",
            "hdf5": "keras"}
+FORMATS = LazyTable("format", _FORMATS, ALIASES)
 
 # Formats of one family: a spec naming the first may write a file whose suffix names another
 # (``target: {format: keras}`` with a ``.keras`` output writes a Keras 3 archive).
@@ -56,22 +57,11 @@ FAMILIES = {"keras": ("keras-archive",)}
 
 def module(name: str):
     """The module implementing format ``name`` (imported on first use)."""
-    entry = FORMATS.get(ALIASES.get(name, name))
-    if entry is None:
-        raise MapspecError(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}")
-    try:
-        return importlib.import_module(entry.module)
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("mapspec"):
-            raise MapspecError(f"format {name!r} is not available in this build of mapspec") from None
-        raise MissingDependency(e.name or "", f"format {name!r}") from None
+    return FORMATS.load(name)
 
 
 def canonical(name: str) -> str:
-    key = ALIASES.get(name, name)
-    if key not in FORMATS:
-        raise MapspecError(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}")
-    return key
+    return FORMATS.canonical(name)
 
 
 def by_suffix(path) -> Optional[str]:

@@ -13,21 +13,13 @@ net is understood one way.  Each framework is a subpackage registered in :data:`
 
 from __future__ import annotations
 
-import importlib
+from ..registry import LazyTable
 
-from ..errors import MapspecError
-
-FRAMEWORKS = {
+FRAMEWORKS = LazyTable("framework", {
     "caffe": "mapspec.graphs.caffe",
     "mxnet": "mapspec.graphs.mxnet",
-}
-
-
-def framework(name: str):
-    """The package holding framework ``name``'s graph knowledge (imported on first use)."""
-    if name not in FRAMEWORKS:
-        raise MapspecError(f"unknown framework {name!r} (known: {', '.join(sorted(FRAMEWORKS))})")
-    return importlib.import_module(FRAMEWORKS[name])
+})
+framework = FRAMEWORKS.load  # the package holding a framework's graph knowledge (imported on first use)
 
 
 __all__ = ["FRAMEWORKS", "framework"]
