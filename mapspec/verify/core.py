@@ -15,7 +15,6 @@ from typing import Optional
 import numpy as np
 
 from ..errors import MapspecError, escape
-from ..paths import checkpoint_dir
 from ..progress import no_bar
 from . import inputs as I
 from .preprocess import from_side
@@ -25,6 +24,7 @@ from .layers import (LayerResult, candidates, compare_layers, derive_layers, exp
 from .rotary import expected as expected_rotary
 from .metrics import ATOL, COSINE, LAYER_REL_TOL, Comparison, compare
 from .runners import Runner, RunError, Side, make_runner
+from .runners.choice import Evidence, choose
 
 
 @dataclass
@@ -138,19 +138,6 @@ def _verify(source_runner, target_runner, x, atol, cosine, pairs, input_desc, la
     return v
 
 
-def _infer_kind(name: str, fmt: Optional[str], model, config, graph, weights: str) -> str:
-    """How to run a side the spec's verify: section does not describe."""
-    if model:
-        return "model"
-    if config or (weights and os.path.isfile(os.path.join(checkpoint_dir(weights), "config.json"))):
-        return "transformers"
-    if fmt == "onnx" or (fmt in ("caffe", "mxnet") and (graph or fmt == "mxnet")):
-        return fmt
-    raise MapspecError(f"the spec has no 'verify:' section and nothing says how to run the {name}: pass "
-                       f"--{name}-model (a factory module:function), --{name}-config (a transformers config.json) "
-                       f"or --{name}-graph (a Caffe/MXNet graph)")
-
-
 def _side(name: str, cfg: Optional[dict], spec, weights: str, fmt: Optional[str], graph, model, config,
           vars_: dict) -> Side:
     cfg = cfg or {}
@@ -160,16 +147,11 @@ def _side(name: str, cfg: Optional[dict], spec, weights: str, fmt: Optional[str]
         v = cfg.get(key)
         return os.path.join(spec_dir, v) if v and spec_dir else v
 
-    if config:  # a config.json on the command line: run this side as a transformers model, whatever the spec says
-        kind = "transformers"
-    elif model and not cfg.get("run"):
-        kind = "model"
-    else:
-        kind = cfg.get("run")
+    flags = frozenset(k for k, v in (("config", config), ("model", model), ("graph", graph)) if v)
     graph = graph or spec_path("graph")
     config = config or spec_path("config")
-    if kind is None:
-        kind = _infer_kind(name, fmt, model, config, graph, weights)
+    given = frozenset(k for k, v in (("config", config), ("model", model), ("graph", graph)) if v)
+    kind = choose(Evidence(name, weights, fmt, cfg.get("run"), given, flags, bool(graph)))
     inp = cfg.get("input")
     return Side(name=name, kind=kind, weights=weights, weights_format=fmt,
                 graph=graph, model=model or cfg.get("model"), model_from_cli=bool(model), config=config,

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("name", sorted(RUNNERS))
 def test_each_runner_is_a_module_with_build(name):
     try:
-        mod = importlib.import_module(RUNNERS[name])
+        mod = importlib.import_module(RUNNERS[name].module)
     except ModuleNotFoundError as e:
         pytest.skip(f"{name} needs {e.name}")
     assert callable(mod.build)
