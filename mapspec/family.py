@@ -107,10 +107,6 @@ def families() -> list[Family]:
     return out
 
 
-def generic_names() -> set:
-    return {f.generic for f in families()}
-
-
 def resolve(name, source) -> str:
     """``name`` itself, unless it is a generic name (no file of that name, no shipped spec of that name):
     then the shipped spec of the source's family."""
