@@ -19,8 +19,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mapspec"
 
 # Bottom first.  Each entry: module name prefixes (without "mapspec.").
 LAYERS = [
-    # ground floor: errors, files and paths, dtype names, packaged resources
-    ("errors", "files", "durable", "paths", "dtypes", "resources"),
+    # ground floor: errors, the lazy-registry helper, files and paths, dtype names, packaged resources
+    ("errors", "registry", "files", "durable", "paths", "dtypes", "resources"),
     # numbers: exact arithmetic, ggml block layouts, kernels, quantization
     ("numeric", "ggml", "kernels", "quant"),
     # the spec language (YAML with places, expressions, conditions, patterns) and template builtins
