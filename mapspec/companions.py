@@ -34,7 +34,7 @@ import os
 import tempfile
 from typing import Callable, Optional
 
-from .errors import MapspecError
+from .errors import MapspecError, MissingDependency
 
 MAX_COPY_BYTES = 1 << 30  # a tokenizer.json is a few MB; a companion is never a weights file
 # torch's names of mapspec's dtype names (what transformers writes as config.json's "dtype")
@@ -117,8 +117,8 @@ def gguf_tokenizer_files(path: str) -> dict:
     try:
         import transformers
     except ImportError:
-        raise MapspecError(f"{path}: making the tokenizer files from a GGUF needs transformers and gguf (pip "
-                           f"install transformers gguf), or pass --no-tokenizer") from None
+        raise MissingDependency("transformers", f"{path}: making the tokenizer files from a GGUF",
+                                "pass --no-tokenizer") from None
     folder, name = os.path.split(os.path.abspath(path))
     try:
         tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)

@@ -162,17 +162,18 @@ OPTIONAL_PACKAGES = {
     "transformers": ("Hugging Face transformers", "transformers"),
     "onnx": ("ONNX", "onnx"),
     "onnxruntime": ("ONNX Runtime", "onnxruntime"),
+    "gguf": ("gguf-py", "gguf"),
 }
 
 
 class MissingDependency(MapspecError):
     """Something the user asked for needs a package that is not installed: one line with the install command."""
 
-    def __init__(self, package: str, what: str):
+    def __init__(self, package: str, what: str, instead: str = ""):
         top = package.split(".")[0]
         label, requirement = OPTIONAL_PACKAGES.get(top, (top, top))
         super().__init__(f"{what} needs {label}, which is not installed here; install it with: "
-                         f"pip install {requirement}")
+                         f"pip install {requirement}" + (f", or {instead}" if instead else ""))
         self.package = top
 
 

@@ -59,3 +59,25 @@ def test_internal_errors_keep_their_messages_and_value_error_base():
         assert str(e) == e.args[0] == e.message
     m = AmbiguousMatch("a.b", {"i": "1"}, {"i": "2"})
     assert str(m).startswith("'a.b' matches in more than one way: ")
+
+
+def test_a_missing_optional_package_is_one_error_type_with_the_pip_line(monkeypatch, tmp_path):
+    """The image input and the GGUF tokenizer files each said it their own way (a plain MapspecError)."""
+    import sys
+
+    from mapspec.companions import gguf_tokenizer_files
+    from mapspec.verify.inputs import load_input
+
+    image = tmp_path / "x.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(errors.MissingDependency) as e:
+        load_input(str(image), (1, 3, 4, 4), (0.0, 1.0))
+    assert str(e.value) == ("reading an image input needs Pillow, which is not installed here; install it with: "
+                            "pip install pillow, or pass a .npy array")
+    with pytest.raises(errors.MissingDependency) as e:
+        gguf_tokenizer_files(str(tmp_path / "m.gguf"))
+    assert str(e.value) == (f"{tmp_path / 'm.gguf'}: making the tokenizer files from a GGUF needs Hugging Face "
+                            f"transformers, which is not installed here; install it with: pip install transformers, "
+                            f"or pass --no-tokenizer")

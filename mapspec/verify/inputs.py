@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import MapspecError
+from ..errors import MapspecError, MissingDependency
 
 MAX_INPUT_VALUES = 1 << 26      # 64 Mi values (256 MiB of float32): far beyond any verify input
 MAX_IMAGE_PIXELS = 1 << 26      # checked before an image is decoded
@@ -151,7 +151,7 @@ def _load_image(source: str, shape: tuple, value_range) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:
-        raise MapspecError("reading an image input needs Pillow: pip install pillow (or pass a .npy array)") from None
+        raise MissingDependency("PIL", "reading an image input", "pass a .npy array") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

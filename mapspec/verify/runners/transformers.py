@@ -18,7 +18,7 @@ import json
 import os
 from collections import OrderedDict
 
-from ...errors import MapspecError
+from ...errors import MapspecError, MissingDependency
 from ...paths import checkpoint_dir
 from .base import Side
 from .torch import TorchRunner, _first_tensor
@@ -107,8 +107,7 @@ def _gguf(path: str, model=None):
         with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar would interleave with the report
             return load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
     except ImportError as e:
-        raise MapspecError(f"{path}: transformers reads a GGUF file with the gguf package; install it "
-                           f"(pip install gguf): {e}") from None
+        raise MissingDependency(e.name or "gguf", f"{path}: transformers' reading of a GGUF file") from None
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise MapspecError(f"{path}: transformers cannot load this GGUF file: {type(e).__name__}: {e}") from None
 
