@@ -206,7 +206,7 @@ def _add_apply(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true")
 
 
-PLAN = Command("plan",
-               "dry run: what apply would do, from metadata only, with the coverage verdict", _add_plan, cmd_plan)
+PLAN = Command("plan", "dry run: what apply would do, from metadata only, with the coverage verdict",
+               _add_plan, cmd_plan)
 APPLY = Command("apply", "convert: plan, check, and write the output atomically",
                 _add_apply, cmd_apply, output_required=True)

@@ -175,13 +175,13 @@ def _add_transforms(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown", action="store_true", help="the transform table as markdown (the manual's reference)")
 
 
-VALIDATE = Command("validate",
-                   "check specs (schema and semantics) without reading any data", _add_validate, cmd_validate)
+VALIDATE = Command("validate", "check specs (schema and semantics) without reading any data",
+                   _add_validate, cmd_validate)
 INVERT = Command("invert", "write the reverse of a spec (target -> source) from each transform's inverse",
                  _add_invert, cmd_invert)
 DRAFT = Command("draft", "propose a spec from a source checkpoint and a target template", _add_draft, cmd_draft)
 SPECS = Command("specs", "list the shipped specs", _add_specs, cmd_specs)
-FORMATS = Command("formats",
-                  "list the formats: suffixes, read/write, reader and writer options", _add_formats, cmd_formats)
+FORMATS = Command("formats", "list the formats: suffixes, read/write, reader and writer options",
+                  _add_formats, cmd_formats)
 TRANSFORMS = Command("transforms", "list the transforms with their arguments (or describe one)",
                      _add_transforms, cmd_transforms)

@@ -103,7 +103,7 @@ def _add_graph(p: argparse.ArgumentParser) -> None:
 
 FOLD_BN = Command("fold-bn", "fold Convolution -> BatchNorm -> Scale chains of a Caffe net for deployment",
                   _add_fold_bn, cmd_fold_bn, output_required=True)
-EXAMPLE = Command("example",
-                  "make a model, convert it with a shipped spec and verify the result", _add_example, cmd_example)
+EXAMPLE = Command("example", "make a model, convert it with a shipped spec and verify the result",
+                  _add_example, cmd_example)
 GRAPH = Command("graph", "convert a network graph: MXNet -symbol.json <-> Caffe .prototxt", _add_graph, cmd_graph,
                 output_required=True)
