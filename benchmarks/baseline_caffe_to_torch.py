@@ -9,7 +9,7 @@ names to torchvision's), so both produce the same file contents.
 
     python benchmarks/baseline_caffe_to_torch.py IN.caffemodel OUT.pth
 
-Protobuf here is mapspec's runtime ``caffe.proto`` subset (``mapspec.graphs.caffe.schema``),
+Protobuf here is mapspec's runtime ``caffe.proto`` subset (``mapspec.frameworks.caffe.schema``),
 which is what a user without Caffe would use too.
 """
 
@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import torch
 
-from mapspec.graphs.caffe import schema
+from mapspec.frameworks.caffe import schema
 
 VGG16_BASE = {1: 0, 2: 5, 3: 10, 4: 17, 5: 24}
 

@@ -126,7 +126,7 @@ def _string(field: int, text: str) -> bytes:
 
 def _layer_params(layer: LayerSpec) -> bytes:
     """The non-blob part of a LayerParameter, through the runtime caffe.proto classes."""
-    from mapspec.graphs.caffe import schema
+    from mapspec.frameworks.caffe import schema
 
     msg = schema.LayerParameter()
     msg.name, msg.type = layer.name, layer.type

@@ -67,8 +67,8 @@ def convert(model_dir, out, *args, pre: tuple = (), hparams: dict | None = None)
     src = converter_src()
     import json
 
-    text = json.load(open(os.path.join(os.path.dirname(__file__), "..", "mapspec", "formats",
-                                       "gguf_pretokenizers.json"), encoding="utf-8"))["check_text"]
+    text = json.load(open(os.path.join(os.path.dirname(__file__), "..", "mapspec", "frameworks",
+                                       "gguf", "pretokenizers.json"), encoding="utf-8"))["check_text"]
     wrapper = _WRAPPER.replace("'''{text}'''", repr(text))
     argv = [sys.executable, "-c", wrapper, src, *(pre or ("-", "-")), json.dumps(hparams or {}), str(model_dir),
             "--outfile", str(out), *args]

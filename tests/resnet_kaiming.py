@@ -145,7 +145,7 @@ def torch_template(path: Path, width: int = 64, classes: int = 1000, depth: int 
 
 
 def caffe_output(proto: Path, weights, x: np.ndarray, classes: int = 1000) -> np.ndarray:
-    from mapspec.executors.caffe import CaffeExecutor
+    from mapspec.frameworks.caffe.executor import CaffeExecutor
 
     return CaffeExecutor(str(proto), weights).run({"data": x}, outputs=[f"fc{classes}"])[f"fc{classes}"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mapspec
-from mapspec.graphs.caffe import schema
+from mapspec.frameworks.caffe import schema
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"

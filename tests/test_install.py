@@ -150,9 +150,9 @@ def test_torch_needing_commands_refuse_in_one_line(installed):
 
 
 def test_wheel_carries_the_caffe_schema(installed):
-    """caffe.proto is package data that mapspec.graphs.caffe.schema reads at import time."""
+    """caffe.proto is package data that mapspec.frameworks.caffe.schema reads at import time."""
     with zipfile.ZipFile(installed["wheel"]) as z:
-        assert "mapspec/graphs/caffe/caffe.proto" in z.namelist()
-    r = _run([installed["python"], "-c", "from mapspec.graphs.caffe import schema; "
+        assert "mapspec/frameworks/caffe/caffe.proto" in z.namelist()
+    r = _run([installed["python"], "-c", "from mapspec.frameworks.caffe import schema; "
               "print(schema.message_class('FillerParameter')().type)"], cwd=installed["work"])
     assert r.stdout.strip() == "constant"

@@ -21,18 +21,19 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mapspec"
 LAYERS = [
     # ground floor: errors, the lazy-registry helper, files and paths, dtype names, packaged resources
     ("errors", "registry", "files", "durable", "paths", "dtypes", "resources"),
-    # numbers: exact arithmetic, ggml block layouts, kernels, quantization
-    ("numeric", "ggml", "kernels", "quant"),
+    # numbers: exact arithmetic, kernels; GGUF's knowledge (ggml block layouts, quantization, llama.cpp's tables)
+    ("numeric", "kernels", "frameworks.gguf"),
     # the spec language (YAML with places, expressions, conditions, patterns) and template builtins
     ("language.yamlsafe", "language.expr", "language.conditions", "language.pattern", "generators", "metadata"),
     # transforms and what is computed from their table
     ("transforms", "rawblocks", "coverage", "stacking"),
-    # network graphs (Caffe, MXNet) as data
-    ("graphs.caffe", "graphs.mxnet"),
+    # the frameworks table and the network graphs (Caffe, MXNet) as data, with BN-chain folding
+    ("frameworks", "frameworks.caffe", "frameworks.mxnet"),
     # checkpoint formats
     ("formats",),
-    # models for verify and the examples; executors that run graphs on numpy
-    ("models", "executors"),
+    # models for verify and the examples; executors that run graphs with torch (they take a formats Reader)
+    ("models", "frameworks.executor_base", "frameworks.caffe.executor", "frameworks.caffe.ops",
+     "frameworks.mxnet.executor", "frameworks.mxnet.exec_ops"),
     # the spec loader (checks names against the format, transform, runner and model tables)
     ("language", "options", "family"),
     # the engine (engine.steps, what a plan is made of, is imported by outtype, which engine.execute calls)
@@ -40,8 +41,8 @@ LAYERS = [
     ("engine", "outtype", "companions", "parallel", "guard", "progress", "invert", "inverse_tables", "catalog"),
     # verification (runs both sides, compares)
     ("verify",),
-    # tools on top: BN folding, spec drafting, examples, graph conversion
-    ("foldbn", "draft", "example", "graphs.convert", "graphs"),
+    # tools on top: spec drafting, examples, graph conversion between frameworks
+    ("draft", "example", "frameworks.convert"),
     # the command line and the public API
     ("cli", "docgen", "__main__", ""),
 ]

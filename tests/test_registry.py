@@ -13,7 +13,7 @@ from mapspec.cli import COMMAND_TABLE
 from mapspec.cli.flags import Command
 from mapspec.errors import MapspecError, MissingDependency
 from mapspec.formats.registry import FORMATS
-from mapspec.graphs import FRAMEWORKS
+from mapspec.frameworks import FRAMEWORKS
 from mapspec.language.runners import RUNNERS
 from mapspec.registry import LazyTable, UnknownName
 

@@ -298,7 +298,7 @@ def test_conversion_memory_stays_near_the_largest_tensor(tmp_path):
 def test_caffe_writer_streams_views_in_little_endian_pieces(tmp_path, monkeypatch):
     """A transposed, big-endian view goes out in bounded pieces; protobuf's decoder reads the values."""
     from mapspec.formats import caffe
-    from mapspec.graphs.caffe import schema
+    from mapspec.frameworks.caffe import schema
 
     monkeypatch.setattr(caffe, "_CHUNK", 256)
     w = np.arange(3 * 4 * 5 * 6, dtype=">f4").reshape(3, 4, 5, 6).transpose(2, 3, 1, 0)

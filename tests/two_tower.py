@@ -124,7 +124,7 @@ def torch_template(path: Path, **kw) -> Path:
 
 
 def caffe_output(proto: Path, weights: dict, x: np.ndarray) -> np.ndarray:
-    from mapspec.executors.caffe import CaffeExecutor
+    from mapspec.frameworks.caffe.executor import CaffeExecutor
 
     return CaffeExecutor(str(proto), weights).run({"data": x}, outputs=["fc"])["fc"]
 

@@ -42,7 +42,7 @@ def chkhsh(path) -> str:
     table's check text)."""
     from tokenizers import Tokenizer
 
-    table = os.path.join(os.path.dirname(__file__), "..", "mapspec", "formats", "gguf_pretokenizers.json")
+    table = os.path.join(os.path.dirname(__file__), "..", "mapspec", "frameworks", "gguf", "pretokenizers.json")
     text = json.load(open(table, encoding="utf-8"))["check_text"]
     ids = Tokenizer.from_file(os.path.join(path, "tokenizer.json")).encode(text).ids
     return hashlib.sha256(str(ids).encode()).hexdigest()

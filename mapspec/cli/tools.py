@@ -10,7 +10,7 @@ from .flags import Command, _add_force, _add_output, _add_progress
 
 
 def cmd_fold_bn(args, out: TextIO, err: TextIO) -> int:
-    from ..foldbn import fold_bn
+    from .foldbn import fold_bn
     from ..progress import plan_progress
 
     prefix = args.output
@@ -51,7 +51,7 @@ def cmd_example(args, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_graph(args, out: TextIO, err: TextIO) -> int:
-    from ..graphs.convert.command import graph
+    from ..frameworks.convert.command import graph
 
     conv = graph(args.source, args.to, args.output, input_shape=args.input_shape, emit_spec=args.emit_spec,
                  force=args.force)

@@ -8,7 +8,7 @@ copy, and there is no 64 MB protobuf limit.  Blob values are numpy views over th
 repeated values (legal protobuf, rare) are gathered on read.  Each layer's name and
 type are read off the wire during the walk; the rest of its small non-blob part
 (bottoms, tops, parameters) is decoded with the schema subset of
-:mod:`mapspec.graphs.caffe.schema` when ``attrs``/``layers``/``net`` first need it.
+:mod:`mapspec.frameworks.caffe.schema` when ``attrs``/``layers``/``net`` first need it.
 :data:`MAX_LAYERS` and :data:`MAX_TENSORS` bound the bookkeeping a crafted file can
 cause.  Both the current ``layer`` list (NetParameter field
 100) and the legacy V1 ``layers`` (field 2, enum types) are read; V1 layers are
@@ -55,9 +55,9 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 
 from ..errors import FormatError, MapspecError
-from ..graphs.caffe import layers as cl
-from ..graphs.caffe import net as caffe_net
-from ..graphs.caffe import schema
+from ..frameworks.caffe import layers as cl
+from ..frameworks.caffe import net as caffe_net
+from ..frameworks.caffe import schema
 from ..files import MappedFile
 from .base import Reader, TensorInfo, Writer, save_with
 from .chunks import c_order_chunks
@@ -382,7 +382,7 @@ class CaffeReader(Reader):
 
     def attrs(self, node: str) -> dict:
         """The layer's ``type``, ``bottom``, ``top`` and parameters with Caffe's defaults
-        (:func:`~mapspec.graphs.caffe.layers.layer_attrs`); fields unknown to mapspec's schema
+        (:func:`~mapspec.frameworks.caffe.layers.layer_attrs`); fields unknown to mapspec's schema
         are listed by number under ``unknown_fields`` (e.g. ``["pooling_param.#20"]``)."""
         if self._index is None:
             self._index = {}
@@ -592,7 +592,7 @@ _TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
 
 def load_template(source) -> tuple:
     """(blob-free ``NetParameter``, unknown fields, path) of a net given as a ``.caffemodel`` path (its
-    structure) or anything :func:`mapspec.graphs.caffe.net.load` takes (a prototxt path or text, a reader
+    structure) or anything :func:`mapspec.frameworks.caffe.net.load` takes (a prototxt path or text, a reader
     with ``net()``, a ``NetParameter``)."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)

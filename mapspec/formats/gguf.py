@@ -50,10 +50,10 @@ from ..errors import FormatError, MapspecError
 from ..kernels import copy_range
 from ..files import MappedFile, check_shape, create_file, read_head
 from .base import PositionalWriter, Reader, TensorInfo, announced_dtype, save_with
-from ..ggml import BY_DTYPE, BY_NAME, TYPES
-from ..quant import DEQUANTIZE
-from ..quant import dequantize as dequantize_blocks
-from ..quant import encode
+from ..frameworks.gguf.ggml import BY_DTYPE, BY_NAME, TYPES
+from ..frameworks.gguf.quant import DEQUANTIZE
+from ..frameworks.gguf.quant import dequantize as dequantize_blocks
+from ..frameworks.gguf.quant import encode
 from . import gguf_outtype
 from .chunks import c_order_chunks
 
@@ -66,7 +66,7 @@ MAX_NAME = 63  # GGML_MAX_NAME is 64 bytes with the terminating zero
 MAX_DEPTH = 4  # nesting of arrays in metadata values
 
 
-# ggml types: one table for reader, writer, dequantize and the quantizers (mapspec/ggml.py)
+# ggml types: one table for reader, writer, dequantize and the quantizers (mapspec/frameworks/gguf/ggml.py)
 WRITE_DTYPES = tuple(BY_DTYPE) + ("uint8",)  # uint8: raw blocks of a quantized type (see meta)
 RAW_BLOCKS = True  # records the ggml type of raw quantized blocks (mapspec.rawblocks)
 

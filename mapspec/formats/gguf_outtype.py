@@ -2,7 +2,7 @@
 ``convert_hf_to_gguf.py`` chooses it (its write path in ``conversion/base.py``).
 
 The choice is data: the first rule of :data:`KEEP_F32` that matches a tensor keeps it in F32;
-every other tensor takes the outtype's weight type (:data:`mapspec.ggml.FILE_TYPES`), or
+every other tensor takes the outtype's weight type (:data:`mapspec.frameworks.gguf.ggml.FILE_TYPES`), or
 :data:`FALLBACK` when its rows are not whole blocks of that type.  ``auto`` is the source's
 half-precision type (:func:`auto`).  The converter itself offers f32, f16, bf16 and q8_0;
 q4_0, q4_1, q5_0 and q5_1 follow the same rules with their own type (as llama.cpp's
@@ -17,7 +17,7 @@ from typing import Iterable, Optional
 
 from .. import dtypes
 from ..errors import MapspecError
-from ..ggml import FILE_TYPES, QUANT_VERSION, by_name
+from ..frameworks.gguf.ggml import FILE_TYPES, QUANT_VERSION, by_name
 
 CHOICES = tuple(FILE_TYPES) + ("auto",)
 

@@ -33,7 +33,7 @@ from typing import Optional
 
 from ..errors import MapspecError, MissingDependency
 
-TABLE_FILE = os.path.join(os.path.dirname(__file__), "gguf_pretokenizers.json")
+TABLE_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "frameworks", "gguf", "pretokenizers.json")
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 MAX_JSON_BYTES = 256 << 20
 

@@ -26,7 +26,7 @@ The writer puts the prefix back, deciding per tensor, first rule that applies:
 
 1. a name that already starts with ``arg:``/``aux:`` keeps it;
 2. ``info.meta["prefix"]`` when it is "arg" or "aux" (a tensor read from a .params);
-3. with ``template`` (a ``-symbol.json`` path, a :class:`~mapspec.graphs.mxnet.graph.Graph`
+3. with ``template`` (a ``-symbol.json`` path, a :class:`~mapspec.frameworks.mxnet.graph.Graph`
    or a symbol reader): "aux" for the symbol's auxiliary states, "arg" for its other variables;
 4. the name: ``..._moving_mean``/``..._moving_var`` (and Gluon's ``_running_mean``/``_running_var``)
    are "aux", everything else "arg".
@@ -284,12 +284,12 @@ class ParamsReader(Reader):
 
     @property
     def symbol(self):
-        """The symbol :class:`~mapspec.graphs.mxnet.graph.Graph` (None without one)."""
+        """The symbol :class:`~mapspec.frameworks.mxnet.graph.Graph` (None without one)."""
         if self._symbol is None:
             path = self.symbol_path()
             if path is None:
                 return None
-            from ..graphs.mxnet.graph import load_symbol  # noqa: PLC0415 - only when attributes are asked for
+            from ..frameworks.mxnet.graph import load_symbol  # noqa: PLC0415 - only when attributes are asked for
             if not Path(path).is_file():
                 raise FormatError(path, "no such symbol file (given as symbol= for "
                                   f"{self.path})")
@@ -318,7 +318,7 @@ def _template_aux(template) -> tuple:
     """(aux names, arg names) of a template: a symbol path, a Graph, or a reader with prefix metadata."""
     if template is None:
         return None, None
-    from ..graphs.mxnet.graph import Graph, load_symbol  # noqa: PLC0415
+    from ..frameworks.mxnet.graph import Graph, load_symbol  # noqa: PLC0415
     from .mxnet_symbol import SymbolReader  # noqa: PLC0415
     if isinstance(template, (str, Path)):
         graph = load_symbol(template)

@@ -9,8 +9,8 @@ Without any of these, ``infos()`` raises a :class:`FormatError` that says so;
 inputs explicitly.
 
 What a symbol is (parsing, variable roles, shape inference) lives in
-:mod:`mapspec.graphs.mxnet.graph`; the ops, their typed attributes and MXNet's defaults
-in :mod:`mapspec.graphs.mxnet.ops`.
+:mod:`mapspec.frameworks.mxnet.graph`; the ops, their typed attributes and MXNet's defaults
+in :mod:`mapspec.frameworks.mxnet.ops`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from ..errors import FormatError, MapspecError
-from ..graphs.mxnet.graph import Graph, dfs_order, infer_node_shapes, load_symbol, resolve_input_shapes
+from ..frameworks.mxnet.graph import Graph, dfs_order, infer_node_shapes, load_symbol, resolve_input_shapes
 from .base import Reader, TensorInfo, shapes_option
 
 NAME = "mxnet-symbol"

@@ -3,14 +3,14 @@
 The reader (``open(path, input_shape=None, input_shapes=None)``) is a template
 (``has_data = False``): one tensor ``layer[k]`` per parameter blob, in layer order, dtype
 float32, meta ``{"layer", "type", "blob"}``, with the shapes that
-:func:`mapspec.graphs.caffe.net.infer` finds by propagating the input shape through the
+:func:`mapspec.frameworks.caffe.net.infer` finds by propagating the input shape through the
 net in Caffe's TEST phase.  The net input comes from ``input`` + ``input_shape``/``input_dim``,
 or from ``Input`` layers; ``input_shape=[1, 3, 224, 224]`` sets it for a net with one input,
 ``input_shapes={"data": [...]}`` by name.  The source may also be prototxt text, a
 ``NetParameter``, a reader with ``net()`` or a ``.caffemodel`` path (its structure).
 
-Loading, dumping and shape inference live in :mod:`mapspec.graphs.caffe.net`, the layer
-rules in :mod:`mapspec.graphs.caffe.layers`.
+Loading, dumping and shape inference live in :mod:`mapspec.frameworks.caffe.net`, the layer
+rules in :mod:`mapspec.frameworks.caffe.layers`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Optional
 
 from ..errors import FormatError, MapspecError
-from ..graphs.caffe import layers as cl
-from ..graphs.caffe import schema
-from ..graphs.caffe.net import NetShapes, declared_inputs, infer
+from ..frameworks.caffe import layers as cl
+from ..frameworks.caffe import schema
+from ..frameworks.caffe.net import NetShapes, declared_inputs, infer
 from .base import Reader, TensorInfo, shapes_option
 from .caffe import load_template
 

@@ -2,16 +2,16 @@
 
 The input is what the GGUF reader hands out for a quantized tensor: ``uint8`` of shape
 ``(*rows, bytes_per_row)``; the output is float32 of shape ``(*rows, values_per_row)``.
-The block layouts and kernels live in :mod:`mapspec.quant` (checked against gguf-py's
-``gguf.quants.dequantize`` in the tests); the sizes in :mod:`mapspec.ggml`.
+The block layouts and kernels live in :mod:`mapspec.frameworks.gguf.quant` (checked against gguf-py's
+``gguf.quants.dequantize`` in the tests); the sizes in :mod:`mapspec.frameworks.gguf.ggml`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .. import quant
-from ..ggml import by_name
+from ..frameworks.gguf import quant
+from ..frameworks.gguf.ggml import by_name
 from .registry import Arg, Meta, TransformError, transform
 
 # type -> (values per block, bytes per block), for the types mapspec can dequantize

@@ -14,8 +14,8 @@ from mapspec.errors import FormatError, MapspecError
 from mapspec.formats import caffe, detect, open_checkpoint
 from mapspec.formats import prototxt as pt
 from mapspec.formats.base import TensorInfo
-from mapspec.graphs.caffe import net as cn
-from mapspec.graphs.caffe import schema
+from mapspec.frameworks.caffe import net as cn
+from mapspec.frameworks.caffe import schema
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "caffe"
 MFN = "mobilefacenet-caffe-thirdparty/mxnet2caffe_mobilefacenet"

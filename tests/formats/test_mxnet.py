@@ -18,7 +18,7 @@ from mapspec.errors import FormatError, MapspecError
 from mapspec.formats import TensorInfo, detect, open_checkpoint
 from mapspec.formats import mxnet as mxp
 from mapspec.formats import mxnet_symbol as ms
-from mapspec.graphs.mxnet import graph as mxg
+from mapspec.frameworks.mxnet import graph as mxg
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "mxnet"
 MFN = "mobilefacenet-mxnet/model_mobilefacenet"

@@ -9,7 +9,7 @@ from conftest import fixture_file
 from mapspec.errors import FormatError, MapspecError
 from mapspec.formats import open_checkpoint
 from mapspec.formats import mxnet_symbol as ms
-from mapspec.graphs.mxnet import graph as mxg
+from mapspec.frameworks.mxnet import graph as mxg
 
 MFN_SYMBOL = "mobilefacenet-mxnet/model_mobilefacenet-symbol.json"
 

@@ -11,7 +11,7 @@ from conftest import fixture_file
 from mapspec.errors import FormatError, MapspecError
 from mapspec.formats import open_checkpoint
 from mapspec.formats import prototxt as pt
-from mapspec.graphs.caffe import net as cn
+from mapspec.frameworks.caffe import net as cn
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "caffe"
 

@@ -325,7 +325,7 @@ def run_atheris(target: Target, argv: list, seed: int) -> None:
 
             module(target.format)
             if target.format == "mxnet":
-                import mapspec.graphs.mxnet.graph  # noqa: F401 - loaded lazily for attrs
+                import mapspec.frameworks.mxnet.graph  # noqa: F401 - loaded lazily for attrs
     seed_paths = seeds.build(target.name, corpus_dir)  # after instrumenting: the writers import mapspec
     corpus = [p.read_bytes() for p in seed_paths]
     harness.warm_up(target, work, seed_paths[0])

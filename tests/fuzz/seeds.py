@@ -224,7 +224,7 @@ def mxnet_symbol(d: Path) -> list:
 
 def caffe(d: Path) -> list:
     from mapspec.formats import open_checkpoint
-    from mapspec.graphs.caffe.schema import message_class
+    from mapspec.frameworks.caffe.schema import message_class
 
     out = []
     for proto in ("tiny_net.prototxt", "tiny_v1.prototxt"):

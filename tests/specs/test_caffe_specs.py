@@ -236,8 +236,8 @@ def test_mobilefacenet_matches_the_third_party_caffe_layout():
 def test_third_party_prototxt_filled_with_params_matches_mxnet(tmp_path):
     """The fixture README's claim, with our executors: the MXNet2Caffe prototxt (no input normalisation
     layer), filled through the spec, computes MXNet's embedding on a normalised input."""
-    from mapspec.executors.caffe import CaffeExecutor
-    from mapspec.executors.mxnet import MXNetExecutor
+    from mapspec.frameworks.caffe.executor import CaffeExecutor
+    from mapspec.frameworks.mxnet.executor import MXNetExecutor
     from mapspec.verify import compare
 
     params = fixture_file(MFN)
@@ -292,7 +292,7 @@ layer { name: "bn2" type: "BatchNorm" bottom: "ip" top: "ip_bn" }
 
 def test_fold_bn_uses_each_layers_eps(tmp_path):
     """Seed 004's bug: a machine epsilon instead of the layer's own eps. Tiny variances make it visible."""
-    from mapspec.executors.caffe import CaffeExecutor
+    from mapspec.frameworks.caffe.executor import CaffeExecutor
 
     proto = tmp_path / "tiny.prototxt"
     proto.write_text(FOLD_NET)

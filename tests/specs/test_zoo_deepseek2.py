@@ -69,8 +69,8 @@ def chkhsh(folder) -> str:
     """llama.cpp's hash of the folder's tokenizer (its token ids for the check text), as its converter computes it."""
     from transformers import AutoTokenizer
 
-    text = json.load(open(os.path.join(os.path.dirname(L.__file__), "..", "mapspec", "formats",
-                                       "gguf_pretokenizers.json"), encoding="utf-8"))["check_text"]
+    text = json.load(open(os.path.join(os.path.dirname(L.__file__), "..", "mapspec", "frameworks",
+                                       "gguf", "pretokenizers.json"), encoding="utf-8"))["check_text"]
     return hashlib.sha256(str(AutoTokenizer.from_pretrained(folder).encode(text)).encode()).hexdigest()
 
 

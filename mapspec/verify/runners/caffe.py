@@ -7,7 +7,7 @@ from .executor import ExecutorRunner, open_weights
 
 
 def build(side: Side) -> ExecutorRunner:
-    from ...executors.caffe import CaffeExecutor
+    from ...frameworks.caffe.executor import CaffeExecutor
 
     reader = open_weights(side, ".prototxt")
     return ExecutorRunner("caffe", CaffeExecutor(side.graph, reader), side.input, side.output)

@@ -6,7 +6,7 @@ The graph defaults to the ``-symbol.json`` beside the ``.params`` (as the MXNet 
 from __future__ import annotations
 
 from ...formats import open_checkpoint
-from ...graphs.mxnet.ops import param_base_name
+from ...frameworks.mxnet.ops import param_base_name
 from .base import Side
 from .executor import ExecutorRunner, open_weights
 
@@ -17,7 +17,7 @@ class MXNetRunner(ExecutorRunner):
 
 
 def build(side: Side) -> MXNetRunner:
-    from ...executors.mxnet import MXNetExecutor
+    from ...frameworks.mxnet.executor import MXNetExecutor
 
     if not side.graph:
         with open_checkpoint(side.weights, format=side.weights_format) as r:
