@@ -15,15 +15,11 @@ cause.  Both the current ``layer`` list (NetParameter field
 presented in the new form.
 
 Tensors are named ``layer[k]`` (blob k of the layer named ``layer``) in file order, with
-meta ``{"layer": name, "type": type, "blob": k}``.  A blob's shape is its ``BlobShape``,
-or the legacy ``num/channels/height/width`` when any of those is present (kept 4-D, as
-Caffe does), following ``Blob::FromProto``.  ``attrs(layer)`` gives the layer's type,
+meta ``{"layer": name, "type": type, "blob": k}``.  What the fields, blob shapes and names
+mean (caffe.proto's field numbers, ``Blob::FromProto``'s shape rule, ``round_mode`` at
+field 13) is :mod:`mapspec.frameworks.caffe.blobs`.  ``attrs(layer)`` gives the layer's type,
 bottoms, tops and parameters with Caffe's defaults; fields the schema does not know (a
 fork's additions) are kept by protobuf and listed by number under ``unknown_fields``.
-In a binary file ``PoolingParameter`` field 13 is read as BVLC's ``round_mode``: forks
-that put a boolean ``ceil_mode`` at 13 (BVLC PR 3057, OpenCV's caffe.proto) cannot be
-told apart on the wire, and layer parameters stored in a caffemodel are informational
-anyway (Caffe takes the structure from the prototxt and only the blobs from here).
 
 Writing (``create(path, infos, template=None)``) streams a ``NetParameter``: every
 layer's length is computed from the announced shapes, so the length prefix, each blob's
@@ -49,7 +45,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import re
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -58,6 +53,10 @@ from ..errors import FormatError, MapspecError
 from ..frameworks.caffe import layers as cl
 from ..frameworks.caffe import net as caffe_net
 from ..frameworks.caffe import schema
+from ..frameworks.caffe.blobs import (BLOB_CHANNELS, BLOB_DATA, BLOB_DOUBLE_DATA, BLOB_HEIGHT, BLOB_NAME, BLOB_NUM,
+                                      BLOB_SHAPE, BLOB_WIDTH, LAYER_BLOBS, LAYER_NAME, LAYER_TYPE, NET_LAYER,
+                                      NET_LAYERS_V1, SHAPE_DIM, V1_BLOBS, V1_NAME, V1_TYPE, V1_TYPE_NAMES,
+                                      V1_V0_LAYER, VALUE_DTYPES, blob_free, blob_shape)
 from ..files import MappedFile
 from .base import Reader, TensorInfo, Writer, save_with
 from .chunks import c_order_chunks
@@ -76,22 +75,10 @@ _CHUNK = 16 << 20  # bytes per piece when a blob arrives as a view that needs co
 # thousands of layers and blobs; a crafted file could list millions of tiny ones.
 MAX_LAYERS = 100_000
 MAX_TENSORS = 100_000
-_BLOB_NAME = re.compile(r"^(?P<layer>.*)\[(?P<k>\d+)\]$")
-
-
-# field numbers
-NET_NAME, NET_LAYERS_V1, NET_LAYER = 1, 2, 100
-LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = 1, 2, 7
-V1_V0_LAYER, V1_NAME, V1_TYPE, V1_BLOBS = 1, 4, 5, 6
-BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH = 1, 2, 3, 4
-BLOB_DATA, BLOB_DIFF, BLOB_SHAPE, BLOB_DOUBLE_DATA, BLOB_DOUBLE_DIFF = 5, 6, 7, 8, 9
-SHAPE_DIM = 1
 
 # value fields of a blob: field -> (numpy dtype, canonical name, wire type of one unpacked element)
-_VALUE_FIELDS = {BLOB_DATA: (np.dtype("<f4"), "float32", I32), BLOB_DOUBLE_DATA: (np.dtype("<f8"), "float64", I64)}
-# V1 LayerType code -> the new type string (as Caffe's upgrade names it)
-_V1_TYPE_NAMES = {v.number: schema.V1_TYPE_NAMES[v.name]
-                  for v in schema.V1LayerParameter.DESCRIPTOR.fields_by_name["type"].enum_type.values}
+_VALUE_FIELDS = {f: (np.dtype(VALUE_DTYPES[f]).newbyteorder("<"), VALUE_DTYPES[f], w)
+                 for f, w in ((BLOB_DATA, I32), (BLOB_DOUBLE_DATA, I64))}
 
 
 # -- wire format ---------------------------------------------------------------------------------
@@ -201,9 +188,9 @@ class CaffeReader(Reader):
                 name = self._text(value, fend, f"the name of {what}")
             elif v1 and field == V1_TYPE:
                 w.expect(field, wire, VARINT, tag_at, what)
-                if value not in _V1_TYPE_NAMES:
+                if value not in V1_TYPE_NAMES:
                     raise FormatError(self.path, f"{what}: unknown V1 layer type code {value}", offset=tag_at)
-                type_ = _V1_TYPE_NAMES[value]
+                type_ = V1_TYPE_NAMES[value]
             elif not v1 and field == LAYER_TYPE:
                 w.expect(field, wire, LEN, tag_at, what)
                 type_ = self._text(value, fend, f"the type of {what}")
@@ -294,10 +281,7 @@ class CaffeReader(Reader):
                 else:
                     w.expect(field, wire, LEN, tag_at, what)
             # diff, double_diff and unknown fields are skipped (their lengths were checked by the walk)
-        if legacy:
-            shape = tuple(legacy.get(f, 0) for f in (BLOB_NUM, BLOB_CHANNELS, BLOB_HEIGHT, BLOB_WIDTH))
-        else:
-            shape = tuple(dims or ())
+        shape = blob_shape(dims, legacy)
         if any(d < 0 for d in shape):
             raise FormatError(self.path, f"{what}: negative dimension in shape {shape}", offset=start)
         if len(shape) > MAX_BLOB_DIMS:
@@ -406,7 +390,7 @@ class CaffeReader(Reader):
 # -- writing -----------------------------------------------------------------------------------
 
 # dtype name -> (value field, little-endian numpy dtype)
-_WRITE_FIELDS = {"float32": (BLOB_DATA, np.dtype("<f4")), "float64": (BLOB_DOUBLE_DATA, np.dtype("<f8"))}
+_WRITE_FIELDS = {name: (f, np.dtype(name).newbyteorder("<")) for f, name in VALUE_DTYPES.items()}
 
 
 class _BlobPlan:
@@ -445,7 +429,7 @@ class CaffeWriter(Writer):
         header.ClearField("layers")
         self._plan = []  # [(layer bytes without blobs, [_BlobPlan], [TensorInfo])]
         for layer, members in plan:
-            layer = _blob_free(layer)
+            layer = blob_free(layer)
             blobs = [_BlobPlan(i) for i in members]
             self._plan.append((layer.SerializeToString(), blobs, members))
         self._step = 0  # next plan entry to emit
@@ -462,7 +446,7 @@ class CaffeWriter(Writer):
         groups: list = []
         done: set = set()
         for info in infos:
-            m = _BLOB_NAME.match(info.name)
+            m = BLOB_NAME.match(info.name)
             if not m:
                 raise FormatError(self.path, "Caffe blobs are named layer[k] (e.g. 'conv1[0]' for the weight of "
                                   "layer conv1); rename this target", tensor=info.name)
@@ -563,15 +547,6 @@ class CaffeWriter(Writer):
             self._fh.close()
         except Exception:  # the file is being discarded anyway
             pass
-
-
-def _blob_free(layer):
-    if len(layer.blobs) == 0:
-        return layer
-    copy = schema.LayerParameter()
-    copy.CopyFrom(layer)
-    copy.ClearField("blobs")
-    return copy
 
 
 # -- the format API -----------------------------------------------------------------------------

@@ -8,6 +8,8 @@ Graph knowledge (no tensors, no torch):
   rounding, Reshape codes, Slice points, Eltwise checks), shared by shape inference and the executor.
 * :mod:`.layers`: the layer-type table with shape rules, typed attributes with Caffe's defaults,
   blob counts, phase filtering.
+* :mod:`.blobs`: what a ``.caffemodel``'s blobs mean (caffe.proto field numbers, the V1 type codes,
+  ``Blob::FromProto``'s shape rule, ``layer[k]`` tensor names).
 * :mod:`.net`: loading a net (prototxt path/text, ``NetParameter``), its inputs, shape inference,
   ``dump`` back to prototxt text.
 * :mod:`.foldbn`: Convolution -> BatchNorm (-> Scale) chains (:func:`~.foldbn.find_chains`), the

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -49,6 +48,7 @@ from ...errors import ConversionError, FormatError, MapspecError
 from ...formats.base import Reader
 from . import net as caffe_net
 from . import schema
+from .blobs import BLOB_NAME
 from .layers import blob_count, in_phase
 from ..executor_base import Executor, feed
 
@@ -64,8 +64,6 @@ if torch is not None:
 else:  # pragma: no cover
     KERNELS, INPUT_TYPES, FACTOR_MODES = {}, frozenset(), ()
     LayerError = Unsupported = BlobError = Exception
-
-_BLOB_NAME = re.compile(r"^(.*)\[(\d+)\]$")
 
 
 class _Step(NamedTuple):
@@ -198,7 +196,7 @@ class CaffeExecutor(Executor):
             names = weights.names() if isinstance(weights, Reader) else list(weights)
             get = weights.read if isinstance(weights, Reader) else weights.__getitem__
             for name in names:
-                m = _BLOB_NAME.match(name) if isinstance(name, str) else None
+                m = BLOB_NAME.match(name) if isinstance(name, str) else None
                 if m and m.group(1) in wanted:
                     found.setdefault(m.group(1), {})[int(m.group(2))] = functools.partial(get, name)
         else:
