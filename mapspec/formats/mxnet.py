@@ -18,7 +18,8 @@ with a clear error.
 
 Names are ``arg:NAME`` (learned arguments) or ``aux:NAME`` (auxiliary states such as a
 BatchNorm's moving mean/var), as ``mx.model.save_checkpoint`` writes them; Gluon files
-have bare names and a plain list has none.  The reader strips the prefix
+have bare names and a plain list has none (MXNet's naming rules:
+:mod:`mapspec.frameworks.mxnet.params`).  The reader strips the prefix
 (``TensorInfo.meta["prefix"]`` keeps it: "arg", "aux", or None for a bare name) and
 names an unnamed list's arrays "0", "1", ...
 
@@ -45,7 +46,6 @@ exists (``symbol=False`` turns that off).  The symbol is loaded on first use.
 
 from __future__ import annotations
 
-import re
 import struct
 import sys
 from pathlib import Path
@@ -56,6 +56,7 @@ import numpy as np
 from .. import dtypes
 from ..errors import FormatError, MapspecError
 from ..files import MappedFile, check_shape, create_file
+from ..frameworks.mxnet.params import PREFIXES, role_by_name, split_name, symbol_file_name
 from .base import Reader, TensorInfo, Writer, announced_dtype, save_with
 
 NAME = "mxnet"
@@ -78,9 +79,6 @@ WRITE_DTYPES = ("float32", "float64", "float16", "uint8", "int32", "int8", "int6
 STORAGE_TYPES = {0: "default (dense)", 1: "row_sparse", 2: "csr"}
 # Context dev_type values MXNet writes (kCPU, kGPU, kCPUPinned, kCPUShared).
 DEV_TYPES = {1: "cpu", 2: "gpu", 3: "cpu_pinned", 5: "cpu_shared"}
-PREFIXES = ("arg", "aux")
-AUX_SUFFIXES = ("_moving_mean", "_moving_var", "_running_mean", "_running_var")
-_SIBLING = re.compile(r"^(?P<prefix>.+)-\d+\.params$", re.IGNORECASE)
 
 
 def sniff(path: str, head: bytes) -> bool:
@@ -113,14 +111,6 @@ class _Cursor:
         vals = st.unpack_from(self.file.buffer, self.pos)
         self.pos += st.size
         return vals
-
-
-def _split_name(raw: str) -> tuple:
-    """(bare name, "arg"/"aux"/None)."""
-    head, sep, rest = raw.partition(":")
-    if sep and head in PREFIXES:
-        return rest, head
-    return raw, None
 
 
 class ParamsReader(Reader):
@@ -181,7 +171,7 @@ class ParamsReader(Reader):
         full: dict[str, str] = {}
         for i, h in enumerate(arrays):
             raw = raw_names[i] if raw_names else str(i)
-            name, prefix = _split_name(raw) if raw_names else (raw, None)
+            name, prefix = split_name(raw) if raw_names else (raw, None)
             if name in headers:
                 raise FormatError(self.path, f"two arrays have the name {name!r} once the arg:/aux: prefix is "
                                   f"removed ({full[name]!r} and {raw!r}); rename one of them", offset=h.offset,
@@ -275,9 +265,9 @@ class ParamsReader(Reader):
             return None
         if opt is not None:
             return str(opt)
-        m = _SIBLING.match(Path(self.path).name)
-        if m:
-            sib = Path(self.path).with_name(m.group("prefix") + "-symbol.json")
+        sibling = symbol_file_name(Path(self.path).name)
+        if sibling:
+            sib = Path(self.path).with_name(sibling)
             if sib.is_file():
                 return str(sib)
         return None
@@ -339,7 +329,7 @@ def _template_aux(template) -> tuple:
 
 def decide_prefix(info: TensorInfo, aux: Optional[set] = None, arg: Optional[set] = None) -> tuple:
     """(bare name, "arg"/"aux") by the rules in the module docstring."""
-    name, explicit = _split_name(info.name)
+    name, explicit = split_name(info.name)
     if explicit:
         return name, explicit
     meta = info.meta.get("prefix") if isinstance(info.meta, Mapping) else None
@@ -349,7 +339,7 @@ def decide_prefix(info: TensorInfo, aux: Optional[set] = None, arg: Optional[set
         return name, "aux"
     if arg is not None and name in arg:
         return name, "arg"
-    return name, "aux" if name.endswith(AUX_SUFFIXES) else "arg"
+    return name, role_by_name(name)
 
 
 def array_header(shape: Sequence[int], dtype: str, version: int = 2) -> bytes:

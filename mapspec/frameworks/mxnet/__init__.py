@@ -8,6 +8,8 @@ Graph knowledge (no tensors, no torch):
   codes, parameter suffixes (:func:`~.ops.param_base_name`).
 * :mod:`.graph`: symbol JSON parsing, variable roles (inputs, parameters, aux states, labels),
   shape inference.
+* :mod:`.params`: a checkpoint's array names (``arg:``/``aux:`` prefixes, the role a bare name
+  has by MXNet's conventions) and ``PREFIX-NNNN.params`` beside ``PREFIX-symbol.json``.
 
 Running a symbol (torch; above :mod:`mapspec.formats`, whose ``Reader`` it takes as weights):
 
