@@ -70,7 +70,7 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     anything is written.  No file written may be one the plan reads (:mod:`mapspec.guard`).
     ``sync`` (default): fsync'ed before it is put in place (``--no-sync`` turns it off).  ``outtype`` (GGUF
     outputs): the ggml type of the weights, as llama.cpp's converter chooses them
-    (:mod:`mapspec.formats.gguf_outtype`); other outputs: the dtype of every float
+    (:mod:`mapspec.frameworks.gguf.outtype`); other outputs: the dtype of every float
     tensor (:mod:`mapspec.outtype`).
     """
     from .. import guard
@@ -100,7 +100,7 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     if outtype is not None:
         options["outtype"] = outtype
     if options.get("outtype") is not None:
-        from ..formats import gguf_outtype
+        from ..frameworks.gguf import outtype as gguf_outtype
 
         options["outtype"] = gguf_outtype.resolve(options["outtype"], fmt, output, p.source.infos().values())
     route = None if in_folder else sharded.output_target(output, fmt)

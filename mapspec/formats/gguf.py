@@ -50,19 +50,23 @@ from ..errors import FormatError, MapspecError
 from ..kernels import copy_range
 from ..files import MappedFile, check_shape, create_file, read_head
 from .base import PositionalWriter, Reader, TensorInfo, announced_dtype, save_with
-from ..frameworks.gguf.ggml import BY_DTYPE, BY_NAME, TYPES
+from ..frameworks.gguf.ggml import BY_DTYPE, BY_NAME, MAX_DIMS, MAX_NAME, TYPES
 from ..frameworks.gguf.quant import DEQUANTIZE
 from ..frameworks.gguf.quant import dequantize as dequantize_blocks
 from ..frameworks.gguf.quant import encode
-from . import gguf_outtype
+from ..frameworks.gguf.values import ARRAY as _ARRAY
+from ..frameworks.gguf.values import BOOL as _BOOL
+from ..frameworks.gguf.values import STRING as _STRING
+from ..frameworks.gguf.values import VALUE_CODES, VALUE_TYPES, encode_value
+from ..frameworks.gguf.values import string_bytes as _string
+from ..frameworks.gguf.values import typed as _typed
+from ..frameworks.gguf import outtype as gguf_outtype
 from .chunks import c_order_chunks
 
 NAME = "gguf"
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
-MAX_DIMS = 4  # GGML_MAX_DIMS
-MAX_NAME = 63  # GGML_MAX_NAME is 64 bytes with the terminating zero
 MAX_DEPTH = 4  # nesting of arrays in metadata values
 
 
@@ -71,15 +75,6 @@ WRITE_DTYPES = tuple(BY_DTYPE) + ("uint8",)  # uint8: raw blocks of a quantized 
 RAW_BLOCKS = True  # records the ggml type of raw quantized blocks (mapspec.rawblocks)
 
 
-# -- metadata value types --------------------------------------------------------------
-# GGUF value type code -> (name, struct format or None for string/array)
-VALUE_TYPES: dict[int, tuple] = {
-    0: ("uint8", "<B"), 1: ("int8", "<b"), 2: ("uint16", "<H"), 3: ("int16", "<h"), 4: ("uint32", "<I"),
-    5: ("int32", "<i"), 6: ("float32", "<f"), 7: ("bool", "<?"), 8: ("string", None), 9: ("array", None),
-    10: ("uint64", "<Q"), 11: ("int64", "<q"), 12: ("float64", "<d"),
-}
-VALUE_CODES = {name: code for code, (name, _) in VALUE_TYPES.items()}
-_STRING, _ARRAY, _BOOL = 8, 9, 7
 _U64 = struct.Struct("<Q")
 
 
@@ -374,94 +369,6 @@ def _check_overlaps(path: str, data_start: int, spans: list) -> None:
 
 # -- writing ------------------------------------------------------------------------------
 
-def _string(s: str) -> bytes:
-    try:
-        b = s.encode("utf-8")
-    except UnicodeEncodeError:
-        raise MapspecError(f"GGUF metadata text {s.encode('utf-8', 'backslashreplace').decode()!r} is not valid "
-                           f"Unicode (a lone surrogate); GGUF stores UTF-8") from None
-    return struct.pack("<Q", len(b)) + b
-
-
-def _infer_type(v, key: str) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, (int, np.integer)):
-        v = int(v)
-        if 0 <= v < 2 ** 32:
-            return "uint32"
-        if -2 ** 31 <= v < 0:
-            return "int32"
-        if -2 ** 63 <= v < 0:
-            return "int64"
-        if 0 <= v < 2 ** 64:
-            return "uint64"
-        raise MapspecError(f"GGUF metadata {key!r}: integer {v} does not fit 64 bits")
-    if isinstance(v, (float, np.floating)):
-        return "float32"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, (list, tuple)):
-        items = {_infer_type(x, key) for x in v} or {"uint32"}
-        if items <= {"uint32", "int32", "int64", "uint64"} and len(items) > 1:
-            items = {"int64"} if not {"uint64"} & items else items
-        if len(items) != 1:
-            raise MapspecError(f"GGUF metadata {key!r}: an array must hold values of one type, not "
-                               f"{', '.join(sorted(items))}")
-        return f"array[{items.pop()}]"
-    raise MapspecError(f"GGUF metadata {key!r}: cannot store a {type(v).__name__} ({v!r})")
-
-
-def _encode(tname: str, v, key: str) -> bytes:
-    if isinstance(v, RawValue):  # a template's value, copied as it is
-        return v
-    if tname.startswith("array[") and tname.endswith("]"):
-        inner = tname[6:-1]
-        if not isinstance(v, (list, tuple)):
-            raise MapspecError(f"GGUF metadata {key!r}: type {tname} needs a list, not {v!r}")
-        if inner not in VALUE_CODES or inner == "array":
-            raise MapspecError(f"GGUF metadata {key!r}: unknown array item type {inner!r}")
-        return struct.pack("<IQ", VALUE_CODES[inner], len(v)) + b"".join(_encode(inner, x, key) for x in v)
-    if tname not in VALUE_CODES or tname == "array":
-        raise MapspecError(f"GGUF metadata {key!r}: unknown type {tname!r} (known: "
-                           f"{', '.join(n for n in VALUE_CODES if n != 'array')}, array[T])")
-    if tname == "string":
-        if not isinstance(v, str):
-            raise MapspecError(f"GGUF metadata {key!r}: type string needs text, not {v!r}")
-        return _string(v)
-    fmt = VALUE_TYPES[VALUE_CODES[tname]][1]
-    if isinstance(v, str) and tname != "bool":  # "1e-05" (YAML 1.1 reads it as text) given an explicit type
-        v = _number(v, float if tname.startswith("float") else int)
-    if tname == "bool":
-        ok, want = isinstance(v, bool), "true or false"
-    elif tname.startswith("float"):
-        ok, want = isinstance(v, (int, float)) and not isinstance(v, bool), "a number"
-    else:
-        ok, want = isinstance(v, int) and not isinstance(v, bool), "an integer"
-    if not ok:
-        raise MapspecError(f"GGUF metadata {key!r}: type {tname} needs {want}, not {v!r}")
-    try:
-        return struct.pack(fmt, v)
-    except struct.error:
-        raise MapspecError(f"GGUF metadata {key!r}: {v!r} does not fit {tname}") from None
-
-
-def _number(text: str, kind):
-    try:
-        return kind(text.strip())
-    except ValueError:
-        return text
-
-
-def _typed(key: str, v) -> tuple:
-    """(type name, value) of a metadata entry given as a value or {type: T, value: V}."""
-    if isinstance(v, Mapping):
-        if set(v) != {"type", "value"}:
-            raise MapspecError(f"GGUF metadata {key!r}: give a value or {{type: T, value: V}}, not {dict(v)!r}")
-        return str(v["type"]), v["value"]
-    return _infer_type(v, key), v
-
-
 def header_bytes(infos: Sequence[TensorInfo], metadata: Mapping[str, tuple], alignment: int,
                  encodings: Optional[Mapping[str, str]] = None) -> tuple:
     """(header pieces padded to the alignment: bytes, or :class:`RawValue` spans of a template,
@@ -471,7 +378,7 @@ def header_bytes(infos: Sequence[TensorInfo], metadata: Mapping[str, tuple], ali
     for key, (tname, v) in metadata.items():
         tcode = VALUE_CODES["array"] if tname.startswith("array[") else VALUE_CODES.get(tname, -1)
         out.append(_string(key) + struct.pack("<I", max(tcode, 0)))
-        out.append(_encode(tname, v, key))
+        out.append(v if isinstance(v, RawValue) else encode_value(tname, v, key))  # a template's value: as it is
     offsets, pos = [], 0
     for info in infos:
         code, ne, nbytes = tensor_layout(info, (encodings or {}).get(info.name))

@@ -8,7 +8,7 @@ tokenizer files of a Hugging Face model folder the way llama.cpp's ``convert_hf_
   past the pieces that only ``tokenizer.json`` lists, as transformers 5 saves them.
 * ``tokenizer.json`` (Hugging Face byte-level BPE): tokenizer model ``gpt2`` with its merges and the
   pre-tokenizer's name, found as llama.cpp finds it: the SHA-256 of the token ids of a fixed text,
-  looked up in llama.cpp's table (``gguf_pretokenizers.json``).  A hash the table lacks is an error
+  looked up in llama.cpp's table (:mod:`mapspec.frameworks.gguf.tokenizer`).  A hash the table lacks is an error
   (``pre=`` names it when the user knows which it is).
 * Both: the vocabulary padded to the model's ``vocab_size`` (``[PADi]`` tokens, type unused), the
   special-token ids (``tokenizer_config.json`` matched against ``tokenizer.json``'s added tokens, then
@@ -32,34 +32,12 @@ import string
 from typing import Optional
 
 from ..errors import MapspecError, MissingDependency
+from ..frameworks.gguf.tokenizer import (ADD_KEYS, ADD_SPACE_PREFIX_ARCHS, ADDED_TOKENS_ALL, ARCH_QUIRKS, BYTE, CONTROL,
+                                         ID_KEYS, LOOKS_SPECIAL, NORMAL, SPECIAL_TYPES, TABLE_FILE, UNKNOWN, UNUSED,
+                                         USER_DEFINED)
 
-TABLE_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "frameworks", "gguf", "pretokenizers.json")
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 MAX_JSON_BYTES = 256 << 20
-
-# gguf-py TokenType
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
-
-SPECIAL_TYPES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")  # the order the converter reads them in
-ID_KEYS = {"bos": "tokenizer.ggml.bos_token_id", "eos": "tokenizer.ggml.eos_token_id",
-           "unk": "tokenizer.ggml.unknown_token_id", "sep": "tokenizer.ggml.seperator_token_id",
-           "pad": "tokenizer.ggml.padding_token_id", "mask": "tokenizer.ggml.mask_token_id",
-           "eot": "tokenizer.ggml.eot_token_id", "eom": "tokenizer.ggml.eom_token_id"}  # cls: no GGUF key
-ADD_KEYS = {"bos": "tokenizer.ggml.add_bos_token", "eos": "tokenizer.ggml.add_eos_token",
-            "sep": "tokenizer.ggml.add_sep_token"}  # add_unk/pad/cls/mask: no GGUF key
-# What llama.cpp's converter adds for an architecture, by the model's vocab_size (LlamaModel.set_vocab: CodeLlama's
-# 32016-token vocabulary ends a fill-in-the-middle turn with token 32010; granite-code's 49152 adds no BOS).
-ARCH_QUIRKS = {"llama": {32016: {"tokenizer.ggml.eot_token_id": ("uint32", 32010)},
-                         49152: {"tokenizer.ggml.add_bos_token": ("bool", False)}}}
-# Architectures whose converter re-reads every token tokenizer.json lists as added, the SentencePiece model's own
-# pieces too (<unk> <s> </s>): score -1000, CONTROL if marked special else USER_DEFINED, the text as listed
-# (Phi3MiniModel.set_vocab); the others take only those past the pieces, as tokenizer_config.json's list.
-ADDED_TOKENS_ALL = frozenset({"phi3"})
-# Architectures whose converter class copies tokenizer_config.json's add_prefix_space to
-# tokenizer.ggml.add_space_prefix (LlamaModel.set_vocab; Qwen2Model, GPT2Model and the others do not).
-ADD_SPACE_PREFIX_ARCHS = ("llama",)
-# Added tokens whose text looks like a control token although not marked special (the converter's list).
-LOOKS_SPECIAL = ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
 
 
 def has_tokenizer(folder: str) -> bool:

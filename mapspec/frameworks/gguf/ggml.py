@@ -54,3 +54,5 @@ FILE_TYPES: dict[str, FileType] = {k: FileType(*v) for k, v in {
     "q5_1": (9, "MOSTLY_Q5_1", "Q5_1"), "bf16": (32, "MOSTLY_BF16", "BF16"),
 }.items()}
 QUANT_VERSION = 2  # GGML_QNT_VERSION: general.quantization_version
+MAX_DIMS = 4  # GGML_MAX_DIMS
+MAX_NAME = 63  # GGML_MAX_NAME is 64 bytes with the terminating zero

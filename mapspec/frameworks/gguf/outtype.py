@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from typing import Iterable, Optional
 
-from .. import dtypes
-from ..errors import MapspecError
-from ..frameworks.gguf.ggml import FILE_TYPES, QUANT_VERSION, by_name
+from ... import dtypes
+from ...errors import MapspecError
+from .ggml import FILE_TYPES, QUANT_VERSION, by_name
 
 CHOICES = tuple(FILE_TYPES) + ("auto",)
 

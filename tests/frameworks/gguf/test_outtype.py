@@ -1,4 +1,4 @@
-"""mapspec/formats/gguf_outtype.py: the per-tensor type table, auto, and --outtype's refusals."""
+"""mapspec/frameworks/gguf/outtype.py: the per-tensor type table, auto, and --outtype's refusals."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from mapspec import cli
 from mapspec.errors import MapspecError
 from mapspec.formats import TensorInfo
-from mapspec.formats import gguf_outtype as go
+from mapspec.frameworks.gguf import outtype as go
 from mapspec.formats.safetensors import save as save_safetensors
 
 gguf = pytest.importorskip("gguf")
