@@ -156,3 +156,12 @@ def test_wheel_carries_the_caffe_schema(installed):
     r = _run([installed["python"], "-c", "from mapspec.frameworks.caffe import schema; "
               "print(schema.message_class('FillerParameter')().type)"], cwd=installed["work"])
     assert r.stdout.strip() == "constant"
+
+
+def test_wheel_carries_the_pretokenizer_table(installed):
+    """llama.cpp's pre-tokenizer table is package data of mapspec.frameworks.gguf, read by the GGUF tokenizer."""
+    with zipfile.ZipFile(installed["wheel"]) as z:
+        assert "mapspec/frameworks/gguf/pretokenizers.json" in z.namelist()
+    r = _run([installed["python"], "-c", "import json; from mapspec.frameworks.gguf.tokenizer import TABLE_FILE; "
+              "print(bool(json.load(open(TABLE_FILE, encoding='utf-8'))['check_text']))"], cwd=installed["work"])
+    assert r.stdout.strip() == "True"
