@@ -117,7 +117,7 @@ def test_an_unknown_name_lists_the_known_ones_and_the_nearest(table, wrong, near
 def test_an_unknown_name_with_nothing_near_lists_the_known_ones_only():
     with pytest.raises(UnknownName) as e:
         FRAMEWORKS.load("onnx")
-    assert str(e.value) == "unknown framework 'onnx'; known frameworks: caffe, mxnet"
+    assert str(e.value) == "unknown framework 'onnx'; known frameworks: caffe, mxnet, gguf"
 
 
 def test_aliases_resolve_and_stay_out_of_the_listing():
