@@ -9,14 +9,15 @@ from __future__ import annotations
 import difflib
 import json
 from functools import lru_cache
-from typing import Iterator, Optional
-
-import jsonschema
-from jsonschema.exceptions import ValidationError, best_match
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from ..errors import Location, SpecError
 from ..resources import schema_path
+from . import quickschema
 from .yamlsafe import LocDict, LocList
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 
 @lru_cache(maxsize=1)
@@ -28,7 +29,10 @@ def schema() -> dict:
 @lru_cache(maxsize=1)
 def _validator():
     # The shipped schema is checked against the metaschema by the tests (tests/language/test_schema.py), not
-    # on every run: that check alone took 0.1-0.26 s of each command's start.
+    # on every run: that check alone took 0.1-0.26 s of each command's start.  jsonschema itself is
+    # imported only for a document :mod:`.quickschema` does not pass (its import is 40-80 ms).
+    import jsonschema
+
     return jsonschema.Draft202012Validator(schema())
 
 
@@ -146,6 +150,8 @@ def _translate(err: ValidationError, doc) -> Optional[SpecError]:
     elif v == "propertyNames" or (v == "pattern" and err.validator_value.startswith("^[A-Za-z_]")):
         msg = f"{node!r} is not a valid name (letters, digits and _, not starting with a digit)"
     elif v in ("anyOf", "oneOf"):
+        from jsonschema.exceptions import best_match
+
         sub = best_match(err.context) if err.context else None
         if sub is not None:
             inner = _translate(sub, doc)
@@ -161,6 +167,8 @@ def _translate(err: ValidationError, doc) -> Optional[SpecError]:
 
 def check(doc) -> Iterator[SpecError]:
     """Yield every schema error, in document order."""
+    if quickschema.valid(doc, schema()):
+        return
     translated = []
     seen = set()
     for err in _validator().iter_errors(doc):
