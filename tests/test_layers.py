@@ -24,7 +24,8 @@ LAYERS = [
     # numbers: exact arithmetic, kernels; GGUF's knowledge (ggml block layouts, quantization, llama.cpp's tables)
     ("numeric", "kernels", "frameworks.gguf"),
     # the spec language (YAML with places, expressions, conditions, patterns) and template builtins
-    ("language.yamlsafe", "language.expr", "language.conditions", "language.pattern", "generators", "metadata"),
+    ("language.yamlsafe", "language.schema", "language.quickschema", "language.expr", "language.conditions",
+     "language.pattern", "generators", "metadata"),
     # transforms and what is computed from their table
     ("transforms", "rawblocks", "coverage", "stacking"),
     # the frameworks table and the network graphs (Caffe, MXNet) as data, with BN-chain folding
