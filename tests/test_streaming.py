@@ -23,6 +23,7 @@ import mapspec
 from mapspec.errors import MapspecError
 from mapspec.formats import TensorInfo, module
 from mapspec.formats import torch as tf
+from mapspec.formats import torch_zip
 from mapspec.formats.chunks import c_order_chunks
 
 # -- c_order_chunks ----------------------------------------------------------------------------------
@@ -121,7 +122,7 @@ def check_loads_in_torch(path, arrays: dict) -> None:
 def test_torch_writer_records_load_in_torch_also_with_zip64(tmp_path, monkeypatch, zip64_at):
     """ZIP64 fields (needed past 4 GiB) forced on small files by lowering the threshold."""
     if zip64_at is not None:
-        monkeypatch.setattr(tf, "_ZIP64_AT", zip64_at)
+        monkeypatch.setattr(torch_zip, "_ZIP64_AT", zip64_at)
     arrays = sample_arrays()
     p = tmp_path / "z.pt"
     tf.save(p, arrays)

@@ -11,7 +11,7 @@ mapped and are loaded whole by torch.
 Naming rules (what ``infos()`` lists):
 
 * A flat ``{name: tensor}`` (``model.state_dict()``) keeps its names.
-* **Wrappers.**  At the top level, if exactly one key out of :data:`WRAPPER_KEYS`
+* **Wrappers.**  At the top level, if exactly one key out of :data:`.torch_load.WRAPPER_KEYS`
   (``state_dict``, ``model_state_dict``, ``model_state``, ``model``, ``module``,
   ``net``, ``network``) holds a mapping with at least one tensor somewhere below,
   and no other top-level value is a tensor, that mapping becomes the new top level:
@@ -36,7 +36,7 @@ the announced names, shapes and dtypes, so it is produced up front from stand-in
 objects (a tensor stand-in reduces to ``torch._utils._rebuild_tensor_v2`` exactly as a
 real tensor does, storages become the same persistent ids ``torch.save`` emits, torch
 globals are written by name), byte for byte what ``torch.save`` pickles.  The zip
-container is written by :class:`ZipStore` in the layout of torch's own
+container is written by :class:`.torch_zip.ZipStore` in the layout of torch's own
 ``PyTorchStreamWriter``: stored records, 64-byte aligned data (so ``mmap=True``
 loading works), CRC-32 in a data descriptor after each record's data, ZIP64 where
 sizes or offsets need it.  ``data.pkl`` goes first, then one ``data/<i>`` record per
@@ -55,18 +55,14 @@ cross-check.
 
 from __future__ import annotations
 
-import builtins
 import collections
 import io
 import os
 import pickle
-import re
 import secrets
 import struct
 import sys
 import warnings
-import zipfile
-import zlib
 from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
@@ -76,10 +72,10 @@ from ..errors import FormatError, MapspecError
 from ..files import create_file
 from .base import Reader, TensorInfo, Writer, announced_dtype, save_with
 from .chunks import c_order_chunks
+from .torch_load import check_view, flatten, import_torch, is_zip, load, unwrap
+from .torch_zip import ALIGN, ZipStore
 
 NAME = "torch"
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network")
-BARE_TENSOR_NAME = "tensor"
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a"  # protocol 2, then the 10-byte magic number torch pickles first
 _PICKLE_PROTOCOL = 2  # what torch.save uses
 _CHUNK = 16 << 20  # bytes per piece when a tensor arrives as a view that needs copying (transposed, byte order)
@@ -114,14 +110,6 @@ DTYPES: dict[str, TorchDType] = {
 WRITE_DTYPES = None  # every mapspec dtype has a torch dtype (torch >= 2.3 for uint16/32/64)
 
 
-def _torch():
-    try:
-        import torch
-    except ModuleNotFoundError:
-        raise MapspecError("the torch format needs PyTorch; install it (pip install torch)") from None
-    return torch
-
-
 def _by_torch_dtype(torch) -> dict:
     """torch.dtype -> mapspec name, for the dtypes this torch build has."""
     out = {}
@@ -144,150 +132,6 @@ def sniff(path: str, head: bytes) -> bool:
         30 + name_len > len(head) and b"/" in first)  # name cut off by the 64-byte head
 
 
-# -- reading ---------------------------------------------------------------
-
-# What torch.load can raise on a corrupt or hostile file (found by fuzzing torch
-# 2.13 with truncations and byte flips of both formats; AssertionError comes from
-# torch's legacy loader, UnicodeDecodeError is a ValueError).
-_LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError,
-                AttributeError, OverflowError, AssertionError, struct.error, zipfile.BadZipFile, OSError,
-                MemoryError, RecursionError, NotImplementedError, ImportError)
-
-
-def _load_error(path: str, e: BaseException) -> FormatError:
-    msg = str(e)
-    glob = re.search(r"GLOBAL (\S+)", msg)
-    if isinstance(e, pickle.UnpicklingError) and glob:
-        return FormatError(path, f"the checkpoint's pickle needs {glob.group(1)}, which is outside torch's "
-                           "weights_only allow-list: loading it would run code from the file, and mapspec "
-                           "refuses. If you trust the file, re-save just the tensors in a trusted "
-                           "environment (torch.save(model.state_dict(), ...)) or convert it to safetensors")
-    if isinstance(e, pickle.UnpicklingError) and ("Can only" in msg or "persistent_load" in msg
-                                                  or "Unsupported" in msg):
-        detail = msg.split("\n")[-3] if msg.count("\n") >= 3 else msg
-        return FormatError(path, f"the checkpoint's pickle builds objects outside torch's weights_only "
-                           f"allow-list ({detail.strip()[:200]}); mapspec refuses to load it")
-    if isinstance(e, MemoryError):
-        return FormatError(path, "the checkpoint claims more memory than is available (corrupt file?)")
-    first = msg.strip().splitlines()[0][:300] if msg.strip() else type(e).__name__
-    return FormatError(path, f"not a readable torch checkpoint (truncated or corrupt?): "
-                       f"{type(e).__name__}: {first}")
-
-
-def _is_zip(path: str) -> bool:
-    try:
-        with builtins.open(path, "rb") as f:
-            return f.read(4) == b"PK\x03\x04"
-    except OSError as e:
-        raise FormatError(path, f"cannot open: {e.strerror}") from None
-
-
-def load(path: str):
-    """``torch.load`` with weights_only=True (mmap for the zip format); errors as FormatError."""
-    torch = _torch()
-    mmap = _is_zip(path)
-    try:
-        with warnings.catch_warnings():  # torch warns about odd pickle protocols in corrupt files
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except _LOAD_ERRORS as e:
-        raise _load_error(path, e) from None
-
-
-def _has_tensor(obj, torch, seen: Optional[set] = None) -> bool:
-    """Is there a tensor anywhere below ``obj`` (containers visited once each)?"""
-    seen = set() if seen is None else seen
-    stack = [obj]
-    while stack:
-        o = stack.pop()
-        if isinstance(o, torch.Tensor):
-            return True
-        if isinstance(o, (dict, list, tuple)) and id(o) not in seen:
-            seen.add(id(o))
-            stack.extend(o.values() if isinstance(o, dict) else o)
-    return False
-
-
-def unwrap(obj, torch, root: Union[None, str, Sequence[str]] = None) -> tuple:
-    """(object to flatten, wrapper key path or None, {skipped name: reason}) by the wrapper rule."""
-    skipped: dict[str, str] = {}
-    path: list[str] = []
-    if root is not None:
-        keys = [root] if isinstance(root, str) else list(root)
-        for k in [k for k in keys if k != ""]:
-            if not isinstance(obj, dict) or k not in obj:
-                have = ", ".join(map(str, list(obj)[:20])) if isinstance(obj, dict) else type(obj).__name__
-                raise MapspecError(f"option root: key {k!r} not found under {'.'.join(path) or 'the top level'} "
-                                   f"(keys: {have})")
-            skipped.update({_join(path, str(o)): f"outside root {'.'.join(path + [k])!r}" for o in obj if o != k})
-            obj = obj[k]
-            path.append(str(k))
-        return obj, (".".join(path) or None), skipped
-    descended: set = set()
-    while isinstance(obj, dict) and id(obj) not in descended:  # a dict holding itself is not descended twice
-        descended.add(id(obj))
-        if any(isinstance(v, torch.Tensor) for v in obj.values()):
-            break
-        hits = [k for k in WRAPPER_KEYS if k in obj and isinstance(obj[k], dict) and _has_tensor(obj[k], torch)]
-        if len(hits) != 1:
-            break
-        k = hits[0]
-        skipped.update({_join(path, str(o)): f"outside the wrapper {'.'.join(path + [k])!r}"
-                        for o in obj if o != k})
-        obj = obj[k]
-        path.append(k)
-    return obj, (".".join(path) or None), skipped
-
-
-def _join(prefix: Sequence[str], key: str) -> str:
-    return ".".join([*prefix, key]) if prefix else key
-
-
-def flatten(obj, torch) -> tuple:
-    """([(name, tensor)] in order, {skipped name: reason}) for a nested checkpoint object.
-
-    Iterative (no recursion limit), and each container is expanded once, so a
-    hostile pickle with cycles or exponentially shared sub-lists stays linear.
-    """
-    out: list = []
-    skipped: dict[str, str] = {}
-    if isinstance(obj, torch.Tensor):
-        return [(BARE_TENSOR_NAME, obj)], skipped
-    if not isinstance(obj, (dict, list, tuple)):
-        raise MapspecError(f"holds a {type(obj).__name__}, not a state dict or tensors")
-    seen: set = set()
-    stack: list = [("", obj)]
-    while stack:
-        name, o = stack.pop()
-        if isinstance(o, torch.Tensor):
-            out.append((name, o))
-        elif isinstance(o, (dict, list, tuple)):
-            if id(o) in seen:
-                skipped[name] = "a container seen before under another name (shared or cyclic)"
-                continue
-            seen.add(id(o))
-            items = o.items() if isinstance(o, dict) else enumerate(o)
-            children = [(f"{name}.{k}" if name else str(k), v) for k, v in items]
-            stack.extend(reversed(children))
-        else:
-            skipped[name] = f"not a tensor ({type(o).__name__})"
-    return out, skipped
-
-
-def _check_view(path: str, name: str, t) -> None:
-    """Refuse a view whose logical size exceeds its storage (stride 0, overlapping strides): 2 KB of
-    storage could otherwise claim gigabytes that a conversion would write out."""
-    logical = t.numel() * t.element_size()
-    try:
-        storage = t.untyped_storage().nbytes() - t.storage_offset() * t.element_size()
-    except (RuntimeError, NotImplementedError):
-        return
-    if logical > max(storage, 0):
-        raise FormatError(path, f"tensor is a view of shape {tuple(t.shape)} and strides {tuple(t.stride())} "
-                          f"claiming {logical:,} bytes over {max(storage, 0):,} bytes of storage (a stride-0 or "
-                          f"overlapping view); save it with .contiguous() / .clone() first", tensor=name)
-
-
 class TorchReader(Reader):
     """A state dict opened through ``torch.load(weights_only=True, mmap=True)``.
 
@@ -300,8 +144,8 @@ class TorchReader(Reader):
 
     def __init__(self, path: str, root: Union[None, str, Sequence[str]] = None):
         super().__init__(path)
-        torch = _torch()
-        self.mmap = _is_zip(path)
+        torch = import_torch()
+        self.mmap = is_zip(path)
         obj = load(path)
         obj, self.wrapper, self.skipped = unwrap(obj, torch, root)
         try:
@@ -320,7 +164,7 @@ class TorchReader(Reader):
             if why:
                 self.skipped[name] = why
                 continue
-            _check_view(path, name, t)
+            check_view(path, name, t)
             self._tensors[name] = t
             self._infos[name] = TensorInfo(name, tuple(int(d) for d in t.shape), names[t.dtype], meta)
 
@@ -337,7 +181,7 @@ class TorchReader(Reader):
         return None
 
     def _read(self, info: TensorInfo) -> np.ndarray:
-        torch = _torch()
+        torch = import_torch()
         t = self._tensors[info.name].detach()
         t = t.resolve_conj().resolve_neg()
         spec = DTYPES[info.dtype]
@@ -468,92 +312,6 @@ def _contiguous_native(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array).reshape(array.shape)  # ascontiguousarray makes 0-d arrays 1-d
 
 
-# The zip container torch.save writes (torch's ``PyTorchStreamWriter``): stored records,
-# each record's data 64-byte aligned by padding the local header's extra field (id "FB"),
-# CRC-32 and sizes in a data descriptor after the data (flag bit 3), UTF-8 names (bit 11),
-# ZIP64 fields where a size or offset needs them, and always a ZIP64 end record.
-_ALIGN = 64
-_FLAGS = 0x0808
-_DOS_DATE = 0x0021  # 1980-01-01, the earliest DOS date (no clock time in the file)
-_U32 = 0xFFFFFFFF  # "see the ZIP64 extra field"
-_ZIP64_AT = _U32  # sizes and offsets from here on need ZIP64 fields (tests lower it to exercise them)
-_LOCAL = struct.Struct("<IHHHHHIIIHH")
-_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
-_DESCRIPTOR, _DESCRIPTOR64 = struct.Struct("<IIII"), struct.Struct("<IIQQ")
-_END64, _LOCATOR64, _END = struct.Struct("<IQHHIIQQQQ"), struct.Struct("<IIQI"), struct.Struct("<IHHHHIIH")
-
-
-class _Entry(NamedTuple):
-    name: bytes
-    offset: int
-    crc: int
-    size: int
-    version: int
-
-
-class ZipStore:
-    """A stored (uncompressed) zip archive written front to back in torch.save's layout.
-
-    ``add(name, pieces, size)`` streams one record from an iterable of byte buffers, hashing
-    each piece as it goes (nothing is held but the piece); ``finish()`` writes the central
-    directory.  Records live under ``<prefix>/`` as torch expects.
-    """
-
-    def __init__(self, fh, prefix: str):
-        self._fh = fh
-        self._prefix = prefix
-        self._pos = 0
-        self._entries: list[_Entry] = []
-
-    def add(self, name: str, pieces, size: int) -> None:
-        raw = f"{self._prefix}/{name}".encode("utf-8")
-        big = size >= _ZIP64_AT
-        version = 45 if big else 20
-        extra = struct.pack("<HHQQ", 1, 16, 0, 0) if big else b""  # sizes follow in the descriptor
-        pad = -(self._pos + _LOCAL.size + len(raw) + len(extra) + 4) % _ALIGN
-        extra += struct.pack("<HH", 0x4246, pad) + b"Z" * pad
-        sizes = _U32 if big else 0
-        head = _LOCAL.pack(0x04034B50, version, _FLAGS, 0, 0, _DOS_DATE, 0, sizes, sizes, len(raw), len(extra))
-        offset = self._pos
-        self._write(head + raw + extra)
-        crc = done = 0
-        for piece in pieces:
-            crc = zlib.crc32(piece, crc)
-            self._write(piece)
-            done += len(piece)
-        if done != size:
-            raise MapspecError(f"{self._fh.name}: record {name!r} has {done} bytes, {size} were announced "
-                               f"(internal error)")
-        desc = _DESCRIPTOR64 if big else _DESCRIPTOR
-        self._write(desc.pack(0x08074B50, crc, size, size))
-        self._entries.append(_Entry(raw, offset, crc, size, version))
-
-    def _write(self, data) -> None:
-        self._fh.write(data)
-        self._pos += len(data)
-
-    def finish(self) -> None:
-        start = self._pos
-        for e in self._entries:
-            # ZIP64 extra: uncompressed size, compressed size, offset; each only if its own field overflows
-            size, offset = _field32(e.size), _field32(e.offset)
-            z64 = [e.size, e.size][:2 if size == _U32 else 0] + ([e.offset] if offset == _U32 else [])
-            extra = struct.pack(f"<HH{len(z64)}Q", 1, 8 * len(z64), *z64) if z64 else b""
-            version = 45 if z64 else e.version
-            self._write(_CENTRAL.pack(0x02014B50, version, version, _FLAGS, 0, 0, _DOS_DATE, e.crc, size, size,
-                                      len(e.name), len(extra), 0, 0, 0, 0, offset) + e.name + extra)
-        n, cd_size, end64 = len(self._entries), self._pos - start, self._pos
-        self._write(_END64.pack(0x06064B50, _END64.size - 12, 45, 45, 0, 0, n, n, cd_size, start))
-        self._write(_LOCATOR64.pack(0x07064B50, 0, end64, 1))
-        count = n if n < min(_ZIP64_AT, 0xFFFF) else 0xFFFF
-        self._write(_END.pack(0x06054B50, 0, 0, count, count, _field32(cd_size), _field32(start), 0))
-
-
-def _field32(v: int) -> int:
-    """A 32-bit zip field: the value, or 0xFFFFFFFF when it needs the ZIP64 record."""
-    return v if v < _ZIP64_AT else _U32
-
-
 def _archive_name(path: str) -> str:
     """The records' folder: the file's name without suffix, as torch.save uses ("archive" if unusable)."""
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -602,14 +360,14 @@ class TorchWriter(Writer):
             try:
                 blob = data_pickle(self.infos, wrap)
                 self._zip.add("data.pkl", [blob], len(blob))
-                for name, value in ((".format_version", b"1"), (".storage_alignment", str(_ALIGN).encode()),
+                for name, value in ((".format_version", b"1"), (".storage_alignment", str(ALIGN).encode()),
                                     ("byteorder", sys.byteorder.encode())):
                     self._zip.add(name, [value], len(value))
             except BaseException:
                 self.abort()
                 raise
         else:
-            self._torch = torch = _torch()
+            self._torch = torch = import_torch()
             for info in self.infos:  # fail before collecting anything
                 td = getattr(torch, DTYPES[announced_dtype(info)].torch_name, None)
                 if td is None:
