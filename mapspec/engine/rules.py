@@ -11,7 +11,7 @@ from ..errors import Location
 from ..formats import TensorInfo
 from ..language.args import Binder
 from ..language.expr import ExprError, Template
-from ..language.load import MAX_EACH
+from ..language.rules import MAX_EACH
 from ..language.model import Rule
 from ..language.pattern import AmbiguousMatch
 from ..transforms import Meta
