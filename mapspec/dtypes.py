@@ -15,6 +15,8 @@ without it (``tests/test_startup.py`` holds that).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 
@@ -89,8 +91,9 @@ def name_of(dtype) -> str:
     if dt.byteorder not in ("=", "|"):
         dt = dt.newbyteorder("=")
     name = _BY_NUMPY.get(dt)
-    if name is None and dt.kind == "V":
-        # an ml_dtypes dtype (numpy kind 'V'): such an array exists, so the extension is loaded
+    if name is None and "ml_dtypes" in sys.modules:
+        # an ml_dtypes dtype (numpy kind 'V', or 'f' for float8_e5m2): such an array exists, so the
+        # extension is loaded
         for d in _EXTENSION:
             _BY_NUMPY.setdefault(d.numpy, d.name)
         name = _BY_NUMPY.get(dt)
@@ -105,6 +108,12 @@ def to_numpy(name: str) -> np.dtype:
 
 def itemsize(name: str) -> int:
     return DTYPES[canonical(name)].itemsize
+
+
+def in_numpy(name: str) -> bool:
+    """Whether numpy itself has the dtype (not one of ml_dtypes' extension types, which ``np.save`` writes
+    as raw bytes or as a descriptor ``np.load`` cannot read)."""
+    return DTYPES[canonical(name)] not in _EXTENSION
 
 
 def known() -> list[str]:

@@ -201,7 +201,7 @@ class NpzWriter(Writer):
     def __init__(self, path: str, infos: Sequence[TensorInfo], **options):
         super().__init__(path, infos)
         for i in self.infos:
-            if i.dtype and np.dtype(dtypes.to_numpy(i.dtype)).kind == "V":
+            if i.dtype and not dtypes.in_numpy(i.dtype):
                 raise FormatError(path, f"npz cannot hold {i.dtype} (numpy saves it as raw bytes); "
                                   f"add a cast to float32 for this tensor", tensor=i.name)
         self._zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
