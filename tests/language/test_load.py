@@ -1,15 +1,18 @@
-"""Loading a spec (mapspec/language/load.py): includes, and every shipped spec loads."""
+"""Loading a spec (mapspec/language/load.py): includes, every shipped spec loads, 1.1 features need 1.1."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 
 import mapspec
-from mapspec.errors import SpecError
+from mapspec.errors import MapspecError, SpecError
 from mapspec.formats import module
 
 from engine_util import SPEC, write_spec
+from language_util import write
 
 
 def test_include_appends_rules_after_own(tmp_path):
@@ -49,3 +52,17 @@ def test_shipped_specs_validate():
     assert SPEC in specs
     for name, path in specs.items():
         mapspec.load_spec(str(path))
+
+
+@pytest.mark.parametrize("feature,text", [
+    ("'stack'", 'rules: [{from: "e<e>", to: w, stack: {over: e}}]'),
+    ("a 'config:' section", "config: {file: c.json, vars: {n: n}}\nrules: []"),
+    ("an optional or alternative name part", 'rules: [{from: "<?a.>w", to: w}]'),
+    ("shape() in an expression", 'rules: [{from: w, to: w, apply: [{reshape: ["{shape()[0]}", -1]}]}]'),
+    ("the transform 'rope_permute'", "rules: [{from: w, to: w, apply: [{rope_permute: {heads: 2, to: hf}}]}]"),
+    ("relax 'unused-elements'", "relax: [unused-elements]\nrules: []"),
+])
+def test_a_1_1_feature_needs_mapspec_1_1(tmp_path, feature, text):
+    with pytest.raises(MapspecError, match=re.escape(feature) + ".* is spec language 1.1: declare .mapspec: 1.1."):
+        mapspec.load_spec(write(tmp_path, "mapspec: 1\n" + text + "\n"))
+    mapspec.load_spec(write(tmp_path, "mapspec: 1.1\n" + text + "\n", "ok.yaml"))
