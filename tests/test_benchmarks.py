@@ -118,6 +118,7 @@ def test_generated_gguf_reads_with_gguf_py(tmp_path):
     assert len({t.data.tobytes() for t in r.tensors}) == 48  # seeded, every tensor distinct
 
 
+@pytest.mark.slow
 def test_baseline_script_matches_the_spec(tmp_path):
     """The baseline and ``mapspec apply`` with the benchmark spec write the same state dict."""
     torch = pytest.importorskip("torch")
@@ -136,6 +137,7 @@ def test_baseline_script_matches_the_spec(tmp_path):
         assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 def test_generated_llama_shards_load_with_transformers_layout(tmp_path):
     """gen.llama_sharded writes what save_pretrained writes: shards the library reads and an index that
     names every tensor's shard; the HF-way script and the benchmark spec rename alike."""
@@ -159,6 +161,7 @@ def test_generated_llama_shards_load_with_transformers_layout(tmp_path):
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,spec", [("full", "safetensors-rename.yaml"), ("rename", "safetensors-rename-only.yaml")])
 def test_hf_file_script_matches_the_spec(tmp_path, mode, spec):
     """hf_file.py (the Hugging Face way of the safetensors case) writes what mapspec writes with the spec."""

@@ -31,6 +31,8 @@ SEED = int(os.environ.get("MAPSPEC_FUZZ_SEED") or 0)
 RUNNABLE = [n for n, t in TARGETS.items() if t.available() is None]
 CORPUS = Path(__file__).resolve().parent / "fuzz" / "corpus"
 KNOWN = {(kb.target, kb.file): kb for kb in KNOWN_BUGS}
+# Corpus files that take seconds to replay (a parser loop bounded by its limits): full suite only.
+SLOW_CORPUS = {("keras", "hdf5-parser-loops.h5")}
 # Seeds made to exercise error paths rather than to be read (a symbol whose broadcast needs another
 # input shape than the target's fixed one).
 SEEDS_REFUSED = {("mxnet-symbol", "custom-aux-symbol.json")}
@@ -73,6 +75,8 @@ def _corpus_params() -> list:
                 continue
             kb = KNOWN.get((name, f.name))
             marks = [pytest.mark.xfail(strict=True, reason=kb.reason)] if kb else []
+            if (name, f.name) in SLOW_CORPUS:
+                marks.append(pytest.mark.slow)
             params.append(pytest.param(name, f, id=f"{name}/{f.name}", marks=marks))
     return params
 

@@ -492,6 +492,7 @@ def test_torch_pickle_that_runs_code_is_refused(tmp_path):
         assert not marker.exists(), f"{f.name} ran code"
 
 
+@pytest.mark.slow  # a child process imports torch: ~15 s
 def test_torch_pickle_that_runs_code_via_cli(tmp_path):
     _needs("torch")
     marker, files = _evil_files(tmp_path)

@@ -185,6 +185,7 @@ def test_signal_mid_write_keeps_the_old_checkpoint_whole(case, sig):
     assert _hidden(d, tmp_path) == []  # the staging folder is gone
 
 
+@pytest.mark.slow  # signals to child processes
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 @pytest.mark.parametrize("phase", ["before-swap", "after-swap"])
 def test_signal_during_publish_completes_it(case, sig, phase):

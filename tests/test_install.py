@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.install
+pytestmark = [pytest.mark.install, pytest.mark.slow]  # builds a wheel and a fresh venv
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.relative_to(ROOT / "specs").as_posix() for p in (ROOT / "specs").rglob("*") if p.is_file())

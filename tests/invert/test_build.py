@@ -101,6 +101,7 @@ def _chain(draw, shape):
     return calls
 
 
+@pytest.mark.slow  # property test; the transform contract checks each inverse fast
 @settings(max_examples=25, deadline=None)
 @given(st.data())
 def test_random_invertible_chains_round_trip(tmp_path_factory, data):

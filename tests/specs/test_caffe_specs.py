@@ -255,7 +255,8 @@ def test_third_party_prototxt_filled_with_params_matches_mxnet(tmp_path):
 
 # -- BatchNorm folding ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["mobilenet_deploy", "mobilenet_v2_deploy"])
+@pytest.mark.parametrize("name", ["mobilenet_deploy",
+                                  pytest.param("mobilenet_v2_deploy", marks=pytest.mark.slow)])
 def test_fold_bn_command_and_shipped_spec_agree(name, tmp_path):
     proto = fixture_file(f"mobilenet-caffe/{name}.prototxt")
     model = tmp_path / f"{name}.caffemodel"

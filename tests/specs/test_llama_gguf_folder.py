@@ -156,6 +156,7 @@ def test_outtype_of_a_gguf_type_for_an_hf_output_is_refused(tmp_path):
     assert code == 1 and "--outtype q8_0 is a GGUF type" in err and not (tmp_path / "x.safetensors").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rope", [{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
                                   {"rope_type": "linear", "factor": 2.0}])
