@@ -22,7 +22,6 @@ FACTORY = "a model factory: tests/models/test_registry.py, tests/specs/"
 
 ALLOWED: dict[str, str] = {
     "mapspec/__init__.py": "the public API (plan, apply, load_spec): tests/engine/, tests/language/test_load.py",
-    "mapspec/cli/flags.py": "shared flags: tests/cli/, tests/test_parallel.py (--jobs), tests/test_options.py",
     "mapspec/cli/show.py": "table printing: tests/cli/test_checkpoints.py (the inspect table)",
     "mapspec/cli/signals.py": "signal handling: tests/test_hostile_publish.py, tests/test_hostile_output.py",
     "mapspec/cli/tools.py": "fold-bn/example/graph commands: tests/specs/test_caffe_specs.py, tests/test_example.py",
@@ -78,7 +77,6 @@ ALLOWED: dict[str, str] = {
     "mapspec/models/llm.py": FACTORY,
     "mapspec/models/mobilefacenet.py": FACTORY,
     "mapspec/models/seeded.py": FACTORY,
-    "mapspec/resources.py": "shipped specs: tests/language/test_load.py, tests/test_install.py",
     "mapspec/transforms/inverse.py": "every declared inverse: tests/transforms/test_contract.py, tests/invert/",
     "mapspec/verify/core.py": "verify(): tests/verify/test_verify.py",
     "mapspec/verify/rotary.py": "rotary layouts: tests/verify/test_llm.py, tests/verify/test_diagnosis.py",
