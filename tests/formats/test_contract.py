@@ -32,14 +32,14 @@ def values(dtype: str, shape: tuple, start: int = 0) -> np.ndarray:
     n = int(np.prod(shape, dtype=np.int64))
     if dtype == "bool":
         return ((np.arange(n) + start) % 3 == 1).reshape(shape)
-    kind = dtypes.DTYPES[dtype].kind
     a = np.arange(start, start + n)
-    if kind == "float" and dtypes.itemsize(dtype) == 1:  # float8: small integers are exact
-        a = a % 15 - 7
-    elif kind == "int" or kind == "float":
-        a = a - n // 2
-    elif dtypes.itemsize(dtype) == 1:
-        a = a % 256
+    # integers the dtype holds exactly (float8: |x| <= 7, bfloat16: 8 significant bits, float16: 11), so that
+    # neighbouring values stay distinct; signed types get negative values too
+    exact = {"float8_e4m3fn": 15, "float8_e5m2": 15, "bfloat16": 256, "float16": 2048, "int8": 256, "uint8": 256}
+    if dtype in exact:
+        a = a % exact[dtype]
+    if dtypes.DTYPES[dtype].kind in ("int", "float"):
+        a = a - (exact.get(dtype, 2 * n) // 2)
     return a.astype(dtypes.to_numpy(dtype)).reshape(shape)
 
 
