@@ -55,6 +55,7 @@ class Case(NamedTuple):
     tensors: Callable  # (tmp_path, dtype) -> {name: array}
     options: Callable = lambda tmp_path, tensors: {}
     read_name: Callable = lambda name: name  # the name the reader gives a written tensor, where the format says so
+    metadata: Optional[tuple] = None  # (the write option ``metadata``, what the reader gives back for it)
 
 
 def _plain(names=("a.w", "b.v", "c.s")):
@@ -90,7 +91,8 @@ def _keras_archive_tensors(tmp_path, dtype):
 
 
 DATA_CASES: dict[str, Case] = {
-    "safetensors": Case(".safetensors", _plain()),
+    "safetensors": Case(".safetensors", _plain(), metadata=({"format": "pt", "note": "é"},
+                                                            {"format": "pt", "note": "é"})),
     "npz": Case(".npz", _plain()),
     "torch": Case(".pt", _plain()),
     "caffe": Case(".caffemodel", _plain(("conv[0]", "conv[1]", "ip[0]"))),
@@ -102,7 +104,11 @@ DATA_CASES: dict[str, Case] = {
     "sharded": Case(".index.json", _plain()),
     "keras-archive": Case(".keras", _keras_archive_tensors,
                           lambda tmp_path, tensors: {"template": str(tmp_path / "template.keras")}),
-    "gguf": Case(".gguf", _plain()),
+    "gguf": Case(".gguf", _plain(), metadata=(
+        {"general.architecture": "llama", "t.count": {"type": "uint32", "value": 7}, "t.names": ["a", "bb"],
+         "t.scale": {"type": "float32", "value": 0.5}, "t.flag": True},
+        {"general.architecture": ("string", "llama"), "t.count": ("uint32", 7),
+         "t.names": ("array[string]", ["a", "bb"]), "t.scale": ("float32", 0.5), "t.flag": ("bool", True)})),
     "onnx": Case(".onnx", _plain(), _onnx_template),
 }
 
@@ -149,7 +155,10 @@ def test_write_then_read_is_bit_identical(tmp_path, name, dtype):
     case = DATA_CASES[name]
     tensors = case.tensors(tmp_path, dtype)
     path = tmp_path / f"out{case.suffix}"
-    module(name).save(str(path), tensors, **case.options(tmp_path, tensors))
+    options = case.options(tmp_path, tensors)
+    if case.metadata:
+        options["metadata"] = case.metadata[0]
+    module(name).save(str(path), tensors, **options)
     if name != "sharded":  # an index names its shards' format; detect() reads single files
         assert detect(path) == name
     with open_checkpoint(path, format=name) as r:
@@ -161,6 +170,9 @@ def test_write_then_read_is_bit_identical(tmp_path, name, dtype):
             got = np.asarray(r.read(n))
             assert got.dtype == want.dtype and got.shape == want.shape, n
             assert got.tobytes() == want.tobytes(), f"{name} {dtype}: {n} differs after the round trip"
+        if case.metadata:
+            have = r.typed_metadata() if name == "gguf" else r.metadata
+            assert {k: have[k] for k in case.metadata[1]} == case.metadata[1]
 
 
 @pytest.mark.parametrize("name", sorted(LIMITS))
