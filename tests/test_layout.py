@@ -79,7 +79,6 @@ ALLOWED: dict[str, str] = {
     "mapspec/models/seeded.py": FACTORY,
     "mapspec/transforms/inverse.py": "every declared inverse: tests/transforms/test_contract.py, tests/invert/",
     "mapspec/verify/core.py": "verify(): tests/verify/test_verify.py",
-    "mapspec/verify/rotary.py": "rotary layouts: tests/verify/test_llm.py, tests/verify/test_diagnosis.py",
     "mapspec/verify/runners/__init__.py": RUNNER,
     "mapspec/verify/runners/base.py": RUNNER,
     "mapspec/verify/runners/caffe.py": RUNNER,
