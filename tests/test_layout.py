@@ -69,7 +69,6 @@ ALLOWED: dict[str, str] = {
     "mapspec/language/model.py": "spec data types: tests/language/",
     "mapspec/language/runners.py": RUNNER,
     "mapspec/language/verifycheck.py": "verify: checks: tests/language/test_bad_specs.py, tests/verify/test_runners.py",
-    "mapspec/metadata.py": "target.metadata: tests/specs/test_llama_gguf.py, tests/specs/test_zoo.py",
     "mapspec/models/caffenet.py": FACTORY,
     "mapspec/models/densenet.py": FACTORY,
     "mapspec/models/densenet_caffe.py": FACTORY,
