@@ -2,7 +2,8 @@
 its kind built from a :class:`Side` as verify builds it, and returns outputs of the shape the model gives
 (known from the model's own definition: a Linear's out features, a Caffe InnerProduct's num_output, a
 vocabulary) and, with ``capture``, the activations of its layers.  A runner added without a case here
-fails ``test_every_runner_has_a_case``; one whose optional package is missing skips with the reason.
+fails ``test_every_runner_has_a_case``; one whose optional package (the registry's ``needs``) is missing skips
+with the reason.  The mxnet runner runs mapspec's own MXNet executor: it needs no MXNet.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ def test_every_runner_has_a_case():
 
 @pytest.mark.parametrize("kind", list(RUNNERS))
 def test_runner_runs_a_tiny_model(tmp_path, kind):
+    for package in RUNNERS.entry(kind).needs:  # what the registry says the runner imports
+        pytest.importorskip(package, reason=f"the {kind} runner needs the package {package}")
     side, x, shape = CASES[kind](tmp_path)
     runner = make_runner(side)
     outputs, acts = runner.run(x)
