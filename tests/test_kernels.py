@@ -15,6 +15,7 @@ from mapspec.transforms.cast import cast
 DTYPES = [np.float32, np.float16, np.int64, np.uint8, ml_dtypes.bfloat16, np.float64]
 
 
+@pytest.mark.slow  # property test over shapes: ~5 s
 @settings(max_examples=60, deadline=None)
 @given(shape=st.lists(st.integers(1, 70), min_size=1, max_size=4), dtype=st.sampled_from(DTYPES),
        data=st.data())

@@ -188,6 +188,7 @@ def _compound(inner):
 _schemas = st.recursive(_leaf, _compound, max_leaves=6)
 
 
+@pytest.mark.slow  # 3000 random schemas: ~7 s
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_schemas, _values)
 def test_random_schemas_agree_with_jsonschema(schema_, doc):
