@@ -20,6 +20,9 @@ from ..errors import FormatError, MapspecError
 
 NAME = "keras"
 LEGACY, KERAS3 = "legacy", "keras3"
+# The top-level groups that make an HDF5 file Keras 3 weights (the layers' variables, the model's own): a
+# file with neither is not read as Keras weights, by Keras or by mapspec.
+KERAS3_ROOTS = ("layers", "vars")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _BOMB_FLOOR = 256 << 20  # bytes; below this a dataset may be read whatever its storage
 _BOMB_RATIO = 1000  # declared bytes / stored bytes above which a compressed dataset is refused

@@ -18,9 +18,9 @@ from .. import dtypes
 from ..errors import FormatError, MapspecError
 from ..files import MappedFile
 from .base import Reader, TensorInfo, Writer, announced_dtype
-from .keras_hdf5 import (H5, KERAS3, LEGACY, LEGACY_BACKEND, LEGACY_KERAS_VERSION, NAME, PROBE_TIMEOUT, WEIGHT_RANK,
-                         WRITE_DTYPES, _ATTR_LIMIT, _H5_ERRORS, Entry, _dtype_name, _h5py, _legacy_root, _vars_groups,
-                         keras3_entries, legacy_entries, probe)
+from .keras_hdf5 import (H5, KERAS3, KERAS3_ROOTS, LEGACY, LEGACY_BACKEND, LEGACY_KERAS_VERSION, NAME, PROBE_TIMEOUT,
+                         WEIGHT_RANK, WRITE_DTYPES, _ATTR_LIMIT, _H5_ERRORS, Entry, _dtype_name, _h5py, _legacy_root,
+                         _vars_groups, keras3_entries, legacy_entries, probe)
 
 
 def _probe_main(path: str, fd: Optional[int] = None) -> int:
@@ -78,7 +78,7 @@ class KerasReader(Reader):
             self.layout = LEGACY
             entries, self.layer_names, self.raw_weight_names = legacy_entries(h5, root)
             self._root = root
-        elif "layers" in h5.file or "vars" in h5.file:
+        elif any(r in h5.file for r in KERAS3_ROOTS):
             self.layout = KERAS3
             entries = keras3_entries(h5)
             self.layer_names = list(dict.fromkeys(e.layer for e in entries))
@@ -319,6 +319,10 @@ def _keras3_plan(infos: Sequence[TensorInfo], template: Optional["KerasReader"],
                            f"(layers/conv2d/vars/0), which names like {bad[0]!r} do not give; pass option "
                            "template= (a .weights.h5 saved by model.save_weights from the target model, or the "
                            "keras Model itself), or name tensors by their HDF5 path")
+    if names and not any(n.split("/", 1)[0] in KERAS3_ROOTS for n in names):
+        raise MapspecError(f"{path}: a Keras 3 .weights.h5 keeps its variables under layers/ (the model's own under "
+                           f"vars/), which names like {names[0]!r} leave out: neither Keras nor mapspec would read "
+                           f"the file; name them layers/{names[0]}, or pass option template=")
     return Plan({n: n for n in names}, [], {n: None for n in names})
 
 

@@ -415,6 +415,19 @@ def test_writer_errors(tmp_path):
     w.abort()
 
 
+
+def test_keras3_names_outside_layers_and_vars_are_refused(tmp_path):
+    """A file with no top-level layers/ or vars/ group is not Keras 3 weights (the reader says so): the writer
+    refuses names that would write one, instead of a file nothing reads back."""
+    with pytest.raises(MapspecError, match="keeps its variables under layers/.*layers/conv/vars/0"):
+        kf.save(tmp_path / "x.weights.h5", {"conv/vars/0": np.zeros(2, np.float32)})
+    assert not (tmp_path / "x.weights.h5").exists()
+    kf.save(tmp_path / "y.weights.h5", {"layers/conv/vars/0": np.arange(2, dtype=np.float32),
+                                        "optimizer/vars/0": np.arange(3, dtype=np.float32)})
+    with kf.open(str(tmp_path / "y.weights.h5")) as r:
+        assert sorted(r.names()) == ["conv/vars/0", "optimizer/vars/0"]
+
+
 # -- hostile input --------------------------------------------------------------------
 
 def _open_all(path, isolate: bool = False) -> None:
