@@ -51,15 +51,10 @@ from ..kernels import copy_range
 from ..files import MappedFile, check_shape, create_file, read_head
 from .base import PositionalWriter, Reader, TensorInfo, announced_dtype, save_with
 from ..frameworks.gguf.ggml import BY_DTYPE, BY_NAME, MAX_DIMS, MAX_NAME, TYPES
-from ..frameworks.gguf.quant import DEQUANTIZE
-from ..frameworks.gguf.quant import dequantize as dequantize_blocks
-from ..frameworks.gguf.quant import encode
-from ..frameworks.gguf.values import ARRAY as _ARRAY
-from ..frameworks.gguf.values import BOOL as _BOOL
-from ..frameworks.gguf.values import STRING as _STRING
+from ..frameworks.gguf.quant import DEQUANTIZE, encode, dequantize as dequantize_blocks
+from ..frameworks.gguf.values import ARRAY as _ARRAY, BOOL as _BOOL, STRING as _STRING
 from ..frameworks.gguf.values import VALUE_CODES, VALUE_TYPES, encode_value
-from ..frameworks.gguf.values import string_bytes as _string
-from ..frameworks.gguf.values import typed as _typed
+from ..frameworks.gguf.values import string_bytes as _string, typed as _typed
 from ..frameworks.gguf import outtype as gguf_outtype
 from .chunks import c_order_chunks
 
@@ -507,7 +502,8 @@ class GGUFWriter(PositionalWriter):
         self._place(name)
         pos = self._offsets[name]
         for piece in self._pieces(name, array):
-            pos = _pwrite(self._fh.fileno(), piece, pos)
+            with self.io:
+                pos = _pwrite(self._fh.fileno(), piece, pos)
         written(self._fh.fileno(), self._offsets[name], pos - self._offsets[name])
 
     def copy_at(self, name: str, info: TensorInfo, span: tuple) -> None:
@@ -520,7 +516,8 @@ class GGUFWriter(PositionalWriter):
         t = self._types.get(name)
         if t is None or (t, info.dtype) in _SAME:
             self._place(name)
-            copy_range(span[0], span[1], self._fh.fileno(), self._offsets[name], span[2])
+            with self.io:
+                copy_range(span[0], span[1], self._fh.fileno(), self._offsets[name], span[2])
             written(self._fh.fileno(), self._offsets[name], span[2])
             return
         self._place(name)
@@ -532,7 +529,8 @@ class GGUFWriter(PositionalWriter):
             raw = _pread(fd, min(step, span[2] - at), src + at)
             rows = np.frombuffer(raw, dt).reshape(-1, info.shape[-1] if info.shape else 1)
             for piece in encode(rows, t, f"tensor {name!r}", self._allow):
-                pos = _pwrite(self._fh.fileno(), piece, pos)
+                with self.io:
+                    pos = _pwrite(self._fh.fileno(), piece, pos)
         written(self._fh.fileno(), self._offsets[name], pos - self._offsets[name])
 
     def close(self) -> None:

@@ -351,10 +351,11 @@ class SafetensorsWriter(PositionalWriter):
         self._place(name)
         fd, pos = self._fh.fileno(), self._offsets[name]
         for piece in _chunks(array):
-            while len(piece):
-                n = os.pwrite(fd, piece, pos)
-                pos += n
-                piece = piece[n:]
+            with self.io:
+                while len(piece):
+                    n = os.pwrite(fd, piece, pos)
+                    pos += n
+                    piece = piece[n:]
         written(fd, self._offsets[name], pos - self._offsets[name])
 
     def copy_at(self, name: str, info: TensorInfo, span: tuple) -> None:
@@ -365,7 +366,8 @@ class SafetensorsWriter(PositionalWriter):
                 or span[2] != want.nbytes:
             raise MapspecError(f"{self.path}: tensor {name!r} does not match what was announced")
         self._place(name)
-        copy_range(span[0], span[1], self._fh.fileno(), self._offsets[name], span[2])
+        with self.io:
+            copy_range(span[0], span[1], self._fh.fileno(), self._offsets[name], span[2])
         written(self._fh.fileno(), self._offsets[name], span[2])
 
     def close(self) -> None:
