@@ -163,6 +163,11 @@ def check_underflow(out: np.ndarray, operands: Iterable, allow: frozenset, what:
 
 def _smallest(dt: np.dtype) -> float:
     """The smallest positive value of a float dtype (its smallest subnormal)."""
+    dt = np.dtype(dt)
+    if dt.type.__module__.startswith("ml_dtypes"):  # numpy's finfo knows them only from ml_dtypes 0.7 on
+        import ml_dtypes
+
+        return float(np.asarray(ml_dtypes.finfo(dt).smallest_subnormal).astype(np.float64))
     return float(np.asarray(np.finfo(dt).smallest_subnormal, dtype=np.float64))
 
 
