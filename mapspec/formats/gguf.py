@@ -11,23 +11,19 @@ A string is ``u64 length | bytes``; an array ``u32 item type | u64 count | items
 ``ne[0]`` is the fastest-varying dimension, so the numpy shape is ``ne`` reversed
 (what llama.cpp's converter and gguf-py hand out too).
 
-Names and values: float and integer tensors are numpy arrays (memory-mapped views).
-A block-quantized tensor (Q8_0, Q4_K, ...) is handed out as its raw blocks: a
-``uint8`` array of shape ``(*rows, bytes_per_row)`` (gguf-py's convention), with
-``meta = {"ggml_type": "Q4_K", "shape": (..logical..)}``.  A rename or copy into another
-GGUF file writes those blocks unchanged (the type travels in the meta); the
-``dequantize`` transform turns them into float32 of the logical shape (or the reader does, for
+Float and integer tensors are memory-mapped numpy arrays.  A block-quantized tensor (Q8_0,
+Q4_K, ...) is handed out as its raw blocks: a ``uint8`` array of shape ``(*rows, bytes_per_row)``
+(gguf-py's convention), ``meta = {"ggml_type": "Q4_K", "shape": (..logical..)}``.  A rename or copy
+into another GGUF file writes those blocks unchanged (kernel to kernel, :meth:`GGUFReader.span`);
+the ``dequantize`` transform turns them into float32 of the logical shape (or the reader does, for
 every quantized tensor, with option ``dequantize: true``).
 
-Metadata is lazy: opening a file records where each key's value lies (walking a
-string array only to find its end); :attr:`GGUFReader.metadata` decodes values on
-first use.  Every count, length and offset is checked against the bytes left in the
-file before anything is allocated.
+Metadata is lazy: opening a file records where each key's value lies; :attr:`GGUFReader.metadata`
+decodes values on first use.  Every count, length and offset is checked against the bytes left in
+the file before anything is allocated.
 
-The writer streams: the header depends only on names, shapes and types, which the
-engine announces up front, so it is written first and each tensor's bytes follow
-as they arrive, padded to the alignment (gguf-py's own writer holds every tensor
-until the end).  Options: ``metadata`` ({key: value} or {key: {type: T, value: V}};
+The writer streams: the header depends only on names, shapes and types, announced up front, so
+it is written first and each tensor's bytes follow as they arrive (gguf-py's writer holds them all).  Options: ``metadata`` ({key: value} or {key: {type: T, value: V}};
 plain values are typed as bool, uint32/int32/int64/uint64 by range, float32, string,
 or an array of one of those), ``alignment`` (default: the template's, else 32), and a GGUF
 ``template`` whose metadata is kept (the spec's keys win).
@@ -334,6 +330,13 @@ class GGUFReader(Reader):
         if sys.byteorder == "big" and dt.itemsize > 1:
             arr = arr.byteswap()
         return arr
+
+    def span(self, name: str) -> Optional[tuple]:
+        """(fd, offset, byte count) of a tensor's stored bytes; None if dequantized or byte-swapped."""
+        info, (offset, dt, _, nbytes) = self.info(name), self._where[name]
+        if (info.meta or {}).get("dequantized") or (sys.byteorder == "big" and dt.itemsize > 1):
+            return None
+        return self._file.fileno(), offset, nbytes
 
     def release(self, name: str) -> None:
         where = self._where.get(name)

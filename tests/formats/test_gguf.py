@@ -291,6 +291,36 @@ rules:
         assert np.array_equal(o.read("k"), gguf.quants.dequantize(k6, Q.Q6_K), equal_nan=True)
 
 
+def test_gguf_to_gguf_renames_are_kernel_copies(tmp_path, monkeypatch):
+    """A tensor only renamed GGUF -> GGUF is copied file to file (copy_file_range), blocks and floats
+    alike, and lands byte for byte; a dequantizing reader hands out no span to copy."""
+    import mapspec
+
+    x = (np.arange(2 * 64, dtype=np.float32).reshape(2, 64) - 50) / 9
+    q8 = gguf.quants.quantize(x, Q.Q8_0)
+    halves = np.arange(96, dtype=np.float16).reshape(3, 32)
+    src = gguf_py_file(tmp_path / "q.gguf", {"f": np.arange(4, dtype=np.float32), "h": halves},
+                       {"blk.0.w": ("Q8_0", q8)})
+    copied = []
+    real = mg.copy_range
+    monkeypatch.setattr(mg, "copy_range", lambda *a: copied.append(a[4]) or real(*a))
+    spec = _spec(tmp_path, """
+mapspec: 1
+source: {format: gguf}
+target: {format: gguf}
+rules:
+  - {from: "blk.<i>.<w:word>", to: "layer.{i}.{w}"}
+  - {from: "<n:word>", to: "x.{n}"}
+""")
+    mapspec.apply(spec, str(src), str(tmp_path / "out.gguf"))
+    assert sorted(copied) == sorted([q8.nbytes, 16, halves.nbytes])
+    t = {x.name: x for x in gguf.GGUFReader(str(tmp_path / "out.gguf")).tensors}
+    assert np.array_equal(np.asarray(t["layer.0.w"].data), q8) and t["layer.0.w"].tensor_type == Q.Q8_0
+    assert np.array_equal(np.asarray(t["x.h"].data), halves) and np.asarray(t["x.h"].data).dtype == np.float16
+    with mg.open(str(src), dequantize=True) as r:
+        assert r.span("blk.0.w") is None and r.span("h") is not None
+
+
 def test_transformed_quantized_blocks_are_refused(tmp_path):
     import mapspec
 
