@@ -182,7 +182,7 @@ def api_page() -> str:
 @page("reference/generators.md")
 def generators_page() -> str:
     """The generators a spec's ``generate:`` may name, from their registry."""
-    from .generators import GENERATORS
+    from .language.generators import GENERATORS
 
     lines = ["# Generators", "", "Generated from the generator registry (`mapspec/generators.py`): what a rule "
              "without `from` or a `target.metadata` entry may `generate:` (spec language 1.1; see "

@@ -71,7 +71,7 @@ def test_schema_page_has_every_key_of_the_schema_file():
 
 
 def test_generators_page_has_every_generator_and_argument():
-    from mapspec.generators import GENERATORS
+    from mapspec.language.generators import GENERATORS
 
     page = docgen.generators_page()
     for name, g in GENERATORS.items():

@@ -21,29 +21,28 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mapspec"
 LAYERS = [
     # ground floor: errors, the lazy-registry helper, files and paths, dtype names, packaged resources
     ("errors", "registry", "files", "durable", "paths", "dtypes", "resources"),
-    # numbers: exact arithmetic, kernels; GGUF's knowledge (ggml block layouts, quantization, llama.cpp's tables)
-    ("numeric", "kernels", "frameworks.gguf"),
-    # the spec language (YAML with places, expressions, conditions, patterns) and template builtins
-    ("language.yamlsafe", "language.schema", "language.quickschema", "language.expr", "language.conditions",
-     "language.pattern", "generators", "metadata"),
+    # numbers: exact arithmetic, kernels
+    ("numeric", "kernels"),
+    # what mapspec knows about each framework (Caffe, MXNet, GGUF), their reference executors and the
+    # graph conversion between them: one package, no file formats, no spec
+    ("frameworks",),
     # transforms and what is computed from their table
     ("transforms", "rawblocks", "coverage", "stacking"),
-    # the frameworks table and the network graphs (Caffe, MXNet) as data, with BN-chain folding
-    ("frameworks", "frameworks.caffe", "frameworks.mxnet"),
     # checkpoint formats
     ("formats",),
-    # models for verify and the examples; executors that run graphs with torch (they take a formats Reader)
-    ("models", "frameworks.executor_base", "frameworks.caffe.executor", "frameworks.caffe.ops",
-     "frameworks.mxnet.executor", "frameworks.mxnet.exec_ops"),
-    # the spec loader (checks names against the format, transform, runner and model tables)
-    ("language", "options", "family"),
+    # models for verify and the examples
+    ("models",),
+    # the spec language and its loader (YAML with places, expressions, conditions, patterns, the schema,
+    # template builtins, the family picker; checks names against the format, transform, runner and model
+    # tables), and the command-line value syntax
+    ("language", "options"),
     # the engine (engine.steps, what a plan is made of, is imported by outtype, which engine.execute calls)
     # and what plans or writes with it
-    ("engine", "outtype", "companions", "parallel", "guard", "progress", "invert", "inverse_tables", "catalog"),
+    ("engine", "companions", "parallel", "guard", "progress", "invert", "inverse_tables", "catalog"),
     # verification (runs both sides, compares)
     ("verify",),
-    # tools on top: spec drafting, examples, graph conversion between frameworks
-    ("draft", "example", "frameworks.convert"),
+    # tools on top: spec drafting, examples
+    ("draft", "example"),
     # the command line and the public API
     ("cli", "docgen", "__main__", ""),
 ]
@@ -174,7 +173,7 @@ def test_the_checker_sees_a_circle_and_an_upward_arrow():
     """The checks themselves: a made-up circle and a made-up upward arrow are found."""
     edges = [("mapspec.numeric", "mapspec.engine", 1), ("mapspec.engine", "mapspec.numeric", 2)]
     assert circles(edges) == [["mapspec.engine", "mapspec.numeric"]]
-    assert upward(edges) == ["mapspec.numeric (layer 1) imports mapspec.engine (layer 8) at line 1"]
+    assert upward(edges) == ["mapspec.numeric (layer 1) imports mapspec.engine (layer 7) at line 1"]
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ ALLOWED: dict[str, str] = {
     "mapspec/cli/signals.py": "signal handling: tests/test_hostile_publish.py, tests/test_hostile_output.py",
     "mapspec/cli/tools.py": "fold-bn/example/graph commands: tests/specs/test_caffe_specs.py, tests/test_example.py",
     "mapspec/cli/verify.py": "the verify command: tests/verify/test_verify.py",
+    "mapspec/engine/tokenizer.py": "the plan's tokenizer hook (no tokenizer files, --no-tokenizer, --tokenizer-pre, "
+                                   "vocab_size): tests/formats/test_gguf_vocab.py, tests/specs/test_llama_gguf.py",
     "mapspec/draft/graph.py": DRAFT,
     "mapspec/draft/match.py": DRAFT,
     "mapspec/draft/names.py": DRAFT,

@@ -25,7 +25,7 @@ def _close(p) -> None:
 
 def _spec_from_args(args):
     """The spec with the command line's --source-option / --template-option added to its own options."""
-    from ..family import resolve
+    from ..language.family import resolve
     from ..formats import detect
     from ..language.load import load_spec
 

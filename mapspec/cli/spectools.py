@@ -31,7 +31,7 @@ def cmd_validate(args, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_specs(args, out: TextIO, err: TextIO) -> int:
-    from ..family import families
+    from ..language.family import families
     from ..resources import shipped_specs
     from ..language.load import check_spec
 

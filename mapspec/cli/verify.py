@@ -35,7 +35,7 @@ def _layer_rows(v, limit: int = 16) -> tuple[list, int]:
 def cmd_verify(args, out: TextIO, err: TextIO) -> int:
     from ..progress import byte_bar, wanted
     from ..language.load import load_spec
-    from ..family import resolve
+    from ..language.family import resolve
     from ..verify import run_verify
 
     spec = load_spec(resolve(args.spec, args.source), args.allow_path or ())

@@ -71,7 +71,7 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     ``sync`` (default): fsync'ed before it is put in place (``--no-sync`` turns it off).  ``outtype`` (GGUF
     outputs): the ggml type of the weights, as llama.cpp's converter chooses them
     (:mod:`mapspec.frameworks.gguf.outtype`); other outputs: the dtype of every float
-    tensor (:mod:`mapspec.outtype`).
+    tensor (:mod:`mapspec.engine.outtype`).
     """
     from .. import guard
     from ..formats.shard_output import staged
@@ -81,7 +81,7 @@ def execute(p: Plan, output: str, force: bool = False, progress: Optional[Callab
     spec, reader = p.spec, p.source
     fmt = output_format(output, p.target_format)
     if outtype is not None and fmt != "gguf":  # float outputs: every float tensor in one dtype
-        from .. import outtype as float_outtype
+        from . import outtype as float_outtype
 
         float_outtype.cast_plan(p, outtype, fmt, output)
         outtype = None

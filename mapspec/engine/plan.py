@@ -7,15 +7,17 @@ from collections import Counter
 import dataclasses
 from typing import Optional, Union
 
-from .. import coverage, dtypes, metadata, rawblocks, stacking
+from .. import coverage, dtypes, rawblocks, stacking
+from ..language import metadata
 from ..errors import ConversionError, CoverageError, Location, MapspecError, SpecError
-from ..formats import Reader, TensorInfo, module, open_checkpoint, output_format, gguf_vocab
+from ..formats import Reader, TensorInfo, module, open_checkpoint, output_format
 from ..language.args import Binder, Ref
 from ..language import conditions
 from ..language.config import with_config
 from ..language.expr import SHAPE_OF, ExprError
 from ..language.load import load_spec
 from ..language.model import Rule, Spec
+from . import tokenizer
 from ..language.pattern import AmbiguousMatch
 from ..transforms import Meta, TransformError
 from .names import MAX_LISTED, MAX_SUGGESTIONS, _closest, _listing
@@ -342,7 +344,7 @@ class _Planner:
         return step
 
     def _metadata(self, raw: dict) -> dict:
-        """``target.metadata`` evaluated over the vars and the plan's facts (see :mod:`mapspec.metadata`)."""
+        """``target.metadata`` evaluated over the vars and the plan's facts (see :mod:`mapspec.language.metadata`)."""
         env = {**self._env({}, None), **metadata.builtins(self.plan.steps, self.source.path)}
         return metadata.evaluate(raw, env, self.spec.unset, self.spec.target.loc or Location(self.spec.path),
                                  self.error)
@@ -454,7 +456,7 @@ class _Planner:
 
 def _as_spec(spec: Union[str, Spec], source=None) -> Spec:
     """A spec, a spec's path or shipped name, or a generic name (``hf-to-gguf``) the source's family picks."""
-    from ..family import resolve
+    from ..language.family import resolve
 
     return spec if isinstance(spec, Spec) else load_spec(resolve(spec, source))
 
@@ -485,7 +487,7 @@ def plan(spec: Union[str, Spec], source: Union[str, Reader], template: Union[str
     """Plan a conversion from metadata only.  Returns a :class:`Plan` (check ``plan.ok`` / ``plan.check()``).
 
     Vars come from the spec, then its config file beside the source (or ``vars_file``), then ``vars``.
-    ``no_tokenizer``, ``tokenizer_pre``: see :func:`mapspec.formats.gguf_vocab.add_to_plan`."""
+    ``no_tokenizer``, ``tokenizer_pre``: see :func:`mapspec.engine.tokenizer.add_to_plan`."""
     spec = _as_spec(spec, source)
     reader = source if isinstance(source, Reader) else open_checkpoint(
         source, format=source_format or spec.source.format, **spec.source.options)
@@ -494,7 +496,7 @@ def plan(spec: Union[str, Spec], source: Union[str, Reader], template: Union[str
     fmt = target_format or spec.target.format
     fmt = output_format(output, fmt) if output else fmt
     p = _Planner(spec, reader, tmpl, fmt, set(relax)).run()
-    gguf_vocab.add_to_plan(p, no_tokenizer=no_tokenizer, pre=tokenizer_pre)
+    tokenizer.add_to_plan(p, no_tokenizer=no_tokenizer, pre=tokenizer_pre)
     p.no_tokenizer = no_tokenizer
     p.warnings[:0] = getattr(reader, "notes", [])  # e.g. shards beside an index that it does not name
     return p

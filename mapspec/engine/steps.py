@@ -1,5 +1,5 @@
 """What a plan is made of: the bound transform calls, the steps (one output tensor each) and the plan
-itself; below both the planner and :mod:`mapspec.outtype`, which adds cast steps."""
+itself; below both the planner and :mod:`mapspec.engine.outtype`, which adds cast steps."""
 
 from __future__ import annotations
 

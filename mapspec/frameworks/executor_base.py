@@ -1,8 +1,8 @@
 """Reference executors: run a legacy framework's graph with torch, no framework needed.
 
 An executor is built from a graph file (a Caffe ``.prototxt``, an MXNet
-``-symbol.json``) and weights (any :class:`~mapspec.formats.base.Reader` or a
-``{name: array}`` mapping whose names follow that format's tensor naming:
+``-symbol.json``) and weights (a tensor source: anything with ``names()`` and ``read(name)``, as every
+:class:`~mapspec.formats.base.Reader` has, or a ``{name: array}`` mapping whose names follow that format's tensor naming:
 ``layer[k]`` for Caffe, ``op_weight`` style names without ``arg:``/``aux:`` for MXNet).
 
 Each operator lives in its own small function (a pure torch kernel), apart from the
@@ -34,6 +34,15 @@ class Executor:
             capture: bool = False) -> dict[str, np.ndarray]:
         """Run the graph on ``inputs`` (name -> array); return outputs (and intermediates when ``capture``)."""
         raise NotImplementedError
+
+
+def tensor_source(weights):
+    """``(names, read)`` of a reader-like tensor source (``names()`` and ``read(name)``, as every format's
+    reader has: the executors need no import of :mod:`mapspec.formats`), else None."""
+    names, read = getattr(weights, "names", None), getattr(weights, "read", None)
+    if callable(names) and callable(read):
+        return list(names()), read
+    return None
 
 
 def feed(path: str, inputs: Mapping[str, np.ndarray], needed: Sequence[str], known: Sequence[str]) -> dict:

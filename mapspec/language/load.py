@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .. import dtypes
-from .. import family
+from . import family
 from ..errors import ErrorList, Location, MapspecError, SpecError
 from ..paths import within
 from ..resources import shipped_specs

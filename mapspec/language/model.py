@@ -61,7 +61,7 @@ class Rule:
     absent: list = field(default_factory=list)  # [(Template, Location)]: none may exist in the source
     when: list = field(default_factory=list)  # [(attr, Template of the layer, expected value, Location)]
     when_vars: list = field(default_factory=list)  # [{var, is/in/set}]: conditions over vars (mapspec.language.conditions)
-    generate: Optional[dict] = None  # {generator: {arg: value}}: a tensor computed from vars (mapspec.generators)
+    generate: Optional[dict] = None  # {generator: {arg: value}}: a tensor computed from vars (mapspec.language.generators)
     optional: bool = False
     value: Any = None
     dtype: Optional[str] = None

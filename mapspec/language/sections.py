@@ -32,7 +32,7 @@ def config_section(raw) -> Optional[dict]:
 
 def check_config(raw) -> list:
     """``default`` and ``values`` expressions of ``config.vars`` entries parse; no var takes a builtin's name."""
-    from ..metadata import BUILTINS
+    from .metadata import BUILTINS
 
     errors = []
     entries = raw.get("vars") if isinstance(raw, dict) else None
@@ -150,7 +150,7 @@ def check_metadata(value, loc: Location, known: set, top: bool = True) -> list:
 
 def check_generate(raw, loc: Location, returns: str, label: Optional[str]) -> list:
     """``generate: {G: {arg: V}}``: a known generator of the right kind, every argument known and given."""
-    from ..generators import GENERATORS
+    from .generators import GENERATORS
 
     if not isinstance(raw, dict) or len(raw) != 1:
         return [SpecError("generate: give one generator and its arguments ({name: {arg: value}})", loc, label)]

@@ -45,12 +45,11 @@ from typing import Mapping, NamedTuple, Optional, Sequence
 import numpy as np
 
 from ...errors import ConversionError, FormatError, MapspecError
-from ...formats.base import Reader
 from . import net as caffe_net
 from . import schema
 from .blobs import BLOB_NAME
 from .layers import blob_count, in_phase
-from ..executor_base import Executor, feed
+from ..executor_base import Executor, feed, tensor_source
 
 try:
     import torch
@@ -192,9 +191,9 @@ class CaffeExecutor(Executor):
                 for k, blob in enumerate(s.layer.blobs):
                     found.setdefault(s.layer.name, {})[k] = functools.partial(
                         _blob_array, blob, f"{self.path}: layer {s.layer.name!r} blob {k}")
-        elif isinstance(weights, (Reader, Mapping)):
-            names = weights.names() if isinstance(weights, Reader) else list(weights)
-            get = weights.read if isinstance(weights, Reader) else weights.__getitem__
+        elif isinstance(weights, Mapping) or tensor_source(weights) is not None:
+            names, get = (list(weights), weights.__getitem__) if isinstance(weights, Mapping) else \
+                tensor_source(weights)
             for name in names:
                 m = BLOB_NAME.match(name) if isinstance(name, str) else None
                 if m and m.group(1) in wanted:

@@ -25,10 +25,9 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from ...errors import ConversionError, MapspecError
-from ...formats.base import Reader
 from .graph import Graph, infer_node_shapes, load_symbol, resolve_input_shapes
 from .ops import ShapeError
-from ..executor_base import Executor, feed
+from ..executor_base import Executor, feed, tensor_source
 
 try:
     import torch
@@ -74,9 +73,9 @@ class MXNetExecutor(Executor):
     def _load_weights(self, weights) -> dict:
         g = self.graph
         wanted = list(g.param_names) + list(g.aux_names)
-        if isinstance(weights, Reader):
-            have = set(weights.names())
-            get = weights.read
+        source = None if isinstance(weights, Mapping) else tensor_source(weights)
+        if source is not None:
+            have, get = set(source[0]), source[1]
         elif isinstance(weights, Mapping):
             stripped = {_strip(k): v for k, v in weights.items()}
             have = set(stripped)

@@ -12,7 +12,8 @@ import pytest
 
 import llm_fixtures as F
 import mapspec
-from mapspec import cli, family
+from mapspec import cli
+from mapspec.language import family
 from mapspec.resources import specs_dir
 
 transformers = pytest.importorskip("transformers")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mapspec import generators
+from mapspec.language import generators
 from mapspec.errors import MapspecError
 
 gguf = pytest.importorskip("gguf")

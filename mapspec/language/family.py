@@ -20,7 +20,7 @@ import dataclasses
 import os
 from typing import Optional
 
-from .errors import Location, MapspecError, SpecError
+from ..errors import Location, MapspecError, SpecError
 
 FIELDS = ("architectures", "model_types", "gguf_architecture", "gguf_has", "gguf_lacks")
 
@@ -80,8 +80,8 @@ _CACHE: dict = {}
 
 def families() -> list[Family]:
     """Every shipped spec that declares what it reads, sorted by spec name."""
-    from .resources import shipped_specs, specs_dir
-    from .language.yamlsafe import load_file
+    from ..resources import shipped_specs, specs_dir
+    from .yamlsafe import load_file
 
     root = str(specs_dir())
     if root in _CACHE:
@@ -146,8 +146,8 @@ def _one(name: str, hits: list, what: str, where: str) -> str:
 
 
 def _by_gguf(name: str, candidates: list, source: str) -> str:
-    from .formats import detect
-    from .formats.gguf import GGUFReader
+    from ..formats import detect
+    from ..formats.gguf import GGUFReader
 
     if detect(source) != "gguf":
         raise MapspecError(f"{source}: {name} reads a GGUF file (its general.architecture picks the spec); this "
@@ -181,7 +181,7 @@ def config_path(source: str) -> str:
 
 
 def _by_config(name: str, candidates: list, source: str) -> str:
-    from .language.config import read_file
+    from .config import read_file
 
     path = config_path(source)
     if not os.path.isfile(path):

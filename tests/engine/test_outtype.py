@@ -6,7 +6,7 @@ import pytest
 
 from mapspec.errors import MapspecError
 from mapspec.formats import TensorInfo
-from mapspec.outtype import auto, float_dtype
+from mapspec.engine.outtype import auto, float_dtype
 
 
 def infos(*items):

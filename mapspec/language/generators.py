@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .errors import MapspecError
+from ..errors import MapspecError
 
 KINDS = {"float": (int, float), "int": (int,), "text": (str,), "floats": (list,)}
 MAX_ELEMENTS = 1 << 20  # a generated tensor's elements (a rotary dimension is a few hundred)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from . import dtypes
-from .errors import MapspecError
+from .. import dtypes
+from ..errors import MapspecError
 
 FLOAT_TYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
@@ -45,8 +45,8 @@ def float_dtype(outtype: str, fmt: str, output: str, source_infos: Iterable) -> 
 def cast_plan(p, outtype: str, fmt: str, output: str) -> None:
     """Every float tensor of plan ``p`` cast to ``outtype``'s dtype (a cast appended to its step, as the
     spec's target dtype does)."""
-    from .engine.steps import _IMPLICIT_CAST, BoundCall
-    from .transforms import Meta
+    from .steps import _IMPLICIT_CAST, BoundCall
+    from ..transforms import Meta
 
     want = float_dtype(outtype, fmt, output, p.source.infos().values())
     for s in p.steps:

@@ -3,7 +3,7 @@
 A metadata key may hold ``{expr}`` holes (``"{arch}.block_count"``).  A metadata entry is a value, an ``{expr}`` text (a lone ``{expr}`` keeps its value's type), or
 ``{type: T, value: V}``; that mapping may also say ``when:`` (the key is written only if the
 conditions over vars hold, see :mod:`mapspec.language.conditions`) and ``generate: {G: {arg: V}}``
-instead of ``value`` (the value of generator G, see :mod:`mapspec.generators`).
+instead of ``value`` (the value of generator G, see :mod:`mapspec.language.generators`).
 
 Besides the vars, expressions here see facts of the planned conversion: ``output_params`` (the number
 of elements of every output tensor), ``source_folder`` (the name of the folder holding the source), and
@@ -18,10 +18,10 @@ import os
 from typing import Optional
 
 from . import generators
-from .errors import Location, MapspecError, SpecError
-from .language import conditions
-from .language.expr import ExprError, Template
-from .language.yamlsafe import loc_of
+from ..errors import Location, MapspecError, SpecError
+from . import conditions
+from .expr import ExprError, Template
+from .yamlsafe import loc_of
 
 ENTRY_KEYS = {"type", "value", "when", "generate"}
 BUILTINS = ("output_params", "source_folder", "output_expert_params", "output_experts")
