@@ -250,7 +250,7 @@ def announced_dtype(info: TensorInfo) -> str:
 
 def save_with(create, path, tensors: Mapping[str, np.ndarray], **options) -> None:
     """Write a whole mapping through a format's ``create`` (atomically)."""
-    arrays, infos = arrays_and_infos(tensors)
+    arrays, infos = arrays_and_infos(tensors, path)
     import inspect
 
     named = getattr(inspect.getmodule(create), "NAMED_TEMP", False)
@@ -258,10 +258,18 @@ def save_with(create, path, tensors: Mapping[str, np.ndarray], **options) -> Non
         write_all(create(tmp, infos, final_path=str(path), **options), arrays)
 
 
-def arrays_and_infos(tensors: Mapping[str, np.ndarray]) -> tuple[dict, list]:
-    """A ``{name: array}`` mapping as numpy arrays, and the :class:`TensorInfo` of each, in order."""
+def arrays_and_infos(tensors: Mapping[str, np.ndarray], path="") -> tuple[dict, list]:
+    """A ``{name: array}`` mapping as numpy arrays, and the :class:`TensorInfo` of each, in order; a
+    dtype mapspec has no name for (complex, object, strings) is an error naming the tensor."""
     arrays = {k: np.asarray(v) for k, v in tensors.items()}
-    return arrays, [TensorInfo(k, tuple(a.shape), dtypes.name_of(a.dtype)) for k, a in arrays.items()]
+    infos = []
+    for k, a in arrays.items():
+        try:
+            infos.append(TensorInfo(k, tuple(a.shape), dtypes.name_of(a.dtype)))
+        except KeyError:
+            raise MapspecError(f"{path or 'output'}: tensor {k!r} is {a.dtype}, a dtype mapspec does not write "
+                               f"(it writes {', '.join(dtypes.DTYPES)})") from None
+    return arrays, infos
 
 
 def write_all(writer: Writer, arrays: Mapping[str, np.ndarray]) -> None:

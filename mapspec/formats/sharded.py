@@ -447,7 +447,7 @@ def save(path: str, tensors, **options) -> None:
     from .base import arrays_and_infos, write_all
     from .shard_output import staged
 
-    arrays, infos = arrays_and_infos(tensors)
+    arrays, infos = arrays_and_infos(tensors, path)
     fmt = options.pop("shard_format", None) or output_target(path, None)[1]
     with staged(path, fmt, force=True, sync=options.pop("sync", True)) as tmp:
         write_all(create(tmp, infos, final_path=str(path), shard_format=fmt, overwrite=True, **options), arrays)

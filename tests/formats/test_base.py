@@ -8,7 +8,8 @@ import pytest
 
 from mapspec import dtypes
 from mapspec.errors import MapspecError
-from mapspec.formats import create_writer, npz, open_checkpoint
+from mapspec.formats import create_writer, module, npz, open_checkpoint
+from mapspec.formats.registry import FORMATS
 from mapspec.formats.base import TensorInfo, arrays_and_infos, save_with, write_all
 
 INFOS = [TensorInfo("a", (2, 3), "float32"), TensorInfo("b", (4,), "int64")]
@@ -47,3 +48,13 @@ def test_a_failed_save_leaves_no_file(tmp_path):
     w = create_writer(str(tmp_path / "p.npz"), INFOS)
     with pytest.raises(MapspecError):
         write_all(w, {"a": A, "b": A})  # b of another shape: aborted
+
+
+@pytest.mark.parametrize("fmt", [f for f, e in FORMATS.items() if e.has_data])
+def test_save_refuses_a_dtype_mapspec_has_no_name_for(tmp_path, fmt):
+    """complex, object, text arrays: one error naming the tensor and the dtype, never a KeyError."""
+    out = tmp_path / ("d/m.index.json" if fmt == "sharded" else "m" + FORMATS[fmt].suffixes[0])
+    for bad in (np.zeros(2, np.complex64), np.array(["a", "b"]), np.array([None], dtype=object)):
+        with pytest.raises(MapspecError, match=f"tensor 'x' is {bad.dtype}, a dtype mapspec does not write"):
+            module(fmt).save(str(out), {"x": bad})
+        assert not out.exists()
