@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -113,8 +114,19 @@ def sync_dir(path) -> None:
         os.close(fd)
 
 
+@functools.lru_cache(maxsize=None)
+def _libc(name: str, *argtypes):
+    """The C library's function ``name`` (returning int, setting errno), or None where it is missing
+    (not Linux, an older C library)."""
+    try:
+        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = list(argtypes), ctypes.c_int
+    return fn
+
+
 _SYNC_FILE_RANGE_WRITE = 2
-_sync_file_range = None
 _DURABLE = [0]  # durable outputs being written now (see :func:`writing`)
 
 
@@ -139,25 +151,15 @@ def written(fd: int, offset: int, nbytes: int) -> None:
     the disk's work with the conversion's (measured on 4 GiB copied in 64 MiB pieces: the final
     fsync 0.6-0.7 s without, 0.02 s with) and keeps the kernel's dirty-page limit, which slows
     every writer, from being reached.  Elsewhere, or where it fails, nothing happens."""
-    global _sync_file_range
     if not _DURABLE[0] or nbytes <= 0:
         return
-    if _sync_file_range is None:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            fn = libc.sync_file_range
-            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-            fn.restype = ctypes.c_int
-            _sync_file_range = fn
-        except (OSError, AttributeError):
-            _sync_file_range = False
-    if _sync_file_range:
-        _sync_file_range(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
+    fn = _libc("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    if fn is not None:
+        fn(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
 
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
-_renameat2 = None
 
 
 def exchange(a, b) -> bool:
@@ -165,19 +167,10 @@ def exchange(a, b) -> bool:
 
     Unavailable: not Linux, a C library without ``renameat2``, or a file system that does not
     support the exchange (EINVAL, ENOSYS, EOPNOTSUPP).  Other errors are raised as OSError."""
-    global _renameat2
-    if _renameat2 is None:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            fn = libc.renameat2
-            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-            fn.restype = ctypes.c_int
-            _renameat2 = fn
-        except (OSError, AttributeError):
-            _renameat2 = False
-    if not _renameat2:
+    renameat2 = _libc("renameat2", ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    if renameat2 is None:
         return False
-    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):

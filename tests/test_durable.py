@@ -41,7 +41,8 @@ def test_temp_names_are_short_and_recognised(tmp_path):
 
 def _recorded_writebacks(monkeypatch):
     calls = []
-    monkeypatch.setattr(durable, "_sync_file_range", lambda fd, off, n, flags: calls.append((off, n, flags)) or 0)
+    record = lambda fd, off, n, flags: calls.append((off, n, flags)) or 0  # noqa: E731
+    monkeypatch.setattr(durable, "_libc", lambda name, *types: record if name == "sync_file_range" else None)
     return calls
 
 

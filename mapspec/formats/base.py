@@ -32,8 +32,10 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 import numpy as np
 
 from .. import dtypes
+from ..durable import written
 from ..errors import FormatError, MapspecError
 from ..files import atomic_output
+from ..kernels import copy_range
 
 
 class TensorInfo(NamedTuple):
@@ -223,6 +225,28 @@ class PositionalWriter(Writer):
             if name in self._placed:
                 raise MapspecError(f"{self.path}: tensor {name!r} written twice")
             self._placed.add(name)
+
+    def _put(self, name: str, pieces) -> None:
+        """Write ``pieces`` (bytes-like, in order) from tensor ``name``'s offset (``self._offsets``), one
+        thread at a time in the syscalls (:attr:`io`); then start a durable output's writeback of them."""
+        fd = self._fh.fileno()
+        start = pos = self._offsets[name]
+        for piece in pieces:
+            view = memoryview(piece).cast("B")
+            with self.io:
+                while len(view):
+                    n = os.pwrite(fd, view, pos)
+                    pos += n
+                    view = view[n:]
+        written(fd, start, pos - start)
+
+    def _copy(self, name: str, span: tuple) -> None:
+        """Copy ``span`` (descriptor, offset, byte count) to tensor ``name``'s offset inside the kernel, as
+        :meth:`_put` writes."""
+        fd, at = self._fh.fileno(), self._offsets[name]
+        with self.io:
+            copy_range(span[0], span[1], fd, at, span[2])
+        written(fd, at, span[2])
 
     def _all_placed(self) -> bool:
         """True when the file was written positionally and every announced tensor came; False when it was

@@ -23,10 +23,10 @@ decodes values on first use.  Every count, length and offset is checked against 
 the file before anything is allocated.
 
 The writer streams: the header depends only on names, shapes and types, announced up front, so
-it is written first and each tensor's bytes follow as they arrive (gguf-py's writer holds them all).  Options: ``metadata`` ({key: value} or {key: {type: T, value: V}};
-plain values are typed as bool, uint32/int32/int64/uint64 by range, float32, string,
-or an array of one of those), ``alignment`` (default: the template's, else 32), and a GGUF
-``template`` whose metadata is kept (the spec's keys win).
+it is written first and each tensor's bytes follow as they arrive (gguf-py's writer holds them all).
+Options: ``metadata`` ({key: value} or {key: {type: T, value: V}}; plain values are typed as bool,
+uint32/int32/int64/uint64 by range, float32, string, or an array of one of those), ``alignment``
+(default: the template's, else 32), and a GGUF ``template`` whose metadata is kept (the spec's keys win).
 """
 
 from __future__ import annotations
@@ -41,9 +41,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from .. import dtypes
-from ..durable import written
 from ..errors import FormatError, MapspecError
-from ..kernels import copy_range
 from ..files import MappedFile, check_shape, create_file, read_head
 from .base import PositionalWriter, Reader, TensorInfo, announced_dtype, save_with
 from ..frameworks.gguf.ggml import BY_DTYPE, BY_NAME, MAX_DIMS, MAX_NAME, TYPES
@@ -503,11 +501,7 @@ class GGUFWriter(PositionalWriter):
         info = self._fits(name, array)
         self._check_dtype(name, info, array, why="the header is already written (cast it before writing)")
         self._place(name)
-        pos = self._offsets[name]
-        for piece in self._pieces(name, array):
-            with self.io:
-                pos = _pwrite(self._fh.fileno(), piece, pos)
-        written(self._fh.fileno(), self._offsets[name], pos - self._offsets[name])
+        self._put(name, self._pieces(name, array))
 
     def copy_at(self, name: str, info: TensorInfo, span: tuple) -> None:
         """Write tensor ``name`` from another file's bytes (``span``: descriptor, offset, byte count, as a
@@ -517,24 +511,22 @@ class GGUFWriter(PositionalWriter):
                 or span[2] != want.nbytes:
             raise MapspecError(f"{self.path}: tensor {name!r} does not match what was announced")
         t = self._types.get(name)
-        if t is None or (t, info.dtype) in _SAME:
-            self._place(name)
-            with self.io:
-                copy_range(span[0], span[1], self._fh.fileno(), self._offsets[name], span[2])
-            written(self._fh.fileno(), self._offsets[name], span[2])
-            return
         self._place(name)
-        fd, src, pos = span[0], span[1], self._offsets[name]
+        if t is None or (t, info.dtype) in _SAME:
+            self._copy(name, span)
+        else:
+            self._put(name, self._encoded(name, info, span, t))
+
+    def _encoded(self, name: str, info: TensorInfo, span: tuple, t: str):
+        """The stored bytes of a tensor read from ``span`` and encoded into ggml type ``t``, in pieces."""
+        fd, src = span[0], span[1]
         row = max(1, info.shape[-1] if info.shape else 1) * dtypes.itemsize(info.dtype)
         step = max(1, (16 << 20) // row) * row
         dt = dtypes.to_numpy(info.dtype).newbyteorder("<")
         for at in range(0, span[2], step):
             raw = _pread(fd, min(step, span[2] - at), src + at)
             rows = np.frombuffer(raw, dt).reshape(-1, info.shape[-1] if info.shape else 1)
-            for piece in encode(rows, t, f"tensor {name!r}", self._allow):
-                with self.io:
-                    pos = _pwrite(self._fh.fileno(), piece, pos)
-        written(self._fh.fileno(), self._offsets[name], pos - self._offsets[name])
+            yield from encode(rows, t, f"tensor {name!r}", self._allow)
 
     def close(self) -> None:
         if self._all_placed():
@@ -549,15 +541,6 @@ class GGUFWriter(PositionalWriter):
 
     def abort(self) -> None:
         self._fh.close()
-
-
-def _pwrite(fd: int, piece, pos: int) -> int:
-    view = memoryview(piece).cast("B")
-    while len(view):
-        n = os.pwrite(fd, view, pos)
-        pos += n
-        view = view[n:]
-    return pos
 
 
 def _pread(fd: int, n: int, pos: int) -> bytes:

@@ -35,7 +35,6 @@ library itself writes none).
 from __future__ import annotations
 
 import json
-import os
 import struct
 import sys
 from typing import Iterator, Mapping, Optional, Sequence
@@ -43,11 +42,9 @@ from typing import Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from .. import dtypes
-from ..durable import written
 from ..errors import FormatError, MapspecError
 from ..files import MappedFile, check_shape, create_file
 from .base import PositionalWriter, Reader, TensorInfo, announced_dtype, save_with
-from ..kernels import copy_range
 from .chunks import c_order_chunks
 
 NAME = "safetensors"
@@ -349,14 +346,7 @@ class SafetensorsWriter(PositionalWriter):
         info = self._fits(name, array)
         self._check_dtype(name, info, array, why="the header is already written (cast it before writing)")
         self._place(name)
-        fd, pos = self._fh.fileno(), self._offsets[name]
-        for piece in _chunks(array):
-            with self.io:
-                while len(piece):
-                    n = os.pwrite(fd, piece, pos)
-                    pos += n
-                    piece = piece[n:]
-        written(fd, self._offsets[name], pos - self._offsets[name])
+        self._put(name, _chunks(array))
 
     def copy_at(self, name: str, info: TensorInfo, span: tuple) -> None:
         """Write tensor ``name`` by copying its bytes from another file (``span`` as
@@ -366,9 +356,7 @@ class SafetensorsWriter(PositionalWriter):
                 or span[2] != want.nbytes:
             raise MapspecError(f"{self.path}: tensor {name!r} does not match what was announced")
         self._place(name)
-        with self.io:
-            copy_range(span[0], span[1], self._fh.fileno(), self._offsets[name], span[2])
-        written(self._fh.fileno(), self._offsets[name], span[2])
+        self._copy(name, span)
 
     def close(self) -> None:
         if self._all_placed():

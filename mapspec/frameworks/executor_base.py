@@ -37,8 +37,11 @@ class Executor:
 
 
 def tensor_source(weights):
-    """``(names, read)`` of a reader-like tensor source (``names()`` and ``read(name)``, as every format's
-    reader has: the executors need no import of :mod:`mapspec.formats`), else None."""
+    """``(names, read)`` of a ``{name: array}`` mapping or a reader-like tensor source (``names()`` and
+    ``read(name)``, as every format's reader has: the executors need no import of :mod:`mapspec.formats`),
+    else None."""
+    if isinstance(weights, Mapping):
+        return list(weights), weights.__getitem__
     names, read = getattr(weights, "names", None), getattr(weights, "read", None)
     if callable(names) and callable(read):
         return list(names()), read

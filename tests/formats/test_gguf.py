@@ -302,8 +302,10 @@ def test_gguf_to_gguf_renames_are_kernel_copies(tmp_path, monkeypatch):
     src = gguf_py_file(tmp_path / "q.gguf", {"f": np.arange(4, dtype=np.float32), "h": halves},
                        {"blk.0.w": ("Q8_0", q8)})
     copied = []
-    real = mg.copy_range
-    monkeypatch.setattr(mg, "copy_range", lambda *a: copied.append(a[4]) or real(*a))
+    from mapspec.formats import base
+
+    real = base.copy_range
+    monkeypatch.setattr(base, "copy_range", lambda *a: copied.append(a[4]) or real(*a))
     spec = _spec(tmp_path, """
 mapspec: 1
 source: {format: gguf}

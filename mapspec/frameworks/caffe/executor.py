@@ -191,9 +191,8 @@ class CaffeExecutor(Executor):
                 for k, blob in enumerate(s.layer.blobs):
                     found.setdefault(s.layer.name, {})[k] = functools.partial(
                         _blob_array, blob, f"{self.path}: layer {s.layer.name!r} blob {k}")
-        elif isinstance(weights, Mapping) or tensor_source(weights) is not None:
-            names, get = (list(weights), weights.__getitem__) if isinstance(weights, Mapping) else \
-                tensor_source(weights)
+        elif (source := tensor_source(weights)) is not None:
+            names, get = source
             for name in names:
                 m = BLOB_NAME.match(name) if isinstance(name, str) else None
                 if m and m.group(1) in wanted:

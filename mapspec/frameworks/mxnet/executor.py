@@ -73,13 +73,12 @@ class MXNetExecutor(Executor):
     def _load_weights(self, weights) -> dict:
         g = self.graph
         wanted = list(g.param_names) + list(g.aux_names)
-        source = None if isinstance(weights, Mapping) else tensor_source(weights)
-        if source is not None:
-            have, get = set(source[0]), source[1]
-        elif isinstance(weights, Mapping):
+        if isinstance(weights, Mapping):  # a mapping may still carry arg:/aux: prefixes
             stripped = {_strip(k): v for k, v in weights.items()}
             have = set(stripped)
             get = stripped.__getitem__
+        elif (source := tensor_source(weights)) is not None:
+            have, get = set(source[0]), source[1]
         else:
             raise MapspecError(f"weights must be a reader or a {{name: array}} mapping, not {type(weights).__name__}")
         missing = [n for n in wanted if n not in have]
