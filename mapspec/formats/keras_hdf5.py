@@ -197,13 +197,7 @@ class H5:
         return out
 
     def scalar_string(self, obj, attr: str) -> Optional[str]:
-        try:
-            v = obj.attrs.get(attr)
-        except _H5_ERRORS:
-            return None
-        if isinstance(v, bytes):
-            v = v.decode("utf-8", "replace")
-        return v if isinstance(v, str) else None
+        return _attr_str(obj, attr)
 
     def close(self) -> None:
         try:
